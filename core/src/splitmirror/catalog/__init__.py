@@ -1,0 +1,38 @@
+"""The catalog: sessions, phase timings, the window, and every file each archive holds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+from .base import Catalog, FileRecord, PhaseRecord, SessionSummary
+from .sqlite import SqliteCatalog
+
+CATALOG_ENV = "SPLITMIRROR_CATALOG"
+
+
+def default_catalog_path(configured: Path | None = None) -> Path:
+    """The config's ``catalog``, else ``$SPLITMIRROR_CATALOG``, else the user's data directory."""
+    if configured is not None:
+        return configured
+    if os.environ.get(CATALOG_ENV):
+        return Path(os.environ[CATALOG_ENV])
+    return Path(platformdirs.user_data_dir("splitmirror")) / "catalog.db"
+
+
+def open_catalog(path: Path | None = None) -> Catalog:
+    return SqliteCatalog(default_catalog_path(path))
+
+
+__all__ = [
+    "CATALOG_ENV",
+    "Catalog",
+    "FileRecord",
+    "PhaseRecord",
+    "SessionSummary",
+    "SqliteCatalog",
+    "default_catalog_path",
+    "open_catalog",
+]

@@ -1,0 +1,234 @@
+"""The SQLite catalog: one file, WAL journal, schema versioned by ``PRAGMA user_version``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..paths import ensure_private_dir
+from ..errors import CatalogError
+from .base import Catalog, FileRecord, PhaseRecord, SessionSummary
+
+#: Each entry upgrades the schema by one version; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('STARTED', 'DONE', 'FAILED')),
+        mode TEXT NOT NULL,
+        database TEXT NOT NULL,
+        database_url TEXT NOT NULL,
+        config TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        window_ms REAL,
+        failed_phase TEXT,
+        error TEXT,
+        files INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        archive TEXT,
+        server_version TEXT NOT NULL DEFAULT '',
+        label TEXT NOT NULL DEFAULT '',
+        redo_range TEXT NOT NULL DEFAULT '{}',
+        stats TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX sessions_by_start ON sessions (started_at);
+    CREATE TABLE phases (
+        session_id INTEGER NOT NULL REFERENCES sessions (id),
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        duration_ms REAL NOT NULL,
+        error TEXT,
+        PRIMARY KEY (session_id, seq)
+    );
+    CREATE TABLE files (
+        session_id INTEGER NOT NULL REFERENCES sessions (id),
+        seq INTEGER NOT NULL,
+        member TEXT NOT NULL,
+        path TEXT NOT NULL,
+        logical_key TEXT NOT NULL,
+        role TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        archive_offset INTEGER NOT NULL,
+        read_method TEXT NOT NULL,
+        extents TEXT,
+        PRIMARY KEY (session_id, seq)
+    );
+    """,
+)
+
+_JSON_COLUMNS = {"redo_range", "stats"}
+_UPDATABLE = {
+    "window_ms", "files", "bytes", "archive", "server_version", "label", "redo_range", "stats",
+}
+
+
+class SqliteCatalog(Catalog):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            ensure_private_dir(path.parent)
+            fresh = not path.exists()
+            if fresh:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            raise CatalogError(
+                f"the catalog {path} cannot be opened ({error}); point [session] catalog or "
+                f"$SPLITMIRROR_CATALOG at a healthy catalog file"
+            ) from None
+        except OSError as error:
+            raise CatalogError(
+                f"the catalog {path} cannot be created ({error.strerror}); choose a writable "
+                f"location with [session] catalog or $SPLITMIRROR_CATALOG"
+            ) from None
+
+    def _migrate(self) -> None:
+        (current,) = self._db.execute("PRAGMA user_version").fetchone()
+        if current > len(MIGRATIONS):
+            raise CatalogError(
+                f"the catalog {self.path} has schema version {current}, newer than this "
+                f"splitmirror understands ({len(MIGRATIONS)}); upgrade splitmirror"
+            )
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, script.split(";")):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {version}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def start_session(
+        self, *, name: str, mode: str, database: str, database_url: str, config: str, started_at: str
+    ) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO sessions (name, status, mode, database, database_url, config, started_at)"
+            " VALUES (?, 'STARTED', ?, ?, ?, ?, ?)",
+            (name, mode, database, database_url, config, started_at),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def record_phase(self, session_id: int, phase: PhaseRecord) -> None:
+        self._db.execute(
+            "INSERT INTO phases (session_id, seq, name, started_at, duration_ms, error) VALUES"
+            " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM phases WHERE session_id = ?), ?, ?, ?, ?)",
+            (session_id, session_id, phase.name, phase.started_at, phase.duration_ms, phase.error),
+        )
+
+    def update_session(self, session_id: int, **fields: Any) -> None:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        values = [json.dumps(v) if k in _JSON_COLUMNS else v for k, v in fields.items()]
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        self._db.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*values, session_id))
+
+    def add_files(self, session_id: int, files: Iterable[FileRecord]) -> None:
+        rows = [
+            (
+                session_id, f.seq, f.member, f.path, json.dumps(list(f.logical_key)), f.role,
+                f.size, f.sha256, f.offset, f.read_method,
+                None if f.extents is None else json.dumps(f.extents),
+            )
+            for f in files
+        ]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def finish_session(
+        self,
+        session_id: int,
+        *,
+        status: str,
+        finished_at: str,
+        failed_phase: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        self._db.execute(
+            "UPDATE sessions SET status = ?, finished_at = ?, failed_phase = ?, error = ?"
+            " WHERE id = ?",
+            (status, finished_at, failed_phase, error, session_id),
+        )
+
+    def _summary(self, row: sqlite3.Row) -> SessionSummary:
+        data = dict(row)
+        for column in _JSON_COLUMNS:
+            data[column] = json.loads(data[column])
+        phases = [
+            PhaseRecord(*p)
+            for p in self._db.execute(
+                "SELECT name, started_at, duration_ms, error FROM phases"
+                " WHERE session_id = ? ORDER BY seq",
+                (row["id"],),
+            )
+        ]
+        return SessionSummary(**data, phases=phases)
+
+    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
+        self._db.row_factory = sqlite3.Row
+        try:
+            return list(self._db.execute(sql, params))
+        finally:
+            self._db.row_factory = None
+
+    def get(self, session_id: int) -> SessionSummary:
+        rows = self._rows("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        if not rows:
+            raise CatalogError(
+                f"there is no session {session_id} in the catalog {self.path}; "
+                f"run `splitmirror list` to see the sessions it holds"
+            )
+        return self._summary(rows[0])
+
+    def sessions(
+        self, *, database: str | None = None, status: str | None = None, since: str | None = None
+    ) -> list[SessionSummary]:
+        clauses, params = [], []
+        for column, value in (("database", database), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append("started_at >= ?")
+            params.append(since)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._rows(f"SELECT * FROM sessions{where} ORDER BY id", tuple(params))
+        return [self._summary(row) for row in rows]
+
+    def files(self, session_id: int) -> list[FileRecord]:
+        result = []
+        for row in self._db.execute(
+            "SELECT seq, member, path, logical_key, role, size, sha256, archive_offset,"
+            " read_method, extents FROM files WHERE session_id = ? ORDER BY seq",
+            (session_id,),
+        ):
+            seq, member, path, key, role, size, sha, offset, method, extents = row
+            result.append(
+                FileRecord(
+                    seq, member, path, tuple(json.loads(key)), role, size, sha, offset, method,
+                    None if extents is None else [tuple(e) for e in json.loads(extents)],
+                )
+            )
+        return result
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,265 @@
+"""The ``splitmirror`` command line.
+
+Library code raises; this module alone decides how to exit.  A :class:`UserError` is printed as
+its one sentence; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from . import __version__
+from .catalog import open_catalog
+from .config import load_config
+from .errors import SessionFailed, UserError
+from .hooks import Hooks
+from .progress_bars import ProgressBars
+from .report import print_files, print_sessions, print_summary, summary_json
+from .session import Session
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  the session ran and failed (the catalog says FAILED, with the phase)
+  2  bad configuration, bad arguments, or an unknown or broken plugin
+  3  a preflight check failed (nothing was changed on the database)
+  4  another session is running for this configuration
+  5  the catalog cannot be opened, or the session asked for is not in it
+  130 interrupted before the session started
+"""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Piped output keeps whole lines (paths, errors) instead of rich's 80-column default.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+
+
+def _emit_json(data: Any, console: Console | None = None) -> None:
+    text = json.dumps(data, indent=2, default=str)
+    if console is None or console is out:
+        click.echo(text)
+    else:
+        click.echo(text, err=True)
+
+
+def handled(func: F) -> F:
+    """Turn :class:`UserError` and :class:`SessionFailed` into a sentence and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return func(*args, **kwargs)
+        except UserError as error:
+            if as_json:
+                _emit_json({"error": str(error), "exit_code": error.exit_code})
+            else:
+                err.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+            sys.exit(error.exit_code)
+        except SessionFailed as error:
+            err.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+catalog_option = click.option(
+    "--catalog",
+    "catalog_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Catalog file (default: $SPLITMIRROR_CATALOG, else the user's data directory).",
+)
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="splitmirror")
+def main() -> None:
+    """Consistent file-level backups of live databases from a split mirror."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@handled
+def backup(config: Path, as_json: bool, quiet: bool) -> None:
+    """Run one backup session for CONFIG (a TOML file)."""
+    cfg = load_config(config)
+    hooks = Hooks()
+    session = Session(cfg, hooks)
+    # With the archive on standard output, reports go to standard error.
+    report = err if cfg.target.path == "-" else out
+    emit = functools.partial(_emit_json, console=report)
+    bars = ProgressBars(err, enabled=not quiet and err.is_terminal)
+    unregister = hooks.register(bars, "cli-progress")
+    try:
+        summary = session.run()
+    except SessionFailed:
+        failed = session.summary()
+        if failed is not None:
+            if as_json:
+                emit(summary_json(failed))
+            else:
+                print_summary(report, failed)
+        raise
+    finally:
+        bars.stop()
+        unregister()
+    if as_json:
+        emit(summary_json(summary))
+    else:
+        print_summary(report, summary)
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@json_option
+@handled
+def check(config: Path, as_json: bool) -> None:
+    """Preflight CONFIG: connect, check privileges, mirror and target; change nothing."""
+    cfg = load_config(config)
+    server, problems = Session(cfg, Hooks()).check()
+    if as_json:
+        _emit_json(
+            {
+                "ok": not problems,
+                "server": dataclasses.asdict(server),
+                "problems": [dataclasses.asdict(p) for p in problems],
+            }
+        )
+    else:
+        out.print(f"{server.kind} {server.version} {server.flavour}".rstrip())
+        for problem in problems:
+            out.print(f"[red]✗[/red] {escape(problem.sentence())}", soft_wrap=True)
+        if not problems:
+            out.print(f"[green]✓[/green] ready for a {cfg.database.mode.value} session")
+    if problems:
+        sys.exit(3)
+
+
+@main.command()
+@json_option
+@handled
+def plugins(as_json: bool) -> None:
+    """List plugins: name, distribution, version, what each provides, load errors."""
+    hooks = Hooks()
+    provides: dict[str, list[str]] = {}
+    for family, registry in (
+        ("engine", hooks.engines),
+        ("mirror", hooks.mirrors),
+        ("target", hooks.targets),
+    ):
+        for name, entry in registry.entries():
+            provides.setdefault(entry.plugin, []).append(f"{family}:{name}")
+    rows = [
+        {
+            "name": r.name,
+            "distribution": r.distribution,
+            "version": r.version,
+            "builtin": r.builtin,
+            "status": "blocked" if r.blocked else ("error" if r.error else "loaded"),
+            "provides": provides.get(r.name, []),
+            "error": r.error,
+        }
+        for r in hooks.plugins.records
+    ]
+    if as_json:
+        _emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table()
+    for column in ("plugin", "distribution", "version", "status", "provides"):
+        table.add_column(column)
+    for row in rows:
+        status = row["status"] if not row["error"] else f"[red]error: {escape(row['error'])}[/red]"
+        table.add_row(row["name"], row["distribution"], row["version"], status, ", ".join(row["provides"]))
+    out.print(table)
+
+
+def _since(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date; write it like 2026-11-24 or 2026-11-24T08:00")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+
+
+@main.command(name="list")
+@click.option("--database", help="Only sessions of this engine (sqlite, postgresql, ...).")
+@click.option(
+    "--status", type=click.Choice(["STARTED", "DONE", "FAILED"], case_sensitive=False), help="Only this status."
+)
+@click.option("--since", help="Only sessions started at or after this date/time (ISO 8601, UTC default).")
+@catalog_option
+@json_option
+@handled
+def list_(
+    database: str | None, status: str | None, since: str | None, catalog_path: Path | None, as_json: bool
+) -> None:
+    """List the sessions in the catalog."""
+    catalog = open_catalog(catalog_path)
+    sessions = catalog.sessions(database=database, status=status and status.upper(), since=_since(since))
+    if as_json:
+        _emit_json([summary_json(s) for s in sessions])
+    else:
+        print_sessions(out, sessions)
+
+
+@main.command()
+@click.argument("session_id", type=int, metavar="ID")
+@catalog_option
+@json_option
+@handled
+def show(session_id: int, catalog_path: Path | None, as_json: bool) -> None:
+    """Show one session: phases, window, and its files in archive order."""
+    catalog = open_catalog(catalog_path)
+    summary = catalog.get(session_id)
+    files = catalog.files(session_id)
+    if as_json:
+        _emit_json(summary_json(summary, files))
+    else:
+        print_summary(out, summary)
+        print_files(out, files)
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("splitmirror-demo"),
+    show_default=True,
+    help="Where the demo puts its database, mirror, archives and catalog.",
+)
+@json_option
+@handled
+def demo(directory: Path, as_json: bool) -> None:
+    """Back up a live SQLite database twice (FREEZE, HOT_BACKUP); no server, no root."""
+    from .demo import run_demo
+
+    run_demo(directory, out=out, err=err, as_json=as_json)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,208 @@
+"""Loading and validating the TOML session configuration (DESIGN.md section 6).
+
+Every problem becomes one :class:`~splitmirror.errors.ConfigError` sentence that names the file,
+the section and the key, and says what to do, e.g.::
+
+    orders.toml: [session] has no key 'max_windw'; did you mean 'max_window'?
+
+Engines and mirror providers may accept keys of their own in ``[database]`` and ``[mirror]``;
+they are validated against the plugin's ``options_model`` by :func:`plugin_options`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import stat
+import string
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+
+from .errors import ConfigError
+from .phases import Mode
+from .units import parse_duration, parse_size
+
+Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
+Size = Annotated[int, pydantic.BeforeValidator(parse_size)]
+
+TARGET_FIELDS = frozenset({"session", "name", "timestamp"})
+_STRICT = pydantic.ConfigDict(extra="forbid", frozen=True)
+_OPEN = pydantic.ConfigDict(extra="allow", frozen=True)
+
+
+class SessionConfig(pydantic.BaseModel):
+    model_config = _STRICT
+
+    name: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    max_window: Duration = 30.0
+    catalog: Path | None = None
+
+
+class DatabaseConfig(pydantic.BaseModel):
+    """``url`` and ``mode``; any other key belongs to the engine (see :func:`plugin_options`)."""
+
+    model_config = _OPEN
+
+    url: str
+    mode: Mode = Mode.FREEZE
+
+
+class MirrorConfig(pydantic.BaseModel):
+    """``provider``, ``primary``, ``mirror``; any other key belongs to the provider."""
+
+    model_config = _OPEN
+
+    provider: str = "directory"
+    primary: Path
+    mirror: Path
+
+
+class TargetConfig(pydantic.BaseModel):
+    model_config = _STRICT
+
+    path: str
+    block_size: Size = 256 * 1024
+    kind: str | None = None
+
+    @pydantic.field_validator("block_size")
+    @classmethod
+    def _whole_tar_blocks(cls, value: int) -> int:
+        if value % 512 or value > 16 * 1024 * 1024:
+            raise ValueError("block_size must be a multiple of 512 bytes and at most 16MiB")
+        return value
+
+    @pydantic.field_validator("path")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as error:
+            raise ValueError(f"path {value!r} has an unbalanced brace ({error})") from None
+        unknown = fields - TARGET_FIELDS
+        if unknown:
+            raise ValueError(
+                f"path uses {{{sorted(unknown)[0]}}}, which is not known; "
+                f"use {{session}}, {{name}} or {{timestamp}}"
+            )
+        return value
+
+
+class Config(pydantic.BaseModel):
+    model_config = _STRICT
+
+    session: SessionConfig
+    database: DatabaseConfig
+    mirror: MirrorConfig
+    target: TargetConfig
+    source: Path = Path("<memory>")
+
+    def extras(self, section: Literal["database", "mirror"]) -> dict[str, Any]:
+        model = self.database if section == "database" else self.mirror
+        return dict(model.model_extra or {})
+
+
+_SECTION_HINTS = {
+    "session": "name (and optionally max_window, catalog)",
+    "database": "url and mode",
+    "mirror": "provider, primary and mirror",
+    "target": "path (and optionally block_size)",
+}
+
+
+def _model_fields(model: type[pydantic.BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)):
+            return []
+        model = annotation
+    return [name for name in model.model_fields if name != "source"]
+
+
+def _describe(
+    error: Any, model: type[pydantic.BaseModel], where: str, prefix: tuple[str, ...] = ()
+) -> str:
+    """One pydantic error → one sentence naming section, key and fix."""
+    loc = prefix + tuple(str(p) for p in error["loc"])
+    section, key = (loc[0], loc[-1]) if len(loc) > 1 else (None, loc[0] if loc else "")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = _model_fields(model, tuple(error["loc"][:-1]))
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+        place = f"[{section}]" if section else "the file"
+        return f"{where}: {place} has no key {key!r}; {hint}"
+    if kind == "missing":
+        if section is None:
+            return f"{where}: the [{key}] section is missing; add it with {_SECTION_HINTS.get(key, 'its keys')}"
+        return f"{where}: [{section}] needs the key {key!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    message = message[0].lower() + message[1:] if message else kind
+    if kind == "enum":
+        return f"{where}: [{section}] {key} is {error['input']!r}; {message}"
+    return f"{where}: [{section}] {key}: {message}"
+
+
+def parse_config(data: dict[str, Any], where: str = "config") -> Config:
+    """Validate an already-parsed TOML document."""
+    try:
+        return Config.model_validate(data)
+    except pydantic.ValidationError as error:
+        raise ConfigError(_describe(error.errors()[0], Config, where)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, check and validate a config file; every failure is one :class:`ConfigError`."""
+    source = Path(path)
+    where = str(source)
+    try:
+        info = source.stat()
+        raw = source.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"the config file {where} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where} is a directory, not a config file") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read the config file {where}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{where} is not a regular file; point at the TOML config file")
+    if info.st_mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"the config file {where} is writable by every user, so anyone could redirect "
+            f"the backup; run `chmod o-w {where}`"
+        )
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} is not UTF-8 text; save it as UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{where} is not valid TOML ({error}); fix the syntax") from None
+    data["source"] = str(source.resolve())
+    return parse_config(data, where)
+
+
+def plugin_options(
+    config: Config, section: Literal["database", "mirror"], model: type[pydantic.BaseModel]
+) -> pydantic.BaseModel:
+    """Validate the plugin-specific keys of ``[database]`` or ``[mirror]``."""
+    try:
+        return model.model_validate(config.extras(section))
+    except pydantic.ValidationError as error:
+        raise ConfigError(_describe(error.errors()[0], model, str(config.source), (section,))) from None
+
+
+def expand_target_path(template: str, *, session: int, name: str, timestamp: str) -> str:
+    """Fill ``{session}``, ``{name}`` and ``{timestamp}`` in ``[target] path``."""
+    return template.format(session=session, name=name, timestamp=timestamp)
+
+
+_SAFE_SECRET = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def redact_url(url: str) -> str:
+    """A URL with any password replaced by ``***``, for the catalog and the manifest."""
+    return _SAFE_SECRET.sub(r"\1***@", url)

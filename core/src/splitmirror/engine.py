@@ -1,0 +1,150 @@
+"""The interface a database plugin implements: one :class:`DatabaseEngine` subclass per kind.
+
+The session engine drives it through the phases; the plugin never sees the mirror or the
+archive.  Every method that runs inside the window must be quick: the window is the outage.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pydantic
+
+from .phases import Mode
+
+
+class NoOptions(pydantic.BaseModel):
+    """Engines without engine-specific ``[database]`` keys use this; unknown keys are errors."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerInfo:
+    """What :meth:`DatabaseEngine.describe` found: shown by ``check`` and stored in the catalog."""
+
+    kind: str
+    version: str
+    flavour: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseFile:
+    """One file of the database as the database itself identifies it.
+
+    ``logical_key`` orders the archive (claim 12): a tuple the plugin chooses, e.g. PostgreSQL's
+    (tablespace, database, relfilenode, segment) or SQLite's (0,) for the main file.  ``role`` is
+    free text for people (``data``, ``wal``, ``journal``, ``label``...).
+    """
+
+    path: Path
+    logical_key: tuple[int | str, ...]
+    role: str = "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtraMember:
+    """Bytes the plugin produces itself (a backup label, a control file copy) for the archive."""
+
+    name: str
+    data: bytes
+    logical_key: tuple[int | str, ...]
+    role: str = "metadata"
+
+
+@dataclasses.dataclass(frozen=True)
+class UnquiesceResult:
+    """What leaving the mode returns: everything the restore needs that the files do not say.
+
+    ``label`` and ``redo_range`` go into the manifest and the catalog; ``extra_members`` are
+    written to the archive after the database files (the redo/WAL of the window, labels).
+    """
+
+    label: str = ""
+    redo_range: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    extra_members: Sequence[ExtraMember] = ()
+    window_files: Sequence[DatabaseFile] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PreflightProblem:
+    """A reason the session cannot start, with the fix in plain language."""
+
+    what: str
+    fix: str
+
+    def sentence(self) -> str:
+        return f"{self.what}; {self.fix}"
+
+
+class DatabaseEngine(abc.ABC):
+    """A database kind.  Subclasses are registered through ``splitmirror_register_engines``.
+
+    Lifecycle within one session: ``__init__`` (no I/O) → :meth:`connect` → :meth:`preflight`
+    → :meth:`layout` → :meth:`quiesce` → :meth:`discover` → :meth:`prepare` →
+    :meth:`unquiesce` → :meth:`close`.  On any failure after :meth:`quiesce` was called the
+    session calls :meth:`abort` instead of :meth:`unquiesce`, then :meth:`close`.
+    """
+
+    #: Short name shown by ``splitmirror plugins`` and stored in the catalog.
+    name: ClassVar[str]
+    #: URL schemes this engine handles, e.g. ``("sqlite",)``.
+    url_schemes: ClassVar[tuple[str, ...]]
+    #: Pydantic model validating the engine-specific keys of ``[database]``.
+    options_model: ClassVar[type[pydantic.BaseModel]] = NoOptions
+
+    def __init__(self, url: str, options: pydantic.BaseModel) -> None:
+        self.url = url
+        self.options = options
+
+    @abc.abstractmethod
+    def connect(self) -> ServerInfo:
+        """Open the connection(s) the session holds; raise :class:`~splitmirror.errors.PreflightError`
+        with a plain sentence when the database cannot be reached."""
+
+    @abc.abstractmethod
+    def preflight(self, mode: Mode) -> list[PreflightProblem]:
+        """Everything that would stop ``mode`` from working, checked without changing anything."""
+
+    @abc.abstractmethod
+    def layout(self) -> list[Path]:
+        """The files the database uses as known before quiescing: MAP's candidates."""
+
+    @abc.abstractmethod
+    def quiesce(self, mode: Mode) -> None:
+        """Enter ``mode``.  Either succeed or leave nothing held (the session still calls abort)."""
+
+    @abc.abstractmethod
+    def discover(self) -> list[DatabaseFile]:
+        """The files that make up the database now, from the database's own catalog."""
+
+    def prepare(self) -> Mapping[str, Any]:
+        """Prepare the set (labels, start positions); returns metadata for the manifest."""
+        return {}
+
+    def freeze_paths(self) -> list[Path]:
+        """Directories whose filesystems SPLIT must freeze for the final pass (FIFREEZE).
+
+        Empty when the mode itself makes a non-atomic copy safe (SQLite under its own locks,
+        PostgreSQL HOT_BACKUP replaying WAL).
+        """
+        return []
+
+    @abc.abstractmethod
+    def unquiesce(self) -> UnquiesceResult:
+        """Leave the mode normally and say what the restore needs."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Leave the mode on a failure path.  Idempotent, safe if quiesce never finished."""
+
+    def restore_instructions(self, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
+        """Make a restored directory startable; return what the DBA runs next, one step a line."""
+        return []
+
+    def close(self) -> None:
+        """Close every connection; called last on every path."""

@@ -1,0 +1,1 @@
+"""Built-in database engines (SQLite).  Server databases come as separate distributions."""

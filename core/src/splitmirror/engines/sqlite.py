@@ -1,0 +1,200 @@
+"""The built-in SQLite engine (standard library only).
+
+FREEZE (reference/databases.md 5.3): checkpoint the WAL to empty with ``wal_checkpoint(TRUNCATE)``,
+then ``BEGIN IMMEDIATE``: no connection can write, and with an empty WAL no checkpoint can change
+the main file either, so the main file alone is consistent.  If a writer slipped a frame in
+between, commit nothing, let go and try again.  In rollback-journal mode ``BEGIN IMMEDIATE``
+alone holds every writer off.
+
+HOT_BACKUP (5.4): a read transaction pins a snapshot, so writers keep appending to the WAL but
+it cannot be restarted, and checkpoints cannot pass our snapshot.  The mirror's final pass copies
+the database first, then the WAL (logical order); SQLite's recovery on open replays the copied
+WAL, ignoring a torn last frame.  ``-shm`` is only the shared-memory index: it is neither backed
+up nor restored (SQLite rebuilds it).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from .. import impl
+from ..config import Duration
+from ..engine import (
+    DatabaseEngine,
+    DatabaseFile,
+    PreflightProblem,
+    ServerInfo,
+    UnquiesceResult,
+)
+from ..errors import PreflightError, SplitmirrorError
+from ..phases import Mode
+
+_HEADER = b"SQLite format 3\x00"
+
+
+class SqliteOptions(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    #: How long QUIESCE waits for another connection's write lock before giving up.
+    lock_timeout: Duration = 10.0
+    #: FREEZE: how many times to retry emptying the WAL when writers keep adding to it.
+    checkpoint_attempts: int = pydantic.Field(default=20, ge=1, le=1000)
+
+
+class QuiesceFailed(SplitmirrorError):
+    """The database could not be brought into the requested mode."""
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///srv/data/orders.db`` → ``/srv/data/orders.db``."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    if not rest.startswith("/"):
+        raise PreflightError(
+            f"the SQLite URL {url!r} does not name an absolute path; write it as "
+            f"sqlite:///absolute/path/to/file.db"
+        )
+    return Path(rest.split("?", 1)[0])
+
+
+class SqliteEngine(DatabaseEngine):
+    name = "sqlite"
+    url_schemes = ("sqlite",)
+    options_model = SqliteOptions
+
+    def __init__(self, url: str, options: pydantic.BaseModel) -> None:
+        super().__init__(url, options)
+        assert isinstance(options, SqliteOptions)
+        self.settings = options
+        self.path = sqlite_path(url)
+        self._db: sqlite3.Connection | None = None
+        self._mode: Mode | None = None
+        self.journal_mode = ""
+
+    def _companion(self, suffix: str) -> Path:
+        return self.path.with_name(self.path.name + suffix)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "connect() first"
+        return self._db
+
+    def connect(self) -> ServerInfo:
+        try:
+            with open(self.path, "rb") as handle:
+                header = handle.read(len(_HEADER))
+        except FileNotFoundError:
+            raise PreflightError(
+                f"the SQLite database {self.path} does not exist; check [database] url"
+            ) from None
+        except OSError as error:
+            raise PreflightError(f"cannot read the SQLite database {self.path}: {error.strerror}") from None
+        if header and header != _HEADER:
+            raise PreflightError(f"{self.path} is not a SQLite database; check [database] url")
+        self._db = sqlite3.connect(
+            self.path, timeout=self.settings.lock_timeout, isolation_level=None, check_same_thread=False
+        )
+        self.journal_mode = str(self.db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        return ServerInfo("sqlite", sqlite3.sqlite_version, self.journal_mode)
+
+    def preflight(self, mode: Mode) -> list[PreflightProblem]:
+        problems = []
+        if mode is Mode.HOT_BACKUP and self.journal_mode != "wal":
+            problems.append(
+                PreflightProblem(
+                    f"{self.path} uses journal_mode={self.journal_mode}, and HOT_BACKUP needs WAL",
+                    "run `PRAGMA journal_mode=WAL` on it once, or use mode = \"freeze\"",
+                )
+            )
+        if not os.access(self.path.parent, os.W_OK):
+            problems.append(
+                PreflightProblem(
+                    f"cannot write in {self.path.parent}, where SQLite keeps its lock files",
+                    "run splitmirror as the database's owner",
+                )
+            )
+        return problems
+
+    def layout(self) -> list[Path]:
+        return [p for p in (self.path, *self._companions()) if p.exists()]
+
+    def _companions(self) -> tuple[Path, ...]:
+        return (self._companion("-wal"), self._companion("-journal"))
+
+    def quiesce(self, mode: Mode) -> None:
+        self._mode = mode
+        if mode is Mode.HOT_BACKUP:
+            self.db.execute("BEGIN")
+            self.db.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        elif self.journal_mode == "wal":
+            self._freeze_wal()
+        else:
+            self.db.execute("BEGIN IMMEDIATE")
+
+    def _freeze_wal(self) -> None:
+        wal = self._companion("-wal")
+        deadline = time.monotonic() + self.settings.lock_timeout
+        for _attempt in range(self.settings.checkpoint_attempts):
+            busy, _frames, _done = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self.db.execute("BEGIN IMMEDIATE")
+            if not busy and (not wal.exists() or wal.stat().st_size == 0):
+                return
+            self.db.execute("ROLLBACK")
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        raise QuiesceFailed(
+            f"could not empty the WAL of {self.path}: other connections kept writing or reading "
+            f"old snapshots; retry, raise lock_timeout, or use mode = \"hot-backup\""
+        )
+
+    def discover(self) -> list[DatabaseFile]:
+        files = [DatabaseFile(self.path, (0,), "data")]
+        wal, journal = self._companions()
+        if wal.exists():
+            files.append(DatabaseFile(wal, (1,), "wal"))
+        if journal.exists():
+            files.append(DatabaseFile(journal, (1,), "journal"))
+        return files
+
+    def unquiesce(self) -> UnquiesceResult:
+        redo: dict[str, Any] = {}
+        wal = self._companion("-wal")
+        if self._mode is Mode.HOT_BACKUP and wal.exists():
+            redo = {"wal": wal.name, "wal_bytes": wal.stat().st_size}
+        self.db.execute("ROLLBACK")
+        self._mode = None
+        mode = "hot-backup" if redo else "freeze"
+        return UnquiesceResult(label=f"sqlite {mode} of {self.path.name}", redo_range=redo)
+
+    def abort(self) -> None:
+        if self._db is not None and self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._mode = None
+
+    def restore_instructions(self, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
+        shm = directory / (self.path.name + "-shm")
+        if shm.exists():
+            shm.unlink()  # a stale wal-index must not outlive the files it indexed
+        restored = directory / self.path.name
+        return [
+            f"sqlite3 {restored} 'PRAGMA integrity_check'",
+            f"stop the application, then move {restored} (and any -wal beside it) to {self.path}",
+        ]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self.abort()
+            self._db.close()
+            self._db = None
+
+
+@impl
+def splitmirror_register_engines(register: Callable[[type[DatabaseEngine]], None]) -> None:
+    register(SqliteEngine)

@@ -1,0 +1,63 @@
+"""FIFREEZE/FITHAW on the filesystems SPLIT must hold still, with thaw guaranteed.
+
+A freeze outlives the process that set it, and a frozen filesystem blocks every writer on it,
+so :class:`Freezer` remembers what it froze and :meth:`Freezer.thaw_all` thaws all of it, in
+reverse order, even when one thaw fails.  Never freeze the filesystem holding the catalog, the
+target or our own temporary files: the session would block on itself (:func:`same_filesystem`).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+FIFREEZE = 0xC0045877
+FITHAW = 0xC0045878
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding ``path``."""
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def same_filesystem(a: Path, b: Path) -> bool:
+    return os.stat(a).st_dev == os.stat(b).st_dev
+
+
+class Freezer:
+    def __init__(self) -> None:
+        self.frozen: list[Path] = []
+
+    def freeze(self, path: Path) -> None:
+        mount = mount_point(path)
+        if mount in self.frozen:
+            return
+        if mount == Path("/"):
+            raise OSError(errno.EPERM, "refusing to freeze the root filesystem")
+        fd = os.open(mount, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, FIFREEZE, 0)
+        finally:
+            os.close(fd)
+        self.frozen.append(mount)
+
+    def thaw_all(self) -> list[BaseException]:
+        """Thaw everything frozen, last first; return the errors instead of stopping at one."""
+        errors: list[BaseException] = []
+        while self.frozen:
+            mount = self.frozen.pop()
+            try:
+                fd = os.open(mount, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    fcntl.ioctl(fd, FITHAW, 0)
+                finally:
+                    os.close(fd)
+            except OSError as error:
+                if error.errno != errno.EINVAL:  # EINVAL: already thawed
+                    errors.append(error)
+        return errors

@@ -1,0 +1,131 @@
+"""Every hook splitmirror calls, in one module.
+
+Plugins implement these with the :data:`splitmirror.impl` marker; nothing is a hook by name
+alone.  Three *register* hooks hand the core the objects a plugin provides (database engines,
+mirror providers, targets).  The rest are for observers: progress bars, metrics, logs,
+notifications.  Quiesce and unquiesce are deliberately **not** hooks: pluggy stops at the first
+implementation that raises, and a broadcast "unquiesce" would leave databases frozen.  They are
+methods of the engine object, bracketed by ``try/finally`` in :mod:`splitmirror.session`.
+
+Every hook is documented in ``docs/hooks.md``; ``tests/test_hook_docs.py`` checks that the
+signatures there match these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .engine import DatabaseEngine
+    from .mirror.base import MirrorProvider
+    from .phases import Phase
+    from .catalog.base import SessionSummary
+    from .session import Session
+    from .targets.base import Target
+
+PROJECT = "splitmirror"
+
+_spec = pluggy.HookspecMarker(PROJECT)
+
+
+@_spec
+def splitmirror_register_engines(register: Callable[[type[DatabaseEngine]], None]) -> None:
+    """Register database engine classes.
+
+    Call ``register(EngineClass)`` once per class.  The class's ``name`` must be unique across
+    all plugins and its ``url_schemes`` must not overlap another engine's: a duplicate is an
+    error naming both plugins.
+
+    :param register: the callback taking a :class:`~splitmirror.engine.DatabaseEngine` subclass.
+    """
+
+
+@_spec
+def splitmirror_register_mirrors(register: Callable[[type[MirrorProvider]], None]) -> None:
+    """Register mirror provider classes (``[mirror] provider = NAME`` selects one).
+
+    :param register: the callback taking a :class:`~splitmirror.mirror.base.MirrorProvider`
+        subclass.
+    """
+
+
+@_spec
+def splitmirror_register_targets(register: Callable[[type[Target]], None]) -> None:
+    """Register archive target classes (file, tape, stdout, ...).
+
+    When ``[target] kind`` is not set, the first registered target whose ``accepts(path)``
+    is true is used; plugins' targets are asked before the built-in ones.
+
+    :param register: the callback taking a :class:`~splitmirror.targets.base.Target` subclass.
+    """
+
+
+@_spec(firstresult=True)
+def splitmirror_phase(session: Session, phase: Phase) -> object | None:
+    """Run one phase of ``session``.
+
+    The core's own implementation (``tryfirst=False, trylast=True``) runs the phase body.
+    Observers wrap it with ``@impl(wrapper=True)`` to time, log or trace phases::
+
+        @impl(wrapper=True)
+        def splitmirror_phase(session, phase):
+            started = time.monotonic()
+            try:
+                return (yield)
+            finally:
+                record(phase, time.monotonic() - started)
+
+    A non-wrapper implementation returning anything other than ``None`` would replace the core's
+    phase body (this is a ``firstresult`` hook: the first non-None answer wins), so observers must
+    not do that; the session refuses to run if a phase body was skipped.
+
+    :param session: the running session (read its ``id``, ``config``, ``mode``, ``engine``).
+    :param phase: the phase about to run.
+    """
+
+
+@_spec
+def splitmirror_phase_started(session: Session, phase: Phase) -> None:
+    """A phase is about to start.  Called for every phase, in DESIGN.md's order.
+
+    :param session: the running session.
+    :param phase: the phase that starts.
+    """
+
+
+@_spec
+def splitmirror_phase_finished(
+    session: Session, phase: Phase, duration_s: float, error: BaseException | None
+) -> None:
+    """A phase ended, successfully (``error is None``) or not.
+
+    :param session: the running session.
+    :param phase: the phase that ended.
+    :param duration_s: its duration on the monotonic clock, in seconds.
+    :param error: the exception that ended it, or ``None``.
+    """
+
+
+@_spec
+def splitmirror_progress(session: Session, phase: Phase, done: int, total: int | None) -> None:
+    """Bytes done so far in a long phase (SYNC, SPLIT's final pass, BACKUP).
+
+    Called often: keep implementations cheap.
+
+    :param session: the running session.
+    :param phase: the phase making progress.
+    :param done: bytes processed so far in this phase.
+    :param total: bytes expected in this phase, or ``None`` when unknown.
+    """
+
+
+@_spec
+def splitmirror_session_finished(session: Session, summary: SessionSummary) -> None:
+    """The session ended (``summary.status`` is ``DONE`` or ``FAILED``) and the catalog says so.
+
+    :param session: the session that ended.
+    :param summary: what the catalog recorded: phases, window, files, bytes, archive.
+    """

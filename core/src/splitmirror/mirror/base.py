@@ -1,0 +1,81 @@
+"""The interface a mirror provider implements (DESIGN.md section 3, "Mirror providers")."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, ClassVar
+
+import pydantic
+
+from ..engine import NoOptions, PreflightProblem
+from ..progress import Progress
+
+
+@dataclasses.dataclass
+class SyncStats:
+    """What one synchronizer pass did; shown in the summary and stored in the catalog."""
+
+    files_scanned: int = 0
+    files_unchanged: int = 0
+    files_created: int = 0
+    files_updated: int = 0
+    files_deleted: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+    def add(self, other: SyncStats) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+class MirrorProvider(abc.ABC):
+    """A primary and its mirror.  Subclasses are registered through ``splitmirror_register_mirrors``.
+
+    The provider never writes the primary.  Between :meth:`split` and :meth:`reestablish` the
+    mirror is a point-in-time image that :meth:`open_split_copy` reads.
+    """
+
+    name: ClassVar[str]
+    options_model: ClassVar[type[pydantic.BaseModel]] = NoOptions
+    #: True when files can be read by physical extent (block mirrors); False for file mirrors.
+    supports_extent_reads: ClassVar[bool] = False
+
+    def __init__(self, primary: Path, mirror: Path, options: pydantic.BaseModel) -> None:
+        self.primary = primary
+        self.mirror = mirror
+        self.options = options
+
+    @abc.abstractmethod
+    def preflight(self) -> list[PreflightProblem]:
+        """What would stop a sync or split, checked without changing anything."""
+
+    @abc.abstractmethod
+    def bulk_sync(self, progress: Progress) -> SyncStats:
+        """SYNC phase: bring the mirror close to the primary while the database runs."""
+
+    @abc.abstractmethod
+    def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:
+        """SPLIT phase, inside the window: make the mirror equal to the primary.
+
+        ``first`` lists primary files in the engine's logical order; they are synchronized
+        first and in that order (SQLite HOT_BACKUP needs the database before its WAL).
+        """
+
+    @abc.abstractmethod
+    def split(self) -> None:
+        """Stop synchronizing: the mirror is now the point-in-time image."""
+
+    @abc.abstractmethod
+    def open_split_copy(self, primary_path: Path) -> BinaryIO:
+        """Open the split image of ``primary_path`` for reading (BACKUP phase)."""
+
+    @abc.abstractmethod
+    def reestablish(self) -> None:
+        """CLEANUP: resume mirroring (or release the mirror); also called on failure paths."""
+
+    def relative(self, primary_path: Path) -> Path:
+        """``primary_path`` relative to the primary root; a :class:`ValueError` if outside it."""
+        return primary_path.resolve().relative_to(self.primary.resolve())

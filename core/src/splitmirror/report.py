@@ -1,0 +1,77 @@
+"""Rendering sessions for people (rich tables) and machines (JSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .catalog.base import FileRecord, SessionSummary
+from .units import format_size
+
+
+def summary_json(summary: SessionSummary, files: list[FileRecord] | None = None) -> dict[str, Any]:
+    """The ``--json`` shape of DESIGN.md section 6 (``id``, ``status``, ``mode``, ``window_ms``,
+    ``phases``, ``files``, ``bytes``, ``archive`` ...); ``show`` adds the members."""
+    data = summary.to_json()
+    data["phases"] = [
+        {"name": p.name, "duration_ms": round(p.duration_ms, 3), "started_at": p.started_at, "error": p.error}
+        for p in summary.phases
+    ]
+    if files is not None:
+        data["members"] = [f.to_json() for f in files]
+    return data
+
+
+def throughput(summary: SessionSummary) -> float | None:
+    """BACKUP's MB/s (10^6 bytes per second), or None when it did not run."""
+    for phase in summary.phases:
+        if phase.name == "BACKUP" and phase.duration_ms > 0 and phase.error is None:
+            return summary.bytes / (phase.duration_ms / 1000) / 1e6
+    return None
+
+
+def print_summary(console: Console, summary: SessionSummary) -> None:
+    table = Table(title=f"session {summary.id} ({summary.name}): {summary.status}", title_justify="left")
+    table.add_column("phase")
+    table.add_column("duration", justify="right")
+    table.add_column("", style="red")
+    for phase in summary.phases:
+        table.add_row(phase.name, f"{phase.duration_ms:.1f} ms", escape(phase.error or ""))
+    console.print(table)
+    window = "-" if summary.window_ms is None else f"{summary.window_ms:.1f} ms"
+    rate = throughput(summary)
+    console.print(
+        f"mode {summary.mode}  window {window}  files {summary.files}  "
+        f"bytes {format_size(summary.bytes)}"
+        + ("" if rate is None else f"  {rate:.1f} MB/s")
+    )
+    if summary.archive:
+        console.print(f"archive {summary.archive}")
+    if summary.status == "FAILED":
+        console.print(f"[red]failed in {summary.failed_phase}: {escape(summary.error or '')}[/red]")
+
+
+def print_sessions(console: Console, sessions: list[SessionSummary]) -> None:
+    table = Table()
+    for column in ("id", "name", "database", "mode", "status", "started", "window", "files", "bytes"):
+        table.add_column(column)
+    for s in sessions:
+        table.add_row(
+            str(s.id), s.name, s.database, s.mode, s.status, s.started_at,
+            "-" if s.window_ms is None else f"{s.window_ms:.1f} ms", str(s.files), format_size(s.bytes),
+        )
+    console.print(table)
+
+
+def print_files(console: Console, files: list[FileRecord]) -> None:
+    table = Table(title="archive members, in archive order", title_justify="left")
+    for column in ("#", "member", "role", "size", "sha256", "offset", "read"):
+        table.add_column(column)
+    for f in files:
+        table.add_row(
+            str(f.seq), f.member, f.role, str(f.size), f.sha256[:16] + "…", str(f.offset), f.read_method
+        )
+    console.print(table)

@@ -1,0 +1,522 @@
+"""The session engine: the eleven phases in DESIGN.md's order, and the window's guarantees.
+
+Read :meth:`Session.run` first; it is the whole contract in twenty lines:
+
+* every phase runs through :meth:`Session._phase`, which times it (monotonic clock), records it
+  and tells observers, via the ``splitmirror_phase`` hook so wrappers can time or trace it;
+* :meth:`Session._window` brackets QUIESCE..UNQUIESCE with ``try/finally``: on *any* way out
+  (an exception in a phase, a plugin error, Ctrl-C, SIGTERM, ``max_window``) it thaws every frozen
+  filesystem and releases the database before doing anything else.  While it is in the window,
+  catalog writes and ``phase_finished`` notifications wait until the window has closed;
+* the catalog row is ``DONE`` only after the archive is complete, fsynced and its manifest
+  written; otherwise it is ``FAILED`` with the phase and the first line of the error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__, impl
+from .archive.pax import MANIFEST_NAME, ArchiveWriter
+from .catalog import Catalog, FileRecord, PhaseRecord, SessionSummary, default_catalog_path
+from .catalog.base import DONE, FAILED
+from .catalog.sqlite import SqliteCatalog
+from .config import Config, expand_target_path, plugin_options, redact_url
+from .engine import DatabaseEngine, DatabaseFile, PreflightProblem, ServerInfo, UnquiesceResult
+from .errors import (
+    PluginError,
+    PreflightError,
+    SessionFailed,
+    WindowExceeded,
+    first_line,
+)
+from .filemap import FileMap
+from .fsfreeze import Freezer, same_filesystem
+from .hooks import Hooks
+from .lock import SessionLock
+from .mirror.base import MirrorProvider, SyncStats
+from .phases import PHASE_ORDER, Mode, Phase
+from .progress import Progress
+from .targets.base import Target
+from .window import SignalGuard
+
+MANIFEST_FORMAT = 1
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def logical_order(key: tuple[int | str, ...]) -> tuple[tuple[int, int | str], ...]:
+    """Sort key for plugin keys that mix numbers and names without comparing int to str."""
+    return tuple((0, part) if isinstance(part, int) else (1, part) for part in key)
+
+
+@dataclasses.dataclass
+class _Pending:
+    """A phase that ended inside the window, reported once the window has closed."""
+
+    phase: Phase
+    record: PhaseRecord
+    duration_s: float
+    error: BaseException | None
+
+
+class Session:
+    """One backup session of one configuration.  ``run()`` once; it returns the summary or raises
+    :class:`~splitmirror.errors.SessionFailed` (or a :class:`~splitmirror.errors.UserError` when
+    the session could not even start)."""
+
+    def __init__(self, config: Config, hooks: Hooks | None = None) -> None:
+        self.config = config
+        self.hooks = hooks or Hooks()
+        self.mode: Mode = config.database.mode
+        self.id: int | None = None
+        self.phase: Phase | None = None
+        self.catalog: Catalog | None = None
+        self.engine: DatabaseEngine | None = None
+        self.mirror: MirrorProvider | None = None
+        self.target: Target | None = None
+        self.server: ServerInfo | None = None
+        self.files: list[DatabaseFile] = []
+        self.metadata: dict[str, Any] = {}
+        self.unquiesced: UnquiesceResult | None = None
+        self.window_ms: float | None = None
+        self.stats: dict[str, Any] = {}
+        self.members: list[FileRecord] = []
+        self._filemap = FileMap()
+        self._freezer = Freezer()
+        self._lock: SessionLock | None = None
+        self._guard = SignalGuard(config.session.max_window)
+        self._window_start: float | None = None
+        self._quiesced = False
+        self._pending: list[_Pending] | None = None
+        self._body_ran: Phase | None = None
+        self._target_cls: type[Target] = Target
+        self.catalog_path = Path()
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def run(self) -> SessionSummary:
+        with self._guard:
+            try:
+                self._phase(Phase.INIT)
+                self._phase(Phase.MAP)
+                self._phase(Phase.SYNC)
+                self._window()
+                self._phase(Phase.BACKUP)
+                self._phase(Phase.CLEANUP)
+            except BaseException as error:
+                self._fail(error)
+                if self.id is None:
+                    raise
+                assert self.phase is not None
+                raise SessionFailed(self.id, self.phase.name, first_line(error)) from error
+            finally:
+                self._close()
+        return self._finished()
+
+    def _window(self) -> None:
+        """QUIESCE .. UNQUIESCE, with thaw and release guaranteed on every way out."""
+        self._pending = []
+        try:
+            self._phase(Phase.QUIESCE)
+            self._phase(Phase.DISCOVER)
+            self._phase(Phase.PREPARE)
+            self._phase(Phase.SPLIT)
+            self._phase(Phase.CHECK)
+            self._phase(Phase.UNQUIESCE)
+        finally:
+            self._guard.disarm()
+            if self._quiesced or self._freezer.frozen:
+                self._release()
+            self._report_pending()
+        self._guard.raise_pending()
+
+    def _release(self) -> None:
+        """Failure path inside the window: thaw, then let the database go.  Nothing else first."""
+        with self._guard.deferred():
+            self._freezer.thaw_all()
+            if self._quiesced and self.engine is not None:
+                try:
+                    self.engine.abort()
+                finally:
+                    self._quiesced = False
+                    self._close_window()
+
+    def _close_window(self) -> None:
+        if self._window_start is not None and self.window_ms is None:
+            self.window_ms = (time.monotonic() - self._window_start) * 1000
+
+    # -- phases ---------------------------------------------------------------------------
+
+    def _phase(self, phase: Phase) -> None:
+        self.phase = phase
+        if phase.in_window and phase is not Phase.QUIESCE:
+            self._check_window()
+        self.hooks.phase_started(self, phase)
+        started_at, started = utc_now(), time.monotonic()
+        error: BaseException | None = None
+        try:
+            self._body_ran = None
+            self.hooks.run_phase(self, phase)
+            if self._body_ran is not phase:
+                raise PluginError(
+                    f"a plugin's splitmirror_phase hook returned a value and skipped the {phase.name} "
+                    f"phase; observers must use wrapper=True or return None"
+                )
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            duration = time.monotonic() - started
+            record = PhaseRecord(
+                phase.name, started_at, duration * 1000, None if error is None else first_line(error)
+            )
+            if self._pending is not None and phase.in_window:
+                self._pending.append(_Pending(phase, record, duration, error))
+            else:
+                self._report(phase, record, duration, error)
+
+    def _report(
+        self, phase: Phase, record: PhaseRecord, duration: float, error: BaseException | None
+    ) -> None:
+        if self.catalog is not None and self.id is not None:
+            self.catalog.record_phase(self.id, record)
+        self.hooks.phase_finished(self, phase, duration, error)
+
+    def _report_pending(self) -> None:
+        pending, self._pending = self._pending or [], None
+        for item in pending:
+            self._report(item.phase, item.record, item.duration_s, item.error)
+
+    def run_phase_body(self, phase: Phase) -> None:
+        """Called by the core's ``splitmirror_phase`` implementation."""
+        self._body_ran = phase
+        _BODIES[phase](self)
+
+    def _check_window(self) -> None:
+        if self._window_start is None or self.window_ms is not None:
+            return
+        if time.monotonic() - self._window_start > self.config.session.max_window:
+            raise WindowExceeded(
+                f"the window passed max_window ({self.config.session.max_window:g}s)"
+            )
+
+    def progress(self, phase: Phase) -> Progress:
+        """A progress callback for ``phase`` that also enforces the window limit."""
+
+        def report(done: int, total: int | None) -> None:
+            if phase.in_window:
+                self._check_window()
+            self.hooks.progress(self, phase, done, total)
+
+        return report
+
+    # -- phase bodies ---------------------------------------------------------------------
+
+    def _resolve(self) -> None:
+        """Pick the plugins the config names and validate their options; no I/O."""
+        cfg = self.config
+        engine_cls = self.hooks.engine_for_url(cfg.database.url)
+        mirror_cls = self.hooks.mirrors.get(cfg.mirror.provider)
+        engine_options = plugin_options(cfg, "database", engine_cls.options_model)
+        mirror_options = plugin_options(cfg, "mirror", mirror_cls.options_model)
+        self._target_cls = self.hooks.target_for_path(cfg.target.path, cfg.target.kind)
+        self.catalog_path = default_catalog_path(cfg.session.catalog)
+        self.engine = engine_cls(cfg.database.url, engine_options)
+        self.mirror = mirror_cls(cfg.mirror.primary, cfg.mirror.mirror, mirror_options)
+
+    def _preflight(self) -> list[PreflightProblem]:
+        """Connect and ask everyone what would stop the session; changes nothing."""
+        assert self.engine is not None and self.mirror is not None
+        self.server = self.engine.connect()
+        probe = self._target_cls(self._target_path(0), self.config.target.block_size)
+        return [
+            *self.engine.preflight(self.mode),
+            *self.mirror.preflight(),
+            *probe.preflight(),
+            *self._freeze_problems(self.catalog_path),
+        ]
+
+    def check(self) -> tuple[ServerInfo, list[PreflightProblem]]:
+        """``splitmirror check``: INIT's checks without the lock, the catalog or any change."""
+        try:
+            self._resolve()
+            problems = self._preflight()
+            assert self.server is not None
+            return self.server, problems
+        finally:
+            self._close()
+
+    def _init(self) -> None:
+        self._resolve()
+        cfg = self.config
+        self._lock = SessionLock(self.catalog_path.parent / "locks", str(cfg.source), cfg.session.name)
+        self._lock.acquire()
+        problems = self._preflight()
+        if problems:
+            raise PreflightError(_sentences(problems))
+        assert self.engine is not None and self.server is not None
+        self.catalog = SqliteCatalog(self.catalog_path)
+        self.id = self.catalog.start_session(
+            name=cfg.session.name,
+            mode=self.mode.value,
+            database=self.engine.name,
+            database_url=redact_url(cfg.database.url),
+            config=str(cfg.source),
+            started_at=utc_now(),
+        )
+        self.catalog.update_session(self.id, server_version=self.server.version)
+        self.target = self._target_cls(self._target_path(self.id), cfg.target.block_size)
+
+    def _target_path(self, session_id: int) -> str:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        return expand_target_path(
+            self.config.target.path, session=session_id, name=self.config.session.name, timestamp=stamp
+        )
+
+    def _freeze_problems(self, catalog_path: Path) -> list[PreflightProblem]:
+        """Refuse before quiescing if SPLIT would freeze a filesystem we must write to."""
+        assert self.engine is not None
+        ours = [catalog_path.parent, Path(self._target_path(0)).parent, self.config.mirror.mirror.parent]
+        problems = []
+        for path in self.engine.freeze_paths():
+            for own in ours:
+                if own.exists() and same_filesystem(path, own):
+                    problems.append(
+                        PreflightProblem(
+                            f"{path} shares a filesystem with splitmirror's own {own}, which "
+                            f"SPLIT would freeze",
+                            "move the catalog, target and mirror to another filesystem, "
+                            "or use mode = \"hot-backup\"",
+                        )
+                    )
+        return problems
+
+    def _map(self) -> None:
+        assert self.engine is not None
+        mapped = self._filemap.map(self.engine.layout())
+        self.stats["map"] = {"files": mapped}
+
+    def _sync(self) -> None:
+        assert self.mirror is not None
+        stats = self.mirror.bulk_sync(self.progress(Phase.SYNC))
+        self.stats["bulk_sync"] = dataclasses.asdict(stats)
+
+    def _quiesce(self) -> None:
+        assert self.engine is not None
+        self._window_start = time.monotonic()
+        self._guard.arm()
+        self._quiesced = True  # before the call: a half-entered mode is released by abort()
+        self.engine.quiesce(self.mode)
+
+    def _discover(self) -> None:
+        assert self.engine is not None and self.mirror is not None
+        files = self.engine.discover()
+        for f in files:
+            try:
+                self.mirror.relative(f.path)
+            except ValueError:
+                raise PreflightError(
+                    f"the database uses {f.path}, which is outside the primary "
+                    f"{self.config.mirror.primary}; set [mirror] primary to a directory holding "
+                    f"every database file"
+                ) from None
+        self.files = sorted(files, key=lambda f: logical_order(f.logical_key))
+
+    def _prepare(self) -> None:
+        assert self.engine is not None
+        self.metadata = dict(self.engine.prepare())
+
+    def _split(self) -> None:
+        assert self.engine is not None and self.mirror is not None
+        for path in self.engine.freeze_paths():
+            self._freezer.freeze(path)
+        stats = self.mirror.final_sync([f.path for f in self.files], self.progress(Phase.SPLIT))
+        self.mirror.split()
+        self.stats["final_sync"] = dataclasses.asdict(stats)
+
+    def _check(self) -> None:
+        result = self._filemap.check(f.path for f in self.files)
+        self.stats["check"] = dataclasses.asdict(result)
+        errors = self._freezer.thaw_all()
+        if errors:
+            raise errors[0]
+
+    def _unquiesce(self) -> None:
+        assert self.engine is not None
+        self.unquiesced = self.engine.unquiesce()
+        self._quiesced = False
+        self._close_window()
+
+    def _backup(self) -> None:
+        assert self.target and self.mirror and self.catalog and self.id and self.unquiesced
+        writer = ArchiveWriter(self.target, uid=os.getuid(), gid=os.getgid())
+        window_files = sorted(self.unquiesced.window_files, key=lambda f: logical_order(f.logical_key))
+        sources = [(f, "file") for f in [*self.files, *window_files]]
+        sizes = {f.path: self._mirror_size(f) for f, _ in sources}
+        total, done = sum(sizes.values()), 0
+        report = self.progress(Phase.BACKUP)
+        self.target.open()
+        for f, method in sources:
+            name = str(self.mirror.relative(f.path))
+            with self.mirror.open_split_copy(f.path) as source:
+                info = os.fstat(source.fileno())
+                member = writer.add_file(
+                    name,
+                    source,
+                    sizes[f.path],
+                    mode=info.st_mode,
+                    mtime=info.st_mtime,
+                    progress=lambda n, _t, base=done: report(base + n, total),
+                )
+            done += member.size
+            self._add_member(member.name, str(f.path), f.logical_key, f.role, member, method)
+        for extra in self.unquiesced.extra_members:
+            member = writer.add_bytes(extra.name, extra.data, mtime=time.time())
+            self._add_member(extra.name, "", extra.logical_key, extra.role, member, "generated")
+        manifest = writer.add_manifest(self._manifest(), mtime=time.time())
+        writer.close()
+        self._add_member(MANIFEST_NAME, "", ("manifest",), "manifest", manifest, "generated")
+        self.catalog.add_files(self.id, self.members)
+        data = [m for m in self.members if m.role != "manifest"]
+        self.catalog.update_session(
+            self.id,
+            files=len(data),
+            bytes=sum(m.size for m in data),
+            archive=self.target.location,
+            window_ms=self.window_ms,
+            label=self.unquiesced.label,
+            redo_range=dict(self.unquiesced.redo_range),
+            stats=self.stats,
+        )
+
+    def _mirror_size(self, f: DatabaseFile) -> int:
+        assert self.mirror is not None
+        try:
+            with self.mirror.open_split_copy(f.path) as source:
+                return os.fstat(source.fileno()).st_size
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{f.path} was discovered in the database but is missing from the split mirror"
+            ) from None
+
+    def _add_member(
+        self, name: str, path: str, key: tuple[int | str, ...], role: str, member: Any, method: str
+    ) -> None:
+        self.members.append(
+            FileRecord(
+                len(self.members) + 1, name, path, key, role, member.size, member.sha256,
+                member.offset, method,
+            )
+        )
+
+    def _manifest(self) -> dict[str, Any]:
+        assert self.engine is not None and self.unquiesced is not None and self.server is not None
+        return {
+            "format": MANIFEST_FORMAT,
+            "splitmirror": __version__,
+            "session": {"id": self.id, "name": self.config.session.name},
+            "database": {
+                "engine": self.engine.name,
+                "url": redact_url(self.config.database.url),
+                "version": self.server.version,
+                "flavour": self.server.flavour,
+            },
+            "mode": self.mode.value,
+            "created_at": utc_now(),
+            "window_ms": self.window_ms,
+            "label": self.unquiesced.label,
+            "redo_range": dict(self.unquiesced.redo_range),
+            "metadata": self.metadata,
+            "files": [m.to_json() for m in self.members],
+        }
+
+    def _cleanup(self) -> None:
+        assert self.mirror is not None and self.catalog is not None and self.id is not None
+        self.mirror.reestablish()
+        self.catalog.finish_session(self.id, status=DONE, finished_at=utc_now())
+
+    # -- endings --------------------------------------------------------------------------
+
+    def _fail(self, error: BaseException) -> None:
+        """Everything a failed session owes: the archive discarded, the mirror back, the row."""
+        if self._quiesced or self._freezer.frozen:  # only if the window's own finally was skipped
+            self._release()
+        for undo in (self.target.discard if self.target else None, self._reestablish):
+            if undo is not None:
+                try:
+                    undo()
+                except Exception:  # noqa: BLE001 - the original error is the one to report
+                    pass
+        if self.catalog is not None and self.id is not None and self.phase is not None:
+            self.catalog.update_session(self.id, window_ms=self.window_ms, stats=self.stats)
+            self.catalog.finish_session(
+                self.id,
+                status=FAILED,
+                finished_at=utc_now(),
+                failed_phase=self.phase.name,
+                error=first_line(error),
+            )
+
+    def _reestablish(self) -> None:
+        if self.mirror is not None and self.phase is not None and self.phase.value >= Phase.SPLIT.value:
+            self.mirror.reestablish()
+
+    def _close(self) -> None:
+        if self.engine is not None:
+            try:
+                self.engine.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the session's outcome
+                pass
+        if self._lock is not None:
+            self._lock.release()
+
+    def _finished(self) -> SessionSummary:
+        assert self.catalog is not None and self.id is not None
+        summary = self.catalog.get(self.id)
+        self.hooks.session_finished(self, summary)
+        return summary
+
+    def summary(self) -> SessionSummary | None:
+        """The catalog's view of this session (after it ended, successfully or not)."""
+        if self.catalog is None or self.id is None:
+            return None
+        return self.catalog.get(self.id)
+
+
+_BODIES: dict[Phase, Callable[[Session], None]] = {
+    Phase.INIT: Session._init,
+    Phase.MAP: Session._map,
+    Phase.SYNC: Session._sync,
+    Phase.QUIESCE: Session._quiesce,
+    Phase.DISCOVER: Session._discover,
+    Phase.PREPARE: Session._prepare,
+    Phase.SPLIT: Session._split,
+    Phase.CHECK: Session._check,
+    Phase.UNQUIESCE: Session._unquiesce,
+    Phase.BACKUP: Session._backup,
+    Phase.CLEANUP: Session._cleanup,
+}
+assert tuple(_BODIES) == PHASE_ORDER
+
+
+def _sentences(problems: list[PreflightProblem]) -> str:
+    return "; and ".join(problem.sentence() for problem in problems)
+
+
+@impl(trylast=True)
+def splitmirror_phase(session: Session, phase: Phase) -> object:
+    """The core's phase runner: observers wrap this hook to time or trace phases."""
+    session.run_phase_body(phase)
+    return True
+
+
+__all__ = ["Session", "SessionSummary", "SyncStats", "logical_order", "utc_now"]

@@ -1,0 +1,1 @@
+"""Archive targets: sequential writers for files, tape devices and standard output."""

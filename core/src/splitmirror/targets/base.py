@@ -1,0 +1,112 @@
+"""The interface of a sequential archive target, and the record blocking every target shares.
+
+Tape drives want every write to be exactly one record (``block_size`` bytes, 64-256 KiB), so all
+output goes through :class:`Target.write`, which cuts it into records and pads the last one with
+zeros, as ``tar -b`` does.  A seekable target (a plain file) can also :meth:`Target.patch` bytes
+already written: the archive writer uses that to fill in a member's checksum after streaming it
+once, instead of reading every file twice.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+from typing import ClassVar
+
+from ..engine import PreflightProblem
+from ..errors import UserError
+
+
+class TargetFull(UserError):
+    """The target ran out of space."""
+
+    exit_code = 1
+
+
+class Target(abc.ABC):
+    """A place an archive stream goes.  Subclasses register via ``splitmirror_register_targets``."""
+
+    name: ClassVar[str]
+    #: True when bytes already written can be rewritten in place (see :meth:`patch`).
+    seekable: ClassVar[bool] = False
+
+    def __init__(self, path: str, block_size: int) -> None:
+        self.path = path
+        self.block_size = block_size
+        self._buffer = bytearray()
+        self._emitted = 0  # bytes handed to _emit so far
+
+    @classmethod
+    @abc.abstractmethod
+    def accepts(cls, path: str) -> bool:
+        """True when this target handles ``path`` without ``[target] kind`` being set."""
+
+    @property
+    def location(self) -> str:
+        """Where the archive is, for the catalog and the summary."""
+        return self.path
+
+    def preflight(self) -> list[PreflightProblem]:
+        """What would stop writing here, checked without creating anything."""
+        return []
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Open the target for writing (BACKUP phase)."""
+
+    @abc.abstractmethod
+    def _emit(self, record: bytes | bytearray | memoryview) -> None:
+        """Write whole records (a multiple of ``block_size`` bytes) to the medium."""
+
+    def _pwrite(self, offset: int, data: bytes) -> None:
+        raise NotImplementedError(f"{self.name} targets cannot be patched")
+
+    @abc.abstractmethod
+    def _finish(self) -> None:
+        """Make everything written durable (fsync) and final (e.g. rename into place)."""
+
+    @abc.abstractmethod
+    def discard(self) -> None:
+        """Failure path: close, and remove what can be removed; never report it as good."""
+
+    def tell(self) -> int:
+        """Bytes of archive written so far (the offset the next write lands at)."""
+        return self._emitted + len(self._buffer)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += data
+        if len(self._buffer) >= self.block_size:
+            whole = len(self._buffer) - len(self._buffer) % self.block_size
+            with memoryview(self._buffer) as view:
+                self._guarded_emit(view[:whole])
+            del self._buffer[:whole]
+            self._emitted += whole
+
+    def patch(self, offset: int, data: bytes) -> None:
+        """Overwrite ``data`` at archive ``offset`` (only where :attr:`seekable`)."""
+        split = max(0, min(len(data), self._emitted - offset))
+        if split:
+            self._pwrite(offset, data[:split])
+        if split < len(data):
+            start = offset + split - self._emitted
+            self._buffer[start : start + len(data) - split] = data[split:]
+
+    def commit(self) -> None:
+        """Pad the last record with zeros, write it, and make the archive durable."""
+        if self._buffer:
+            self._buffer += bytes(self.block_size - len(self._buffer) % self.block_size)
+            self._guarded_emit(self._buffer)
+            self._emitted += len(self._buffer)
+            self._buffer.clear()
+        self._finish()
+
+    def _guarded_emit(self, record: bytes | bytearray | memoryview) -> None:
+        try:
+            self._emit(record)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise TargetFull(
+                    f"the target {self.location} is full; free space there or point "
+                    f"[target] path at a larger filesystem"
+                ) from error
+            raise

@@ -1,0 +1,62 @@
+"""Human units in configuration: durations such as ``"30s"`` and sizes such as ``"256KiB"``."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_FACTORS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``"250ms"``, ``"30s"``, ``"2m"``, ``"1h"`` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as \"30s\" or \"500ms\"")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; write it like \"30s\", \"500ms\" or \"2m\"")
+        seconds = float(match.group(1)) * _DURATION_FACTORS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    return seconds
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from ``"256KiB"``, ``"1MB"``, ``"512B"`` or a bare number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as \"256KiB\"")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a size; write it like \"256KiB\", \"1MiB\" or \"65536\"")
+        size = int(match.group(1)) * _SIZE_FACTORS[(match.group(2) or "B").lower()]
+    if size <= 0:
+        raise ValueError("a size must be greater than zero")
+    return size
+
+
+def format_size(size: float) -> str:
+    """``1536`` → ``"1.5 KiB"``: for summaries, not for config round trips."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

@@ -1,0 +1,109 @@
+"""Shared fixtures: a live SQLite ledger on a primary folder, configs, and a private catalog."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from splitmirror.config import Config, load_config
+from splitmirror.hooks import Hooks
+from splitmirror.plugins import load_plugins
+from splitmirror.workload import create_ledger
+
+CONFIG = """\
+[session]
+name = "{name}"
+max_window = "{max_window}"
+catalog = "{root}/catalog.db"
+
+[database]
+url = "sqlite://{root}/primary/ledger.db"
+mode = "{mode}"
+
+[mirror]
+provider = "directory"
+primary = "{root}/primary"
+mirror = "{root}/mirror"
+
+[target]
+path = "{root}/archives/ledger-{{session}}.tar"
+block_size = "{block_size}"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _private_catalog(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the user's real catalog."""
+    monkeypatch.setenv("SPLITMIRROR_CATALOG", str(tmp_path_factory.mktemp("catalog") / "catalog.db"))
+    monkeypatch.delenv("SPLITMIRROR_STRICT_PLUGINS", raising=False)
+    monkeypatch.delenv("SPLITMIRROR_BLOCK_PLUGINS", raising=False)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    for sub in ("primary", "mirror", "archives"):
+        (tmp_path / sub).mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def ledger(root: Path) -> Path:
+    """A WAL-mode ledger database with 2000 seed rows on the primary."""
+    db = root / "primary" / "ledger.db"
+    create_ledger(db, rows=2000)
+    return db
+
+
+WriteConfig = Callable[..., Path]
+
+
+@pytest.fixture
+def write_config(root: Path) -> WriteConfig:
+    def write(mode: str = "freeze", name: str = "ledger", max_window: str = "30s",
+              block_size: str = "256KiB", extra: str = "") -> Path:
+        path = root / f"{name}-{mode}.toml"
+        text = CONFIG.format(root=root, mode=mode, name=name, max_window=max_window, block_size=block_size)
+        path.write_text(text + extra)
+        path.chmod(0o600)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_config(write_config: WriteConfig) -> Callable[..., Config]:
+    def make(**kwargs: Any) -> Config:
+        return load_config(write_config(**kwargs))
+
+    return make
+
+
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    """Built-in plugins only: what a test registers is all that runs besides them."""
+    yield Hooks(load_plugins(entry_points_enabled=False))
+
+
+def writable_now(db: Path) -> bool:
+    """True when another connection can take the write lock at once (nobody holds it)."""
+    with closing(sqlite3.connect(db, timeout=0, isolation_level=None)) as conn:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        conn.execute("INSERT INTO ledger (writer, at, payload) VALUES (99, 0, x'00')")
+        conn.execute("COMMIT")
+        return True
+
+
+def integrity(db: Path) -> tuple[str, int]:
+    with closing(sqlite3.connect(db)) as conn:
+        return (
+            conn.execute("PRAGMA integrity_check").fetchone()[0],
+            conn.execute("SELECT count(*) FROM ledger").fetchone()[0],
+        )

@@ -1,0 +1,138 @@
+"""The archive: GNU tar extracts it to identical bytes; logical order; checksums; records."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from splitmirror.archive.pax import CHECKSUM_KEY, MANIFEST_NAME, ArchiveWriter
+from splitmirror.catalog import SqliteCatalog
+from splitmirror.hooks import Hooks
+from splitmirror.session import Session
+from splitmirror.targets.builtin import FileTarget, TapeTarget
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def members(archive: str | Path) -> list[tarfile.TarInfo]:
+    with tarfile.open(archive) as tar:
+        return tar.getmembers()
+
+
+def test_session_archive_extracts_with_gnu_tar_to_identical_bytes(
+    ledger: Path, make_config: Any, hooks: Hooks, tmp_path: Path
+) -> None:
+    config = make_config(mode="freeze")
+    summary = Session(config, hooks).run()
+    assert summary.archive and summary.archive.endswith(f"ledger-{summary.id}.tar")
+    out = tmp_path / "gnu"
+    out.mkdir()
+    proc = subprocess.run(["tar", "-xf", summary.archive, "-C", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # silent: no unknown-keyword warnings
+    # Nothing wrote to the database since, so the primary holds exactly what was archived
+    # (SQLite deletes the emptied WAL when the last connection closes).
+    assert (out / "ledger.db").read_bytes() == ledger.read_bytes()
+    assert (out / "ledger.db-wal").read_bytes() == b"", "FREEZE empties the WAL before the split"
+    assert not (out / "ledger.db-shm").exists(), "-shm is never archived"
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["mode"] == "freeze" and manifest["session"]["id"] == summary.id
+    assert [f["member"] for f in manifest["files"]] == ["ledger.db", "ledger.db-wal"]
+
+
+def test_members_in_logical_order_each_with_matching_checksum(
+    ledger: Path, make_config: Any, hooks: Hooks
+) -> None:
+    summary = Session(make_config(mode="hot-backup"), hooks).run()
+    assert summary.archive
+    with tarfile.open(summary.archive) as tar:
+        infos = tar.getmembers()
+        names = [i.name for i in infos]
+        assert names == ["ledger.db", "ledger.db-wal", MANIFEST_NAME]  # key (0,), (1,), manifest last
+        for info in infos:
+            data = tar.extractfile(info).read()  # type: ignore[union-attr]
+            assert info.pax_headers[CHECKSUM_KEY] == sha(data)
+    catalog = SqliteCatalog(Path(summary.config).parent / "catalog.db")
+    files = catalog.files(summary.id)
+    assert [f.member for f in files] == names
+    raw = Path(summary.archive).read_bytes()
+    for record, info in zip(files, infos, strict=True):
+        assert record.sha256 == info.pax_headers[CHECKSUM_KEY]
+        assert record.offset == info.offset  # the catalog's archive offset is the member's header
+        assert sha(raw[info.offset_data : info.offset_data + info.size]) == record.sha256
+
+
+def test_archive_is_whole_records_and_private(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+    summary = Session(make_config(block_size="64KiB"), hooks).run()
+    assert summary.archive
+    info = os.stat(summary.archive)
+    assert info.st_size % (64 * 1024) == 0
+    assert info.st_mode & 0o777 == 0o600
+    assert not Path(summary.archive + ".partial").exists()
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_writer_checksums_whether_or_not_the_target_can_seek(tmp_path: Path, seekable: bool) -> None:
+    """Seekable targets patch the digest in; others hash first.  Both give the same archive."""
+    path = tmp_path / "a.tar"
+    target = FileTarget(str(path), 10240)
+    if not seekable:
+        target.seekable = False  # type: ignore[misc]
+    writer = ArchiveWriter(target)
+    target.open()
+    payload = os.urandom(3 * 1024 * 1024 + 17)  # spans several chunks and records
+    writer.add_file("big.bin", io.BytesIO(payload), len(payload), mode=0o640, mtime=1_700_000_000)
+    writer.add_bytes("label", b"backup label\n")
+    writer.add_manifest({"files": 2})
+    writer.close()
+    with tarfile.open(path) as tar:
+        big = tar.getmember("big.bin")
+        assert big.pax_headers[CHECKSUM_KEY] == sha(payload)
+        assert tar.extractfile(big).read() == payload  # type: ignore[union-attr]
+        assert big.mode == 0o640 and big.mtime == 1_700_000_000
+        assert [m.name for m in tar.getmembers()][-1] == MANIFEST_NAME
+    assert path.stat().st_size % 10240 == 0
+
+
+def test_shrinking_source_is_an_error(tmp_path: Path) -> None:
+    target = FileTarget(str(tmp_path / "a.tar"), 512)
+    target.open()
+    with pytest.raises(Exception, match="shorter on the split mirror"):
+        ArchiveWriter(target).add_file("x", io.BytesIO(b"abc"), 10)
+    target.discard()
+    assert not list(tmp_path.iterdir())
+
+
+class RecordingTape(TapeTarget):
+    """The tape target, writing to /dev/null, remembering the size of every write(2)."""
+
+    def __init__(self, block_size: int) -> None:
+        super().__init__("/dev/null", block_size)
+        self.writes: list[int] = []
+
+    def _emit(self, record: bytes | bytearray | memoryview) -> None:
+        view = memoryview(record)
+        for start in range(0, len(view), self.block_size):
+            self.writes.append(len(view[start : start + self.block_size]))
+        super()._emit(record)
+
+
+def test_tape_gets_only_whole_fixed_size_records() -> None:
+    assert TapeTarget.accepts("/dev/null") and not FileTarget.accepts("/dev/null")
+    tape = RecordingTape(256 * 1024)
+    tape.open()
+    writer = ArchiveWriter(tape)
+    data = os.urandom(700_001)
+    writer.add_file("f", io.BytesIO(data), len(data))
+    writer.add_manifest({})
+    writer.close()
+    assert tape.writes and set(tape.writes) == {256 * 1024}

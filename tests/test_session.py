@@ -1,0 +1,267 @@
+"""The session engine against a real SQLite database and real files."""
+
+from __future__ import annotations
+
+import sqlite3
+import tarfile
+import time
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import integrity, writable_now
+
+from splitmirror import impl
+from splitmirror.catalog import SqliteCatalog
+from splitmirror.config import Config
+from splitmirror.errors import SessionFailed
+from splitmirror.hooks import Hooks
+from splitmirror.phases import PHASE_ORDER, Phase
+from splitmirror.session import Session
+from splitmirror.workload import acknowledged, start_writer, stop_writer
+
+
+class Recorder:
+    """An observer plugin: remembers every phase event and times phases with a wrapper."""
+
+    def __init__(self) -> None:
+        self.started: list[Phase] = []
+        self.finished: list[tuple[Phase, str | None]] = []
+        self.wrapped: dict[Phase, float] = {}
+        self.progress: set[Phase] = set()
+        self.summaries: list[str] = []
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        self.started.append(phase)
+
+    @impl
+    def splitmirror_phase_finished(
+        self, session: Session, phase: Phase, duration_s: float, error: BaseException | None
+    ) -> None:
+        self.finished.append((phase, None if error is None else str(error)))
+
+    @impl(wrapper=True)
+    def splitmirror_phase(self, session: Session, phase: Phase) -> Generator[None, Any, Any]:
+        started = time.monotonic()
+        try:
+            return (yield)
+        finally:
+            self.wrapped[phase] = time.monotonic() - started
+
+    @impl
+    def splitmirror_progress(self, session: Session, phase: Phase, done: int, total: int | None) -> None:
+        self.progress.add(phase)
+
+    @impl
+    def splitmirror_session_finished(self, session: Session, summary: Any) -> None:
+        self.summaries.append(summary.status)
+
+
+class Fault:
+    """Raises inside one phase, after its body ran (so QUIESCE really entered the mode)."""
+
+    def __init__(self, phase: Phase) -> None:
+        self.phase = phase
+
+    @impl(wrapper=True)
+    def splitmirror_phase(self, session: Session, phase: Phase) -> Generator[None, Any, Any]:
+        result = yield
+        if phase is self.phase:
+            raise RuntimeError(f"injected fault in {phase.name}")
+        return result
+
+
+class Pause:
+    """Holds a phase open for a while, so the window is long enough to watch."""
+
+    def __init__(
+        self,
+        phase: Phase,
+        seconds: float,
+        during: Callable[[], None] | None = None,
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        self.phase, self.seconds, self.during, self.before = phase, seconds, during, before
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        if phase is self.phase:
+            if self.before:
+                self.before()
+            time.sleep(self.seconds)
+            if self.during:
+                self.during()
+
+
+def run(config: Config, hooks: Hooks, *plugins: object) -> Session:
+    """Run a session with ``plugins`` registered for its duration only."""
+    removers = [hooks.register(plugin, f"test-plugin-{i}") for i, plugin in enumerate(plugins)]
+    try:
+        session = Session(config, hooks)
+        session.run()
+        return session
+    finally:
+        for remove in removers:
+            remove()
+
+
+def test_phases_run_in_design_order_and_are_recorded(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+    recorder = Recorder()
+    session = run(make_config(), hooks, recorder)
+    assert recorder.started == list(PHASE_ORDER)
+    assert [p for p, _ in recorder.finished] == list(PHASE_ORDER)
+    assert set(recorder.wrapped) == set(PHASE_ORDER)
+    assert {Phase.SYNC, Phase.BACKUP} <= recorder.progress
+    assert recorder.summaries == ["DONE"]
+    summary = session.summary()
+    assert summary is not None and summary.status == "DONE"
+    assert [p.name for p in summary.phases] == [p.name for p in PHASE_ORDER]
+    assert summary.window_ms is not None and 0 < summary.window_ms < 30_000
+    in_window = sum(p.duration_ms for p in summary.phases if Phase[p.name].in_window)
+    assert summary.window_ms == pytest.approx(in_window, abs=50)
+
+
+@pytest.mark.parametrize("phase", [p for p in PHASE_ORDER if Phase.QUIESCE.value <= p.value <= Phase.BACKUP.value])
+@pytest.mark.parametrize("mode", ["freeze", "hot-backup"])
+def test_failure_in_any_phase_unquiesces_and_records(
+    phase: Phase, mode: str, ledger: Path, make_config: Any, hooks: Hooks
+) -> None:
+    config = make_config(mode=mode)
+    with pytest.raises(SessionFailed) as failure:
+        run(config, hooks, Fault(phase))
+    assert failure.value.phase == phase.name
+    assert writable_now(ledger), "the database must be writable right after a failed session"
+    catalog = SqliteCatalog(config.session.catalog)
+    row = catalog.get(failure.value.session_id)
+    assert (row.status, row.failed_phase) == ("FAILED", phase.name)
+    assert row.error == f"injected fault in {phase.name}"
+    assert not list((config.mirror.primary.parent / "archives").iterdir()), "no archive on failure"
+    # The lock was released: the next session on the same config runs.
+    assert Session(config, hooks).run().status == "DONE"
+
+
+def test_window_limit_aborts_and_unquiesces(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+    config = make_config(max_window="300ms")
+    started = time.monotonic()
+    with pytest.raises(SessionFailed) as failure:
+        run(config, hooks, Pause(Phase.PREPARE, 5))
+    assert time.monotonic() - started < 4, "the window limit must interrupt the phase"
+    assert failure.value.phase == "PREPARE"
+    assert "max_window" in failure.value.reason
+    assert writable_now(ledger)
+    row = SqliteCatalog(config.session.catalog).get(failure.value.session_id)
+    assert row.status == "FAILED" and row.window_ms is not None and row.window_ms < 2000
+
+
+@pytest.mark.parametrize(("mode", "blocked"), [("freeze", True), ("hot-backup", False)])
+def test_writer_blocked_only_in_freeze_and_archive_restores(
+    mode: str, blocked: bool, ledger: Path, make_config: Any, hooks: Hooks, tmp_path: Path
+) -> None:
+    acks = tmp_path / "acks.txt"
+    writer = start_writer(ledger, acks)
+    seen: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 10
+        while len(acknowledged(acks)) < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        def count(key: str) -> Callable[[], None]:
+            return lambda: seen.__setitem__(key, len(acknowledged(acks)))
+
+        session = run(
+            make_config(mode=mode),
+            hooks,
+            Pause(Phase.QUIESCE, 0, before=count("before_quiesce")),
+            Pause(Phase.DISCOVER, 0.8, before=count("window_open"), during=count("after_pause")),
+        )
+    finally:
+        stop_writer(writer)
+    grew = seen["after_pause"] - seen["window_open"]
+    if blocked:
+        assert grew == 0, f"writer committed {grew} rows inside a FREEZE window"
+    else:
+        assert grew > 5, "in HOT_BACKUP the writer keeps committing"
+    summary = session.summary()
+    assert summary is not None and summary.archive is not None
+    restored = tmp_path / "restored"
+    with tarfile.open(summary.archive) as tar:
+        tar.extractall(restored, filter="data")
+    result, rows = integrity(restored / "ledger.db")
+    assert result == "ok"
+    # Every row acknowledged before QUIESCE began is in the restored database.
+    acked = acknowledged(acks)[: seen["before_quiesce"]]
+    with sqlite3.connect(restored / "ledger.db") as conn:
+        present = {r for (r,) in conn.execute("SELECT id FROM ledger WHERE writer = 1")}
+    assert set(acked) <= present
+    assert rows >= 2000 + len(acked)
+
+
+def test_skipping_a_phase_body_is_refused(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+    class Hijack:
+        @impl
+        def splitmirror_phase(self, session: Session, phase: Phase) -> object:
+            return "skipped" if phase is Phase.QUIESCE else None
+
+    with pytest.raises(SessionFailed) as failure:
+        run(make_config(), hooks, Hijack())
+    assert failure.value.phase == "QUIESCE"
+    assert "skipped the QUIESCE phase" in failure.value.reason
+    assert writable_now(ledger)
+
+
+def test_second_session_on_same_config_is_refused_while_first_runs(
+    ledger: Path, make_config: Any, hooks: Hooks
+) -> None:
+    config = make_config()
+    outcome: dict[str, str] = {}
+
+    def try_second() -> None:
+        try:
+            Session(config, hooks).run()
+            outcome["second"] = "ran"
+        except Exception as error:  # noqa: BLE001
+            outcome["second"] = str(error)
+
+    run(config, hooks, Pause(Phase.SYNC, 0, try_second))
+    assert "another session is already running" in outcome["second"]
+    assert f"pid {__import__('os').getpid()}" in outcome["second"]
+
+
+def test_mirror_provider_from_a_plugin_is_used_in_phase_order(
+    ledger: Path, write_config: Any, hooks: Hooks
+) -> None:
+    from splitmirror.config import load_config
+    from splitmirror.mirror.directory import DirectoryMirror
+
+    calls: list[str] = []
+
+    class Tracing(DirectoryMirror):
+        name = "tracing-directory"
+
+        def bulk_sync(self, progress: Any) -> Any:
+            calls.append("bulk_sync")
+            return super().bulk_sync(progress)
+
+        def final_sync(self, first: Any, progress: Any) -> Any:
+            calls.append(f"final_sync {[p.name for p in first]}")
+            return super().final_sync(first, progress)
+
+        def split(self) -> None:
+            calls.append("split")
+            super().split()
+
+        def reestablish(self) -> None:
+            calls.append("reestablish")
+            super().reestablish()
+
+    class Provider:
+        @impl
+        def splitmirror_register_mirrors(self, register: Any) -> None:
+            register(Tracing)
+
+    path = write_config(mode="hot-backup")
+    path.write_text(path.read_text().replace('provider = "directory"', 'provider = "tracing-directory"'))
+    run(load_config(path), hooks, Provider())
+    assert calls == ["bulk_sync", "final_sync ['ledger.db', 'ledger.db-wal']", "split", "reestablish"]
