@@ -64,8 +64,13 @@ WriteConfig = Callable[..., Path]
 
 @pytest.fixture
 def write_config(root: Path) -> WriteConfig:
-    def write(mode: str = "freeze", name: str = "ledger", max_window: str = "30s",
-              block_size: str = "256KiB", extra: str = "") -> Path:
+    def write(
+        mode: str = "freeze",
+        name: str = "ledger",
+        max_window: str = "30s",
+        block_size: str = "256KiB",
+        extra: str = "",
+    ) -> Path:
         path = root / f"{name}-{mode}.toml"
         text = CONFIG.format(root=root, mode=mode, name=name, max_window=max_window, block_size=block_size)
         path.write_text(text + extra)

@@ -26,31 +26,68 @@ def toml(**changes: str | None) -> str:
 
 
 BAD = [
-    ("unknown key, did-you-mean", toml(session='name = "o"\nmax_windw = "30s"'),
-     "[session] has no key 'max_windw'; did you mean 'max_window'?"),
-    ("unknown section", toml() + "[sesion]\nname = 'x'\n", "the file has no key 'sesion'; did you mean 'session'?"),
-    ("missing section", toml(mirror=None), "the [mirror] section is missing; add it with provider, primary and mirror"),
+    (
+        "unknown key, did-you-mean",
+        toml(session='name = "o"\nmax_windw = "30s"'),
+        "[session] has no key 'max_windw'; did you mean 'max_window'?",
+    ),
+    (
+        "unknown section",
+        toml() + "[sesion]\nname = 'x'\n",
+        "the file has no key 'sesion'; did you mean 'session'?",
+    ),
+    (
+        "missing section",
+        toml(mirror=None),
+        "the [mirror] section is missing; add it with provider, primary and mirror",
+    ),
     ("missing key", toml(database='mode = "freeze"'), "[database] needs the key 'url'"),
-    ("bad duration", toml(session='name = "o"\nmax_window = "30x"'),
-     "[session] max_window: '30x' is not a duration"),
+    (
+        "bad duration",
+        toml(session='name = "o"\nmax_window = "30x"'),
+        "[session] max_window: '30x' is not a duration",
+    ),
     ("negative duration", toml(session='name = "o"\nmax_window = "-1s"'), "[session] max_window:"),
     ("zero duration", toml(session='name = "o"\nmax_window = 0'), "a duration must be greater than zero"),
-    ("bad size", toml(target='path = "/b/x.tar"\nblock_size = "lots"'), "[target] block_size: 'lots' is not a size"),
-    ("block size not 512-aligned", toml(target='path = "/b/x.tar"\nblock_size = 1000'),
-     "block_size must be a multiple of 512 bytes"),
+    (
+        "bad size",
+        toml(target='path = "/b/x.tar"\nblock_size = "lots"'),
+        "[target] block_size: 'lots' is not a size",
+    ),
+    (
+        "block size not 512-aligned",
+        toml(target='path = "/b/x.tar"\nblock_size = 1000'),
+        "block_size must be a multiple of 512 bytes",
+    ),
     ("bad mode", toml(database='url = "sqlite:///x.db"\nmode = "frozen"'), "[database] mode is 'frozen'"),
     ("wrong type", toml(session="name = 12"), "[session] name: input should be a valid string"),
     ("bad name", toml(session='name = "../etc"'), "[session] name: string should match pattern"),
     ("unknown placeholder", toml(target='path = "/b/{host}.tar"'), "uses {host}, which is not known"),
-    ("unknown engine key", toml(database='url = "sqlite:///x.db"\nmode = "freeze"\nlock_timout = "1s"'),
-     "[database] has no key 'lock_timout'; did you mean 'lock_timeout'?"),
-    ("bad engine value", toml(database='url = "sqlite:///x.db"\nlock_timeout = "soon"'),
-     "[database] lock_timeout: 'soon' is not a duration"),
-    ("unknown mirror key", toml(mirror='primary = "/a"\nmirror = "/b"\ndevice = "/dev/x"'),
-     "[mirror] has no key 'device'"),
-    ("unknown provider", toml(mirror='provider = "dirctory"\nprimary = "/a"\nmirror = "/b"'),
-     "unknown mirror provider 'dirctory'; did you mean 'directory'?"),
-    ("unknown URL scheme", toml(database='url = "nosuchdb://h/x"'), "no installed database engine handles nosuchdb://"),
+    (
+        "unknown engine key",
+        toml(database='url = "sqlite:///x.db"\nmode = "freeze"\nlock_timout = "1s"'),
+        "[database] has no key 'lock_timout'; did you mean 'lock_timeout'?",
+    ),
+    (
+        "bad engine value",
+        toml(database='url = "sqlite:///x.db"\nlock_timeout = "soon"'),
+        "[database] lock_timeout: 'soon' is not a duration",
+    ),
+    (
+        "unknown mirror key",
+        toml(mirror='primary = "/a"\nmirror = "/b"\ndevice = "/dev/x"'),
+        "[mirror] has no key 'device'",
+    ),
+    (
+        "unknown provider",
+        toml(mirror='provider = "dirctory"\nprimary = "/a"\nmirror = "/b"'),
+        "unknown mirror provider 'dirctory'; did you mean 'directory'?",
+    ),
+    (
+        "unknown URL scheme",
+        toml(database='url = "nosuchdb://h/x"'),
+        "no installed database engine handles nosuchdb://",
+    ),
     ("not TOML", "[session\nname=", "is not valid TOML"),
 ]
 
@@ -92,7 +129,9 @@ def test_config_is_a_directory(tmp_path: Path) -> None:
 
 def test_design_example_config_parses(tmp_path: Path) -> None:
     path = tmp_path / "orders.toml"
-    path.write_text(toml(session='name = "orders"\nmax_window = "30s"\ncatalog = "/var/lib/splitmirror/catalog.db"'))
+    path.write_text(
+        toml(session='name = "orders"\nmax_window = "30s"\ncatalog = "/var/lib/splitmirror/catalog.db"')
+    )
     config = load_config(path)
     assert config.session.max_window == 30.0
     assert config.target.block_size == 256 * 1024
@@ -104,7 +143,10 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     path.write_text(toml(session='name = "o"\nmax_windw = "1s"'))
     path.chmod(0o600)
     proc = subprocess.run(
-        [sys.executable, "-m", "splitmirror", "backup", str(path)], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "splitmirror", "backup", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

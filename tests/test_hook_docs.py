@@ -36,7 +36,9 @@ def test_docs_list_no_hook_that_does_not_exist() -> None:
 
 @pytest.mark.parametrize("name", sorted(HOOKS))
 def test_hook_has_a_test(name: str) -> None:
-    tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_hook_docs.py")
+    tests = "".join(
+        p.read_text() for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_hook_docs.py"
+    )
     assert f"def {name}(" in tests, f"no test implements {name}"
 
 

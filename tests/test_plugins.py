@@ -20,7 +20,7 @@ from splitmirror.hooks import Hooks
 from splitmirror.plugins import PluginRecord, load_plugins, register_plugin
 from splitmirror.targets.builtin import FileTarget
 
-EXAMPLE = '''
+EXAMPLE = """
 from splitmirror import impl
 from splitmirror.targets.builtin import FileTarget
 
@@ -36,7 +36,7 @@ class NullTarget(FileTarget):
 @impl
 def splitmirror_register_targets(register):
     register(NullTarget)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,19 @@ def plugin_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     parent_site = sysconfig.get_paths()["purelib"]
     (site / "zz_parent.pth").write_text(f"import site; site.addsitedir({parent_site!r})\n")
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
-         "--no-deps", "--no-build-isolation", "--no-index", str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            str(src),
+        ],
         check=True,
         env={**os.environ, "PIP_CONSTRAINT": ""},
     )

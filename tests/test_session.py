@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import integrity, writable_now
 
+from conftest import integrity, writable_now
 from splitmirror import impl
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.config import Config
@@ -123,7 +123,9 @@ def test_phases_run_in_design_order_and_are_recorded(ledger: Path, make_config: 
     assert summary.window_ms == pytest.approx(in_window, abs=50)
 
 
-@pytest.mark.parametrize("phase", [p for p in PHASE_ORDER if Phase.QUIESCE.value <= p.value <= Phase.BACKUP.value])
+@pytest.mark.parametrize(
+    "phase", [p for p in PHASE_ORDER if Phase.QUIESCE.value <= p.value <= Phase.BACKUP.value]
+)
 @pytest.mark.parametrize("mode", ["freeze", "hot-backup"])
 def test_failure_in_any_phase_unquiesces_and_records(
     phase: Phase, mode: str, ledger: Path, make_config: Any, hooks: Hooks

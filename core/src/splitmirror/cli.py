@@ -18,12 +18,14 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from . import __version__
 from .catalog import open_catalog
 from .config import load_config
 from .errors import SessionFailed, UserError
 from .hooks import Hooks
+from .plugins import PluginRecord
 from .progress_bars import ProgressBars
 from .report import print_files, print_sessions, print_summary, summary_json
 from .session import Session
@@ -167,29 +169,33 @@ def plugins(as_json: bool) -> None:
     ):
         for name, entry in registry.entries():
             provides.setdefault(entry.plugin, []).append(f"{family}:{name}")
-    rows = [
-        {
-            "name": r.name,
-            "distribution": r.distribution,
-            "version": r.version,
-            "builtin": r.builtin,
-            "status": "blocked" if r.blocked else ("error" if r.error else "loaded"),
-            "provides": provides.get(r.name, []),
-            "error": r.error,
-        }
-        for r in hooks.plugins.records
-    ]
-    if as_json:
-        _emit_json(rows)
-        return
-    from rich.table import Table
 
+    def status(record: PluginRecord) -> str:
+        return "blocked" if record.blocked else ("error" if record.error else "loaded")
+
+    records = hooks.plugins.records
+    if as_json:
+        _emit_json(
+            [
+                {
+                    "name": r.name,
+                    "distribution": r.distribution,
+                    "version": r.version,
+                    "builtin": r.builtin,
+                    "status": status(r),
+                    "provides": provides.get(r.name, []),
+                    "error": r.error,
+                }
+                for r in records
+            ]
+        )
+        return
     table = Table()
     for column in ("plugin", "distribution", "version", "status", "provides"):
         table.add_column(column)
-    for row in rows:
-        status = row["status"] if not row["error"] else f"[red]error: {escape(row['error'])}[/red]"
-        table.add_row(row["name"], row["distribution"], row["version"], status, ", ".join(row["provides"]))
+    for r in records:
+        shown = f"[red]error: {escape(r.error)}[/red]" if r.error else status(r)
+        table.add_row(r.name, r.distribution, r.version, shown, ", ".join(provides.get(r.name, [])))
     out.print(table)
 
 
@@ -199,7 +205,9 @@ def _since(value: str | None) -> str | None:
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date; write it like 2026-11-24 or 2026-11-24T08:00")
+        raise click.BadParameter(
+            f"{value!r} is not a date; write it like 2026-11-24 or 2026-11-24T08:00"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds")
@@ -208,7 +216,9 @@ def _since(value: str | None) -> str | None:
 @main.command(name="list")
 @click.option("--database", help="Only sessions of this engine (sqlite, postgresql, ...).")
 @click.option(
-    "--status", type=click.Choice(["STARTED", "DONE", "FAILED"], case_sensitive=False), help="Only this status."
+    "--status",
+    type=click.Choice(["STARTED", "DONE", "FAILED"], case_sensitive=False),
+    help="Only this status.",
 )
 @click.option("--since", help="Only sessions started at or after this date/time (ISO 8601, UTC default).")
 @catalog_option

@@ -123,9 +123,7 @@ def _model_fields(model: type[pydantic.BaseModel], loc: tuple[int | str, ...]) -
     return [name for name in model.model_fields if name != "source"]
 
 
-def _describe(
-    error: Any, model: type[pydantic.BaseModel], where: str, prefix: tuple[str, ...] = ()
-) -> str:
+def _describe(error: Any, model: type[pydantic.BaseModel], where: str, prefix: tuple[str, ...] = ()) -> str:
     """One pydantic error → one sentence naming section, key and fix."""
     loc = prefix + tuple(str(p) for p in error["loc"])
     section, key = (loc[0], loc[-1]) if len(loc) > 1 else (None, loc[0] if loc else "")
@@ -138,7 +136,9 @@ def _describe(
         return f"{where}: {place} has no key {key!r}; {hint}"
     if kind == "missing":
         if section is None:
-            return f"{where}: the [{key}] section is missing; add it with {_SECTION_HINTS.get(key, 'its keys')}"
+            return (
+                f"{where}: the [{key}] section is missing; add it with {_SECTION_HINTS.get(key, 'its keys')}"
+            )
         return f"{where}: [{section}] needs the key {key!r}"
     message = str(error["msg"]).removeprefix("Value error, ")
     message = message[0].lower() + message[1:] if message else kind

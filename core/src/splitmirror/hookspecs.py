@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from .catalog.base import SessionSummary
     from .engine import DatabaseEngine
     from .mirror.base import MirrorProvider
     from .phases import Phase
-    from .catalog.base import SessionSummary
     from .session import Session
     from .targets.base import Target
 

@@ -18,6 +18,7 @@ Environment variables:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import os
 import sys
@@ -97,7 +98,6 @@ def load_plugins(
     pm.add_hookspecs(hookspecs)
     blocked = {n.strip() for n in env.get(BLOCK_ENV, "").split(",") if n.strip()}
     loaded = LoadedPlugins(pm, [], strict=_flag(env, STRICT_ENV))
-    # Built-in modules import on demand; `m=` binds each name now, not at call time.
 
     for name, module_name in BUILTIN_PLUGINS.items():
         record = PluginRecord(name, "splitmirror", __version__, builtin=True)
@@ -105,7 +105,7 @@ def load_plugins(
         if name in blocked and name != "session":  # the phase runner is not optional
             record.blocked = True
             continue
-        register_plugin(loaded, record, lambda m=module_name: importlib.import_module(m))
+        register_plugin(loaded, record, functools.partial(importlib.import_module, module_name))
 
     if entry_points_enabled:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -136,7 +136,7 @@ def register_plugin(loaded: LoadedPlugins, record: PluginRecord, load: Callable[
         if loaded.pm.get_plugin(record.name) is not None or loaded.pm.is_registered(plugin):
             raise PluginError(f"a plugin named {record.name!r} is already registered")
         loaded.pm.register(plugin, name=record.name)
-    except Exception as error:  # noqa: BLE001 - any import error of a third-party plugin
+    except Exception as error:
         record.error = f"{type(error).__name__}: {first_line(error)}"
         if loaded.strict:
             raise PluginError(

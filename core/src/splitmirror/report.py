@@ -45,8 +45,7 @@ def print_summary(console: Console, summary: SessionSummary) -> None:
     rate = throughput(summary)
     console.print(
         f"mode {summary.mode}  window {window}  files {summary.files}  "
-        f"bytes {format_size(summary.bytes)}"
-        + ("" if rate is None else f"  {rate:.1f} MB/s")
+        f"bytes {format_size(summary.bytes)}" + ("" if rate is None else f"  {rate:.1f} MB/s")
     )
     if summary.archive:
         console.print(f"archive {summary.archive}")
@@ -60,8 +59,15 @@ def print_sessions(console: Console, sessions: list[SessionSummary]) -> None:
         table.add_column(column)
     for s in sessions:
         table.add_row(
-            str(s.id), s.name, s.database, s.mode, s.status, s.started_at,
-            "-" if s.window_ms is None else f"{s.window_ms:.1f} ms", str(s.files), format_size(s.bytes),
+            str(s.id),
+            s.name,
+            s.database,
+            s.mode,
+            s.status,
+            s.started_at,
+            "-" if s.window_ms is None else f"{s.window_ms:.1f} ms",
+            str(s.files),
+            format_size(s.bytes),
         )
     console.print(table)
 

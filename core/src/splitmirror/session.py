@@ -14,6 +14,7 @@ Read :meth:`Session.run` first; it is the whole contract in twenty lines:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -98,7 +99,7 @@ class Session:
         self._quiesced = False
         self._pending: list[_Pending] | None = None
         self._body_ran: Phase | None = None
-        self._target_cls: type[Target] = Target
+        self._target_cls: type[Target] | None = None
         self.catalog_path = Path()
 
     # -- the contract ---------------------------------------------------------------------
@@ -205,9 +206,7 @@ class Session:
         if self._window_start is None or self.window_ms is not None:
             return
         if time.monotonic() - self._window_start > self.config.session.max_window:
-            raise WindowExceeded(
-                f"the window passed max_window ({self.config.session.max_window:g}s)"
-            )
+            raise WindowExceeded(f"the window passed max_window ({self.config.session.max_window:g}s)")
 
     def progress(self, phase: Phase) -> Progress:
         """A progress callback for ``phase`` that also enforces the window limit."""
@@ -233,11 +232,16 @@ class Session:
         self.engine = engine_cls(cfg.database.url, engine_options)
         self.mirror = mirror_cls(cfg.mirror.primary, cfg.mirror.mirror, mirror_options)
 
+    @property
+    def _target_class(self) -> type[Target]:
+        assert self._target_cls is not None, "_resolve() first"
+        return self._target_cls
+
     def _preflight(self) -> list[PreflightProblem]:
         """Connect and ask everyone what would stop the session; changes nothing."""
         assert self.engine is not None and self.mirror is not None
         self.server = self.engine.connect()
-        probe = self._target_cls(self._target_path(0), self.config.target.block_size)
+        probe = self._target_class(self._target_path(0), self.config.target.block_size)
         return [
             *self.engine.preflight(self.mode),
             *self.mirror.preflight(),
@@ -274,7 +278,7 @@ class Session:
             started_at=utc_now(),
         )
         self.catalog.update_session(self.id, server_version=self.server.version)
-        self.target = self._target_cls(self._target_path(self.id), cfg.target.block_size)
+        self.target = self._target_class(self._target_path(self.id), cfg.target.block_size)
 
     def _target_path(self, session_id: int) -> str:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -295,7 +299,7 @@ class Session:
                             f"{path} shares a filesystem with splitmirror's own {own}, which "
                             f"SPLIT would freeze",
                             "move the catalog, target and mirror to another filesystem, "
-                            "or use mode = \"hot-backup\"",
+                            'or use mode = "hot-backup"',
                         )
                     )
         return problems
@@ -413,8 +417,15 @@ class Session:
     ) -> None:
         self.members.append(
             FileRecord(
-                len(self.members) + 1, name, path, key, role, member.size, member.sha256,
-                member.offset, method,
+                len(self.members) + 1,
+                name,
+                path,
+                key,
+                role,
+                member.size,
+                member.sha256,
+                member.offset,
+                method,
             )
         )
 
@@ -452,10 +463,8 @@ class Session:
             self._release()
         for undo in (self.target.discard if self.target else None, self._reestablish):
             if undo is not None:
-                try:
+                with contextlib.suppress(Exception):  # the original error is the one to report
                     undo()
-                except Exception:  # noqa: BLE001 - the original error is the one to report
-                    pass
         if self.catalog is not None and self.id is not None and self.phase is not None:
             self.catalog.update_session(self.id, window_ms=self.window_ms, stats=self.stats)
             self.catalog.finish_session(
@@ -472,10 +481,8 @@ class Session:
 
     def _close(self) -> None:
         if self.engine is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing must not hide the session's outcome
                 self.engine.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the session's outcome
-                pass
         if self._lock is not None:
             self._lock.release()
 

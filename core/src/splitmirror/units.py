@@ -24,13 +24,13 @@ _SIZE_FACTORS = {
 def parse_duration(value: str | int | float) -> float:
     """Seconds from ``"250ms"``, ``"30s"``, ``"2m"``, ``"1h"`` or a bare number of seconds."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as \"30s\" or \"500ms\"")
+        raise ValueError('expected a duration such as "30s" or "500ms"')
     if isinstance(value, int | float):
         seconds = float(value)
     else:
         match = _DURATION.match(value)
         if not match:
-            raise ValueError(f"{value!r} is not a duration; write it like \"30s\", \"500ms\" or \"2m\"")
+            raise ValueError(f'{value!r} is not a duration; write it like "30s", "500ms" or "2m"')
         seconds = float(match.group(1)) * _DURATION_FACTORS[match.group(2) or "s"]
     if seconds <= 0:
         raise ValueError("a duration must be greater than zero")
@@ -40,13 +40,13 @@ def parse_duration(value: str | int | float) -> float:
 def parse_size(value: str | int) -> int:
     """Bytes from ``"256KiB"``, ``"1MB"``, ``"512B"`` or a bare number of bytes."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as \"256KiB\"")
+        raise ValueError('expected a size such as "256KiB"')
     if isinstance(value, int):
         size = value
     else:
         match = _SIZE.match(value)
         if not match:
-            raise ValueError(f"{value!r} is not a size; write it like \"256KiB\", \"1MiB\" or \"65536\"")
+            raise ValueError(f'{value!r} is not a size; write it like "256KiB", "1MiB" or "65536"')
         size = int(match.group(1)) * _SIZE_FACTORS[(match.group(2) or "B").lower()]
     if size <= 0:
         raise ValueError("a size must be greater than zero")

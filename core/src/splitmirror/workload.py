@@ -45,8 +45,17 @@ def create_ledger(path: Path, *, rows: int = 0, payload: int = 200, wal: bool = 
 def start_writer(db: Path, acks: Path, writer: int = 1, interval: float = 0.0) -> subprocess.Popen[bytes]:
     """Start a writer process; stop it with :func:`stop_writer`."""
     return subprocess.Popen(
-        [sys.executable, "-m", "splitmirror.workload", str(db), str(acks), "--writer", str(writer),
-         "--interval", str(interval)],
+        [
+            sys.executable,
+            "-m",
+            "splitmirror.workload",
+            str(db),
+            str(acks),
+            "--writer",
+            str(writer),
+            "--interval",
+            str(interval),
+        ],
     )
 
 

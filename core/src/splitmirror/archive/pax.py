@@ -131,8 +131,7 @@ class ArchiveWriter:
             chunk = source.read(min(_CHUNK, size - done))
             if not chunk:
                 raise ArchiveError(
-                    f"{name} is shorter on the split mirror than its recorded size "
-                    f"({done} of {size} bytes)"
+                    f"{name} is shorter on the split mirror than its recorded size ({done} of {size} bytes)"
                 )
             digest.update(chunk)
             self.target.write(chunk)

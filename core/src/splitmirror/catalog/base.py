@@ -115,5 +115,5 @@ class Catalog(abc.ABC):
     def files(self, session_id: int) -> list[FileRecord]:
         """The session's members in archive order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most catalogs hold a connection
         """Release the connection."""

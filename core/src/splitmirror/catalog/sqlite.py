@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..paths import ensure_private_dir
 from ..errors import CatalogError
+from ..paths import ensure_private_dir
 from .base import Catalog, FileRecord, PhaseRecord, SessionSummary
 
 #: Each entry upgrades the schema by one version; never edit one that has shipped.
@@ -66,7 +66,14 @@ MIGRATIONS: tuple[str, ...] = (
 
 _JSON_COLUMNS = {"redo_range", "stats"}
 _UPDATABLE = {
-    "window_ms", "files", "bytes", "archive", "server_version", "label", "redo_range", "stats",
+    "window_ms",
+    "files",
+    "bytes",
+    "archive",
+    "server_version",
+    "label",
+    "redo_range",
+    "stats",
 }
 
 
@@ -140,8 +147,16 @@ class SqliteCatalog(Catalog):
     def add_files(self, session_id: int, files: Iterable[FileRecord]) -> None:
         rows = [
             (
-                session_id, f.seq, f.member, f.path, json.dumps(list(f.logical_key)), f.role,
-                f.size, f.sha256, f.offset, f.read_method,
+                session_id,
+                f.seq,
+                f.member,
+                f.path,
+                json.dumps(list(f.logical_key)),
+                f.role,
+                f.size,
+                f.sha256,
+                f.offset,
+                f.read_method,
                 None if f.extents is None else json.dumps(f.extents),
             )
             for f in files
@@ -164,8 +179,7 @@ class SqliteCatalog(Catalog):
         error: str | None = None,
     ) -> None:
         self._db.execute(
-            "UPDATE sessions SET status = ?, finished_at = ?, failed_phase = ?, error = ?"
-            " WHERE id = ?",
+            "UPDATE sessions SET status = ?, finished_at = ?, failed_phase = ?, error = ? WHERE id = ?",
             (status, finished_at, failed_phase, error, session_id),
         )
 
@@ -176,8 +190,7 @@ class SqliteCatalog(Catalog):
         phases = [
             PhaseRecord(*p)
             for p in self._db.execute(
-                "SELECT name, started_at, duration_ms, error FROM phases"
-                " WHERE session_id = ? ORDER BY seq",
+                "SELECT name, started_at, duration_ms, error FROM phases WHERE session_id = ? ORDER BY seq",
                 (row["id"],),
             )
         ]
@@ -224,7 +237,15 @@ class SqliteCatalog(Catalog):
             seq, member, path, key, role, size, sha, offset, method, extents = row
             result.append(
                 FileRecord(
-                    seq, member, path, tuple(json.loads(key)), role, size, sha, offset, method,
+                    seq,
+                    member,
+                    path,
+                    tuple(json.loads(key)),
+                    role,
+                    size,
+                    sha,
+                    offset,
+                    method,
                     None if extents is None else [tuple(e) for e in json.loads(extents)],
                 )
             )

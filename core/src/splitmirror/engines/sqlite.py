@@ -1,10 +1,11 @@
 """The built-in SQLite engine (standard library only).
 
-FREEZE (reference/databases.md 5.3): checkpoint the WAL to empty with ``wal_checkpoint(TRUNCATE)``,
-then ``BEGIN IMMEDIATE``: no connection can write, and with an empty WAL no checkpoint can change
-the main file either, so the main file alone is consistent.  If a writer slipped a frame in
-between, commit nothing, let go and try again.  In rollback-journal mode ``BEGIN IMMEDIATE``
-alone holds every writer off.
+FREEZE (reference/databases.md 5.3): ``BEGIN IMMEDIATE`` holds every writer off, then a PASSIVE
+checkpoint copies every committed WAL frame into the main file, so the main file alone is the
+consistent image and nothing can change it until we let go (every frame is already in it; the
+WAL travels too and replays to the same pages).  The reference's order (TRUNCATE checkpoint,
+then lock) loses the race to any busy writer: measured, a tight-loop writer held the window
+open for seconds.  In rollback-journal mode ``BEGIN IMMEDIATE`` alone holds every writer off.
 
 HOT_BACKUP (5.4): a read transaction pins a snapshot, so writers keep appending to the WAL but
 it cannot be restarted, and checkpoints cannot pass our snapshot.  The mirror's final pass copies
@@ -19,6 +20,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +111,7 @@ class SqliteEngine(DatabaseEngine):
             problems.append(
                 PreflightProblem(
                     f"{self.path} uses journal_mode={self.journal_mode}, and HOT_BACKUP needs WAL",
-                    "run `PRAGMA journal_mode=WAL` on it once, or use mode = \"freeze\"",
+                    'run `PRAGMA journal_mode=WAL` on it once, or use mode = "freeze"',
                 )
             )
         if not os.access(self.path.parent, os.W_OK):
@@ -135,23 +137,56 @@ class SqliteEngine(DatabaseEngine):
         elif self.journal_mode == "wal":
             self._freeze_wal()
         else:
-            self.db.execute("BEGIN IMMEDIATE")
+            self._begin_immediate()
+
+    def _begin_immediate(self) -> None:
+        """Take the write lock, polling every few hundred microseconds.
+
+        SQLite's own busy handler sleeps in steps of up to 100 ms, and a busy writer that
+        commits and immediately begins again wins the lock back each time: we measured seconds of
+        window lost that way.  Short polls catch the gap between two of its transactions.
+        """
+        deadline = time.monotonic() + self.settings.lock_timeout
+        self.db.execute("PRAGMA busy_timeout = 0")
+        try:
+            pause = 0.0002
+            while True:
+                try:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or time.monotonic() > deadline:
+                        raise QuiesceFailed(
+                            f"could not take the write lock on {self.path} within lock_timeout "
+                            f"({self.settings.lock_timeout:g}s): {error}; find the long transaction "
+                            f"holding it, or raise lock_timeout"
+                        ) from None
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.002)
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout = {int(self.settings.lock_timeout * 1000)}")
 
     def _freeze_wal(self) -> None:
-        wal = self._companion("-wal")
+        """Hold the write lock, then checkpoint every committed frame into the main file.
+
+        Checkpointing first and locking second races every busy writer (it slips frames in
+        between); a PASSIVE checkpoint from a second connection needs no write lock, so it runs
+        while we hold it, and with no new frames possible it reaches the end of the WAL unless a
+        reader still sits on an older snapshot, for which we wait briefly.
+        """
+        self._begin_immediate()
         deadline = time.monotonic() + self.settings.lock_timeout
-        for _attempt in range(self.settings.checkpoint_attempts):
-            busy, _frames, _done = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            self.db.execute("BEGIN IMMEDIATE")
-            if not busy and (not wal.exists() or wal.stat().st_size == 0):
-                return
-            self.db.execute("ROLLBACK")
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
+        with closing(sqlite3.connect(self.path, timeout=self.settings.lock_timeout)) as helper:
+            for _attempt in range(self.settings.checkpoint_attempts):
+                _busy, frames, done = helper.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if done == frames:
+                    return
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
         raise QuiesceFailed(
-            f"could not empty the WAL of {self.path}: other connections kept writing or reading "
-            f"old snapshots; retry, raise lock_timeout, or use mode = \"hot-backup\""
+            f"could not checkpoint the WAL of {self.path}: readers kept old snapshots open; "
+            f'retry, raise checkpoint_attempts, or use mode = "hot-backup"'
         )
 
     def discover(self) -> list[DatabaseFile]:
