@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import tarfile
 import time
+from contextlib import closing
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -172,11 +173,20 @@ def test_writer_blocked_only_in_freeze_and_archive_restores(
         def count(key: str) -> Callable[[], None]:
             return lambda: seen.__setitem__(key, len(acknowledged(acks)))
 
+        def committed(key: str) -> Callable[[], None]:
+            """Rows committed, read from the database itself (readers are never blocked)."""
+
+            def read() -> None:
+                with closing(sqlite3.connect(ledger)) as conn:
+                    seen[key] = conn.execute("SELECT count(*) FROM ledger WHERE writer = 1").fetchone()[0]
+
+            return read
+
         session = run(
             make_config(mode=mode),
             hooks,
             Pause(Phase.QUIESCE, 0, before=count("before_quiesce")),
-            Pause(Phase.DISCOVER, 0.8, before=count("window_open"), during=count("after_pause")),
+            Pause(Phase.DISCOVER, 0.8, before=committed("window_open"), during=committed("after_pause")),
         )
     finally:
         stop_writer(writer)

@@ -245,9 +245,27 @@ class Session:
         return [
             *self.engine.preflight(self.mode),
             *self.mirror.preflight(),
+            *self._outside_primary(self.engine.layout()),
             *probe.preflight(),
             *self._freeze_problems(self.catalog_path),
         ]
+
+    def _outside_primary(self, paths: list[Path]) -> list[PreflightProblem]:
+        """Database files the mirror cannot carry; checked again after DISCOVER."""
+        assert self.mirror is not None
+        problems = []
+        for path in paths:
+            try:
+                self.mirror.relative(path)
+            except ValueError:
+                problems.append(
+                    PreflightProblem(
+                        f"the database uses {path}, which is outside the primary "
+                        f"{self.config.mirror.primary}",
+                        "set [mirror] primary to a directory holding every database file",
+                    )
+                )
+        return problems
 
     def check(self) -> tuple[ServerInfo, list[PreflightProblem]]:
         """``splitmirror check``: INIT's checks without the lock, the catalog or any change."""
@@ -324,15 +342,9 @@ class Session:
     def _discover(self) -> None:
         assert self.engine is not None and self.mirror is not None
         files = self.engine.discover()
-        for f in files:
-            try:
-                self.mirror.relative(f.path)
-            except ValueError:
-                raise PreflightError(
-                    f"the database uses {f.path}, which is outside the primary "
-                    f"{self.config.mirror.primary}; set [mirror] primary to a directory holding "
-                    f"every database file"
-                ) from None
+        problems = self._outside_primary([f.path for f in files])
+        if problems:
+            raise PreflightError(_sentences(problems))
         self.files = sorted(files, key=lambda f: logical_order(f.logical_key))
 
     def _prepare(self) -> None:

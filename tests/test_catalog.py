@@ -1,0 +1,79 @@
+"""The catalog: schema migrations, refusal of what it cannot read, privacy of its files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from splitmirror.catalog import FileRecord, PhaseRecord, SqliteCatalog
+from splitmirror.catalog.sqlite import MIGRATIONS
+from splitmirror.cli import main
+from splitmirror.errors import CatalogError
+
+
+def test_new_catalog_is_migrated_private_and_reopens(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "catalog.db"
+    catalog = SqliteCatalog(path)
+    sid = catalog.start_session(
+        name="n", mode="freeze", database="sqlite", database_url="sqlite:///x", config="/c", started_at="t"
+    )
+    catalog.record_phase(sid, PhaseRecord("INIT", "t", 1.5))
+    catalog.record_phase(sid, PhaseRecord("MAP", "t", 0.5, "boom"))
+    catalog.add_files(sid, [FileRecord(1, "a", "/p/a", (0, "x"), "data", 3, "ab", 0, "file")])
+    catalog.update_session(sid, window_ms=12.5, stats={"check": {"new": 1}})
+    catalog.finish_session(sid, status="FAILED", finished_at="t2", failed_phase="MAP", error="boom")
+    catalog.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    again = SqliteCatalog(path)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    row = again.get(sid)
+    assert [(p.name, p.error) for p in row.phases] == [("INIT", None), ("MAP", "boom")]
+    assert row.stats == {"check": {"new": 1}} and row.window_ms == 12.5
+    assert again.files(sid)[0].logical_key == (0, "x")
+    assert [s.id for s in again.sessions(status="FAILED")] == [sid]
+
+
+def test_catalog_from_a_newer_splitmirror_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    SqliteCatalog(path).close()
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(CatalogError, match="schema version 99, newer than this splitmirror"):
+        SqliteCatalog(path)
+
+
+@pytest.mark.parametrize("content", [b"this is not a database" * 100, b""])
+def test_garbage_catalog_is_one_sentence_exit_5(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "catalog.db"
+    path.write_bytes(content)
+    result = CliRunner().invoke(main, ["list", "--catalog", str(path)])
+    if not content:  # an empty file is a fresh catalog, not an error
+        assert result.exit_code == 0
+        return
+    assert result.exit_code == 5
+    assert "cannot be opened" in result.output and "Traceback" not in result.output
+    assert path.read_bytes() == content, "a catalog we cannot read is left as it was"
+
+
+def test_uncreatable_catalog_location(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = CliRunner().invoke(main, ["list", "--catalog", str(blocker / "catalog.db")])
+    assert result.exit_code == 5
+    assert "cannot be created" in result.output
+
+
+def test_environment_variable_chooses_the_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "env-catalog.db"
+    monkeypatch.setenv("SPLITMIRROR_CATALOG", str(path))
+    assert CliRunner().invoke(main, ["list"]).exit_code == 0
+    assert path.exists()
+    assert os.stat(path).st_size > 0

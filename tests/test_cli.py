@@ -1,0 +1,182 @@
+"""The command line as a DBA uses it: real processes, real files, JSON and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tarfile
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from splitmirror.phases import PHASE_ORDER
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "splitmirror", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def one_sentence(proc: subprocess.CompletedProcess[str]) -> str:
+    text = proc.stderr.strip()
+    assert "Traceback" not in text
+    assert len(text.splitlines()) == 1, text
+    return text
+
+
+def test_backup_json_list_and_show(ledger: Path, write_config: Any, root: Path) -> None:
+    catalog = str(root / "catalog.db")
+    first = cli("backup", str(write_config(mode="freeze")), "--json")
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert {"id", "status", "mode", "window_ms", "phases", "files", "bytes", "archive"} <= set(data)
+    assert data["status"] == "DONE" and data["mode"] == "freeze" and data["files"] == 2
+    assert [p["name"] for p in data["phases"]] == [p.name for p in PHASE_ORDER]
+    assert all(isinstance(p["duration_ms"], float) for p in data["phases"])
+    archived = json.loads(cli("show", str(data["id"]), "--catalog", catalog, "--json").stdout)["members"]
+    assert data["bytes"] == sum(m["size"] for m in archived if m["role"] != "manifest")
+    second = json.loads(cli("backup", str(write_config(mode="hot-backup")), "--json").stdout)
+
+    listed = json.loads(cli("list", "--catalog", catalog, "--json").stdout)
+    assert [s["id"] for s in listed] == [data["id"], second["id"]]
+    assert [s["mode"] for s in listed] == ["freeze", "hot-backup"]
+    assert json.loads(cli("list", "--catalog", catalog, "--json", "--status", "failed").stdout) == []
+    assert len(json.loads(cli("list", "--catalog", catalog, "--json", "--database", "sqlite").stdout)) == 2
+    assert json.loads(cli("list", "--catalog", catalog, "--json", "--since", "2999-01-01").stdout) == []
+
+    shown = json.loads(cli("show", str(second["id"]), "--catalog", catalog, "--json").stdout)
+    assert [m["member"] for m in shown["members"]] == [
+        "ledger.db",
+        "ledger.db-wal",
+        ".splitmirror-manifest.json",
+    ]
+    assert shown["redo_range"]["wal"] == "ledger.db-wal"
+    with tarfile.open(shown["archive"]) as tar:
+        offsets = {m.name: m.offset for m in tar.getmembers()}
+    assert {m["member"]: m["offset"] for m in shown["members"]} == offsets
+
+    human = cli("show", str(second["id"]), "--catalog", catalog)
+    assert "archive members, in archive order" in human.stdout and "ledger.db-wal" in human.stdout
+    assert "UNQUIESCE" in human.stdout
+    table = cli("list", "--catalog", catalog)
+    assert "hot-backup" in table.stdout and "DONE" in table.stdout
+
+
+def test_unknown_session_id(root: Path) -> None:
+    proc = cli("show", "42", "--catalog", str(root / "catalog.db"))
+    assert proc.returncode == 5
+    assert "there is no session 42 in the catalog" in one_sentence(proc)
+
+
+def test_bad_since_date(root: Path) -> None:
+    proc = cli("list", "--since", "yesterday", "--catalog", str(root / "catalog.db"))
+    assert proc.returncode == 2 and "is not a date" in proc.stderr
+
+
+def test_check_changes_nothing_and_reports_ready(ledger: Path, write_config: Any, root: Path) -> None:
+    before = ledger.read_bytes()
+    proc = cli("check", str(write_config()), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] and report["server"]["kind"] == "sqlite" and report["server"]["flavour"] == "wal"
+    assert ledger.read_bytes() == before
+    assert not (root / "catalog.db").exists(), "check writes no catalog"
+    assert not list((root / "mirror").iterdir()), "check does not sync"
+
+
+def test_check_hot_backup_on_rollback_journal_database(root: Path, write_config: Any) -> None:
+    with closing(sqlite3.connect(root / "primary" / "ledger.db")) as db:
+        db.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, writer, at, payload)")
+        db.commit()
+    proc = cli("check", str(write_config(mode="hot-backup")))
+    assert proc.returncode == 3
+    assert "journal_mode=delete, and HOT_BACKUP needs WAL" in proc.stdout
+    backup = cli("backup", str(write_config(mode="hot-backup")))
+    assert backup.returncode == 3 and "HOT_BACKUP needs WAL" in one_sentence(backup)
+    assert not (root / "catalog.db").exists(), "a refused preflight leaves the catalog alone"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("database", "the SQLite database"),
+        ("mirror-parent", "the mirror's parent"),
+        ("archive-dir", "the archive directory"),
+        ("outside", "is outside the primary"),
+    ],
+)
+def test_backup_refuses_bad_paths_before_quiescing(
+    change: str, expected: str, ledger: Path, write_config: Any, root: Path
+) -> None:
+    path = write_config()
+    text = path.read_text()
+    if change == "database":
+        text = text.replace("ledger.db", "missing.db")
+    elif change == "mirror-parent":
+        text = text.replace(f'mirror = "{root}/mirror"', f'mirror = "{root}/no/such/mirror"')
+    elif change == "archive-dir":
+        text = text.replace(f"{root}/archives/", f"{root}/no-archives/")
+    else:
+        other = root / "elsewhere"
+        other.mkdir()
+        text = text.replace(f'primary = "{root}/primary"', f'primary = "{other}"')
+    path.write_text(text)
+    before = ledger.read_bytes()
+    proc = cli("backup", str(path))
+    assert proc.returncode == 3, proc.stderr
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert ledger.read_bytes() == before
+    assert not (root / "catalog.db").exists(), "refused before the session started"
+
+
+def test_archive_to_stdout(ledger: Path, write_config: Any, tmp_path: Path) -> None:
+    path = write_config()
+    path.write_text(
+        path.read_text().replace(f'path = "{tmp_path}/archives/ledger-{{session}}.tar"', 'path = "-"')
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "splitmirror", "backup", str(path), "--json"], capture_output=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stderr.decode()[proc.stderr.decode().index("{") :])["archive"] == "<stdout>"
+    listing = subprocess.run(["tar", "-tf", "-"], input=proc.stdout, capture_output=True, check=True)
+    assert listing.stdout.decode().split() == ["ledger.db", "ledger.db-wal", ".splitmirror-manifest.json"]
+    assert len(proc.stdout) % (256 * 1024) == 0
+
+
+def test_plugins_lists_builtins_with_versions() -> None:
+    from splitmirror import __version__
+
+    proc = cli("plugins")
+    assert proc.returncode == 0
+    for name in ("sqlite", "directory", "targets"):
+        assert name in proc.stdout
+    assert __version__ in proc.stdout
+
+
+def test_help_documents_exit_codes() -> None:
+    proc = cli("--help")
+    assert "Exit codes:" in proc.stdout and "preflight check failed" in proc.stdout
+
+
+def test_demo_runs_both_modes(tmp_path: Path) -> None:
+    proc = cli("demo", "--dir", str(tmp_path / "demo"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [s["session"]["mode"] for s in report["sessions"]] == ["freeze", "hot-backup"]
+    for s in report["sessions"]:
+        assert s["session"]["status"] == "DONE"
+        assert s["restored_integrity"] == "ok"
+        assert s["restored_rows"] >= 50_000 + s["writer_acks_before_session"]
+    assert report["writer_commits"] > 0
