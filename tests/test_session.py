@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 import tarfile
 import time
-from contextlib import closing
 from collections.abc import Callable, Generator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 

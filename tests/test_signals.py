@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import writable_now
 
+from conftest import writable_now
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.config import load_config
 from splitmirror.hooks import Hooks
