@@ -156,6 +156,7 @@ def test_window_limit_aborts_and_unquiesces(ledger: Path, make_config: Any, hook
     assert writable_now(ledger)
     row = SqliteCatalog(config.session.catalog).get(failure.value.session_id)
     assert row.status == "FAILED" and row.window_ms is not None and row.window_ms < 2000
+    assert Session(config, hooks).run().status == "DONE", "the lock was released"
 
 
 @pytest.mark.parametrize(("mode", "blocked"), [("freeze", True), ("hot-backup", False)])
@@ -277,3 +278,35 @@ def test_mirror_provider_from_a_plugin_is_used_in_phase_order(
     path.write_text(path.read_text().replace('provider = "directory"', 'provider = "tracing-directory"'))
     run(load_config(path), hooks, Provider())
     assert calls == ["bulk_sync", "final_sync ['ledger.db', 'ledger.db-wal']", "split", "reestablish"]
+
+
+def test_progress_bars_observer_renders_sync_and_backup(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+    import io
+
+    from rich.console import Console
+
+    from splitmirror.progress_bars import ProgressBars
+
+    stream = io.StringIO()
+    bars = ProgressBars(Console(file=stream, force_terminal=True, width=120), enabled=True)
+    run(make_config(), hooks, bars)
+    bars.stop()
+    shown = stream.getvalue()
+    assert "sync (bulk)" in shown and "backup" in shown
+
+
+def test_restore_preparation_drops_a_stale_wal_index(
+    ledger: Path, make_config: Any, hooks: Hooks, tmp_path: Path
+) -> None:
+    from splitmirror.engines.sqlite import SqliteEngine, SqliteOptions
+
+    summary = Session(make_config(mode="hot-backup"), hooks).run()
+    restored = tmp_path / "restored"
+    with tarfile.open(summary.archive or "") as tar:
+        tar.extractall(restored, filter="data")
+    (restored / "ledger.db-shm").write_bytes(b"stale index from somewhere else")
+    engine = SqliteEngine(f"sqlite://{ledger}", SqliteOptions())
+    steps = engine.restore_instructions(restored, {})
+    assert not (restored / "ledger.db-shm").exists()
+    assert steps[0] == f"sqlite3 {restored / 'ledger.db'} 'PRAGMA integrity_check'"
+    assert integrity(restored / "ledger.db")[0] == "ok"
