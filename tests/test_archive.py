@@ -138,3 +138,12 @@ def test_tape_gets_only_whole_fixed_size_records() -> None:
     writer.add_manifest({})
     writer.close()
     assert tape.writes and set(tape.writes) == {256 * 1024}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_members_carry_the_files_owner_and_mode(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+    os.chown(ledger, 1234, 5678)
+    ledger.chmod(0o640)
+    summary = Session(make_config(), hooks).run()
+    member = members(summary.archive or "")[0]
+    assert (member.name, member.uid, member.gid, member.mode) == ("ledger.db", 1234, 5678, 0o640)

@@ -391,6 +391,7 @@ class Session:
                     sizes[f.path],
                     mode=info.st_mode,
                     mtime=info.st_mtime,
+                    owner=(info.st_uid, info.st_gid),
                     progress=lambda n, _t, base=done: report(base + n, total),
                 )
             done += member.size

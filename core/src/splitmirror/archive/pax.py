@@ -64,10 +64,12 @@ class ArchiveWriter:
         self._uid, self._gid = uid, gid
         self._closed = False
 
-    def _header(self, name: str, size: int, mode: int, mtime: float, digest: str) -> bytes:
+    def _header(
+        self, name: str, size: int, mode: int, mtime: float, digest: str, owner: tuple[int, int] | None = None
+    ) -> bytes:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = size, mode & 0o7777, int(mtime)
-        info.uid, info.gid = self._uid, self._gid
+        info.uid, info.gid = owner if owner is not None else (self._uid, self._gid)
         info.pax_headers = {CHECKSUM_KEY: digest}
         return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
@@ -79,12 +81,14 @@ class ArchiveWriter:
         *,
         mode: int = 0o600,
         mtime: float = 0,
+        owner: tuple[int, int] | None = None,
         progress: Progress = no_progress,
     ) -> MemberRecord:
-        """Stream ``size`` bytes of ``source`` as member ``name``."""
+        """Stream ``size`` bytes of ``source`` as member ``name``; ``owner`` is (uid, gid),
+        by default the writer's."""
         offset = self.target.tell()
         if self.target.seekable:
-            header = self._header(name, size, mode, mtime, _PLACEHOLDER)
+            header = self._header(name, size, mode, mtime, _PLACEHOLDER, owner)
             self.target.write(header)
             digest = self._stream(name, source, size, progress)
             at = header.index(f"{CHECKSUM_KEY}={_PLACEHOLDER}".encode()) + len(CHECKSUM_KEY) + 1
@@ -92,7 +96,7 @@ class ArchiveWriter:
         else:
             expected = self._hash(name, source, size)
             source.seek(0)
-            header = self._header(name, size, mode, mtime, expected)
+            header = self._header(name, size, mode, mtime, expected, owner)
             self.target.write(header)
             digest = self._stream(name, source, size, progress)
             if digest != expected:
