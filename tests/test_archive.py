@@ -83,15 +83,21 @@ def test_archive_is_whole_records_and_private(ledger: Path, make_config: Any, ho
 
 
 @pytest.mark.parametrize("seekable", [True, False])
-def test_writer_checksums_whether_or_not_the_target_can_seek(tmp_path: Path, seekable: bool) -> None:
-    """Seekable targets patch the digest in; others hash first.  Both give the same archive."""
+@pytest.mark.parametrize(
+    ("size", "block"), [(3 * 1024 * 1024 + 17, 10240), (1000, 256 * 1024), (70_000, 65536)]
+)
+def test_writer_checksums_whether_or_not_the_target_can_seek(
+    tmp_path: Path, seekable: bool, size: int, block: int
+) -> None:
+    """Seekable targets patch the digest in (on disk, in the record buffer, or across both);
+    others hash first.  Every way gives a correct archive."""
     path = tmp_path / "a.tar"
-    target = FileTarget(str(path), 10240)
+    target = FileTarget(str(path), block)
     if not seekable:
         target.seekable = False  # type: ignore[misc]
     writer = ArchiveWriter(target)
     target.open()
-    payload = os.urandom(3 * 1024 * 1024 + 17)  # spans several chunks and records
+    payload = os.urandom(size)
     writer.add_file("big.bin", io.BytesIO(payload), len(payload), mode=0o640, mtime=1_700_000_000)
     writer.add_bytes("label", b"backup label\n")
     writer.add_manifest({"files": 2})
@@ -102,7 +108,7 @@ def test_writer_checksums_whether_or_not_the_target_can_seek(tmp_path: Path, see
         assert tar.extractfile(big).read() == payload  # type: ignore[union-attr]
         assert big.mode == 0o640 and big.mtime == 1_700_000_000
         assert [m.name for m in tar.getmembers()][-1] == MANIFEST_NAME
-    assert path.stat().st_size % 10240 == 0
+    assert path.stat().st_size % block == 0
 
 
 def test_shrinking_source_is_an_error(tmp_path: Path) -> None:
@@ -147,3 +153,17 @@ def test_members_carry_the_files_owner_and_mode(ledger: Path, make_config: Any, 
     summary = Session(make_config(), hooks).run()
     member = members(summary.archive or "")[0]
     assert (member.name, member.uid, member.gid, member.mode) == ("ledger.db", 1234, 5678, 0o640)
+
+
+def test_patch_across_the_emitted_and_buffered_boundary(tmp_path: Path) -> None:
+    path = tmp_path / "t.bin"
+    target = FileTarget(str(path), 512)
+    target.open()
+    target.write(bytes(1000))  # 512 bytes emitted, 488 still buffered
+    target.patch(500, b"A" * 24)  # 12 bytes on disk, 12 in the buffer
+    target.write(memoryview(b"B" * 600))
+    target.commit()
+    data = path.read_bytes()
+    assert len(data) == 2048
+    assert data[:500] == bytes(500) and data[500:524] == b"A" * 24 and data[524:1000] == bytes(476)
+    assert data[1000:1600] == b"B" * 600 and data[1600:] == bytes(448)

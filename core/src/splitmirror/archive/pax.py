@@ -23,6 +23,7 @@ import hashlib
 import json
 import tarfile
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from ..errors import SplitmirrorError
@@ -129,18 +130,38 @@ class ArchiveWriter:
         return record
 
     def _stream(self, name: str, source: BinaryIO, size: int, progress: Progress) -> str:
+        """Copy ``size`` bytes to the target, hashing each chunk in a helper thread while the
+        next is read and this one written (hashlib and file I/O both release the GIL)."""
         digest = hashlib.sha256()
-        done = 0
-        while done < size:
-            chunk = source.read(min(_CHUNK, size - done))
-            if not chunk:
+        if size <= _CHUNK:  # one chunk: nothing to overlap, and no thread to start
+            chunk = source.read(size)
+            if len(chunk) != size:
                 raise ArchiveError(
-                    f"{name} is shorter on the split mirror than its recorded size ({done} of {size} bytes)"
+                    f"{name} is shorter on the split mirror than its recorded size "
+                    f"({len(chunk)} of {size} bytes)"
                 )
             digest.update(chunk)
             self.target.write(chunk)
-            done += len(chunk)
-            progress(done, size)
+            progress(size, size)
+            return digest.hexdigest()
+        hashing: Future[None] | None = None
+        done = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
+            while done < size:
+                chunk = source.read(min(_CHUNK, size - done))
+                if not chunk:
+                    raise ArchiveError(
+                        f"{name} is shorter on the split mirror than its recorded size "
+                        f"({done} of {size} bytes)"
+                    )
+                if hashing is not None:
+                    hashing.result()
+                hashing = hasher.submit(digest.update, chunk)
+                self.target.write(chunk)
+                done += len(chunk)
+                progress(done, size)
+            if hashing is not None:
+                hashing.result()
         return digest.hexdigest()
 
     @staticmethod

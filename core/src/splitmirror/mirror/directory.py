@@ -17,10 +17,20 @@ from typing import BinaryIO
 import pydantic
 
 from .. import impl
-from ..engine import NoOptions, PreflightProblem
+from ..config import Size
+from ..engine import PreflightProblem
 from ..progress import Progress
 from .base import MirrorProvider, SyncStats
-from .dirsync import DirectorySync, containment_problem
+from .dirsync import DEFAULT_BLOCK_SIZE, DirectorySync, containment_problem
+
+
+class DirectoryOptions(pydantic.BaseModel):
+    """``[mirror]`` keys of the directory provider."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    #: Compare-and-write granularity of the synchronizer.
+    block_size: Size = DEFAULT_BLOCK_SIZE
 
 
 class DirectoryMirror(MirrorProvider):
@@ -28,9 +38,12 @@ class DirectoryMirror(MirrorProvider):
 
     name = "directory"
     supports_extent_reads = False
+    options_model = DirectoryOptions
 
     def __init__(self, primary: Path, mirror: Path, options: pydantic.BaseModel | None = None) -> None:
-        super().__init__(primary, mirror, options if options is not None else NoOptions())
+        settings = options if isinstance(options, DirectoryOptions) else DirectoryOptions()
+        super().__init__(primary, mirror, settings)
+        self.block_size = settings.block_size
         where = Path(os.path.abspath(mirror))
         self.state_path = where.parent / f".{where.name}.splitmirror-sync.json"
         self.split_marker = where.parent / f".{where.name}.splitmirror-split.json"
@@ -85,7 +98,7 @@ class DirectoryMirror(MirrorProvider):
             return False
 
     def _synchronizer(self) -> DirectorySync:
-        return DirectorySync(self.primary, self.mirror, self.state_path)
+        return DirectorySync(self.primary, self.mirror, self.state_path, self.block_size)
 
     def _write_marker(self, state: str) -> None:
         """Atomic and durable: a crash right after the split must still find it recorded."""

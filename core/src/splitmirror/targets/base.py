@@ -74,13 +74,21 @@ class Target(abc.ABC):
         return self._emitted + len(self._buffer)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._buffer += data
-        if len(self._buffer) >= self.block_size:
-            whole = len(self._buffer) - len(self._buffer) % self.block_size
-            with memoryview(self._buffer) as view:
-                self._guarded_emit(view[:whole])
-            del self._buffer[:whole]
+        """Buffer ``data`` and emit every whole record; large writes skip the buffer's copy."""
+        view = memoryview(data).cast("B")
+        if self._buffer:
+            fill = min(len(view), -len(self._buffer) % self.block_size or self.block_size)
+            self._buffer += view[:fill]
+            view = view[fill:]
+            if len(self._buffer) == self.block_size:
+                self._guarded_emit(self._buffer)
+                self._emitted += self.block_size
+                self._buffer.clear()
+        whole = len(view) - len(view) % self.block_size
+        if whole:
+            self._guarded_emit(view[:whole])
             self._emitted += whole
+        self._buffer += view[whole:]
 
     def patch(self, offset: int, data: bytes) -> None:
         """Overwrite ``data`` at archive ``offset`` (only where :attr:`seekable`)."""
