@@ -34,30 +34,46 @@ class Freezer:
         self.frozen: list[Path] = []
 
     def freeze(self, path: Path) -> None:
+        """Freeze the filesystem holding ``path``.
+
+        The mount is recorded *before* the ioctl: FIFREEZE first writes back every dirty page,
+        which can take seconds, and a signal raised as it returns must still find the mount to
+        thaw.  If the ioctl itself fails (EBUSY: someone else froze it), the record is dropped,
+        so we never thaw a freeze that is not ours.
+        """
         mount = mount_point(path)
         if mount in self.frozen:
             return
         if mount == Path("/"):
             raise OSError(errno.EPERM, "refusing to freeze the root filesystem")
-        fd = os.open(mount, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(fd, FIFREEZE, 0)
-        finally:
-            os.close(fd)
         self.frozen.append(mount)
+        try:
+            _ioctl(mount, FIFREEZE)
+        except OSError:
+            self.frozen.remove(mount)
+            raise
 
     def thaw_all(self) -> list[BaseException]:
-        """Thaw everything frozen, last first; return the errors instead of stopping at one."""
+        """Thaw everything frozen, last first; return the errors instead of stopping at one.
+
+        A mount leaves the list only once FITHAW succeeded (or said it was not frozen), so an
+        interrupted thaw is retried by whoever calls this next.
+        """
         errors: list[BaseException] = []
-        while self.frozen:
-            mount = self.frozen.pop()
+        for mount in reversed(list(self.frozen)):
             try:
-                fd = os.open(mount, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    fcntl.ioctl(fd, FITHAW, 0)
-                finally:
-                    os.close(fd)
+                _ioctl(mount, FITHAW)
             except OSError as error:
                 if error.errno != errno.EINVAL:  # EINVAL: already thawed
                     errors.append(error)
+                    continue
+            self.frozen.remove(mount)
         return errors
+
+
+def _ioctl(mount: Path, request: int) -> None:
+    fd = os.open(mount, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, request, 0)
+    finally:
+        os.close(fd)

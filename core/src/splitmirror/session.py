@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -48,6 +49,8 @@ from .targets.base import Target
 from .window import SignalGuard
 
 MANIFEST_FORMAT = 1
+
+log = logging.getLogger("splitmirror.session")
 
 
 def utc_now() -> str:
@@ -114,13 +117,16 @@ class Session:
                 self._phase(Phase.BACKUP)
                 self._phase(Phase.CLEANUP)
             except BaseException as error:
-                self._fail(error)
+                with self._guard.deferred():  # a second Ctrl-C must not cut the bookkeeping short
+                    self._fail(error)
                 if self.id is None:
                     raise
                 assert self.phase is not None
                 raise SessionFailed(self.id, self.phase.name, first_line(error)) from error
             finally:
-                self._close()
+                with self._guard.deferred():
+                    self._close()
+            self._guard.raise_pending()
         return self._finished()
 
     def _window(self) -> None:
@@ -152,6 +158,7 @@ class Session:
                     self._close_window()
 
     def _close_window(self) -> None:
+        self._guard.disarm()  # the limit is for the window, not for what follows it
         if self._window_start is not None and self.window_ms is None:
             self.window_ms = (time.monotonic() - self._window_start) * 1000
 
@@ -190,7 +197,10 @@ class Session:
     ) -> None:
         if self.catalog is not None and self.id is not None:
             self.catalog.record_phase(self.id, record)
-        self.hooks.phase_finished(self, phase, duration, error)
+        try:
+            self.hooks.phase_finished(self, phase, duration, error)
+        except Exception:  # a notification failing (mail server down) must not fail the backup
+            log.exception("an observer failed on phase_finished(%s)", phase.name)
 
     def _report_pending(self) -> None:
         pending, self._pending = self._pending or [], None
@@ -297,6 +307,9 @@ class Session:
         )
         self.catalog.update_session(self.id, server_version=self.server.version)
         self.target = self._target_class(self._target_path(self.id), cfg.target.block_size)
+        problems = self.target.preflight()  # the real name, now that the session has its id
+        if problems:
+            raise PreflightError(_sentences(problems))
 
     def _target_path(self, session_id: int) -> str:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -353,8 +366,10 @@ class Session:
 
     def _split(self) -> None:
         assert self.engine is not None and self.mirror is not None
-        for path in self.engine.freeze_paths():
-            self._freezer.freeze(path)
+        with self._guard.deferred():  # a signal mid-FIFREEZE is raised once the mount is recorded
+            for path in self.engine.freeze_paths():
+                self._freezer.freeze(path)
+        self._guard.raise_pending()
         stats = self.mirror.final_sync([f.path for f in self.files], self.progress(Phase.SPLIT))
         self.mirror.split()
         self.stats["final_sync"] = dataclasses.asdict(stats)
@@ -362,9 +377,11 @@ class Session:
     def _check(self) -> None:
         result = self._filemap.check(f.path for f in self.files)
         self.stats["check"] = dataclasses.asdict(result)
-        errors = self._freezer.thaw_all()
+        with self._guard.deferred():
+            errors = self._freezer.thaw_all()
         if errors:
             raise errors[0]
+        self._guard.raise_pending()
 
     def _unquiesce(self) -> None:
         assert self.engine is not None
@@ -493,6 +510,7 @@ class Session:
             self.mirror.reestablish()
 
     def _close(self) -> None:
+        self._freezer.thaw_all()  # before anything that may write to the primary (SQLite's close)
         if self.engine is not None:
             with contextlib.suppress(Exception):  # closing must not hide the session's outcome
                 self.engine.close()
@@ -502,7 +520,10 @@ class Session:
     def _finished(self) -> SessionSummary:
         assert self.catalog is not None and self.id is not None
         summary = self.catalog.get(self.id)
-        self.hooks.session_finished(self, summary)
+        try:
+            self.hooks.session_finished(self, summary)
+        except Exception:  # the session's outcome is recorded; a notification cannot change it
+            log.exception("an observer failed on session_finished")
         return summary
 
     def summary(self) -> SessionSummary | None:

@@ -27,6 +27,7 @@ class SignalGuard:
         self.pending: BaseException | None = None
         self._deferring = False
         self._previous: dict[int, Any] = {}
+        self._timer: tuple[float, float] = (0.0, 0.0)
 
     @property
     def installed(self) -> bool:
@@ -34,6 +35,7 @@ class SignalGuard:
 
     def __enter__(self) -> SignalGuard:
         if threading.current_thread() is threading.main_thread():
+            self._timer = signal.getitimer(signal.ITIMER_REAL)
             for signum in _SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -44,6 +46,8 @@ class SignalGuard:
         self.disarm()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._previous and self._timer[0] > 0:
+            signal.setitimer(signal.ITIMER_REAL, *self._timer)  # the caller's own alarm, if any
         self._previous.clear()
 
     def arm(self) -> None:

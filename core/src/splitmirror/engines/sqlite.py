@@ -178,8 +178,10 @@ class SqliteEngine(DatabaseEngine):
         deadline = time.monotonic() + self.settings.lock_timeout
         with closing(sqlite3.connect(self.path, timeout=self.settings.lock_timeout)) as helper:
             for _attempt in range(self.settings.checkpoint_attempts):
-                _busy, frames, done = helper.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if done == frames:
+                # (1, -1, -1) means another connection's checkpoint holds the lock and may still
+                # be copying frames into the main file: not done until ours sees them all in.
+                busy, frames, done = helper.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if busy == 0 and frames >= 0 and done == frames:
                     return
                 if time.monotonic() > deadline:
                     break
@@ -225,9 +227,11 @@ class SqliteEngine(DatabaseEngine):
 
     def close(self) -> None:
         if self._db is not None:
-            self.abort()
-            self._db.close()
-            self._db = None
+            try:
+                self.abort()
+            finally:
+                self._db.close()  # closing also releases any lock the rollback could not
+                self._db = None
 
 
 @impl
