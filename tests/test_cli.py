@@ -180,3 +180,42 @@ def test_demo_runs_both_modes(tmp_path: Path) -> None:
         assert s["restored_integrity"] == "ok"
         assert s["restored_rows"] >= 50_000 + s["writer_acks_before_session"]
     assert report["writer_commits"] > 0
+
+
+def test_interrupt_before_a_session_exits_130() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from splitmirror.cli import handled
+    from splitmirror.errors import SessionInterrupted
+
+    @click.command()
+    @handled
+    def stalled() -> None:
+        raise SessionInterrupted("SIGINT")
+
+    result = CliRunner().invoke(stalled, [])
+    assert result.exit_code == 130
+    assert result.output.strip() == "error: interrupted by SIGINT"
+
+
+def test_json_error_goes_beside_an_archive_on_stdout(root: Path, write_config: Any) -> None:
+    path = write_config()
+    path.write_text(
+        path.read_text().replace(f'path = "{root}/archives/ledger-{{session}}.tar"', 'path = "-"')
+    )
+    proc = cli("backup", str(path), "--json")  # there is no database: preflight fails
+    assert proc.returncode == 3
+    assert proc.stdout == "", "standard output is the archive stream"
+    assert "does not exist" in json.loads(proc.stderr)["error"]
+
+
+def test_catalog_under_a_regular_file_is_one_sentence(ledger: Path, write_config: Any, root: Path) -> None:
+    (root / "plain-file").write_text("")
+    path = write_config()
+    path.write_text(
+        path.read_text().replace(f'catalog = "{root}/catalog.db"', f'catalog = "{root}/plain-file/c.db"')
+    )
+    proc = cli("backup", str(path))
+    assert proc.returncode == 5
+    assert "cannot create the session lock" in one_sentence(proc)

@@ -48,7 +48,11 @@ BAD = [
         "[session] max_window: '30x' is not a duration",
     ),
     ("negative duration", toml(session='name = "o"\nmax_window = "-1s"'), "[session] max_window:"),
-    ("zero duration", toml(session='name = "o"\nmax_window = 0'), "a duration must be greater than zero"),
+    (
+        "zero duration",
+        toml(session='name = "o"\nmax_window = 0'),
+        "a duration must be a finite number greater than zero",
+    ),
     (
         "bad size",
         toml(target='path = "/b/x.tar"\nblock_size = "lots"'),
@@ -89,6 +93,22 @@ BAD = [
         "no installed database engine handles nosuchdb://",
     ),
     ("not TOML", "[session\nname=", "is not valid TOML"),
+    ("infinite window", toml(session='name = "o"\nmax_window = inf'), "a duration must be a finite number"),
+    (
+        "window over an hour",
+        toml(session='name = "o"\nmax_window = "2h"'),
+        "[session] max_window: input should be less than or equal to 3600",
+    ),
+    (
+        "section as a value",
+        'session = "x"\n' + toml(session=None),
+        "session must be a section: write [session]",
+    ),
+    (
+        "typo of a core key next to engine keys",
+        toml(database='url = "sqlite:///x.db"\nmoed = "freeze"'),
+        "[database] has no key 'moed'; did you mean 'mode'?",
+    ),
 ]
 
 

@@ -164,3 +164,15 @@ def test_freezing_our_own_filesystem_is_refused_before_quiescing(
     with pytest.raises(Exception, match="shares a filesystem with splitmirror's own"):
         Session(load_config(path), hooks).run()
     assert not thaw(loop_fs)
+
+
+def test_a_freeze_that_is_not_ours_is_never_thawed_by_us(loop_fs: Path) -> None:
+    subprocess.run(["fsfreeze", "-f", str(loop_fs)], check=True)
+    try:
+        freezer = Freezer()
+        with pytest.raises(OSError) as busy:
+            freezer.freeze(loop_fs)
+        assert busy.value.errno == errno.EBUSY
+        assert freezer.frozen == [] and freezer.thaw_all() == []
+    finally:
+        assert thaw(loop_fs), "the administrator's freeze was still in place"

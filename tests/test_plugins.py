@@ -159,7 +159,23 @@ def test_duplicate_name_names_both_plugins() -> None:
 
     hooks = Hooks(load_plugins(entry_points_enabled=False))
     hooks.register(Duplicate(), "dup-plugin")
-    with pytest.raises(PluginError, match="registered by both plugin 'dup-plugin' and plugin 'targets'"):
+    assert hooks.targets.get("file") is FileTarget, "a plugin cannot take a built-in's name"
+    error = hooks.plugins.record("dup-plugin").error or ""
+    assert "target 'file' is registered by both plugin 'targets' and plugin 'dup-plugin'" in error
+
+
+def test_duplicate_name_is_fatal_in_strict_mode() -> None:
+    class Again(FileTarget):
+        name = "file"
+
+    class Duplicate:
+        @impl
+        def splitmirror_register_targets(self, register: Any) -> None:
+            register(Again)
+
+    hooks = Hooks(load_plugins({"SPLITMIRROR_STRICT_PLUGINS": "1"}, entry_points_enabled=False))
+    hooks.register(Duplicate(), "dup-plugin")
+    with pytest.raises(PluginError, match="registered by both plugin 'targets' and plugin 'dup-plugin'"):
         _ = hooks.targets
 
 
@@ -167,11 +183,12 @@ def test_plugin_whose_register_hook_raises_is_reported_not_fatal() -> None:
     class Faulty:
         @impl
         def splitmirror_register_engines(self, register: Any) -> None:
+            register(type("Half", (), {"name": "half", "url_schemes": ("half",)}))
             raise ValueError("cannot find libfoo")
 
     hooks = Hooks(load_plugins(entry_points_enabled=False))
     hooks.register(Faulty(), "faulty")
-    assert hooks.engines.names() == ["sqlite"]
+    assert hooks.engines.names() == ["sqlite"], "nothing from a plugin whose hook raised"
     assert hooks.plugins.record("faulty").error == "ValueError: cannot find libfoo"
 
 

@@ -310,3 +310,49 @@ def test_restore_preparation_drops_a_stale_wal_index(
     assert not (restored / "ledger.db-shm").exists()
     assert steps[0] == f"sqlite3 {restored / 'ledger.db'} 'PRAGMA integrity_check'"
     assert integrity(restored / "ledger.db")[0] == "ok"
+
+
+def test_window_limit_does_not_apply_after_unquiesce(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+    class SlowAfterUnquiesce:
+        @impl(wrapper=True)
+        def splitmirror_phase(self, session: Session, phase: Phase) -> Generator[None, Any, Any]:
+            result = yield
+            if phase is Phase.UNQUIESCE:
+                time.sleep(1.3)  # the database is already free: this is not window time
+            return result
+
+    session = run(make_config(max_window="1s"), hooks, SlowAfterUnquiesce())
+    summary = session.summary()
+    assert summary is not None and summary.status == "DONE"
+    assert summary.window_ms is not None and summary.window_ms < 1000
+
+
+def test_failing_notifications_do_not_fail_the_backup(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+    class MailServerDown:
+        @impl
+        def splitmirror_phase_finished(
+            self, session: Session, phase: Phase, duration_s: float, error: BaseException | None
+        ) -> None:
+            raise ConnectionError("mail server down")
+
+        @impl
+        def splitmirror_session_finished(self, session: Session, summary: Any) -> None:
+            raise ConnectionError("mail server down")
+
+    session = run(make_config(), hooks, MailServerDown())
+    summary = session.summary()
+    assert summary is not None and summary.status == "DONE"
+    assert [p.name for p in summary.phases] == [p.name for p in PHASE_ORDER], "every phase recorded"
+    assert Path(summary.archive or "").exists()
+
+
+def test_existing_archive_is_never_overwritten(
+    ledger: Path, make_config: Any, hooks: Hooks, root: Path
+) -> None:
+    squatter = root / "archives" / "ledger-1.tar"
+    squatter.write_bytes(b"an older archive with the same name")
+    with pytest.raises(SessionFailed) as failure:
+        run(make_config(), hooks)
+    assert failure.value.phase == "INIT" and "already exists" in failure.value.reason
+    assert squatter.read_bytes() == b"an older archive with the same name"
+    assert writable_now(ledger)

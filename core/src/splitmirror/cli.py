@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -23,7 +23,7 @@ from rich.table import Table
 from . import __version__
 from .catalog import open_catalog
 from .config import load_config
-from .errors import SessionFailed, UserError
+from .errors import SessionFailed, SessionInterrupted, UserError
 from .hooks import Hooks
 from .plugins import PluginRecord
 from .progress_bars import ProgressBars
@@ -57,7 +57,8 @@ def _emit_json(data: Any, console: Console | None = None) -> None:
 
 
 def handled(func: F) -> F:
-    """Turn :class:`UserError` and :class:`SessionFailed` into a sentence and an exit code."""
+    """Turn handled errors into one sentence and an exit code; anything else is a bug and keeps
+    its traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -65,19 +66,26 @@ def handled(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UserError as error:
-            if as_json:
-                _emit_json({"error": str(error), "exit_code": error.exit_code})
-            else:
-                err.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
-            sys.exit(error.exit_code)
+            _fail(str(error), error.exit_code, as_json)
         except SessionFailed as error:
-            err.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
-            sys.exit(error.exit_code)
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            sys.exit(130)
+            _fail(str(error), error.exit_code, as_json=False)  # the summary was printed already
+        except (KeyboardInterrupt, SessionInterrupted) as error:
+            name = getattr(error, "signal_name", "SIGINT")
+            _fail(f"interrupted by {name}", 130, as_json)
 
     return wrapper  # type: ignore[return-value]
+
+
+_archive_on_stdout = False
+
+
+def _fail(message: str, code: int, as_json: bool) -> NoReturn:
+    if as_json:
+        # Standard output may be the archive itself (path = "-"): then the error goes beside it.
+        _emit_json({"error": message, "exit_code": code}, err if _archive_on_stdout else out)
+    else:
+        err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    sys.exit(code)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
@@ -106,7 +114,9 @@ def backup(config: Path, as_json: bool, quiet: bool) -> None:
     hooks = Hooks()
     session = Session(cfg, hooks)
     # With the archive on standard output, reports go to standard error.
-    report = err if cfg.target.path == "-" else out
+    global _archive_on_stdout
+    _archive_on_stdout = cfg.target.path == "-"
+    report = err if _archive_on_stdout else out
     emit = functools.partial(_emit_json, console=report)
     bars = ProgressBars(err, enabled=not quiet and err.is_terminal)
     unregister = hooks.register(bars, "cli-progress")

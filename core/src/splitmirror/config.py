@@ -38,7 +38,7 @@ class SessionConfig(pydantic.BaseModel):
     model_config = _STRICT
 
     name: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-    max_window: Duration = 30.0
+    max_window: Annotated[Duration, pydantic.Field(le=3600)] = 30.0
     catalog: Path | None = None
 
 
@@ -123,13 +123,19 @@ def _model_fields(model: type[pydantic.BaseModel], loc: tuple[int | str, ...]) -
     return [name for name in model.model_fields if name != "source"]
 
 
-def _describe(error: Any, model: type[pydantic.BaseModel], where: str, prefix: tuple[str, ...] = ()) -> str:
+def _describe(
+    error: Any,
+    model: type[pydantic.BaseModel],
+    where: str,
+    prefix: tuple[str, ...] = (),
+    also: tuple[str, ...] = (),
+) -> str:
     """One pydantic error → one sentence naming section, key and fix."""
     loc = prefix + tuple(str(p) for p in error["loc"])
     section, key = (loc[0], loc[-1]) if len(loc) > 1 else (None, loc[0] if loc else "")
     kind = error["type"]
     if kind == "extra_forbidden":
-        known = _model_fields(model, tuple(error["loc"][:-1]))
+        known = [*also, *_model_fields(model, tuple(error["loc"][:-1]))]
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
         place = f"[{section}]" if section else "the file"
@@ -140,6 +146,8 @@ def _describe(error: Any, model: type[pydantic.BaseModel], where: str, prefix: t
                 f"{where}: the [{key}] section is missing; add it with {_SECTION_HINTS.get(key, 'its keys')}"
             )
         return f"{where}: [{section}] needs the key {key!r}"
+    if section is None:  # a whole section given as a plain value
+        return f"{where}: {key} must be a section: write [{key}] followed by its keys"
     message = str(error["msg"]).removeprefix("Value error, ")
     message = message[0].lower() + message[1:] if message else kind
     if kind == "enum":
@@ -192,7 +200,8 @@ def plugin_options(
     try:
         return model.model_validate(config.extras(section))
     except pydantic.ValidationError as error:
-        raise ConfigError(_describe(error.errors()[0], model, str(config.source), (section,))) from None
+        core = tuple(DatabaseConfig.model_fields if section == "database" else MirrorConfig.model_fields)
+        raise ConfigError(_describe(error.errors()[0], model, str(config.source), (section,), core)) from None
 
 
 def expand_target_path(template: str, *, session: int, name: str, timestamp: str) -> str:

@@ -35,41 +35,37 @@ class Hooks:
 
     # -- registries -------------------------------------------------------------------------
 
-    def _collect(self, hook_name: str, family: str) -> Registry[Any]:
-        """Call each plugin's register hook on its own, so we know who registered what and a
-        plugin whose hook raises is reported without losing the others'."""
+    def _collect(
+        self, hook_name: str, family: str, check: Callable[[Registry[Any]], None] | None = None
+    ) -> Registry[Any]:
+        """Call each plugin's register hook on its own, so we know who registered what.
+
+        Plugins are asked in registration order, built-ins first, so a plugin cannot take a
+        built-in's name.  A plugin whose hook raises, or that registers a name already taken,
+        is reported (``splitmirror plugins``) and contributes nothing; the others still load.
+        """
         registry: Registry[Any] = Registry(family)
         pm = self.plugins.pm
-        # pluggy calls later-registered plugins first; keep that order (plugins before built-ins).
-        for hookimpl in reversed(getattr(self._hook, hook_name).get_hookimpls()):
+        for hookimpl in getattr(self._hook, hook_name).get_hookimpls():
             plugin = hookimpl.plugin_name
             others = [p for name, p in pm.list_name_plugin() if name != plugin]
-            only_this = pm.subset_hook_caller(hook_name, remove_plugins=others)
-
-            def register(cls: type, _plugin: str = plugin) -> None:
-                registry.add(cls, _plugin)
-
+            offered: list[type] = []
             try:
-                only_this(register=register)
-            except PluginError:
-                raise
+                pm.subset_hook_caller(hook_name, remove_plugins=others)(register=offered.append)
+                trial = registry.copy()
+                for cls in offered:
+                    trial.add(cls, plugin)
+                if check is not None:
+                    check(trial)
             except Exception as error:  # noqa: BLE001 - a broken plugin is reported, not fatal
-                self.plugins.fail(plugin, error)
+                self.plugins.fail(plugin, error if not isinstance(error, PluginError) else str(error))
+                continue
+            registry = trial
         return registry
 
     @functools.cached_property
     def engines(self) -> Registry[type[DatabaseEngine]]:
-        registry = self._collect("splitmirror_register_engines", "database engine")
-        seen: dict[str, str] = {}
-        for name, entry in registry.entries():
-            for scheme in entry.cls.url_schemes:
-                if scheme in seen:
-                    raise PluginError(
-                        f"URL scheme {scheme!r} is claimed by both engine {seen[scheme]!r} and "
-                        f"engine {name!r}; block one with SPLITMIRROR_BLOCK_PLUGINS"
-                    )
-                seen[scheme] = name
-        return registry
+        return self._collect("splitmirror_register_engines", "database engine", _unique_schemes)
 
     @functools.cached_property
     def mirrors(self) -> Registry[type[MirrorProvider]]:
@@ -94,10 +90,19 @@ class Hooks:
     def target_for_path(self, path: str, kind: str | None) -> type[Target]:
         if kind is not None:
             return self.targets.get(kind)
-        for _name, entry in self.targets.entries():
+        entries = [entry for _name, entry in self.targets.entries()]
+        # Plugins' targets are asked before the built-ins (the file target accepts anything).
+        entries.sort(key=lambda entry: self._builtin(entry.plugin))
+        for entry in entries:
             if entry.cls.accepts(path):
                 return entry.cls
         raise PluginError(f"no installed target accepts {path!r}; set [target] kind")
+
+    def _builtin(self, plugin: str) -> bool:
+        try:
+            return self.plugins.record(plugin).builtin
+        except KeyError:
+            return False
 
     # -- session hooks --------------------------------------------------------------------
 
@@ -127,3 +132,16 @@ class Hooks:
         self.plugins.records.append(PluginRecord(name, "<in-process>", "", builtin=False))
         self.plugins.pm.register(plugin, name=name)
         return lambda: self.plugins.pm.unregister(plugin)
+
+
+def _unique_schemes(registry: Registry[Any]) -> None:
+    """A URL scheme picks exactly one engine."""
+    seen: dict[str, str] = {}
+    for name, entry in registry.entries():
+        for scheme in entry.cls.url_schemes:
+            if scheme in seen:
+                raise PluginError(
+                    f"URL scheme {scheme!r} is claimed by both engine {seen[scheme]!r} and engine "
+                    f"{name!r}; block one with SPLITMIRROR_BLOCK_PLUGINS"
+                )
+            seen[scheme] = name

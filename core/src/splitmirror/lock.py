@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from .errors import SessionBusyError
+from .errors import CatalogError, SessionBusyError
 from .paths import ensure_private_dir
 
 
@@ -27,8 +27,14 @@ class SessionLock:
         self._fd = -1
 
     def acquire(self) -> None:
-        ensure_private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            ensure_private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            raise CatalogError(
+                f"cannot create the session lock {self.path} ({error.strerror}); point "
+                f"[session] catalog or $SPLITMIRROR_CATALOG at a writable directory"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -48,6 +48,11 @@ class Registry(Generic[T]):
             )
         self._entries[name] = Entry(cls, plugin)
 
+    def copy(self) -> Registry[T]:
+        twin: Registry[T] = Registry(self.family)
+        twin._entries = dict(self._entries)
+        return twin
+
     def get(self, name: str) -> T:
         entry = self._entries.get(name)
         if entry is None:

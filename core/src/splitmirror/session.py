@@ -263,7 +263,9 @@ class Session:
     def _outside_primary(self, paths: list[Path]) -> list[PreflightProblem]:
         """Database files the mirror cannot carry; checked again after DISCOVER."""
         assert self.mirror is not None
-        problems = []
+        problems: list[PreflightProblem] = []
+        if not self.config.mirror.primary.is_dir():
+            return problems  # the mirror provider already says the primary is missing
         for path in paths:
             try:
                 self.mirror.relative(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -32,8 +33,8 @@ def parse_duration(value: str | int | float) -> float:
         if not match:
             raise ValueError(f'{value!r} is not a duration; write it like "30s", "500ms" or "2m"')
         seconds = float(match.group(1)) * _DURATION_FACTORS[match.group(2) or "s"]
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a duration must be a finite number greater than zero")
     return seconds
 
 
