@@ -148,33 +148,29 @@ def test_builtins_listed_with_versions() -> None:
     assert hooks.targets.names() == ["stdout", "tape", "file"]
 
 
+class FileAgain(FileTarget):
+    name = "file"
+
+
+class TakesTheFileName:
+    """A plugin registering a target under the built-in file target's name."""
+
+    @impl
+    def splitmirror_register_targets(self, register: Any) -> None:
+        register(FileAgain)
+
+
 def test_duplicate_name_names_both_plugins() -> None:
-    class Again(FileTarget):
-        name = "file"
-
-    class Duplicate:
-        @impl
-        def splitmirror_register_targets(self, register: Any) -> None:
-            register(Again)
-
     hooks = Hooks(load_plugins(entry_points_enabled=False))
-    hooks.register(Duplicate(), "dup-plugin")
+    hooks.register(TakesTheFileName(), "dup-plugin")
     assert hooks.targets.get("file") is FileTarget, "a plugin cannot take a built-in's name"
     error = hooks.plugins.record("dup-plugin").error or ""
     assert "target 'file' is registered by both plugin 'targets' and plugin 'dup-plugin'" in error
 
 
 def test_duplicate_name_is_fatal_in_strict_mode() -> None:
-    class Again(FileTarget):
-        name = "file"
-
-    class Duplicate:
-        @impl
-        def splitmirror_register_targets(self, register: Any) -> None:
-            register(Again)
-
     hooks = Hooks(load_plugins({"SPLITMIRROR_STRICT_PLUGINS": "1"}, entry_points_enabled=False))
-    hooks.register(Duplicate(), "dup-plugin")
+    hooks.register(TakesTheFileName(), "dup-plugin")
     with pytest.raises(PluginError, match="registered by both plugin 'targets' and plugin 'dup-plugin'"):
         _ = hooks.targets
 
