@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, impl
-from .archive.pax import MANIFEST_NAME, ArchiveWriter
+from .archive.pax import ArchiveWriter, MemberRecord
 from .catalog import Catalog, FileRecord, PhaseRecord, SessionSummary, default_catalog_path
 from .catalog.base import DONE, FAILED
 from .catalog.sqlite import SqliteCatalog
@@ -168,10 +168,10 @@ class Session:
         self.phase = phase
         if phase.in_window and phase is not Phase.QUIESCE:
             self._check_window()
-        self.hooks.phase_started(self, phase)
         started_at, started = utc_now(), time.monotonic()
         error: BaseException | None = None
         try:
+            self.hooks.phase_started(self, phase)
             self._body_ran = None
             self.hooks.run_phase(self, phase)
             if self._body_ran is not phase:
@@ -395,12 +395,12 @@ class Session:
         assert self.target and self.mirror and self.catalog and self.id and self.unquiesced
         writer = ArchiveWriter(self.target, uid=os.getuid(), gid=os.getgid())
         window_files = sorted(self.unquiesced.window_files, key=lambda f: logical_order(f.logical_key))
-        sources = [(f, "file") for f in [*self.files, *window_files]]
-        sizes = {f.path: self._mirror_size(f) for f, _ in sources}
+        sources = [*self.files, *window_files]
+        sizes = {f.path: self._mirror_size(f) for f in sources}
         total, done = sum(sizes.values()), 0
         report = self.progress(Phase.BACKUP)
         self.target.open()
-        for f, method in sources:
+        for f in sources:
             name = str(self.mirror.relative(f.path))
             with self.mirror.open_split_copy(f.path) as source:
                 info = os.fstat(source.fileno())
@@ -414,13 +414,14 @@ class Session:
                     progress=lambda n, _t, base=done: report(base + n, total),
                 )
             done += member.size
-            self._add_member(member.name, str(f.path), f.logical_key, f.role, member, method)
+            # Read through the mirror's filesystem; extent reads come with the block mirror.
+            self._add_member(str(f.path), f.logical_key, f.role, member, "file")
         for extra in self.unquiesced.extra_members:
             member = writer.add_bytes(extra.name, extra.data, mtime=time.time())
-            self._add_member(extra.name, "", extra.logical_key, extra.role, member, "generated")
+            self._add_member("", extra.logical_key, extra.role, member, "generated")
         manifest = writer.add_manifest(self._manifest(), mtime=time.time())
         writer.close()
-        self._add_member(MANIFEST_NAME, "", ("manifest",), "manifest", manifest, "generated")
+        self._add_member("", ("manifest",), "manifest", manifest, "generated")
         self.catalog.add_files(self.id, self.members)
         data = [m for m in self.members if m.role != "manifest"]
         self.catalog.update_session(
@@ -445,20 +446,11 @@ class Session:
             ) from None
 
     def _add_member(
-        self, name: str, path: str, key: tuple[int | str, ...], role: str, member: Any, method: str
+        self, path: str, key: tuple[int | str, ...], role: str, member: MemberRecord, method: str
     ) -> None:
+        seq = len(self.members) + 1
         self.members.append(
-            FileRecord(
-                len(self.members) + 1,
-                name,
-                path,
-                key,
-                role,
-                member.size,
-                member.sha256,
-                member.offset,
-                method,
-            )
+            FileRecord(seq, member.name, path, key, role, member.size, member.sha256, member.offset, method)
         )
 
     def _manifest(self) -> dict[str, Any]:
