@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import tarfile
 import time
@@ -298,15 +299,15 @@ def test_progress_bars_observer_renders_sync_and_backup(ledger: Path, make_confi
 def test_restore_preparation_drops_a_stale_wal_index(
     ledger: Path, make_config: Any, hooks: Hooks, tmp_path: Path
 ) -> None:
-    from splitmirror.engines.sqlite import SqliteEngine, SqliteOptions
+    from splitmirror.engines.sqlite import SqliteEngine
 
     summary = Session(make_config(mode="hot-backup"), hooks).run()
     restored = tmp_path / "restored"
     with tarfile.open(summary.archive or "") as tar:
         tar.extractall(restored, filter="data")
     (restored / "ledger.db-shm").write_bytes(b"stale index from somewhere else")
-    engine = SqliteEngine(f"sqlite://{ledger}", SqliteOptions())
-    steps = engine.restore_instructions(restored, {})
+    manifest = json.loads((restored / ".splitmirror-manifest.json").read_text())
+    steps = SqliteEngine.prepare_restore(restored, manifest)
     assert not (restored / "ledger.db-shm").exists()
     assert steps[0] == f"sqlite3 {restored / 'ledger.db'} 'PRAGMA integrity_check'"
     assert integrity(restored / "ledger.db")[0] == "ok"

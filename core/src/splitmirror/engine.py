@@ -142,8 +142,14 @@ class DatabaseEngine(abc.ABC):
     def abort(self) -> None:
         """Leave the mode on a failure path.  Idempotent, safe if quiesce never finished."""
 
-    def restore_instructions(self, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
-        """Make a restored directory startable; return what the DBA runs next, one step a line."""
+    @classmethod
+    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
+        """Restore preparation: make the restored ``directory`` startable as a database (write
+        labels, drop stale files) and return what the DBA runs next, one step a line.
+
+        A class method: a restore runs where the original database may not exist, so there is
+        no URL to connect to; ``manifest`` is the archive's manifest (DESIGN.md section 5).
+        """
         return []
 
     def close(self) -> None:  # noqa: B027 - optional for engines without connections

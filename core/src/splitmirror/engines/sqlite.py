@@ -215,15 +215,25 @@ class SqliteEngine(DatabaseEngine):
             self._db.execute("ROLLBACK")
         self._mode = None
 
-    def restore_instructions(self, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
-        shm = directory / (self.path.name + "-shm")
-        if shm.exists():
-            shm.unlink()  # a stale wal-index must not outlive the files it indexed
-        restored = directory / self.path.name
-        return [
-            f"sqlite3 {restored} 'PRAGMA integrity_check'",
-            f"stop the application, then move {restored} (and any -wal beside it) to {self.path}",
-        ]
+    @classmethod
+    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
+        """Drop stale wal-index files (the restore never brings one, but the directory may have
+        held the database before) and say how to check and put the copy in place."""
+        steps = []
+        for member in manifest.get("files", []):
+            if member.get("role") != "data":
+                continue
+            restored = directory / member["member"]
+            shm = restored.with_name(restored.name + "-shm")
+            if shm.exists():
+                shm.unlink()
+            original = member.get("path") or restored.name
+            steps += [
+                f"sqlite3 {restored} 'PRAGMA integrity_check'",
+                f"stop the application, then move {restored} (and {restored.name}-wal if present) "
+                f"to {original}",
+            ]
+        return steps
 
     def close(self) -> None:
         if self._db is not None:
