@@ -101,7 +101,10 @@ def writable_now(db: Path) -> bool:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
             return False
-        conn.execute("INSERT INTO ledger (writer, at, payload) VALUES (99, 0, x'00')")
+        conn.execute(
+            "INSERT INTO ledger (writer, seq, at, payload)"
+            " SELECT 99, COALESCE(MAX(seq), 0) + 1, 0, x'00' FROM ledger WHERE writer = 99"
+        )
         conn.execute("COMMIT")
         return True
 

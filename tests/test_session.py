@@ -207,7 +207,7 @@ def test_writer_blocked_only_in_freeze_and_archive_restores(
     # Every row acknowledged before QUIESCE began is in the restored database.
     acked = acknowledged(acks)[: seen["before_quiesce"]]
     with sqlite3.connect(restored / "ledger.db") as conn:
-        present = {r for (r,) in conn.execute("SELECT id FROM ledger WHERE writer = 1")}
+        present = {r for (r,) in conn.execute("SELECT seq FROM ledger WHERE writer = 1")}
     assert set(acked) <= present
     assert rows >= 2000 + len(acked)
 

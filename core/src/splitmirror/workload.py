@@ -1,9 +1,11 @@
-"""A ledger workload for SQLite: writer processes commit numbered rows and log each
+"""The SQLite ledger workload: writer processes commit numbered rows and log each
 acknowledgement client-side, so a restore can be checked for lost transactions.
 
-Run a writer with ``python -m splitmirror.workload DB ACKFILE [--writer N]``; it commits until
-SIGTERM.  Each line of ACKFILE is the row id SQLite acknowledged (written after COMMIT
-returned), so every id in the file was durable in the database at that moment.
+Every writer numbers its own rows 1, 2, 3... (``writer``, ``seq``), so a restored ledger must hold,
+for every writer, every ``seq`` it acknowledged before QUIESCE and no gap below its highest
+``seq``: numbering that cannot be confused by another writer's rollback or by the database's own
+id allocation.  Run a writer with ``python -m splitmirror.workload DB ACKFILE --writer N``; it
+commits until SIGTERM, appending each ``seq`` to ACKFILE after COMMIT returned.
 """
 
 from __future__ import annotations
@@ -15,48 +17,45 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from types import FrameType
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
     writer INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
     at REAL NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    PRIMARY KEY (writer, seq)
 )
 """
 
 
 def create_ledger(path: Path, *, rows: int = 0, payload: int = 200, wal: bool = True) -> None:
-    """Create the ledger database with ``rows`` seed rows."""
-    with sqlite3.connect(path) as db:
+    """Create the ledger database with ``rows`` seed rows (writer 0)."""
+    with closing(sqlite3.connect(path)) as db:
         if wal:
             db.execute("PRAGMA journal_mode=WAL")
         db.execute(SCHEMA)
         db.executemany(
-            "INSERT INTO ledger (writer, at, payload) VALUES (0, ?, randomblob(?))",
-            ((time.time(), payload) for _ in range(rows)),
+            "INSERT INTO ledger (writer, seq, at, payload) VALUES (0, ?, ?, randomblob(?))",
+            ((seq, time.time(), payload) for seq in range(1, rows + 1)),
         )
-    # The with-block commits but leaves the connection open; close it explicitly.
-    db.close()
+        db.commit()
+
+
+def writer_command(db: Path, acks: Path, writer: int = 1, interval: float = 0.0) -> list[str]:
+    """The argv of a writer process (what the contract suite's SQLite adapter starts)."""
+    return [
+        sys.executable, "-m", "splitmirror.workload", str(db), str(acks),
+        "--writer", str(writer), "--interval", str(interval),
+    ]  # fmt: skip
 
 
 def start_writer(db: Path, acks: Path, writer: int = 1, interval: float = 0.0) -> subprocess.Popen[bytes]:
     """Start a writer process; stop it with :func:`stop_writer`."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "splitmirror.workload",
-            str(db),
-            str(acks),
-            "--writer",
-            str(writer),
-            "--interval",
-            str(interval),
-        ],
-    )
+    return subprocess.Popen(writer_command(db, acks, writer, interval))
 
 
 def stop_writer(process: subprocess.Popen[bytes]) -> None:
@@ -65,10 +64,19 @@ def stop_writer(process: subprocess.Popen[bytes]) -> None:
 
 
 def acknowledged(acks: Path) -> list[int]:
-    """Row ids a writer saw committed (a torn last line, if any, is ignored)."""
+    """The ``seq`` numbers a writer saw committed (a torn last line, if any, is ignored)."""
     if not acks.exists():
         return []
     return [int(line) for line in acks.read_text().splitlines() if line.strip().isdigit()]
+
+
+def ledger_rows(db: Path) -> dict[int, set[int]]:
+    """``{writer: {seq, ...}}`` of a ledger database (writer 0 is the seed)."""
+    rows: dict[int, set[int]] = {}
+    with closing(sqlite3.connect(db)) as conn:
+        for writer, seq in conn.execute("SELECT writer, seq FROM ledger"):
+            rows.setdefault(writer, set()).add(seq)
+    return rows
 
 
 def _run(db_path: Path, ack_path: Path, writer: int, interval: float) -> None:
@@ -80,16 +88,18 @@ def _run(db_path: Path, ack_path: Path, writer: int, interval: float) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     db = sqlite3.connect(db_path, timeout=120, isolation_level=None)
+    (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger WHERE writer = ?", (writer,)).fetchone()
     fd = os.open(ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         while not stopping:
+            seq += 1
             db.execute("BEGIN IMMEDIATE")
-            cursor = db.execute(
-                "INSERT INTO ledger (writer, at, payload) VALUES (?, ?, randomblob(200))",
-                (writer, time.time()),
+            db.execute(
+                "INSERT INTO ledger (writer, seq, at, payload) VALUES (?, ?, ?, randomblob(200))",
+                (writer, seq, time.time()),
             )
             db.execute("COMMIT")
-            os.write(fd, f"{cursor.lastrowid}\n".encode())
+            os.write(fd, f"{seq}\n".encode())
             if interval:
                 time.sleep(interval)
     finally:
