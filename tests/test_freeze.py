@@ -6,10 +6,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import subprocess
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -23,41 +22,18 @@ from splitmirror.fsfreeze import FITHAW, Freezer
 from splitmirror.hooks import Hooks
 from splitmirror.phases import Phase
 from splitmirror.session import Session
+from splitmirror.testing.plugin import loop_filesystem_unavailable
 from splitmirror.workload import create_ledger
 
-
-def _usable() -> str | None:
-    if os.geteuid() != 0:
-        return "loop devices and fsfreeze need root"
-    for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_usable() is not None, reason=_usable() or "")
+pytestmark = pytest.mark.skipif(
+    loop_filesystem_unavailable() is not None, reason=loop_filesystem_unavailable() or ""
+)
 
 
 @pytest.fixture
-def loop_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB ext4 on a loop device, mounted; always thawed, unmounted and detached."""
-    image, mount = tmp_path / "primary.img", tmp_path / "primary-fs"
-    with open(image, "wb") as f:
-        f.truncate(64 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-    device = subprocess.run(
-        ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    mount.mkdir()
-    try:
-        subprocess.run(["mount", device, str(mount)], check=True)
-        try:
-            yield mount
-        finally:
-            thaw(mount)
-            subprocess.run(["umount", str(mount)], check=True)
-    finally:
-        subprocess.run(["losetup", "-d", device], check=True)
+def loop_fs(splitmirror_loop_filesystem: Path) -> Path:
+    """The primary: a loop-device ext4 from splitmirror's own pytest plugin."""
+    return splitmirror_loop_filesystem
 
 
 def thaw(mount: Path) -> bool:

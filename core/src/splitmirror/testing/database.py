@@ -1,0 +1,100 @@
+"""What a database plugin hands the contract suite: a live database and its ledger operations.
+
+The suite never speaks SQL itself; each plugin implements :class:`LedgerDatabase` for its
+database (SQLite's is :class:`SqliteLedgerDatabase`, below, and doubles as the example).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import sqlite3
+from collections.abc import Mapping
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from .. import workload
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoredLedger:
+    """What was found in a restored copy: did it open and pass its own check, and which rows."""
+
+    integrity_ok: bool
+    integrity: str  # the database's own words, e.g. "ok" or pg_amcheck's output
+    rows: Mapping[int, set[int]]  # writer -> the seq numbers present
+
+
+class LedgerDatabase(abc.ABC):
+    """A live database on a primary, with a ledger table the drill writes into.
+
+    The ledger is ``(writer, seq)``: each writer process numbers its own rows from 1 and, after
+    each COMMIT returns, appends the ``seq`` to its acknowledgement file, one per line.
+    """
+
+    #: ``[database] url`` for the session.
+    url: str
+    #: The directory holding every file of the database (``[mirror] primary``).
+    primary: Path
+    #: Extra ``[database]`` keys (engine options), as TOML-ready values.
+    options: Mapping[str, Any] = {}
+
+    @abc.abstractmethod
+    def create_ledger(self) -> None:
+        """Create the database (if needed) and an empty ledger table."""
+
+    @abc.abstractmethod
+    def writer_command(self, writer: int, acks: Path) -> list[str]:
+        """argv of a process that commits ledger rows as ``writer`` until SIGTERM, appending each
+        acknowledged ``seq`` to ``acks``."""
+
+    @abc.abstractmethod
+    def accepts_writes(self) -> bool:
+        """True when the live database takes a write within about a second (nothing holds it)."""
+
+    @abc.abstractmethod
+    def files_in_use(self) -> set[Path]:
+        """Every file the database needs in a backup, found independently of the engine's own
+        discovery (the contract checks discovery against this)."""
+
+    @abc.abstractmethod
+    def restored_ledger(self, directory: Path, manifest: Mapping[str, Any]) -> RestoredLedger:
+        """Open (or start) the database restored into ``directory``, run its own integrity
+        check, and read the ledger."""
+
+
+class SqliteLedgerDatabase(LedgerDatabase):
+    """The built-in SQLite engine's side of the contract (WAL mode, so both modes apply)."""
+
+    def __init__(self, primary: Path, name: str = "ledger.db") -> None:
+        self.primary = primary
+        self.path = primary / name
+        self.url = f"sqlite://{self.path}"
+        self.options = {}
+
+    def create_ledger(self) -> None:
+        workload.create_ledger(self.path)
+
+    def writer_command(self, writer: int, acks: Path) -> list[str]:
+        return workload.writer_command(self.path, acks, writer)
+
+    def accepts_writes(self) -> bool:
+        with closing(sqlite3.connect(self.path, timeout=1, isolation_level=None)) as db:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return False
+            db.execute("ROLLBACK")
+            return True
+
+    def files_in_use(self) -> set[Path]:
+        # The database, and its WAL or rollback journal; -shm is only an index SQLite rebuilds.
+        candidates = [self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-journal"))]
+        return {path for path in candidates if path.exists()}
+
+    def restored_ledger(self, directory: Path, manifest: Mapping[str, Any]) -> RestoredLedger:
+        restored = directory / self.path.name
+        with closing(sqlite3.connect(restored)) as db:
+            integrity = "\n".join(row[0] for row in db.execute("PRAGMA integrity_check"))
+        return RestoredLedger(integrity == "ok", integrity, workload.ledger_rows(restored))

@@ -1,0 +1,230 @@
+"""Running sessions against a plugin's database, and the restore drill.
+
+A drill is the proof a DBA wants: concurrent writers commit numbered rows through a whole
+session; the archive is restored; the restored database must open, pass its own integrity
+check, hold every row acknowledged before QUIESCE began, and have no gap below any writer's
+highest row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import tarfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import impl
+from ..catalog.base import SessionSummary
+from ..config import Config, load_config
+from ..hooks import Hooks
+from ..phases import Phase
+from ..session import Session
+from ..workload import acknowledged
+from .database import LedgerDatabase
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    """The folders of one test: a primary (unless the database brings its own), the mirror,
+    archives, the catalog, restores."""
+
+    root: Path
+
+    @property
+    def primary(self) -> Path:
+        return self.root / "primary"
+
+    @property
+    def mirror(self) -> Path:
+        return self.root / "mirror"
+
+    @property
+    def archives(self) -> Path:
+        return self.root / "archives"
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.db"
+
+    def create(self) -> Workspace:
+        for folder in (self.primary, self.archives):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value if isinstance(value, int | float) else str(value))
+
+
+class SessionRunner:
+    """Writes a session config for a :class:`LedgerDatabase` and runs it; plugins registered in
+    :attr:`plugins` are added for each session (entry-point plugins load as usual)."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.plugins: list[object] = []
+        self._configs = 0
+
+    def config(self, database: LedgerDatabase, mode: str, *, max_window: str = "30s") -> Config:
+        self._configs += 1
+        ws = self.workspace
+        database_keys = {"url": database.url, "mode": mode, **database.options}
+        text = "\n".join(
+            [
+                "[session]",
+                f'name = "contract-{self._configs}"',
+                f"max_window = {_toml(max_window)}",
+                f"catalog = {_toml(ws.catalog)}",
+                "[database]",
+                *(f"{key} = {_toml(value)}" for key, value in database_keys.items()),
+                "[mirror]",
+                f"primary = {_toml(database.primary)}",
+                f"mirror = {_toml(ws.mirror)}",
+                "[target]",
+                f"path = {_toml(ws.archives / 'contract-{session}.tar')}",
+            ]
+        )
+        path = ws.root / f"session-{self._configs}.toml"
+        path.write_text(text + "\n")
+        path.chmod(0o600)
+        return load_config(path)
+
+    def run(
+        self, database: LedgerDatabase, mode: str, *observers: object, max_window: str = "30s"
+    ) -> SessionSummary:
+        """One session; raises :class:`~splitmirror.errors.SessionFailed` when it fails."""
+        hooks = Hooks()
+        for i, plugin in enumerate([*self.plugins, *observers]):
+            hooks.register(plugin, f"contract-plugin-{i}")
+        return Session(self.config(database, mode, max_window=max_window), hooks).run()
+
+
+@dataclasses.dataclass(frozen=True)
+class DrillReport:
+    mode: str
+    writers: int
+    acknowledged: int  # rows acknowledged before QUIESCE began
+    found: int  # writer rows in the restored database
+    lost: Mapping[int, list[int]]  # writer -> acknowledged seq numbers missing
+    gaps: Mapping[int, list[int]]  # writer -> seq numbers missing below its highest
+    integrity: str
+    integrity_ok: bool
+
+    @property
+    def rows_lost(self) -> int:
+        return sum(len(v) for v in self.lost.values())
+
+    @property
+    def passed(self) -> bool:
+        return self.integrity_ok and not self.rows_lost and not any(self.gaps.values())
+
+    def __str__(self) -> str:
+        gaps = sum(len(v) for v in self.gaps.values())
+        return (
+            f"drill {self.mode}, {self.writers} writers: {self.acknowledged} rows acknowledged "
+            f"before QUIESCE, {self.found} found, {self.rows_lost} lost, {gaps} gaps, "
+            f"integrity {self.integrity!r}"
+        )
+
+
+class _AcksAtQuiesce:
+    """Counts each writer's acknowledgements the moment QUIESCE starts."""
+
+    def __init__(self, acks: Mapping[int, Path]) -> None:
+        self.acks = acks
+        self.counts: dict[int, int] = {}
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        if phase is Phase.QUIESCE:
+            self.counts = {w: len(acknowledged(path)) for w, path in self.acks.items()}
+
+
+def _start_writers(database: LedgerDatabase, acks: Mapping[int, Path]) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(database.writer_command(w, path), stderr=subprocess.PIPE) for w, path in acks.items()
+    ]
+
+
+def _wait_for_acks(procs: list[subprocess.Popen[bytes]], acks: Mapping[int, Path], at_least: int) -> None:
+    deadline = time.monotonic() + 60
+    while any(len(acknowledged(path)) < at_least for path in acks.values()):
+        for proc in procs:
+            if proc.poll() is not None:
+                stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise RuntimeError(f"a ledger writer exited with {proc.returncode}: {stderr.strip()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the writers did not reach {at_least} acknowledged rows in 60 s")
+        time.sleep(0.02)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def run_drill(
+    database: LedgerDatabase, runner: SessionRunner, mode: str, *, writers: int = 4, warmup: int = 20
+) -> DrillReport:
+    """Ledger writers through a whole session, then restore and check what was acknowledged."""
+    ws = runner.workspace
+    database.create_ledger()
+    acks = {w: ws.root / f"acks-{mode}-{w}.txt" for w in range(1, writers + 1)}
+    marks = _AcksAtQuiesce(acks)
+    procs = _start_writers(database, acks)
+    try:
+        _wait_for_acks(procs, acks, warmup)
+        summary = runner.run(database, mode, marks)
+    finally:
+        _stop(procs)
+    restored = ws.root / f"restored-{mode}-{summary.id}"
+    manifest = restore_archive(Path(summary.archive or ""), restored)
+    ledger = database.restored_ledger(restored, manifest)
+    lost: dict[int, list[int]] = {}
+    gaps: dict[int, list[int]] = {}
+    for w, path in acks.items():
+        present = ledger.rows.get(w, set())
+        before = acknowledged(path)[: marks.counts.get(w, 0)]
+        lost[w] = sorted(set(before) - present)
+        gaps[w] = sorted(set(range(1, max(present, default=0) + 1)) - present)
+    return DrillReport(
+        mode=mode,
+        writers=writers,
+        acknowledged=sum(marks.counts.values()),
+        found=sum(len(ledger.rows.get(w, set())) for w in acks),
+        lost=lost,
+        gaps=gaps,
+        integrity=ledger.integrity,
+        integrity_ok=ledger.integrity_ok,
+    )
+
+
+def restore_archive(archive: Path, directory: Path) -> dict[str, Any]:
+    """Extract ``archive`` into ``directory``; returns its manifest."""
+    with tarfile.open(archive) as tar:
+        tar.extractall(directory, filter="data")
+    manifest: dict[str, Any] = json.loads((directory / ".splitmirror-manifest.json").read_text())
+    return manifest
+
+
+def environment_allows_root() -> str | None:
+    """Why loop-device filesystems are unavailable here, or None."""
+    if os.geteuid() != 0:
+        return "loop-device filesystems need root"
+    return None
