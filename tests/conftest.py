@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+import sysconfig
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -115,3 +119,19 @@ def integrity(db: Path) -> tuple[str, int]:
             conn.execute("PRAGMA integrity_check").fetchone()[0],
             conn.execute("SELECT count(*) FROM ledger").fetchone()[0],
         )
+
+
+def install_in_venv(source: Path, venv: Path) -> Path:
+    """pip-install the distribution at ``source`` into a fresh virtual environment that also
+    sees this one's packages (splitmirror, pytest); returns its python.  Offline: no index."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    parent_site = sysconfig.get_paths()["purelib"]
+    (site / "zz_parent.pth").write_text(f"import site; site.addsitedir({parent_site!r})\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
+         "--no-deps", "--no-build-isolation", "--no-index", str(source)],
+        check=True,
+        env={**os.environ, "PIP_CONSTRAINT": ""},
+    )  # fmt: skip
+    return venv / "bin" / "python"

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import sysconfig
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import install_in_venv
 from splitmirror import impl
 from splitmirror.errors import PluginError
 from splitmirror.hooks import Hooks
@@ -65,29 +64,7 @@ def plugin_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
             """
         )
     )
-    venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = next((venv / "lib").glob("python3*/site-packages"))
-    parent_site = sysconfig.get_paths()["purelib"]
-    (site / "zz_parent.pth").write_text(f"import site; site.addsitedir({parent_site!r})\n")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(venv / "bin" / "python"),
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            str(src),
-        ],
-        check=True,
-        env={**os.environ, "PIP_CONSTRAINT": ""},
-    )
-    return venv / "bin" / "python"
+    return install_in_venv(src, tmp / "venv")
 
 
 def splitmirror(python: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,101 @@
+"""A third party can run the contract suite with nothing but splitmirror's pytest11 fixtures.
+
+A tiny plugin distribution is written out, pip-installed into a fresh virtual environment, and
+its own test suite (a conftest with one fixture and a test module with one class) runs there in
+a separate pytest process that knows nothing of this repository's tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+from conftest import install_in_venv
+
+PLUGIN = '''
+"""tinydb: the SQLite engine under another URL scheme, as a third party would ship it."""
+from splitmirror import impl
+from splitmirror.engines.sqlite import SqliteEngine
+
+
+class TinyEngine(SqliteEngine):
+    name = "tinydb"
+    url_schemes = ("tinydb",)
+
+
+@impl
+def splitmirror_register_engines(register):
+    register(TinyEngine)
+'''
+
+CONFTEST = """
+import pytest
+from splitmirror.testing import SqliteLedgerDatabase
+
+
+class TinyLedger(SqliteLedgerDatabase):
+    def __init__(self, primary):
+        super().__init__(primary)
+        self.url = f"tinydb://{self.path}"
+
+
+@pytest.fixture
+def splitmirror_database(splitmirror_workspace):
+    return TinyLedger(splitmirror_workspace.primary)
+
+
+@pytest.fixture
+def splitmirror_writers():
+    return 2
+"""
+
+TESTS = """
+from splitmirror.testing.contract import DatabaseContract
+
+
+class TestTinyDb(DatabaseContract):
+    pass
+
+
+def test_the_engine_under_test_is_ours(splitmirror_database, splitmirror_session):
+    splitmirror_database.create_ledger()
+    assert splitmirror_session.run(splitmirror_database, "freeze").database == "tinydb"
+"""
+
+PYPROJECT = """
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "splitmirror-tinydb"
+version = "0.0.1"
+
+[project.entry-points.splitmirror]
+tinydb = "splitmirror_tinydb"
+"""
+
+
+def test_contract_suite_runs_from_a_separate_plugin_package(tmp_path: Path) -> None:
+    package = tmp_path / "splitmirror-tinydb"
+    (package / "splitmirror_tinydb").mkdir(parents=True)
+    (package / "tests").mkdir()
+    (package / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
+    (package / "splitmirror_tinydb" / "__init__.py").write_text(PLUGIN)
+    (package / "tests" / "conftest.py").write_text(CONFTEST)
+    (package / "tests" / "test_contract.py").write_text(TESTS)
+    python = install_in_venv(package, tmp_path / "venv")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SPLITMIRROR_", "PYTEST_"))}
+    proc = subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rP", "tests"],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        env={**environ, "SPLITMIRROR_STRICT_PLUGINS": "1"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "21 passed" in proc.stdout
+    assert "drill freeze, 2 writers:" in proc.stdout and " 0 lost, 0 gaps" in proc.stdout
