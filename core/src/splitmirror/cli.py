@@ -28,16 +28,23 @@ from .hooks import Hooks
 from .plugins import PluginRecord
 from .progress_bars import ProgressBars
 from .report import print_files, print_sessions, print_summary, summary_json
+from .restore import from_catalog, locate_archive, restore_archive, verify_archive
+from .restore.report import print_restore, print_verify
 from .session import Session
 
 EXIT_CODES = """\b
 Exit codes:
   0  success
-  1  the session ran and failed (the catalog says FAILED, with the phase)
+  1  the session ran and failed (the catalog says FAILED, with the phase);
+     restore: writing into DIR failed part way (a full disk, permissions)
   2  bad configuration, bad arguments, or an unknown or broken plugin
   3  a preflight check failed (nothing was changed on the database)
   4  another session is running for this configuration
-  5  the catalog cannot be opened, or the session asked for is not in it
+  5  the catalog cannot be opened, the session asked for is not in it,
+     or the archive to verify or restore cannot be found
+  6  verification failed: a checksum, size or the manifest does not match,
+     or the archive is truncated, damaged or not a tar archive
+  7  restore refused: an unsafe member, or DIR is not empty (nothing was written)
   130 interrupted before the session started
 """
 
@@ -261,6 +268,81 @@ def show(session_id: int, catalog_path: Path | None, as_json: bool) -> None:
     else:
         print_summary(out, summary)
         print_files(out, files)
+
+
+archive_option = click.option(
+    "--archive",
+    metavar="PATH",
+    help="The archive to read (default: the one the catalog names for ID).",
+)
+
+
+@main.command()
+@click.argument("session_id", type=int, metavar="[ID]", required=False)
+@archive_option
+@catalog_option
+@json_option
+@handled
+def verify(session_id: int | None, archive: str | None, catalog_path: Path | None, as_json: bool) -> None:
+    """Re-read an archive and check every checksum.
+
+    Every member's data against its checksum record, and the members and the manifest against
+    the catalog's file list for session ID.  With --archive PATH and no ID, the archive is
+    checked against its own manifest (for an archive carried to another host); --archive -
+    reads standard input.
+    """
+    source, files = locate_archive(session_id, archive, catalog_path)
+    report = verify_archive(source, files, session_id=session_id)
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        print_verify(out, report)
+    if not report.ok:
+        sys.exit(6)
+
+
+@main.command()
+@click.argument("session_id", type=int, metavar="[ID]", required=False)
+@click.option(
+    "--to",
+    "directory",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to restore: a new or empty directory.",
+)
+@click.option(
+    "--only", multiple=True, metavar="GLOB", help="Restore only members matching GLOB (repeatable)."
+)
+@click.option(
+    "--force", is_flag=True, help="Restore into a non-empty directory, replacing files of the same name."
+)
+@archive_option
+@catalog_option
+@json_option
+@handled
+def restore(
+    session_id: int | None,
+    directory: Path,
+    only: tuple[str, ...],
+    force: bool,
+    archive: str | None,
+    catalog_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Restore an archive safely into a directory.
+
+    Extracts session ID's archive (or --archive PATH) into --to DIR, checking every file against
+    its checksum, then prints what the database engine says to run next.  Members that would
+    land outside DIR (absolute paths, '..', escaping links) and device nodes or FIFOs are
+    refused before anything is written.
+    """
+    source, files = locate_archive(session_id, archive, catalog_path)
+    expected = from_catalog(files) if files is not None else None
+    result = restore_archive(source, directory, only=only, force=force, expected=expected)
+    if as_json:
+        _emit_json(result.to_json())
+    else:
+        print_restore(out, result)
 
 
 @main.command()

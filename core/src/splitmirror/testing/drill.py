@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
-import tarfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +21,7 @@ from ..catalog.base import SessionSummary
 from ..config import Config, load_config
 from ..hooks import Hooks
 from ..phases import Phase
+from ..restore import restore_archive
 from ..session import Session
 from ..workload import acknowledged
 from .database import LedgerDatabase
@@ -194,7 +193,8 @@ def run_drill(
     finally:
         _stop(procs)
     restored = ws.root / f"restored-{mode}-{summary.id}"
-    manifest = restore_archive(Path(summary.archive or ""), restored)
+    # The real restore path: safety scan, checksums, sparse files, the engine's preparation.
+    manifest = restore_archive(Path(summary.archive or ""), restored).manifest
     ledger = database.restored_ledger(restored, manifest)
     lost: dict[int, list[int]] = {}
     gaps: dict[int, list[int]] = {}
@@ -213,18 +213,3 @@ def run_drill(
         integrity=ledger.integrity,
         integrity_ok=ledger.integrity_ok,
     )
-
-
-def restore_archive(archive: Path, directory: Path) -> dict[str, Any]:
-    """Extract ``archive`` into ``directory``; returns its manifest."""
-    with tarfile.open(archive) as tar:
-        tar.extractall(directory, filter="data")
-    manifest: dict[str, Any] = json.loads((directory / ".splitmirror-manifest.json").read_text())
-    return manifest
-
-
-def environment_allows_root() -> str | None:
-    """Why loop-device filesystems are unavailable here, or None."""
-    if os.geteuid() != 0:
-        return "loop-device filesystems need root"
-    return None
