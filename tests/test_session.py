@@ -357,3 +357,40 @@ def test_existing_archive_is_never_overwritten(
     assert failure.value.phase == "INIT" and "already exists" in failure.value.reason
     assert squatter.read_bytes() == b"an older archive with the same name"
     assert writable_now(ledger)
+
+
+def test_collected_files_are_read_from_the_primary_after_the_window(
+    ledger: Path, write_config: Any, hooks: Hooks
+) -> None:
+    """Redo written between the split and the end of the mode is not on the mirror: engines
+    hand it over as collected files, archived after the database files."""
+    import dataclasses
+
+    from splitmirror.config import load_config
+    from splitmirror.engine import DatabaseFile, UnquiesceResult
+    from splitmirror.engines.sqlite import SqliteEngine
+
+    late = ledger.parent / "late-redo.log"
+
+    class RedoAfterSplit(SqliteEngine):
+        name = "sqlite-late-redo"
+        url_schemes = ("sqlitelate",)
+
+        def unquiesce(self) -> UnquiesceResult:
+            late.write_bytes(b"written after the split")  # by the database, in real life
+            result = super().unquiesce()
+            return dataclasses.replace(result, collected_files=[DatabaseFile(late, (2, 0), "wal")])
+
+    class Provider:
+        @impl
+        def splitmirror_register_engines(self, register: Any) -> None:
+            register(RedoAfterSplit)
+
+    path = write_config()
+    path.write_text(path.read_text().replace('url = "sqlite://', 'url = "sqlitelate://'))
+    session = run(load_config(path), hooks, Provider())
+    assert session.members[-2].member == "late-redo.log" and session.members[-2].read_method == "collected"
+    summary = session.summary()
+    with tarfile.open(summary.archive if summary else "") as tar:
+        assert tar.extractfile("late-redo.log").read() == b"written after the split"  # type: ignore[union-attr]
+        assert not (session.config.mirror.mirror / "late-redo.log").exists()

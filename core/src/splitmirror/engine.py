@@ -60,14 +60,18 @@ class ExtraMember:
 class UnquiesceResult:
     """What leaving the mode returns: everything the restore needs that the files do not say.
 
-    ``label`` and ``redo_range`` go into the manifest and the catalog; ``extra_members`` are
-    written to the archive after the database files (the redo/WAL of the window, labels).
+    ``label`` and ``redo_range`` go into the manifest and the catalog.  After the database files
+    the archive gets ``window_files`` (read from the split mirror), then ``collected_files`` (read
+    where they are on the primary, after the window: redo/WAL written between the split and
+    the end of the mode, which the mirror cannot hold; the engine keeps them from being
+    recycled until :meth:`DatabaseEngine.close`), then ``extra_members`` (labels).
     """
 
     label: str = ""
     redo_range: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     extra_members: Sequence[ExtraMember] = ()
     window_files: Sequence[DatabaseFile] = ()
+    collected_files: Sequence[DatabaseFile] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -395,14 +395,15 @@ class Session:
         assert self.target and self.mirror and self.catalog and self.id and self.unquiesced
         writer = ArchiveWriter(self.target, uid=os.getuid(), gid=os.getgid())
         window_files = sorted(self.unquiesced.window_files, key=lambda f: logical_order(f.logical_key))
-        sources = [*self.files, *window_files]
-        sizes = {f.path: self._mirror_size(f) for f in sources}
+        collected = sorted(self.unquiesced.collected_files, key=lambda f: logical_order(f.logical_key))
+        sources = [(f, True) for f in [*self.files, *window_files]] + [(f, False) for f in collected]
+        sizes = {f.path: self._source_size(f, mirrored) for f, mirrored in sources}
         total, done = sum(sizes.values()), 0
         report = self.progress(Phase.BACKUP)
         self.target.open()
-        for f in sources:
+        for f, mirrored in sources:
             name = str(self.mirror.relative(f.path))
-            with self.mirror.open_split_copy(f.path) as source:
+            with self.mirror.open_split_copy(f.path) if mirrored else open(f.path, "rb") as source:
                 info = os.fstat(source.fileno())
                 member = writer.add_file(
                     name,
@@ -415,7 +416,7 @@ class Session:
                 )
             done += member.size
             # Read through the mirror's filesystem; extent reads come with the block mirror.
-            self._add_member(str(f.path), f.logical_key, f.role, member, "file")
+            self._add_member(str(f.path), f.logical_key, f.role, member, "file" if mirrored else "collected")
         for extra in self.unquiesced.extra_members:
             member = writer.add_bytes(extra.name, extra.data, mtime=time.time())
             self._add_member("", extra.logical_key, extra.role, member, "generated")
@@ -435,15 +436,16 @@ class Session:
             stats=self.stats,
         )
 
-    def _mirror_size(self, f: DatabaseFile) -> int:
+    def _source_size(self, f: DatabaseFile, mirrored: bool) -> int:
         assert self.mirror is not None
         try:
+            if not mirrored:
+                return os.stat(f.path).st_size
             with self.mirror.open_split_copy(f.path) as source:
                 return os.fstat(source.fileno()).st_size
         except FileNotFoundError:
-            raise FileNotFoundError(
-                f"{f.path} was discovered in the database but is missing from the split mirror"
-            ) from None
+            where = "the split mirror" if mirrored else "the primary, where it was to be collected"
+            raise FileNotFoundError(f"{f.path} is missing from {where}") from None
 
     def _add_member(
         self, path: str, key: tuple[int | str, ...], role: str, member: MemberRecord, method: str
