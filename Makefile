@@ -8,9 +8,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install demo test lint typecheck unit bench clean
 
-$(STAMP): constraints.txt requirements-dev.txt core/pyproject.toml
+$(STAMP): constraints.txt requirements-dev.txt core/pyproject.toml plugins/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e core -r requirements-dev.txt
+	$(BIN)/pip install --quiet -e core $(foreach p,$(wildcard plugins/*/pyproject.toml),-e $(dir $(p))) -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -20,7 +20,7 @@ from splitmirror.engines.sqlite import SqliteEngine
 from splitmirror.errors import SessionFailed
 from splitmirror.fsfreeze import FITHAW, Freezer
 from splitmirror.hooks import Hooks
-from splitmirror.phases import Phase
+from splitmirror.phases import Mode, Phase
 from splitmirror.session import Session
 from splitmirror.testing.plugin import loop_filesystem_unavailable
 from splitmirror.workload import create_ledger
@@ -55,7 +55,7 @@ class FreezingSqlite(SqliteEngine):
     name = "sqlite-freezing"
     url_schemes = ("sqlitefreeze",)
 
-    def freeze_paths(self) -> list[Path]:
+    def freeze_paths(self, mode: Mode) -> list[Path]:
         return [self.path.parent]
 
 

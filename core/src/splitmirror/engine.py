@@ -130,8 +130,8 @@ class DatabaseEngine(abc.ABC):
         """Prepare the set (labels, start positions); returns metadata for the manifest."""
         return {}
 
-    def freeze_paths(self) -> list[Path]:
-        """Directories whose filesystems SPLIT must freeze for the final pass (FIFREEZE).
+    def freeze_paths(self, mode: Mode) -> list[Path]:
+        """Directories whose filesystems SPLIT must freeze for the final pass of ``mode`` (FIFREEZE).
 
         Empty when the mode itself makes a non-atomic copy safe (SQLite under its own locks,
         PostgreSQL HOT_BACKUP replaying WAL).

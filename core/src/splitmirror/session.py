@@ -324,7 +324,7 @@ class Session:
         assert self.engine is not None
         ours = [catalog_path.parent, Path(self._target_path(0)).parent, self.config.mirror.mirror.parent]
         problems = []
-        for path in self.engine.freeze_paths():
+        for path in self.engine.freeze_paths(self.mode):
             for own in ours:
                 if own.exists() and same_filesystem(path, own):
                     problems.append(
@@ -369,7 +369,7 @@ class Session:
     def _split(self) -> None:
         assert self.engine is not None and self.mirror is not None
         with self._guard.deferred():  # a signal mid-FIFREEZE is raised once the mount is recorded
-            for path in self.engine.freeze_paths():
+            for path in self.engine.freeze_paths(self.mode):
                 self._freezer.freeze(path)
         self._guard.raise_pending()
         stats = self.mirror.final_sync([f.path for f in self.files], self.progress(Phase.SPLIT))

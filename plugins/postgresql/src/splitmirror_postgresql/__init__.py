@@ -1,0 +1,1 @@
+"""splitmirror's PostgreSQL engine (distribution ``splitmirror-postgresql``)."""

@@ -1,0 +1,329 @@
+"""The PostgreSQL engine (reference/databases.md section 1).
+
+HOT_BACKUP: on the one connection held for the session, a temporary physical replication slot
+keeps every WAL segment from now on, then ``pg_backup_start(label, fast)``; the split happens;
+``pg_backup_stop(false)`` returns the stop LSN, ``backup_label`` and ``tablespace_map``.  The
+mirror's own ``pg_wal`` is not enough (WAL written between the split and the stop is not on it),
+so the segments from the label's start file to the stop LSN are *collected* from the primary
+after the window — the slot guarantees they still exist — and archived in order, followed by
+the label and map.  The restored directory then recovers by itself, as ``pg_basebackup -X
+fetch`` output does: backup_label in the root, the WAL in ``pg_wal``, nothing to configure.
+
+FREEZE: ``CHECKPOINT`` (only to shorten recovery), then SPLIT freezes every filesystem holding
+the data directory, ``pg_wal`` and the tablespaces; the image is a crash image with its WAL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pydantic
+
+from splitmirror.config import Duration, redact_url
+from splitmirror.engine import (
+    DatabaseEngine,
+    DatabaseFile,
+    ExtraMember,
+    PreflightProblem,
+    ServerInfo,
+    UnquiesceResult,
+)
+from splitmirror.errors import PreflightError, SplitmirrorError, first_line
+from splitmirror.fsfreeze import mount_point
+from splitmirror.phases import Mode
+
+from . import layout
+
+
+class PostgresOptions(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    #: Server path → host path, for servers in containers (``"/var/lib/postgresql/data" = "/srv/pg"``).
+    path_map: dict[str, Path] = {}
+    #: ``pg_backup_start(fast => true)``: an immediate checkpoint, for a short window.
+    fast_checkpoint: bool = True
+    connect_timeout: Duration = 10.0
+
+
+class BackupFailed(SplitmirrorError):
+    """PostgreSQL refused to start or stop the backup."""
+
+
+class PostgresEngine(DatabaseEngine):
+    name = "postgresql"
+    url_schemes = ("postgresql", "postgres")
+    options_model = PostgresOptions
+
+    def __init__(self, url: str, options: pydantic.BaseModel) -> None:
+        super().__init__(url, options)
+        assert isinstance(options, PostgresOptions)
+        self.settings = options
+        self._conn: psycopg.Connection[Any] | None = None
+        self._mode: Mode | None = None
+        self._in_backup = False
+        self.version = 0
+        self.server: dict[str, Any] = {}
+        self.tablespaces: list[tuple[int, str, str]] = []
+
+    # -- connection and facts -------------------------------------------------------------
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        assert self._conn is not None, "connect() first"
+        return self._conn
+
+    def _one(self, sql: str, *params: Any) -> Any:
+        row = self.conn.execute(sql, params or None).fetchone()
+        return None if row is None else row[0]
+
+    def connect(self) -> ServerInfo:
+        if urlsplit(self.url).password:
+            raise PreflightError(
+                "the [database] url carries a password; remove it and put the password in "
+                "PGPASSWORD or ~/.pgpass (PGPASSFILE), which splitmirror never writes anywhere"
+            )
+        try:
+            self._conn = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.settings.connect_timeout))
+            )
+        except psycopg.Error as error:
+            raise PreflightError(
+                f"cannot connect to PostgreSQL at {redact_url(self.url)}: {first_line(error)}; check "
+                f"the URL, that the server is running, and PGPASSWORD or ~/.pgpass"
+            ) from None
+        self.version = self.conn.info.server_version
+        rows = self.conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('data_directory', 'wal_level', "
+            "'wal_segment_size', 'max_replication_slots', 'archive_mode')"
+        ).fetchall()
+        self.server = dict(rows)
+        self.tablespaces = self.conn.execute(
+            "SELECT oid, spcname, pg_tablespace_location(oid) FROM pg_tablespace"
+        ).fetchall()
+        return ServerInfo("postgresql", str(self._one("SHOW server_version")), "")
+
+    def host_path(self, server_path: str | Path) -> Path:
+        """Where a server path is on this host (``path_map``, longest prefix first)."""
+        path = str(server_path)
+        for prefix in sorted(self.settings.path_map, key=len, reverse=True):
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return self.settings.path_map[prefix] / os.path.relpath(path, prefix)
+        return Path(path)
+
+    @property
+    def datadir(self) -> Path:
+        return self.host_path(self.server["data_directory"])
+
+    # -- preflight ------------------------------------------------------------------------
+
+    def preflight(self, mode: Mode) -> list[PreflightProblem]:
+        problems: list[PreflightProblem] = []
+        user = self._one("SELECT current_user")
+        superuser = bool(self._one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+        if self.version < 150000:
+            problems.append(
+                PreflightProblem(
+                    f"PostgreSQL {self.version // 10000} is not supported",
+                    "use PostgreSQL 15 or newer (pg_backup_start/pg_backup_stop)",
+                )
+            )
+        if "data_directory" not in self.server:
+            problems.append(
+                PreflightProblem(
+                    f"role {user} cannot read the server's settings",
+                    f"GRANT pg_read_all_settings TO {user}",
+                )
+            )
+            return problems
+        if not self.datadir.is_dir() or not os.access(self.datadir, os.R_OK | os.X_OK):
+            problems.append(
+                PreflightProblem(
+                    f"the data directory {self.server['data_directory']} is not readable here as "
+                    f"{self.datadir}",
+                    "run splitmirror on the database host, or set [database] path_map for a server "
+                    "in a container",
+                )
+            )
+        if mode is Mode.HOT_BACKUP:
+            problems += self._hot_problems(str(user), superuser)
+        else:
+            problems += self._freeze_problems(str(user), superuser)
+        return problems
+
+    def _hot_problems(self, user: str, superuser: bool) -> list[PreflightProblem]:
+        problems = []
+        if self.server.get("wal_level") == "minimal":
+            problems.append(
+                PreflightProblem(
+                    "wal_level is minimal, and HOT_BACKUP needs WAL for the backup",
+                    "ALTER SYSTEM SET wal_level = replica, then restart PostgreSQL",
+                )
+            )
+        if not superuser:
+            for function in ("pg_backup_start(text, boolean)", "pg_backup_stop(boolean)"):
+                if not self._one("SELECT has_function_privilege(%s, 'EXECUTE')", function):
+                    problems.append(
+                        PreflightProblem(
+                            f"role {user} may not call {function}",
+                            f"GRANT EXECUTE ON FUNCTION {function} TO {user}",
+                        )
+                    )
+            if not self._one("SELECT rolreplication FROM pg_roles WHERE rolname = current_user"):
+                problems.append(
+                    PreflightProblem(
+                        f"role {user} lacks REPLICATION, needed for the slot that keeps the backup's WAL",
+                        f"ALTER ROLE {user} REPLICATION",
+                    )
+                )
+        if int(self.server.get("max_replication_slots", 0)) < 1:
+            problems.append(
+                PreflightProblem(
+                    "max_replication_slots is 0, and HOT_BACKUP holds a temporary slot",
+                    "ALTER SYSTEM SET max_replication_slots = 10, then restart PostgreSQL",
+                )
+            )
+        return problems
+
+    def _freeze_problems(self, user: str, superuser: bool) -> list[PreflightProblem]:
+        problems = []
+        if not superuser and not self._one("SELECT pg_has_role(current_user, 'pg_checkpoint', 'MEMBER')"):
+            problems.append(
+                PreflightProblem(f"role {user} may not CHECKPOINT", f"GRANT pg_checkpoint TO {user}")
+            )
+        hot = 'or use mode = "hot-backup"'
+        if os.geteuid() != 0:
+            problems.append(
+                PreflightProblem("FREEZE freezes filesystems, which needs root", f"run as root, {hot}")
+            )
+        for path in self.freeze_paths(Mode.FREEZE):
+            if path.exists() and mount_point(path) == Path("/"):
+                problems.append(
+                    PreflightProblem(
+                        f"{path} is on the root filesystem, which cannot be frozen",
+                        f"put the data directory, pg_wal and tablespaces on their own filesystems, {hot}",
+                    )
+                )
+        return problems
+
+    # -- files ----------------------------------------------------------------------------
+
+    def layout(self) -> list[Path]:
+        return list(layout.walk(self.datadir, with_wal=True))
+
+    def discover(self) -> list[DatabaseFile]:
+        # In HOT_BACKUP the WAL is collected up to the stop LSN instead of taken from the mirror.
+        with_wal = self._mode is not Mode.HOT_BACKUP
+        datadir = self.datadir
+        files = []
+        for path in layout.walk(datadir, with_wal=with_wal):
+            relative = path.relative_to(datadir)
+            key = layout.logical_key(relative)
+            role = "wal" if key[0] == 2 else ("data" if key[0] == 0 else "cluster")
+            files.append(DatabaseFile(path, key, role))
+        return files
+
+    def freeze_paths(self, mode: Mode) -> list[Path]:
+        if mode is not Mode.FREEZE:
+            return []  # HOT_BACKUP repairs the non-atomic copy by replaying WAL
+        paths = [self.datadir, (self.datadir / "pg_wal").resolve()]
+        paths += [self.host_path(location) for _oid, _name, location in self.tablespaces if location]
+        return paths
+
+    # -- the mode -------------------------------------------------------------------------
+
+    def quiesce(self, mode: Mode) -> None:
+        self._mode = mode
+        if mode is Mode.FREEZE:
+            self.conn.execute("CHECKPOINT")
+            return
+        slot = f"splitmirror_{os.getpid()}_{id(self) & 0xFFFF}"
+        try:
+            self.conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (slot,))
+            self._in_backup = True
+            self.conn.execute(
+                "SELECT pg_backup_start(%s, %s)", (f"splitmirror {slot}", self.settings.fast_checkpoint)
+            )
+        except psycopg.Error as error:
+            raise BackupFailed(f"PostgreSQL refused to start the backup: {first_line(error)}") from None
+
+    def prepare(self) -> Mapping[str, Any]:
+        return {"server_version_num": self.version, "data_directory": self.server.get("data_directory")}
+
+    def unquiesce(self) -> UnquiesceResult:
+        if self._mode is Mode.FREEZE:
+            self._mode = None
+            return UnquiesceResult(label="postgresql freeze (crash image with its WAL)")
+        try:
+            stop_lsn, labelfile, spcmapfile = self.conn.execute(
+                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+            ).fetchone() or (None, "", "")
+        except psycopg.Error as error:
+            raise BackupFailed(f"PostgreSQL refused to stop the backup: {first_line(error)}") from None
+        self._in_backup = False
+        self._mode = None
+        label = _parse_label(labelfile)
+        start_wal = label["START WAL LOCATION"].split("file ")[1].rstrip(")")
+        segments = layout.wal_segments(start_wal, str(stop_lsn), int(self.server["wal_segment_size"]))
+        wal = [DatabaseFile(self.datadir / "pg_wal" / name, (2, name), "wal") for name in segments]
+        extra = [ExtraMember("backup_label", labelfile.encode(), (3, "backup_label"), "label")]
+        if spcmapfile:
+            extra.append(ExtraMember("tablespace_map", spcmapfile.encode(), (3, "tablespace_map"), "label"))
+        redo = {
+            "start_lsn": label["START WAL LOCATION"].split()[0],
+            "stop_lsn": stop_lsn,
+            "timeline": int(label.get("START TIMELINE", "1")),
+            "wal_files": [segments[0], segments[-1]],
+        }
+        return UnquiesceResult(
+            label=label.get("LABEL", ""), redo_range=redo, extra_members=extra, collected_files=wal
+        )
+
+    def abort(self) -> None:
+        mode, self._mode = self._mode, None
+        if mode is not Mode.HOT_BACKUP or not self._in_backup or self._conn is None:
+            return
+        self._in_backup = False
+        try:
+            self._conn.execute("SELECT pg_backup_stop(false)")
+        except psycopg.Error:
+            self._conn.close()  # closing the session that started it aborts the backup too
+            self._conn = None
+
+    @classmethod
+    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
+        """Recreate the directories an archive cannot carry (it holds files only) and the modes
+        PostgreSQL insists on; the WAL and backup_label are already in place."""
+        for name in layout.REQUIRED_DIRS:
+            (directory / name).mkdir(parents=True, exist_ok=True)
+        for path in (directory, *directory.rglob("*")):
+            if path.is_dir():
+                path.chmod(0o700)
+        (directory / "postmaster.pid").unlink(missing_ok=True)
+        version = manifest.get("database", {}).get("version", "")
+        return [
+            f"chown -R postgres:postgres {directory}",
+            f"runuser -u postgres -- pg_ctl -D {directory} -l {directory}/startup.log start   "
+            f"# PostgreSQL {version}; it replays the archived WAL to the end of the backup, then opens",
+        ]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self.abort()
+            finally:
+                if self._conn is not None:
+                    self._conn.close()  # also drops the temporary slot
+                self._conn = None
+
+
+def _parse_label(labelfile: str) -> dict[str, str]:
+    fields = {}
+    for line in labelfile.splitlines():
+        key, _, value = line.partition(": ")
+        fields[key.strip()] = value.strip()
+    return fields

@@ -1,0 +1,88 @@
+"""PostgreSQL's data directory as a backup sees it: what to leave out, the logical order, WAL names.
+
+Exclusions follow the documentation's list for base backups: files the server recreates or that
+are meaningless in a copy.  The logical key puts relation files first by (tablespace, database,
+relfilenode, fork, segment), then the cluster's other files by path, then WAL by segment name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+DEFAULT_TABLESPACE, GLOBAL_TABLESPACE = 1663, 1664
+
+#: Files never copied (the server recreates them or they describe the running server).
+EXCLUDED_FILES = frozenset({"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map"})
+#: Directories whose contents are never copied; the directories themselves are recreated.
+EMPTIED_DIRS = (
+    "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans",
+)  # fmt: skip
+#: Directories a started cluster needs even when empty (an archive holds only files).
+REQUIRED_DIRS = (
+    *EMPTIED_DIRS, "pg_wal", "pg_wal/archive_status", "pg_commit_ts", "pg_logical", "pg_logical/mappings",
+    "pg_logical/snapshots", "pg_multixact/members", "pg_multixact/offsets", "pg_stat", "pg_tblspc",
+    "pg_twophase", "pg_xact", "global", "base",
+)  # fmt: skip
+
+_RELATION = re.compile(r"^(\d+)(?:_(fsm|vm|init))?(?:\.(\d+))?$")
+_FORKS = {None: 0, "fsm": 1, "vm": 2, "init": 3}
+
+
+def walk(datadir: Path, *, with_wal: bool) -> Iterator[Path]:
+    """Every file of the cluster a backup needs (tablespaces reached through pg_tblspc)."""
+    for top, dirs, files in os.walk(datadir, followlinks=True):
+        rel = Path(top).relative_to(datadir)
+        first = rel.parts[0] if rel.parts else ""
+        if first in EMPTIED_DIRS or (first == "pg_wal" and not with_wal):
+            dirs[:] = []
+            continue
+        dirs[:] = [d for d in dirs if not d.startswith("pgsql_tmp")]
+        for name in files:
+            if rel == Path(".") and name in EXCLUDED_FILES:
+                continue
+            if name.startswith("pgsql_tmp") or name == "pg_internal.init":
+                continue
+            path = Path(top) / name
+            if path.is_file():
+                yield path
+
+
+def logical_key(relative: Path) -> tuple[int | str, ...]:
+    """The archive order of a file given relative to the data directory."""
+    parts = relative.parts
+    match = _RELATION.match(parts[-1])
+    if match and len(parts) >= 2:
+        relfilenode, fork, segment = int(match[1]), _FORKS[match[2]], int(match[3] or 0)
+        if parts[0] == "base" and len(parts) == 3 and parts[1].isdigit():
+            return (0, DEFAULT_TABLESPACE, int(parts[1]), relfilenode, fork, segment)
+        if parts[0] == "global" and len(parts) == 2:
+            return (0, GLOBAL_TABLESPACE, 0, relfilenode, fork, segment)
+        if parts[0] == "pg_tblspc" and len(parts) == 5 and parts[1].isdigit() and parts[3].isdigit():
+            return (0, int(parts[1]), int(parts[3]), relfilenode, fork, segment)
+    if parts[0] == "pg_wal" and len(parts) == 2:
+        return (2, parts[1])
+    return (1, str(relative))
+
+
+def lsn_to_int(lsn: str) -> int:
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def wal_file_name(timeline: int, segment: int, segment_size: int) -> str:
+    """XLogFileName: timeline, then the segment number split in 4 GiB 'log ids'."""
+    per_id = 0x1_0000_0000 // segment_size
+    return f"{timeline:08X}{segment // per_id:08X}{segment % per_id:08X}"
+
+
+def wal_segments(start_wal: str, stop_lsn: str, segment_size: int) -> list[str]:
+    """Segments from the backup's first (named in backup_label) to the one holding the stop LSN
+    (the byte just before it, as pg_walfile_name counts)."""
+    timeline = int(start_wal[:8], 16)
+    per_id = 0x1_0000_0000 // segment_size
+    first = int(start_wal[8:16], 16) * per_id + int(start_wal[16:24], 16)
+    last = (lsn_to_int(stop_lsn) - 1) // segment_size
+    return [wal_file_name(timeline, segment, segment_size) for segment in range(first, last + 1)]

@@ -1,0 +1,82 @@
+"""Bad input and leftovers for the PostgreSQL engine, against a real server."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from splitmirror.errors import PreflightError, SessionFailed
+from splitmirror.testing import SessionRunner
+from splitmirror.testing.contract import _Fault
+from splitmirror_postgresql.layout import logical_key, wal_segments
+from splitmirror_postgresql.testing import HostPostgres, PostgresLedgerDatabase
+
+
+def test_password_in_the_url_is_refused(
+    splitmirror_database: PostgresLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    splitmirror_database.url = splitmirror_database.url.replace("postgres@", "postgres:sekrit@")
+    with pytest.raises(
+        PreflightError, match="carries a password; remove it and put the password in PGPASSWORD"
+    ) as error:
+        splitmirror_session.run(splitmirror_database, "hot-backup")
+    assert "sekrit" not in str(error.value)
+
+
+def test_server_down_is_one_sentence(
+    splitmirror_database: PostgresLedgerDatabase,
+    splitmirror_session: SessionRunner,
+    host_postgres: HostPostgres,
+) -> None:
+    host_postgres.stop()
+    with pytest.raises(PreflightError, match=r"cannot connect to PostgreSQL at .*; check the URL") as error:
+        splitmirror_session.run(splitmirror_database, "hot-backup")
+    assert "\n" not in str(error.value)
+
+
+def test_freeze_on_the_root_filesystem_suggests_hot_backup(
+    splitmirror_database: PostgresLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    splitmirror_database.create_ledger()
+    with pytest.raises(
+        PreflightError, match=r'on the root filesystem, which cannot be frozen.*or use mode = "hot-backup"'
+    ):
+        splitmirror_session.run(splitmirror_database, "freeze")
+
+
+def test_failed_hot_backup_leaves_no_backup_and_no_slot(
+    splitmirror_database: PostgresLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    from splitmirror.phases import Phase
+
+    splitmirror_database.create_ledger()
+    with pytest.raises(SessionFailed):
+        splitmirror_session.run(splitmirror_database, "hot-backup", _Fault(Phase.SPLIT))
+    with psycopg.connect(splitmirror_database.url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
+        # A backup still running would make this one fail ("a backup is already in progress" is
+        # gone in 15, but starting and stopping must work cleanly).
+        conn.execute("SELECT pg_backup_start('probe', true)")
+        conn.execute("SELECT pg_backup_stop(false)")
+
+
+def test_logical_key_orders_relations_then_cluster_files_then_wal() -> None:
+    from pathlib import Path
+
+    assert logical_key(Path("base/5/16384.1")) == (0, 1663, 5, 16384, 0, 1)
+    assert logical_key(Path("base/5/16384_vm")) == (0, 1663, 5, 16384, 2, 0)
+    assert logical_key(Path("global/1262")) == (0, 1664, 0, 1262, 0, 0)
+    assert logical_key(Path("pg_tblspc/16400/PG_15_202209061/5/16401")) == (0, 16400, 5, 16401, 0, 0)
+    assert logical_key(Path("PG_VERSION")) == (1, "PG_VERSION")
+    assert logical_key(Path("pg_wal/000000010000000000000003")) == (2, "000000010000000000000003")
+
+
+def test_wal_segments_span_start_file_to_stop_lsn() -> None:
+    size = 16 * 1024 * 1024
+    assert wal_segments("000000010000000000000002", "0/3000100", size) == [
+        "000000010000000000000002",
+        "000000010000000000000003",
+    ]
+    # A stop LSN exactly on a boundary belongs to the segment before it (pg_walfile_name).
+    assert wal_segments("000000010000000000000002", "0/3000000", size) == ["000000010000000000000002"]
+    assert wal_segments("0000000100000000000000FF", "1/1000010", size)[-1] == "000000010000000100000001"
