@@ -16,15 +16,25 @@ from splitmirror_postgresql.testing import HostPostgres, PostgresLedgerDatabase,
 
 
 @pytest.fixture
-def host_postgres(splitmirror_workspace: Workspace) -> Iterator[HostPostgres]:
+def splitmirror_loop_size() -> int:
+    return 512 << 20  # a fresh cluster with its first WAL segments needs more than 64 MiB
+
+
+@pytest.fixture
+def host_postgres(splitmirror_workspace: Workspace, request: pytest.FixtureRequest) -> Iterator[HostPostgres]:
     """A started PostgreSQL cluster with its data directory at ``<workspace>/primary/pgdata``
-    (socket and log in ``<workspace>/pg``, outside what the mirror copies)."""
+    (socket and log in ``<workspace>/pg``, outside what the mirror copies).  For the contract's
+    FREEZE runs the data directory lives on a loop-device filesystem of its own instead, the
+    layout FREEZE needs: SPLIT freezes it, and nothing of splitmirror's is on it."""
     reason = unavailable()
     if reason:
         pytest.skip(reason)
+    parent = splitmirror_workspace.primary
+    if "contract_mode" in request.fixturenames and request.getfixturevalue("contract_mode") == "freeze":
+        parent = request.getfixturevalue("splitmirror_loop_filesystem")
     server = HostPostgres(splitmirror_workspace.root / "pg")
     try:
-        server.init(splitmirror_workspace.primary / "pgdata").start()
+        server.init(parent / "pgdata").start("max_wal_size=96MB", "min_wal_size=32MB")
         yield server
     finally:
         server.stop()

@@ -4,7 +4,8 @@ database plugins running the contract suite.
 Fixtures: ``splitmirror_workspace`` (primary, mirror, archives, catalog folders),
 ``splitmirror_catalog`` (a private catalog, also set as ``$SPLITMIRROR_CATALOG``),
 ``splitmirror_loop_filesystem`` (a mounted loop-device ext4 when running as root; skips with the
-reason otherwise), ``splitmirror_session`` (a :class:`~splitmirror.testing.SessionRunner`),
+reason otherwise; ``splitmirror_loop_size`` sets its size), ``splitmirror_session`` (a
+:class:`~splitmirror.testing.SessionRunner`),
 ``splitmirror_writers`` (how many ledger writers a drill starts; 4) and ``splitmirror_drill``
 (runs a restore drill against the ``splitmirror_database`` your plugin provides).
 """
@@ -80,15 +81,21 @@ def _thaw(mount: Path) -> None:
 
 
 @pytest.fixture
-def splitmirror_loop_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB ext4 on a loop device, mounted; thawed, unmounted and detached afterwards,
-    pass or fail."""
+def splitmirror_loop_size() -> int:
+    """Bytes of the loop-device filesystem (a sparse image); override for bigger databases."""
+    return 64 << 20
+
+
+@pytest.fixture
+def splitmirror_loop_filesystem(tmp_path: Path, splitmirror_loop_size: int) -> Iterator[Path]:
+    """An ext4 on a loop device (``splitmirror_loop_size`` bytes), mounted; thawed, unmounted and
+    detached afterwards, pass or fail."""
     reason = loop_filesystem_unavailable()
     if reason:
         pytest.skip(reason)
     image, mount = tmp_path / "primary.img", tmp_path / "primary-fs"
     with open(image, "wb") as f:
-        f.truncate(64 << 20)
+        f.truncate(splitmirror_loop_size)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
     device = subprocess.run(
         ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
