@@ -80,3 +80,37 @@ def test_wal_segments_span_start_file_to_stop_lsn() -> None:
     # A stop LSN exactly on a boundary belongs to the segment before it (pg_walfile_name).
     assert wal_segments("000000010000000000000002", "0/3000000", size) == ["000000010000000000000002"]
     assert wal_segments("0000000100000000000000FF", "1/1000010", size)[-1] == "000000010000000100000001"
+
+
+def test_missing_privileges_name_the_grant(
+    splitmirror_database: PostgresLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    from splitmirror.session import Session
+
+    with psycopg.connect(splitmirror_database.url, autocommit=True) as admin:
+        admin.execute("CREATE ROLE bkp LOGIN")
+    splitmirror_database.url = splitmirror_database.url.replace("postgres@", "bkp@")
+    config = splitmirror_session.config(splitmirror_database, "hot-backup")
+    _server, problems = Session(config).check()
+    assert [p.fix for p in problems] == ["GRANT pg_read_all_settings TO bkp"]
+    with psycopg.connect(splitmirror_database.url.replace("bkp@", "postgres@"), autocommit=True) as admin:
+        admin.execute("GRANT pg_read_all_settings TO bkp")
+    _server, problems = Session(splitmirror_session.config(splitmirror_database, "hot-backup")).check()
+    assert [p.fix for p in problems] == [
+        "GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean) TO bkp",
+        "GRANT EXECUTE ON FUNCTION pg_backup_stop(boolean) TO bkp",
+        "ALTER ROLE bkp REPLICATION",
+    ]
+
+
+def test_a_long_transaction_does_not_block_hot_backup(
+    splitmirror_database: PostgresLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    splitmirror_database.create_ledger()
+    with psycopg.connect(splitmirror_database.url) as long_running:
+        long_running.execute("INSERT INTO ledger (writer, seq, payload) VALUES (77, 1, 'x')")
+        long_running.execute("LOCK TABLE ledger IN SHARE ROW EXCLUSIVE MODE")  # held, uncommitted
+        summary = splitmirror_session.run(splitmirror_database, "hot-backup")
+        long_running.rollback()
+    assert summary.status == "DONE"
+    assert summary.window_ms is not None and summary.window_ms < 10_000

@@ -213,6 +213,8 @@ class PostgresEngine(DatabaseEngine):
     # -- files ----------------------------------------------------------------------------
 
     def layout(self) -> list[Path]:
+        if "data_directory" not in self.server:
+            return []  # unreadable without pg_read_all_settings: preflight says which GRANT
         return list(layout.walk(self.datadir, with_wal=True))
 
     def discover(self) -> list[DatabaseFile]:
@@ -228,7 +230,7 @@ class PostgresEngine(DatabaseEngine):
         return files
 
     def freeze_paths(self, mode: Mode) -> list[Path]:
-        if mode is not Mode.FREEZE:
+        if mode is not Mode.FREEZE or "data_directory" not in self.server:
             return []  # HOT_BACKUP repairs the non-atomic copy by replaying WAL
         paths = [self.datadir, (self.datadir / "pg_wal").resolve()]
         paths += [self.host_path(location) for _oid, _name, location in self.tablespaces if location]
