@@ -7,7 +7,7 @@ import pytest
 
 from splitmirror.errors import PreflightError, SessionFailed
 from splitmirror.testing import SessionRunner
-from splitmirror.testing.contract import _Fault
+from splitmirror.testing.contract import Fault
 from splitmirror_postgresql.layout import logical_key, wal_segments
 from splitmirror_postgresql.testing import HostPostgres, PostgresLedgerDatabase
 
@@ -51,7 +51,7 @@ def test_failed_hot_backup_leaves_no_backup_and_no_slot(
 
     splitmirror_database.create_ledger()
     with pytest.raises(SessionFailed):
-        splitmirror_session.run(splitmirror_database, "hot-backup", _Fault(Phase.SPLIT))
+        splitmirror_session.run(splitmirror_database, "hot-backup", Fault(Phase.SPLIT))
     with psycopg.connect(splitmirror_database.url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
         # A backup still running would make this one fail ("a backup is already in progress" is

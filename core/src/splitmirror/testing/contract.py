@@ -24,7 +24,7 @@ from .drill import DrillReport, SessionRunner
 WINDOW = [phase for phase in PHASE_ORDER if phase.in_window]
 
 
-class _Fault:
+class Fault:
     """Raises inside one phase after its body ran, so the mode really was entered."""
 
     def __init__(self, phase: Phase) -> None:
@@ -88,7 +88,7 @@ class DatabaseContract:
     ) -> None:
         splitmirror_database.create_ledger()
         with pytest.raises(SessionFailed) as failure:
-            splitmirror_session.run(splitmirror_database, contract_mode, _Fault(phase))
+            splitmirror_session.run(splitmirror_database, contract_mode, Fault(phase))
         assert failure.value.phase == phase.name
         assert splitmirror_database.accepts_writes(), "the database must take writes right after"
         row = SqliteCatalog(splitmirror_session.workspace.catalog).get(failure.value.session_id)
