@@ -17,6 +17,11 @@ from pathlib import Path
 
 import splitmirror
 
+#: Sections other scripts add at the end of the page start at this line (``postgresql.py``);
+#: regenerating the main page keeps them.
+KEPT_FROM = "<!-- postgresql -->"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+
 
 @dataclasses.dataclass
 class Result:
@@ -115,4 +120,10 @@ def render(
         "device reads) and change-block tracking; they come with later issues.",
     ]
     prose = (p if p[0] in "#-|" else textwrap.fill(p, 100, break_on_hyphens=False) for p in paragraphs)
-    return "\n\n".join(prose) + "\n"
+    return "\n\n".join(prose) + "\n" + kept_sections()
+
+
+def kept_sections(page: Path = PAGE) -> str:
+    """Everything from the ``KEPT_FROM`` line to the end of the existing page, or nothing."""
+    _, marker, rest = (page.read_text() if page.exists() else "").partition(KEPT_FROM)
+    return "\n" + marker + rest if marker else ""
