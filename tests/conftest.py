@@ -121,6 +121,18 @@ def integrity(db: Path) -> tuple[str, int]:
         )
 
 
+def write_distribution(source: Path, name: str, version: str, entry_points: dict[str, str]) -> Path:
+    """A minimal pyproject.toml for a splitmirror plugin distribution in ``source``."""
+    source.mkdir(parents=True, exist_ok=True)
+    points = "\n".join(f'{key} = "{value}"' for key, value in entry_points.items())
+    (source / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        f'[project]\nname = "{name}"\nversion = "{version}"\n\n'
+        f"[project.entry-points.splitmirror]\n{points}\n"
+    )
+    return source
+
+
 def install_in_venv(source: Path, venv: Path) -> Path:
     """pip-install the distribution at ``source`` into a fresh virtual environment that also
     sees this one's packages (splitmirror, pytest); returns its python.  Offline: no index."""

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import textwrap
 from pathlib import Path
 
-from conftest import install_in_venv
+from conftest import install_in_venv, write_distribution
 
 PLUGIN = '''
 """tinydb: the SQLite engine under another URL scheme, as a third party would ship it."""
@@ -64,25 +63,12 @@ def test_the_engine_under_test_is_ours(splitmirror_database, splitmirror_session
     assert splitmirror_session.run(splitmirror_database, "freeze").database == "tinydb"
 """
 
-PYPROJECT = """
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "splitmirror-tinydb"
-version = "0.0.1"
-
-[project.entry-points.splitmirror]
-tinydb = "splitmirror_tinydb"
-"""
-
 
 def test_contract_suite_runs_from_a_separate_plugin_package(tmp_path: Path) -> None:
     package = tmp_path / "splitmirror-tinydb"
     (package / "splitmirror_tinydb").mkdir(parents=True)
     (package / "tests").mkdir()
-    (package / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
+    write_distribution(package, "splitmirror-tinydb", "0.0.1", {"tinydb": "splitmirror_tinydb"})
     (package / "splitmirror_tinydb" / "__init__.py").write_text(PLUGIN)
     (package / "tests" / "conftest.py").write_text(CONFTEST)
     (package / "tests" / "test_contract.py").write_text(TESTS)

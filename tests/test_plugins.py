@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import install_in_venv
+from conftest import install_in_venv, write_distribution
 from splitmirror import impl
 from splitmirror.errors import PluginError
 from splitmirror.hooks import Hooks
@@ -47,22 +46,11 @@ def plugin_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (src / "splitmirror_example").mkdir(parents=True)
     (src / "splitmirror_example" / "__init__.py").write_text(EXAMPLE)
     (src / "splitmirror_example" / "broken.py").write_text("raise RuntimeError('boom at import')\n")
-    (src / "pyproject.toml").write_text(
-        textwrap.dedent(
-            """
-            [build-system]
-            requires = ["hatchling"]
-            build-backend = "hatchling.build"
-
-            [project]
-            name = "splitmirror-example"
-            version = "1.2.3"
-
-            [project.entry-points.splitmirror]
-            example = "splitmirror_example"
-            broken = "splitmirror_example.broken"
-            """
-        )
+    write_distribution(
+        src,
+        "splitmirror-example",
+        "1.2.3",
+        {"example": "splitmirror_example", "broken": "splitmirror_example.broken"},
     )
     return install_in_venv(src, tmp / "venv")
 

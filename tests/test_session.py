@@ -21,6 +21,7 @@ from splitmirror.errors import SessionFailed
 from splitmirror.hooks import Hooks
 from splitmirror.phases import PHASE_ORDER, Phase
 from splitmirror.session import Session
+from splitmirror.testing.contract import Fault
 from splitmirror.workload import acknowledged, start_writer, stop_writer
 
 
@@ -59,20 +60,6 @@ class Recorder:
     @impl
     def splitmirror_session_finished(self, session: Session, summary: Any) -> None:
         self.summaries.append(summary.status)
-
-
-class Fault:
-    """Raises inside one phase, after its body ran (so QUIESCE really entered the mode)."""
-
-    def __init__(self, phase: Phase) -> None:
-        self.phase = phase
-
-    @impl(wrapper=True)
-    def splitmirror_phase(self, session: Session, phase: Phase) -> Generator[None, Any, Any]:
-        result = yield
-        if phase is self.phase:
-            raise RuntimeError(f"injected fault in {phase.name}")
-        return result
 
 
 class Pause:

@@ -34,7 +34,7 @@ class Fault:
     def splitmirror_phase(self, session: Session, phase: Phase) -> Generator[None, Any, Any]:
         result = yield
         if phase is self.phase:
-            raise RuntimeError(f"contract fault in {phase.name}")
+            raise RuntimeError(f"injected fault in {phase.name}")
         return result
 
 
