@@ -29,7 +29,13 @@ from pathlib import Path
 import splitmirror
 from splitmirror.catalog.base import SessionSummary
 from splitmirror.testing.drill import SessionRunner, Workspace
-from splitmirror_postgresql.testing import HostPostgres, PostgresLedgerDatabase, run_as_postgres, unavailable
+from splitmirror_postgresql.testing import (
+    HostLedgerDatabase,
+    HostPostgres,
+    PostgresLedgerDatabase,
+    run_as_postgres,
+    unavailable,
+)
 
 MARKER = "<!-- postgresql -->"
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -197,7 +203,7 @@ def main() -> None:
         print(f"pgbench -i -s {SCALE} ...", flush=True)
         pgbench(server, "-i", "-s", str(SCALE), "-q")
         size_mib = du_mib(scratch / "pgdata")
-        database, runner = PostgresLedgerDatabase(server), SessionRunner(ws)
+        database, runner = HostLedgerDatabase(server), SessionRunner(ws)
         base: list[Run] = []
         during: list[Run] = []
         for rep in range(args.reps):

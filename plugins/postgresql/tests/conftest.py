@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from splitmirror.testing import Workspace
-from splitmirror_postgresql.testing import HostPostgres, PostgresLedgerDatabase, unavailable
+from splitmirror_postgresql.testing import HostLedgerDatabase, HostPostgres, unavailable
 
 
 @pytest.fixture
@@ -41,5 +41,5 @@ def host_postgres(splitmirror_workspace: Workspace, request: pytest.FixtureReque
 
 
 @pytest.fixture
-def splitmirror_database(host_postgres: HostPostgres) -> PostgresLedgerDatabase:
-    return PostgresLedgerDatabase(host_postgres)
+def splitmirror_database(host_postgres: HostPostgres) -> HostLedgerDatabase:
+    return HostLedgerDatabase(host_postgres)

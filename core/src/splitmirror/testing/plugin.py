@@ -4,7 +4,9 @@ database plugins running the contract suite.
 Fixtures: ``splitmirror_workspace`` (primary, mirror, archives, catalog folders),
 ``splitmirror_catalog`` (a private catalog, also set as ``$SPLITMIRROR_CATALOG``),
 ``splitmirror_loop_filesystem`` (a mounted loop-device ext4 when running as root; skips with the
-reason otherwise; ``splitmirror_loop_size`` sets its size), ``splitmirror_session`` (a
+reason otherwise; ``splitmirror_loop_size`` sets its size), ``splitmirror_primary_disk`` (that
+loop filesystem when it can be made, a plain directory otherwise: where a containerized server's
+data directory is bind-mounted from), ``splitmirror_session`` (a
 :class:`~splitmirror.testing.SessionRunner`),
 ``splitmirror_writers`` (how many ledger writers a drill starts; 4) and ``splitmirror_drill``
 (runs a restore drill against the ``splitmirror_database`` your plugin provides).
@@ -110,3 +112,15 @@ def splitmirror_loop_filesystem(tmp_path: Path, splitmirror_loop_size: int) -> I
             subprocess.run(["umount", str(mount)], check=True)
     finally:
         subprocess.run(["losetup", "-d", device], check=True)
+
+
+@pytest.fixture
+def splitmirror_primary_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The host filesystem that plays the primary disk for a server in a container: a loop-device
+    ext4 of its own when running as root (so FREEZE can freeze it and nothing of splitmirror's
+    is on it), a plain directory otherwise."""
+    if loop_filesystem_unavailable() is None:
+        return Path(request.getfixturevalue("splitmirror_loop_filesystem"))
+    disk = tmp_path / "primary-disk"
+    disk.mkdir()
+    return disk

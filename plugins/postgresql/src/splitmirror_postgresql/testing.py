@@ -26,8 +26,10 @@ by :meth:`HostPostgres.stop`).  Connection strings never carry a password: the t
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
+import dataclasses
 import os
 import pwd
 import shlex
@@ -40,7 +42,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import psycopg
@@ -373,16 +375,22 @@ def _temporary_relation(name: str) -> bool:
 
 
 class PostgresLedgerDatabase(LedgerDatabase):
-    """A :class:`HostPostgres` cluster as the contract suite's database.
+    """A live PostgreSQL cluster as the contract suite's database.
 
-    ``url`` is the cluster's conninfo URL, ``primary`` its data directory (the directory
-    splitmirror mirrors and a restore recreates, ``backup_label`` at its root)."""
+    ``url`` is the cluster's conninfo URL (never with a password), ``primary`` its data
+    directory on this host (the directory splitmirror mirrors and a restore recreates,
+    ``backup_label`` at its root), ``options`` the engine's ``[database]`` keys.  Subclasses
+    say how a restored copy is started: :class:`HostLedgerDatabase` with the host's binaries,
+    ``ContainerLedgerDatabase`` (:mod:`splitmirror_postgresql.container`) in a fresh container."""
 
-    def __init__(self, server: HostPostgres) -> None:
-        self.server = server
-        self.url = server.conninfo
-        self.primary = server._require_datadir()
-        self.options = {}
+    def __init__(self, url: str, primary: Path, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.primary = primary
+        self.options = dict(options or {})
+
+    @abc.abstractmethod
+    def restored_server(self, directory: Path) -> contextlib.AbstractContextManager[RestoredServer]:
+        """Start the data directory restored into ``directory``; stop it on leaving, pass or fail."""
 
     def create_ledger(self) -> None:
         ledger.create_ledger(self.url)
@@ -451,9 +459,42 @@ class PostgresLedgerDatabase(LedgerDatabase):
         return found
 
     def restored_ledger(self, directory: Path, manifest: Mapping[str, Any]) -> RestoredLedger:
-        """Start the restored copy (:func:`restored`), run :func:`amcheck` on it and read the
-        ledger; the server is stopped again before returning."""
-        with restored(directory) as conninfo:
-            ok, text = amcheck(conninfo, binaries=self.server.bindir)
-            rows = ledger.ledger_rows(conninfo)
+        """Start the restored copy (:meth:`restored_server`), which must finish recovery, run
+        pg_amcheck on it and read the ledger; the server is stopped again before returning."""
+        with self.restored_server(directory) as server:
+            ok, text = server.amcheck()
+            rows = ledger.ledger_rows(server.conninfo)
         return RestoredLedger(ok, text, rows)
+
+
+class RestoredServer(Protocol):
+    """A restored copy that is up and has finished recovery."""
+
+    @property
+    def conninfo(self) -> str: ...
+
+    def amcheck(self) -> tuple[bool, str]:
+        """pg_amcheck of every database: ``(ok, output)``, as :func:`amcheck`."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _HostRestored:
+    conninfo: str
+    binaries: Path
+
+    def amcheck(self) -> tuple[bool, str]:
+        return amcheck(self.conninfo, binaries=self.binaries)
+
+
+class HostLedgerDatabase(PostgresLedgerDatabase):
+    """A :class:`HostPostgres` cluster; restored copies run with the same host binaries."""
+
+    def __init__(self, server: HostPostgres) -> None:
+        super().__init__(server.conninfo, server._require_datadir())
+        self.server = server
+
+    @contextlib.contextmanager
+    def restored_server(self, directory: Path) -> Iterator[RestoredServer]:
+        with restored(directory) as conninfo:
+            yield _HostRestored(conninfo, self.server.bindir)

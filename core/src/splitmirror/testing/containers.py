@@ -1,0 +1,233 @@
+"""Database servers in containers, for plugin tests: which image, an engine that answers, cleanup.
+
+**Which image.**  :func:`image_for` is the one place that decides.  For ``("postgres", "15")``
+it takes, in order: the image named by ``$SPLITMIRROR_IMAGE_POSTGRES_15`` (an override, used as
+given); the upstream image (``postgres:15``) when it is present or can be pulled; the offline
+image built by ``compose/build-images`` from Debian's packages
+(``splitmirror-offline/postgres:15``), when Debian packages that version.  When none is usable it
+raises :class:`Unavailable` with a sentence saying why and what to do; tests skip with it.
+
+**Cleanup.**  :class:`ServerContainer` starts a container with testcontainers (the Ryuk reaper is
+off by default: its image cannot be pulled everywhere), labelled ``splitmirror.testing``; ports
+are published on 127.0.0.1 only.  Fixtures stop what they start in a ``finally``; whatever a
+crashed test left is stopped at interpreter exit, and ``.ci/run`` removes anything labelled
+before it starts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+# testcontainers reads the Ryuk setting when it is imported, hence the order.
+import docker
+import docker.errors
+from testcontainers.core.container import DockerContainer
+
+#: Label on every container the tests start (``docker ps -f label=splitmirror.testing``).
+LABEL = "splitmirror.testing"
+
+
+class Unavailable(Exception):
+    """No image or engine for a container test here; the message is the skip reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageChoice:
+    """Where each (database, version) comes from."""
+
+    upstream: str
+    #: The tag ``compose/build-images`` gives its Debian-package equivalent, or None when Debian
+    #: does not package that version (then only the upstream image can test it).
+    offline: str | None
+    #: Why there is no offline image, for the skip reason.
+    why_not_offline: str = ""
+
+
+_NOT_IN_DEBIAN = "Debian bookworm does not package it"
+IMAGES: Mapping[tuple[str, str], ImageChoice] = {
+    ("postgres", "15"): ImageChoice("postgres:15", "splitmirror-offline/postgres:15"),
+    ("postgres", "16"): ImageChoice("postgres:16", None, f"{_NOT_IN_DEBIAN} (bookworm has PostgreSQL 15)"),
+    ("postgres", "17"): ImageChoice("postgres:17", None, f"{_NOT_IN_DEBIAN} (bookworm has PostgreSQL 15)"),
+    ("mariadb", "10.11"): ImageChoice("mariadb:10.11", "splitmirror-offline/mariadb:10.11"),
+    ("mariadb", "11"): ImageChoice("mariadb:11", None, f"{_NOT_IN_DEBIAN} (bookworm has MariaDB 10.11)"),
+    ("mysql", "8.4"): ImageChoice("mysql:8.4", None, "MySQL has no Debian package"),
+    ("oracle", "23"): ImageChoice(
+        "container-registry.oracle.com/database/free:latest", None, "Oracle Database has no Debian package"
+    ),
+}
+
+
+def override_variable(database: str, version: str) -> str:
+    """``SPLITMIRROR_IMAGE_POSTGRES_15``: the variable that overrides one image."""
+    suffix = f"{database}_{version}".upper().replace(".", "_").replace("-", "_")
+    return f"SPLITMIRROR_IMAGE_{suffix}"
+
+
+@functools.cache
+def client() -> docker.DockerClient:
+    """A client of the engine, or :class:`Unavailable` when none answers."""
+    try:
+        engine = docker.from_env(timeout=10)
+        engine.ping()
+    except docker.errors.DockerException as error:
+        raise Unavailable(
+            f"no Docker engine answers ({_first_line(error)}); start one (.ci/run installs and starts "
+            "Debian's docker.io) to run the container tests"
+        ) from None
+    return engine
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _present(name: str) -> bool:
+    try:
+        client().images.get(name)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+@functools.cache
+def _pull(name: str) -> str | None:
+    """Pull ``name``; None when it worked, else why not (one line).  Asked once per process."""
+    repository, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
+    try:
+        client().images.pull(repository, tag=tag)
+        return None
+    except docker.errors.APIError as error:
+        return _first_line(Exception(error.explanation or error))  # the registry's words, not the URL
+    except docker.errors.DockerException as error:
+        return _first_line(error)
+
+
+@functools.cache
+def image_for(database: str, version: str) -> str:
+    """The image to test ``database`` ``version`` with (see the module docstring)."""
+    variable = override_variable(database, version)
+    choice = IMAGES.get((database, version))
+    override = os.environ.get(variable)
+    if override:
+        if _present(override) or _pull(override) is None:
+            return override
+        raise Unavailable(f"${variable} names {override}, which is not here and cannot be pulled")
+    if choice is None:
+        known = ", ".join(f"{d} {v}" for d, v in IMAGES)
+        raise Unavailable(f"no image is known for {database} {version} (known: {known}); set ${variable}")
+    if _present(choice.upstream):
+        return choice.upstream
+    failure = _pull(choice.upstream)
+    if failure is None:
+        return choice.upstream
+    if choice.offline is None:
+        raise Unavailable(
+            f"{choice.upstream} cannot be pulled ({failure}) and {choice.why_not_offline}; these tests run "
+            f"where the image can be pulled, or set ${variable}"
+        )
+    if _present(choice.offline):
+        return choice.offline
+    raise Unavailable(
+        f"{choice.upstream} cannot be pulled and the offline image {choice.offline} is not built; "
+        "run `make images` (compose/build-images)"
+    )
+
+
+#: Every container started and not yet stopped, stopped at exit as a last resort.
+_RUNNING: set[ServerContainer] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for container in list(_RUNNING):
+        container.stop()
+
+
+class ServerContainer:
+    """One database server container: ``image`` with ``env``, host directories bind-mounted
+    (``mounts``: host path → container path), TCP ``port`` published on 127.0.0.1.  ``start``
+    returns once the container runs (the plugin waits for its server); ``stop`` is always safe."""
+
+    def __init__(
+        self,
+        image: str,
+        *,
+        port: int,
+        env: Mapping[str, str] | None = None,
+        mounts: Mapping[Path, str] | None = None,
+        command: Sequence[str] = (),
+    ) -> None:
+        self.image = image
+        self.port = port
+        self._container = DockerContainer(image, env=dict(env or {}))
+        # 127.0.0.1 only, a random free port: docker-py takes (address, port) where the typing says int.
+        self._container.ports[f"{port}/tcp"] = ("127.0.0.1", None)  # type: ignore[assignment]
+        for host, inside in (mounts or {}).items():
+            self._container.with_volume_mapping(str(host), inside, mode="rw")
+        if command:
+            self._container.with_command(list(command))
+        self._container.with_kwargs(labels={LABEL: str(os.getpid())})
+        self._started = False
+
+    def start(self) -> ServerContainer:
+        client()  # Unavailable with a sentence when no engine answers
+        _RUNNING.add(self)
+        try:
+            self._container.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._started = True
+        return self
+
+    @property
+    def host_port(self) -> int:
+        """The port on 127.0.0.1 that reaches the server's ``port``."""
+        return int(self._container.get_exposed_port(self.port))
+
+    @property
+    def running(self) -> bool:
+        if not self._started:
+            return False
+        wrapped = self._container.get_wrapped_container()
+        wrapped.reload()
+        return bool(wrapped.status == "running")
+
+    def exec(self, argv: Sequence[str], *, user: str = "") -> tuple[int, str]:
+        """Run ``argv`` inside the container (as ``user``); exit code and combined output."""
+        result = self._container.get_wrapped_container().exec_run(list(argv), user=user)
+        output = result.output.decode(errors="replace") if isinstance(result.output, bytes) else ""
+        code = result.exit_code if result.exit_code is not None else -1  # None only when detached
+        return code, output.strip()
+
+    def logs(self, lines: int = 40) -> str:
+        """The tail of the server's output, for failure messages."""
+        if not self._started:
+            return "(container not started)"
+        stdout, stderr = self._container.get_logs()
+        text = (stdout + stderr).decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Remove the container (and its anonymous volumes), whatever state it is in."""
+        try:
+            if self._container._container is not None:
+                self._container.stop()
+        except docker.errors.NotFound:
+            pass
+        finally:
+            _RUNNING.discard(self)
+            self._started = False
+
+
+def leftovers() -> list[str]:
+    """IDs of containers labelled :data:`LABEL` that still exist (a test's cleanup check)."""
+    return [c.short_id for c in client().containers.list(all=True, filters={"label": LABEL})]
