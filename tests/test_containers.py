@@ -32,9 +32,7 @@ def engine() -> None:
 
 @pytest.fixture
 def base_image(engine: None) -> str:
-    try:
-        containers.client().images.get(BASE)
-    except Exception:
+    if not containers._present(BASE):
         pytest.skip(f"{BASE} is not built; run `make images`")
     return BASE
 
@@ -79,7 +77,8 @@ def test_upstream_first_then_the_offline_build(engine: None) -> None:
     try:
         chosen = image_for("postgres", "15")
     except Unavailable as reason:
-        assert "run `make images`" in str(reason) and not containers._present("splitmirror-offline/postgres:15")
+        assert "run `make images`" in str(reason)
+        assert not containers._present("splitmirror-offline/postgres:15")
         return
     if upstream_here or containers._pull("postgres:15") is None:
         assert chosen == "postgres:15"
@@ -90,7 +89,8 @@ def test_upstream_first_then_the_offline_build(engine: None) -> None:
 def test_a_version_debian_lacks_skips_with_the_pull_error(engine: None) -> None:
     if containers._present("mysql:8.4") or containers._pull("mysql:8.4") is None:
         pytest.skip("mysql:8.4 can be pulled here")
-    with pytest.raises(Unavailable, match=r"^mysql:8.4 cannot be pulled \(.+\) and MySQL has no Debian package"):
+    expected = r"^mysql:8.4 cannot be pulled \(.+\) and MySQL has no Debian package"
+    with pytest.raises(Unavailable, match=expected):
         image_for("mysql", "8.4")
 
 
