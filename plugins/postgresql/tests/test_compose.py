@@ -1,0 +1,139 @@
+"""compose/README.md's walkthrough, step by step: PostgreSQL brought up by compose/docker-compose.yml
+with its data directory on a host disk, a HOT_BACKUP session with the README's own config, a
+restore, and the restored copy started in a fresh container with every row there."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from splitmirror.cli import main
+from splitmirror.testing.containers import Unavailable, image_for
+from splitmirror_postgresql.container import ContainerPostgres
+from splitmirror_postgresql.testing import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
+README = REPO / "compose" / "README.md"
+
+
+def compose_command() -> list[str] | None:
+    """``docker compose`` (v2 plugin) or ``docker-compose`` (v1, Debian's package), or None."""
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+class Compose:
+    def __init__(self, command: list[str], project: str, env: dict[str, str]) -> None:
+        self.argv = [*command, "-f", str(COMPOSE_FILE), "-p", project]
+        self.env = {**os.environ, **env}
+
+    def __call__(self, *args: str) -> str:
+        result = subprocess.run(
+            [*self.argv, *args], env=self.env, capture_output=True, text=True, timeout=300
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {(result.stdout + result.stderr).strip()}")
+        return result.stdout
+
+
+@pytest.fixture
+def compose_postgres(
+    splitmirror_primary_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[int, Path, str]]:
+    """The compose file's ``postgres`` service up: (port on 127.0.0.1, host data directory, image)."""
+    if os.geteuid() != 0:
+        pytest.skip("the compose walkthrough runs as root: splitmirror reads files the container's user owns")
+    command = compose_command()
+    if command is None:
+        pytest.skip(
+            "neither `docker compose` nor docker-compose is installed (compose/start-engine installs it)"
+        )
+    try:
+        image = image_for("postgres", "15")
+    except Unavailable as reason:
+        pytest.skip(str(reason))
+    password, port = secrets.token_urlsafe(16), free_port()
+    env = {
+        "SPLITMIRROR_DATA": str(splitmirror_primary_disk),
+        "SPLITMIRROR_IMAGE_POSTGRES_15": image,
+        "POSTGRES_PASSWORD": password,
+        "POSTGRES_PORT": str(port),
+    }
+    compose = Compose(command, f"splitmirror-test-{os.getpid()}", env)
+    monkeypatch.setenv("PGPASSWORD", password)  # the README's `export PGPASSWORD=...`
+    try:
+        compose("up", "-d", "postgres")
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2).close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    logs = compose("logs", "postgres")
+                    raise RuntimeError(f"the compose postgres did not answer:\n{logs}") from None
+                time.sleep(0.3)
+        yield port, splitmirror_primary_disk / "postgres", image
+    finally:
+        compose("down", "--volumes", "--remove-orphans")
+
+
+def readme_config(port: int, datadir: Path, backups: Path) -> str:
+    """The README's pg.toml with this machine's paths and port put in."""
+    block = re.search(r"```toml\n(.*?)```", README.read_text(), re.DOTALL)
+    assert block, "compose/README.md lost its pg.toml"
+    return (
+        block.group(1)
+        .replace("/path/to/splitmirror/compose/data/postgres", str(datadir))
+        .replace("/var/backups/splitmirror", str(backups))
+        .replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+    )
+
+
+def test_the_readme_walkthrough(
+    compose_postgres: tuple[int, Path, str], splitmirror_catalog: Path, tmp_path: Path
+) -> None:
+    port, datadir, _image = compose_postgres
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 10000) g")
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    config = tmp_path / "pg.toml"
+    config.write_text(readme_config(port, datadir, backups))
+    config.chmod(0o600)
+
+    cli = CliRunner()
+    checked = cli.invoke(main, ["check", str(config)])
+    assert checked.exit_code == 0 and "ready for a hot-backup session" in checked.output, checked.output
+    backed_up = cli.invoke(main, ["backup", str(config)])
+    assert backed_up.exit_code == 0 and "DONE" in backed_up.output, backed_up.output
+    restored = backups / "restored-pg"
+    result = cli.invoke(main, ["restore", "1", "--to", str(restored)])
+    assert result.exit_code == 0, result.output
+
+    copy = ContainerPostgres("15", restored, os.environ["PGPASSWORD"])
+    try:
+        copy.start()
+        with psycopg.connect(copy.url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM orders").fetchone()
+        assert row == (10000,)
+    finally:
+        copy.stop()
