@@ -112,7 +112,7 @@ def test_check_hot_backup_on_rollback_journal_database(root: Path, write_config:
         ("database", "the SQLite database"),
         ("mirror-parent", "the mirror's parent"),
         ("archive-dir", "the archive directory"),
-        ("outside", "is outside the primary"),
+        ("outside", "outside the primary"),
     ],
 )
 def test_backup_refuses_bad_paths_before_quiescing(

@@ -48,12 +48,18 @@ class DatabaseFile:
 
 @dataclasses.dataclass(frozen=True)
 class ExtraMember:
-    """Bytes the plugin produces itself (a backup label, a control file copy) for the archive."""
+    """Bytes the plugin produces itself (a backup label, a control file copy) for the archive.
+
+    With ``path`` (where the bytes belong on the primary, e.g. ``DATADIR/backup_label``) the
+    member is named by that path's place in the archive, as a database file would be, so it
+    lands beside the database's files even when the primary holds more than the data
+    directory; without it the member is ``name`` at the archive's root."""
 
     name: str
     data: bytes
     logical_key: tuple[int | str, ...]
     role: str = "metadata"
+    path: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)

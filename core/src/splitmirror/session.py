@@ -266,17 +266,24 @@ class Session:
         problems: list[PreflightProblem] = []
         if not self.config.mirror.primary.is_dir():
             return problems  # the mirror provider already says the primary is missing
+        outside = []
         for path in paths:
             try:
                 self.mirror.relative(path)
             except ValueError:
-                problems.append(
-                    PreflightProblem(
-                        f"the database uses {path}, which is outside the primary "
-                        f"{self.config.mirror.primary}",
-                        "set [mirror] primary to a directory holding every database file",
-                    )
+                outside.append(path)
+        if outside:
+            first, real = outside[0], outside[0].resolve()
+            where = f"{real} (reached as {first})" if real != first else str(first)
+            many = f"{len(outside)} files outside the primary, such as" if len(outside) > 1 else ""
+            problems.append(
+                PreflightProblem(
+                    f"the database uses {many or 'a file outside the primary:'} {where}, "
+                    f"while [mirror] primary is {self.config.mirror.primary}",
+                    "set [mirror] primary to a directory holding every database file "
+                    "(for a server: its data directory, WAL and tablespaces)",
                 )
+            )
         return problems
 
     def check(self) -> tuple[ServerInfo, list[PreflightProblem]]:
@@ -418,7 +425,8 @@ class Session:
             # Read through the mirror's filesystem; extent reads come with the block mirror.
             self._add_member(str(f.path), f.logical_key, f.role, member, "file" if mirrored else "collected")
         for extra in self.unquiesced.extra_members:
-            member = writer.add_bytes(extra.name, extra.data, mtime=time.time())
+            name = str(self.mirror.relative(extra.path)) if extra.path is not None else extra.name
+            member = writer.add_bytes(name, extra.data, mtime=time.time())
             self._add_member("", extra.logical_key, extra.role, member, "generated")
         manifest = writer.add_manifest(self._manifest(), mtime=time.time())
         writer.close()

@@ -37,7 +37,7 @@ from splitmirror.errors import PreflightError, SplitmirrorError, first_line
 from splitmirror.fsfreeze import mount_point
 from splitmirror.phases import Mode
 
-from . import layout
+from . import layout, restored_paths
 
 
 class PostgresOptions(pydantic.BaseModel):
@@ -254,7 +254,23 @@ class PostgresEngine(DatabaseEngine):
             raise BackupFailed(f"PostgreSQL refused to start the backup: {first_line(error)}") from None
 
     def prepare(self) -> Mapping[str, Any]:
-        return {"server_version_num": self.version, "data_directory": self.server.get("data_directory")}
+        """What a restore needs to put the data directory and tablespaces back together: where
+        they were on this host (the archive names files by their place under the primary)."""
+        return {
+            "server_version_num": self.version,
+            "data_directory": self.server.get("data_directory"),
+            "data_directory_host": str(self.datadir.resolve()),
+            "tablespaces": [
+                {
+                    "oid": oid,
+                    "name": name,
+                    "location": location,
+                    **_tablespace_on_host(self.host_path(location)),
+                }
+                for oid, name, location in self.tablespaces
+                if location
+            ],
+        }
 
     def unquiesce(self) -> UnquiesceResult:
         if self._mode is Mode.FREEZE:
@@ -272,9 +288,9 @@ class PostgresEngine(DatabaseEngine):
         start_wal = label["START WAL LOCATION"].split("file ")[1].rstrip(")")
         segments = layout.wal_segments(start_wal, str(stop_lsn), int(self.server["wal_segment_size"]))
         wal = [DatabaseFile(self.datadir / "pg_wal" / name, (2, name), "wal") for name in segments]
-        extra = [ExtraMember("backup_label", labelfile.encode(), (3, "backup_label"), "label")]
+        extra = [self._label_member("backup_label", labelfile)]
         if spcmapfile:
-            extra.append(ExtraMember("tablespace_map", spcmapfile.encode(), (3, "tablespace_map"), "label"))
+            extra.append(self._label_member("tablespace_map", spcmapfile))
         redo = {
             "start_lsn": label["START WAL LOCATION"].split()[0],
             "stop_lsn": stop_lsn,
@@ -284,6 +300,10 @@ class PostgresEngine(DatabaseEngine):
         return UnquiesceResult(
             label=label.get("LABEL", ""), redo_range=redo, extra_members=extra, collected_files=wal
         )
+
+    def _label_member(self, name: str, text: str) -> ExtraMember:
+        """``backup_label`` / ``tablespace_map``, archived in the data directory's root."""
+        return ExtraMember(name, text.encode(), (3, name), "label", path=self.datadir / name)
 
     def abort(self) -> None:
         mode, self._mode = self._mode, None
@@ -298,18 +318,22 @@ class PostgresEngine(DatabaseEngine):
 
     @classmethod
     def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
-        """Recreate the directories an archive cannot carry (it holds files only) and the modes
-        PostgreSQL insists on; the WAL and backup_label are already in place."""
+        """Recreate what an archive cannot carry (it holds files only): the directories a
+        cluster needs, the modes PostgreSQL insists on, and each tablespace's ``pg_tblspc``
+        link, pointed at the tablespace's *restored* copy (never at the live one; a
+        ``tablespace_map`` is rewritten to match).  The WAL and backup_label are in place."""
+        datadir = restored_paths.data_directory(directory, manifest)
         for name in layout.REQUIRED_DIRS:
-            (directory / name).mkdir(parents=True, exist_ok=True)
-        for path in (directory, *directory.rglob("*")):
-            if path.is_dir():
+            (datadir / name).mkdir(parents=True, exist_ok=True)
+        for path in (datadir, *datadir.rglob("*")):
+            if path.is_dir() and not path.is_symlink():
                 path.chmod(0o700)
-        (directory / "postmaster.pid").unlink(missing_ok=True)
+        (datadir / "postmaster.pid").unlink(missing_ok=True)
+        restored_paths.link_tablespaces(directory, datadir, manifest)
         version = manifest.get("database", {}).get("version", "")
         return [
             f"chown -R postgres:postgres {directory}",
-            f"runuser -u postgres -- pg_ctl -D {directory} -l {directory}/startup.log start   "
+            f"runuser -u postgres -- pg_ctl -D {datadir} -l {datadir}/startup.log start   "
             f"# PostgreSQL {version}; it replays the archived WAL to the end of the backup, then opens",
         ]
 
@@ -321,6 +345,17 @@ class PostgresEngine(DatabaseEngine):
                 if self._conn is not None:
                     self._conn.close()  # also drops the temporary slot
                 self._conn = None
+
+
+def _tablespace_on_host(location: Path) -> dict[str, Any]:
+    """Where a tablespace really is on this host, and its version directory (``PG_15_2022...``),
+    which a restore recreates even when the tablespace holds no file yet."""
+    real = location.resolve()
+    try:
+        versions = sorted(d.name for d in real.iterdir() if d.name.startswith("PG_") and d.is_dir())
+    except OSError:
+        versions = []
+    return {"host_path": str(real), "version_directories": versions}
 
 
 def _parse_label(labelfile: str) -> dict[str, str]:

@@ -377,20 +377,29 @@ def _temporary_relation(name: str) -> bool:
 class PostgresLedgerDatabase(LedgerDatabase):
     """A live PostgreSQL cluster as the contract suite's database.
 
-    ``url`` is the cluster's conninfo URL (never with a password), ``primary`` its data
-    directory on this host (the directory splitmirror mirrors and a restore recreates,
-    ``backup_label`` at its root), ``options`` the engine's ``[database]`` keys.  Subclasses
+    ``url`` is the cluster's conninfo URL (never with a password), ``datadir`` its data
+    directory on this host, ``primary`` the directory splitmirror mirrors and a restore
+    recreates: the data directory itself, or a directory holding it and the tablespaces.
+    ``options`` are the engine's ``[database]`` keys.  Subclasses
     say how a restored copy is started: :class:`HostLedgerDatabase` with the host's binaries,
     ``ContainerLedgerDatabase`` (:mod:`splitmirror_postgresql.container`) in a fresh container."""
 
-    def __init__(self, url: str, primary: Path, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        datadir: Path,
+        options: Mapping[str, Any] | None = None,
+        *,
+        primary: Path | None = None,
+    ) -> None:
         self.url = url
-        self.primary = primary
+        self.datadir = datadir
+        self.primary = primary or datadir
         self.options = dict(options or {})
 
     @abc.abstractmethod
     def restored_server(self, directory: Path) -> contextlib.AbstractContextManager[RestoredServer]:
-        """Start the data directory restored into ``directory``; stop it on leaving, pass or fail."""
+        """Start the restored data directory ``directory``; stop it on leaving, pass or fail."""
 
     def create_ledger(self) -> None:
         ledger.create_ledger(self.url)
@@ -441,7 +450,7 @@ class PostgresLedgerDatabase(LedgerDatabase):
         Files created after the session by the live server (a visibility map autovacuum makes,
         say) would show up here too; the test clusters are idle outside the drill, which checks
         rows rather than names."""
-        datadir = self.primary
+        datadir = self.datadir
         found: set[Path] = set()
         for top, dirs, files in os.walk(datadir, followlinks=True):
             rel = Path(top).relative_to(datadir)
@@ -461,7 +470,7 @@ class PostgresLedgerDatabase(LedgerDatabase):
     def restored_ledger(self, directory: Path, manifest: Mapping[str, Any]) -> RestoredLedger:
         """Start the restored copy (:meth:`restored_server`), which must finish recovery, run
         pg_amcheck on it and read the ledger; the server is stopped again before returning."""
-        with self.restored_server(directory) as server:
+        with self.restored_server(directory / self.datadir.relative_to(self.primary)) as server:
             ok, text = server.amcheck()
             rows = ledger.ledger_rows(server.conninfo)
         return RestoredLedger(ok, text, rows)
@@ -490,8 +499,8 @@ class _HostRestored:
 class HostLedgerDatabase(PostgresLedgerDatabase):
     """A :class:`HostPostgres` cluster; restored copies run with the same host binaries."""
 
-    def __init__(self, server: HostPostgres) -> None:
-        super().__init__(server.conninfo, server._require_datadir())
+    def __init__(self, server: HostPostgres, *, primary: Path | None = None) -> None:
+        super().__init__(server.conninfo, server._require_datadir(), primary=primary)
         self.server = server
 
     @contextlib.contextmanager
