@@ -381,3 +381,34 @@ def test_collected_files_are_read_from_the_primary_after_the_window(
     with tarfile.open(summary.archive if summary else "") as tar:
         assert tar.extractfile("late-redo.log").read() == b"written after the split"  # type: ignore[union-attr]
         assert not (session.config.mirror.mirror / "late-redo.log").exists()
+
+
+class MoveAside:
+    """In the window, after DISCOVER: moves a database file away (the test puts it back)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.aside = path, path.with_name(path.name + ".aside")
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        if phase is Phase.PREPARE:
+            self.path.rename(self.aside)
+
+
+@pytest.mark.parametrize("mode", ["freeze", "hot-backup"])
+def test_a_file_vanishing_in_the_window_fails_the_session_with_one_sentence(
+    mode: str, ledger: Path, make_config: Any, hooks: Hooks
+) -> None:
+    """SQLite's files may not vanish (no engine said they may): the image would be incomplete."""
+    config = make_config(mode=mode)
+    mover = MoveAside(ledger)
+    try:
+        with pytest.raises(SessionFailed) as failure:
+            run(config, hooks, mover)
+    finally:
+        mover.aside.rename(ledger)
+    assert failure.value.phase == "CHECK"
+    assert f"{ledger} vanished during the window (1 file(s) in all)" in failure.value.reason
+    assert writable_now(ledger)
+    assert not list((config.mirror.primary.parent / "archives").iterdir()), "no archive on failure"
+    assert Session(config, hooks).run().status == "DONE"

@@ -39,11 +39,18 @@ class DatabaseFile:
     ``logical_key`` orders the archive (claim 12): a tuple the plugin chooses, e.g. PostgreSQL's
     (tablespace, database, relfilenode, segment) or SQLite's (0,) for the main file.  ``role`` is
     free text for people (``data``, ``wal``, ``journal``, ``label``...).
+
+    ``may_vanish``: the database may remove this file while the session runs and its redo log
+    recreates or removes it at restore (PostgreSQL's relation files under HOT_BACKUP: a table
+    dropped during the backup).  Such a file missing at CHECK or from the split mirror is left
+    out and listed in the session's stats (``vanished``), as pg_basebackup does; any other file
+    missing fails the session.
     """
 
     path: Path
     logical_key: tuple[int | str, ...]
     role: str = "data"
+    may_vanish: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

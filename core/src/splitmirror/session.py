@@ -35,6 +35,7 @@ from .errors import (
     PluginError,
     PreflightError,
     SessionFailed,
+    SplitmirrorError,
     WindowExceeded,
     first_line,
 )
@@ -384,6 +385,13 @@ class Session:
         self.stats["final_sync"] = dataclasses.asdict(stats)
 
     def _check(self) -> None:
+        self._leave_out_vanished(lambda f: not os.path.lexists(f.path))
+        missing = [f.path for f in self.files if not os.path.lexists(f.path)]
+        if missing:
+            raise SplitmirrorError(
+                f"{missing[0]} vanished during the window ({len(missing)} file(s) in all), although the "
+                "database said it uses it; the image would be incomplete, so the session stops"
+            )
         result = self._filemap.check(f.path for f in self.files)
         self.stats["check"] = dataclasses.asdict(result)
         with self._guard.deferred():
@@ -398,8 +406,18 @@ class Session:
         self._quiesced = False
         self._close_window()
 
+    def _leave_out_vanished(self, vanished: Callable[[DatabaseFile], bool]) -> None:
+        """Drop the files the engine said may vanish and that did; remember which (stats)."""
+        gone = [f for f in self.files if f.may_vanish and vanished(f)]
+        if gone:
+            self.files = [f for f in self.files if f not in gone]
+            names = self.stats.setdefault("vanished", [])
+            names.extend(str(f.path) for f in gone)
+
     def _backup(self) -> None:
         assert self.target and self.mirror and self.catalog and self.id and self.unquiesced
+        mirror = self.mirror
+        self._leave_out_vanished(lambda f: not mirror.exists_in_split(f.path))
         writer = ArchiveWriter(self.target, uid=os.getuid(), gid=os.getgid())
         window_files = sorted(self.unquiesced.window_files, key=lambda f: logical_order(f.logical_key))
         collected = sorted(self.unquiesced.collected_files, key=lambda f: logical_order(f.logical_key))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 
+from splitmirror import impl
 from splitmirror.errors import PreflightError, SessionFailed
+from splitmirror.phases import Phase
+from splitmirror.restore import restore_archive
+from splitmirror.session import Session
 from splitmirror.testing import SessionRunner
 from splitmirror.testing.contract import Fault
 from splitmirror_postgresql.layout import logical_key, wal_segments
@@ -114,3 +120,52 @@ def test_a_long_transaction_does_not_block_hot_backup(
         long_running.rollback()
     assert summary.status == "DONE"
     assert summary.window_ms is not None and summary.window_ms < 10_000
+
+
+class DropTable:
+    """In the window, after DISCOVER listed its files: DROP TABLE, then CHECKPOINT, which is
+    when PostgreSQL unlinks a dropped relation's main fork (its other forks go at once)."""
+
+    def __init__(self, url: str, table: str) -> None:
+        self.url, self.table = url, table
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        if phase is Phase.PREPARE:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(f"DROP TABLE {self.table}")
+                conn.execute("CHECKPOINT")
+
+
+@pytest.mark.parametrize("contract_mode", ["freeze", "hot-backup"])  # conftest: FREEZE on a loop disk
+def test_a_table_dropped_in_the_window_is_left_out_and_the_restore_recovers(
+    contract_mode: str, splitmirror_database: PostgresLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    """pg_basebackup's behaviour: files that vanish while the server runs are left out; the
+    restore's recovery drops the table too.  (Until SPLIT freezes the filesystem the server runs
+    in FREEZE as well.)"""
+    splitmirror_database.create_ledger()
+    with psycopg.connect(splitmirror_database.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE doomed (id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO doomed SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+        conn.execute("VACUUM doomed")  # visibility and free-space maps: more files to vanish
+        relative = conn.execute(
+            "SELECT pg_relation_filepath(c.oid) FROM pg_class c WHERE c.relname IN ('doomed', 'doomed_pkey')"
+        ).fetchall()
+    files = [splitmirror_database.datadir / row[0] for row in relative]
+    assert all(path.exists() for path in files)
+
+    summary = splitmirror_session.run(
+        splitmirror_database, contract_mode, DropTable(splitmirror_database.url, "doomed")
+    )
+    assert summary.status == "DONE"
+    assert not any(path.exists() for path in files), "the drop really removed the files"
+    vanished = set(summary.stats.get("vanished", []))
+    assert {str(path) for path in files} <= vanished, vanished
+
+    target = splitmirror_session.workspace.root / "restored"
+    manifest = restore_archive(Path(summary.archive or ""), target).manifest
+    ledger_check = splitmirror_database.restored_ledger(target, manifest)
+    assert ledger_check.integrity_ok, ledger_check.integrity
+    with splitmirror_database.restored_server(target) as server, psycopg.connect(server.conninfo) as conn:
+        assert conn.execute("SELECT to_regclass('doomed')").fetchone() == (None,)

@@ -76,6 +76,14 @@ class MirrorProvider(abc.ABC):
     def reestablish(self) -> None:
         """CLEANUP: resume mirroring (or release the mirror); also called on failure paths."""
 
+    def exists_in_split(self, primary_path: Path) -> bool:
+        """Whether the split image holds ``primary_path`` (providers may answer faster)."""
+        try:
+            self.open_split_copy(primary_path).close()
+        except FileNotFoundError:
+            return False
+        return True
+
     def relative(self, primary_path: Path) -> Path:
         """``primary_path`` relative to the primary root; a :class:`ValueError` if outside it."""
         return primary_path.resolve().relative_to(self.primary.resolve())

@@ -226,7 +226,11 @@ class PostgresEngine(DatabaseEngine):
             relative = path.relative_to(datadir)
             key = layout.logical_key(relative)
             role = "wal" if key[0] == 2 else ("data" if key[0] == 0 else "cluster")
-            files.append(DatabaseFile(path, key, role))
+            # The server keeps working until the split (FREEZE freezes the filesystem only then):
+            # a table dropped now, a WAL segment a checkpoint recycles, lose their files, and
+            # replay drops them in the restore too.  pg_control never goes away.
+            may_vanish = relative != layout.PG_CONTROL
+            files.append(DatabaseFile(path, key, role, may_vanish=may_vanish))
         return files
 
     def freeze_paths(self, mode: Mode) -> list[Path]:

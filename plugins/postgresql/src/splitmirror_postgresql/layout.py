@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 DEFAULT_TABLESPACE, GLOBAL_TABLESPACE = 1663, 1664
+#: The control file: a restore cannot start without it, so it may never vanish from a backup.
+PG_CONTROL = Path("global/pg_control")
 
 #: Files never copied (the server recreates them or they describe the running server).
 EXCLUDED_FILES = frozenset({"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map"})
