@@ -89,3 +89,25 @@ def test_a_wrong_password_is_one_sentence_and_touches_nothing(
         splitmirror_session.workspace.mirror.iterdir()
     )
     assert database.accepts_writes()
+
+
+def test_the_restore_says_how_to_start_the_copy_in_a_container(
+    container_postgres: ContainerPostgres, splitmirror_session: SessionRunner
+) -> None:
+    database = ContainerLedgerDatabase(container_postgres)
+    database.create_ledger()
+    summary = splitmirror_session.run(database, "hot-backup")
+    target = splitmirror_session.workspace.root / "restored"
+    result = CliRunner().invoke(
+        main,
+        [
+            "restore",
+            str(summary.id),
+            "--to",
+            str(target),
+            "--catalog",
+            str(splitmirror_session.workspace.catalog),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"docker run -d -v {target}:/var/lib/postgresql/data IMAGE" in result.output, result.output

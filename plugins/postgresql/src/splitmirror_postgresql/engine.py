@@ -335,11 +335,20 @@ class PostgresEngine(DatabaseEngine):
         (datadir / "postmaster.pid").unlink(missing_ok=True)
         restored_paths.link_tablespaces(directory, datadir, manifest)
         version = manifest.get("database", {}).get("version", "")
-        return [
+        steps = [
             f"chown -R postgres:postgres {directory}",
             f"runuser -u postgres -- pg_ctl -D {datadir} -l {datadir}/startup.log start   "
             f"# PostgreSQL {version}; it replays the archived WAL to the end of the backup, then opens",
         ]
+        metadata = manifest.get("metadata", {})
+        server_path = metadata.get("data_directory")
+        if server_path and metadata.get("data_directory_host") not in (None, server_path):
+            # The server saw its files elsewhere (path_map): it ran in a container.
+            steps.append(
+                f"# or, as the server ran in a container: docker run -d -v {datadir}:{server_path} IMAGE   "
+                "# the server's image; it hands the files to its postgres user"
+            )
+        return steps
 
     def close(self) -> None:
         if self._conn is not None:
