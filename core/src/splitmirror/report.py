@@ -49,6 +49,16 @@ def print_summary(console: Console, summary: SessionSummary) -> None:
     )
     if summary.archive:
         console.print(f"archive {summary.archive}")
+    if summary.label:
+        console.print(f"label {escape(summary.label)}")
+    if summary.redo_range:
+        # The database's own positions: WAL LSNs, binary log file/position and GTIDs.
+        positions = ", ".join(f"{key} {value}" for key, value in summary.redo_range.items())
+        console.print(f"positions {escape(positions)}", soft_wrap=True)
+    vanished = summary.stats.get("vanished") or []
+    if vanished:
+        count = len(vanished)
+        console.print(f"left out {count} file(s) the database removed during the session (--json lists them)")
     if summary.status == "FAILED":
         console.print(f"[red]failed in {summary.failed_phase}: {escape(summary.error or '')}[/red]")
 

@@ -1,0 +1,1 @@
+"""splitmirror-mysql: the MySQL and MariaDB engine."""

@@ -1,0 +1,431 @@
+"""The MySQL / MariaDB engine (reference/databases.md sections 2 and 3): one engine, two flavours.
+
+InnoDB cannot be repaired from a copy taken file by file: its redo log is circular and records
+checkpoints the copied pages may not reflect.  So in **both** modes SPLIT freezes every
+filesystem holding the data directory, InnoDB's files and the binary logs, and the mirror is
+an atomic crash image that a plain server start recovers.  The modes differ in what the
+database does until that instant:
+
+* **FREEZE** holds commits for the window: MariaDB ``BACKUP STAGE`` up to ``BLOCK_COMMIT``
+  (or ``FLUSH TABLES WITH READ LOCK``, ``freeze_lock = "ftwrl"``), MySQL ``FLUSH TABLES WITH READ
+  LOCK``.  The binary log position read under that lock is exactly the image's.
+* **HOT_BACKUP** blocks only DDL (MariaDB ``BACKUP STAGE BLOCK_DDL``; MySQL ``LOCK INSTANCE FOR
+  BACKUP``, with ``innodb_redo_log_archive_start`` when ``innodb_redo_log_archive_dirs`` is
+  set): transactions commit until the filesystem freeze, which lasts milliseconds.  The position
+  is read just before the split, so the image may hold a few later commits; the restored
+  server's own ``SHOW BINLOG STATUS`` after recovery is exact.
+
+Every lock is taken through :mod:`.locks`: bounded by ``lock_timeout`` and a watchdog, never
+leaving the server queued behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import pymysql
+
+from splitmirror.config import Duration, redact_url
+from splitmirror.engine import DatabaseEngine, DatabaseFile, PreflightProblem, ServerInfo, UnquiesceResult
+from splitmirror.errors import PreflightError, first_line
+from splitmirror.fsfreeze import mount_point
+from splitmirror.phases import Mode
+
+from . import layout, locks
+from .connection import UrlError, connect
+
+log = logging.getLogger(__name__)
+
+MARIADB, MYSQL = "MariaDB", "MySQL"
+
+
+class MysqlOptions(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    #: Server path → host path, for servers in containers (``"/var/lib/mysql" = "/srv/mysql"``).
+    path_map: dict[str, Path] = {}
+    #: An option file whose ``[client]`` group holds the password (default ``~/.my.cnf``).
+    option_file: Path | None = None
+    connect_timeout: Duration = 10.0
+    #: How long one lock statement may wait before the session gives up and releases the server.
+    lock_timeout: Duration = 5.0
+    #: ``check`` and INIT refuse while a statement has been running this long (it would block the lock).
+    long_query_threshold: Duration = 10.0
+    #: MariaDB's FREEZE lock: ``BACKUP STAGE`` (default) or ``FLUSH TABLES WITH READ LOCK``.
+    freeze_lock: Literal["backup-stage", "ftwrl"] = "backup-stage"
+
+
+class MysqlEngine(DatabaseEngine):
+    name = "mysql"
+    url_schemes = ("mysql", "mariadb")
+    options_model = MysqlOptions
+
+    def __init__(self, url: str, options: pydantic.BaseModel) -> None:
+        super().__init__(url, options)
+        assert isinstance(options, MysqlOptions)
+        self.settings = options
+        self._conn: locks.Connection | None = None
+        self._mode: Mode | None = None
+        self._held: str | None = None  # "backup-stage", "ftwrl" or "instance"
+        self._redo_archive = False
+        self.flavour = ""
+        self.version: tuple[int, ...] = ()
+        self.variables: dict[str, Any] = {}
+        self.positions: dict[str, Any] = {}
+
+    # -- connection and facts -------------------------------------------------------------
+
+    def _connect(self) -> locks.Connection:
+        return connect(
+            self.url,
+            option_file=self.settings.option_file,
+            timeout=self.settings.connect_timeout,
+            database="",
+        )
+
+    @property
+    def conn(self) -> locks.Connection:
+        assert self._conn is not None, "connect() first"
+        return self._conn
+
+    def _rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cursor:
+            cursor.execute(sql, params or None)
+            return list(cursor.fetchall())
+
+    def _one(self, sql: str, *params: Any) -> Any:
+        rows = self._rows(sql, *params)
+        return rows[0][0] if rows else None
+
+    def connect(self) -> ServerInfo:
+        try:
+            self._conn = self._connect()
+        except UrlError as error:
+            raise PreflightError(str(error)) from None
+        except pymysql.Error as error:
+            raise PreflightError(
+                f"cannot connect to MySQL/MariaDB at {redact_url(self.url)}: {_message(error)}; "
+                "check the URL, that the server is running, and MYSQL_PWD or the option file"
+            ) from None
+        version, comment = self._rows("SELECT VERSION(), @@version_comment")[0]
+        self.flavour = MARIADB if self._is_mariadb(str(version), str(comment)) else MYSQL
+        self.version = tuple(int(n) for n in re.findall(r"\d+", str(version))[:3])
+        names = [
+            "datadir", "innodb_data_home_dir", "innodb_log_group_home_dir", "innodb_undo_directory",
+            "log_bin", "log_bin_basename",
+        ]  # fmt: skip
+        if self.flavour == MYSQL:
+            names += ["innodb_redo_log_archive_dirs"]
+        with self.conn.cursor() as cursor:
+            cursor.execute("SELECT " + ", ".join(f"@@{name}" for name in names))
+            self.variables = dict(zip(names, cursor.fetchone() or (), strict=False))
+        return ServerInfo("mysql", str(version), f"{self.flavour} ({comment})" if comment else self.flavour)
+
+    def _is_mariadb(self, version: str, comment: str) -> bool:
+        """VERSION() can be overridden, so a MariaDB-only variable decides (reference 3.3)."""
+        if "mariadb" in version.lower() or "mariadb" in comment.lower():
+            return True
+        try:
+            self._one("SELECT @@aria_block_size")
+            return True
+        except pymysql.err.OperationalError:
+            return False
+
+    def host_path(self, server_path: str | Path) -> Path:
+        """Where a server path is on this host (``path_map``, longest prefix first)."""
+        path = os.path.normpath(str(server_path))
+        for prefix in sorted(self.settings.path_map, key=len, reverse=True):
+            clean = os.path.normpath(prefix)
+            if path == clean or path.startswith(clean.rstrip("/") + "/"):
+                return self.settings.path_map[prefix] / os.path.relpath(path, clean)
+        return Path(path)
+
+    def _server_dir(self, name: str) -> Path | None:
+        """A directory variable, relative values taken from the data directory as the server does."""
+        value = self.variables.get(name)
+        if not value:
+            return None
+        return Path(os.path.normpath(os.path.join(str(self.variables["datadir"]), str(value))))
+
+    @property
+    def datadir(self) -> Path:
+        return self.host_path(str(self.variables["datadir"]))
+
+    def roots(self) -> list[Path]:
+        """Every host directory holding the database's files: data, InnoDB's, binary logs."""
+        server_dirs = [Path(str(self.variables["datadir"]))]
+        for name in ("innodb_data_home_dir", "innodb_log_group_home_dir", "innodb_undo_directory"):
+            found = self._server_dir(name)
+            if found is not None:
+                server_dirs.append(found)
+        if self.variables.get("log_bin_basename"):
+            server_dirs.append(Path(str(self.variables["log_bin_basename"])).parent)
+        roots: list[Path] = []
+        for server_dir in server_dirs:
+            host = self.host_path(server_dir)
+            if not any(host == r or host.is_relative_to(r) for r in roots):
+                roots = [r for r in roots if not r.is_relative_to(host)] + [host]
+        return roots
+
+    @property
+    def binlog_basename(self) -> str | None:
+        base = self.variables.get("log_bin_basename")
+        return str(self.host_path(str(base))) if base else None
+
+    # -- preflight ------------------------------------------------------------------------
+
+    def preflight(self, mode: Mode) -> list[PreflightProblem]:
+        problems: list[PreflightProblem] = []
+        minimum = (10, 4, 1) if self.flavour == MARIADB else (8, 0, 17)
+        if self.version < minimum:
+            problems.append(
+                PreflightProblem(
+                    f"{self.flavour} {'.'.join(map(str, self.version))} is not supported",
+                    f"use {self.flavour} {'.'.join(map(str, minimum))} or newer",
+                )
+            )
+        problems += self._privilege_problems(mode)
+        if not self.datadir.is_dir() or not os.access(self.datadir, os.R_OK | os.X_OK):
+            problems.append(
+                PreflightProblem(
+                    f"the data directory {self.variables['datadir']} is not readable here as {self.datadir}",
+                    "run splitmirror as root on the database host, or set [database] path_map for a server "
+                    "in a container",
+                )
+            )
+        problems += self._long_query_problems()
+        if os.geteuid() != 0:
+            problems.append(
+                PreflightProblem(
+                    "InnoDB needs an atomic split, so both modes freeze the data filesystem, "
+                    "which needs root",
+                    "run splitmirror as root",
+                )
+            )
+        for path in self.freeze_paths(mode):
+            if path.exists() and mount_point(path) == Path("/"):
+                problems.append(
+                    PreflightProblem(
+                        f"{path} is on the root filesystem, which cannot be frozen for the split "
+                        "InnoDB needs",
+                        "put the data directory, InnoDB's files and the binary logs on their own filesystem",
+                    )
+                )
+        return problems
+
+    def _grants(self) -> set[str]:
+        """Global privileges of the current account (``ALL PRIVILEGES`` kept as such)."""
+        privileges: set[str] = set()
+        for (line,) in self._rows("SHOW GRANTS"):
+            match = re.match(r"GRANT (.+?) ON \*\.\* TO", str(line))
+            if match:
+                privileges |= {p.strip().upper() for p in match[1].split(",")}
+        return privileges
+
+    def _privilege_problems(self, mode: Mode) -> list[PreflightProblem]:
+        needed = ["RELOAD"]
+        if self.flavour == MYSQL and mode is Mode.HOT_BACKUP:
+            needed.append("BACKUP_ADMIN")
+            if self.variables.get("innodb_redo_log_archive_dirs"):
+                needed.append("INNODB_REDO_LOG_ARCHIVE")
+        granted = self._grants()
+        if "ALL PRIVILEGES" in granted:
+            return []
+        account = str(self._one("SELECT CURRENT_USER()"))
+        user, _, host = account.rpartition("@")
+        return [
+            PreflightProblem(
+                f"account {account} lacks the {privilege} privilege",
+                f"GRANT {privilege} ON *.* TO '{user}'@'{host}'",
+            )
+            for privilege in needed
+            if privilege not in granted
+        ]
+
+    def _long_query_problems(self) -> list[PreflightProblem]:
+        threshold = self.settings.long_query_threshold
+        running = locks.other_sessions(
+            self.conn, locks.connection_id(self.conn), min_seconds=threshold, busy_only=True
+        )
+        return [
+            PreflightProblem(
+                f"{described} has been running for over {threshold:g} s, and the backup lock would queue "
+                "behind it and stall every writer",
+                "wait for it to finish, end it (KILL), or raise [database] long_query_threshold",
+            )
+            for described in running
+        ]
+
+    # -- files ----------------------------------------------------------------------------
+
+    def layout(self) -> list[Path]:
+        if "datadir" not in self.variables:
+            return []
+        return [path for _root, path in layout.walk(self.roots(), self.binlog_basename)]
+
+    def discover(self) -> list[DatabaseFile]:
+        files = []
+        for root, path in layout.walk(self.roots(), self.binlog_basename):
+            key = layout.logical_key(root, path, self.binlog_basename)
+            files.append(DatabaseFile(path, key, layout.role(key)))
+        return files
+
+    def freeze_paths(self, mode: Mode) -> list[Path]:
+        return self.roots() if "datadir" in self.variables else []
+
+    # -- the mode -------------------------------------------------------------------------
+
+    def _take(self, statement: str) -> None:
+        locks.take(self.conn, statement, self.settings.lock_timeout, self._connect)
+
+    def quiesce(self, mode: Mode) -> None:
+        self._mode = mode
+        if self.flavour == MARIADB and not (mode is Mode.FREEZE and self.settings.freeze_lock == "ftwrl"):
+            self._held = "backup-stage"
+            stages = ["START", "FLUSH", "BLOCK_DDL"] + (["BLOCK_COMMIT"] if mode is Mode.FREEZE else [])
+            for stage in stages:
+                self._take(f"BACKUP STAGE {stage}")
+        elif mode is Mode.FREEZE:
+            self._held = "ftwrl"
+            self._take("FLUSH TABLES WITH READ LOCK")
+        else:
+            self._held = "instance"
+            self._take("LOCK INSTANCE FOR BACKUP")
+            self._start_redo_archive()
+        if mode is Mode.FREEZE:
+            self.positions = self._positions(exact=True)
+
+    def _start_redo_archive(self) -> None:
+        """MySQL: archive the redo log for the window when ``innodb_redo_log_archive_dirs`` is set.
+        mysqld cannot replay this file itself; it is kept for tools that can (see docs)."""
+        dirs = str(self.variables.get("innodb_redo_log_archive_dirs") or "")
+        if not dirs:
+            log.warning(
+                "innodb_redo_log_archive_dirs is not set: the backup records binary log positions only"
+            )
+            return
+        label = dirs.split(";")[0].split(":")[0]
+        self._one("SELECT innodb_redo_log_archive_start(%s)", label)
+        self._redo_archive = True
+
+    def _positions(self, *, exact: bool) -> dict[str, Any]:
+        """Binary log file/position and GTID set, read under the lock."""
+        positions: dict[str, Any] = {"exact": exact}
+        try:
+            if self.flavour == MARIADB:
+                status = self._rows("SHOW BINLOG STATUS")
+                if status:
+                    positions.update(binlog_file=status[0][0], binlog_position=int(status[0][1]))
+                positions["gtid_binlog_pos"] = self._one("SELECT @@global.gtid_binlog_pos")
+            else:
+                local = self._one("SELECT LOCAL FROM performance_schema.log_status")
+                data = json.loads(local) if local else {}
+                positions.update(
+                    binlog_file=data.get("binary_log_file"),
+                    binlog_position=data.get("binary_log_position"),
+                    gtid_executed=data.get("gtid_executed"),
+                )
+        except pymysql.Error as error:
+            positions["error"] = _message(error)  # positions are for PITR; the image is still good
+        return positions
+
+    def prepare(self) -> Mapping[str, Any]:
+        if self._mode is Mode.HOT_BACKUP:
+            # Commits continue until the filesystem freeze, so this is read as late as possible.
+            self.positions = self._positions(exact=False)
+        return {
+            "flavour": self.flavour,
+            "datadir": self.variables.get("datadir"),
+            "datadir_host": str(self.datadir),
+            "binlog_basename": self.variables.get("log_bin_basename"),
+            "positions": self.positions,
+        }
+
+    def unquiesce(self) -> UnquiesceResult:
+        mode, self._mode = self._mode, None
+        self._release()
+        label = f"{self.flavour.lower()} {'freeze' if mode is Mode.FREEZE else 'hot-backup'} (crash image)"
+        return UnquiesceResult(label=label, redo_range=dict(self.positions))
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        statements = {
+            "backup-stage": "BACKUP STAGE END",
+            "ftwrl": "UNLOCK TABLES",
+            "instance": "UNLOCK INSTANCE",
+        }
+        if self._redo_archive:
+            self._redo_archive = False
+            self._one("SELECT innodb_redo_log_archive_stop()")
+        if held is not None:
+            self._one(statements[held])
+
+    def abort(self) -> None:
+        self._mode = None
+        if self._conn is None:
+            return
+        try:
+            self._release()
+        except pymysql.Error:
+            self._conn.close()  # a closed connection releases every lock it held
+            self._conn = None
+
+    @classmethod
+    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
+        """Remove what interrupted ALTERs leave (``#sql*``; the backup skips them, but a restore
+        into an old directory may meet some); print the start and point-in-time steps."""
+        for leftover in directory.rglob("#sql*"):
+            if leftover.is_file():
+                leftover.unlink()
+        metadata = manifest.get("metadata", {})
+        flavour = metadata.get("flavour", MARIADB)
+        server = "mariadbd" if flavour == MARIADB else "mysqld"
+        client, binlog_tool = (
+            ("mariadb", "mariadb-binlog") if flavour == MARIADB else ("mysql", "mysqlbinlog")
+        )
+        steps = [
+            f"chown -R mysql:mysql {directory}",
+            f"{server} --user=mysql --datadir={directory} &   # crash recovery, then it takes connections",
+        ]
+        server_dir = metadata.get("datadir")
+        if server_dir and os.path.normpath(str(server_dir)) != os.path.normpath(
+            str(metadata.get("datadir_host"))
+        ):
+            steps.append(
+                f"# or, as the server ran in a container: docker run -d -v {directory}:{server_dir} IMAGE"
+            )
+        positions = metadata.get("positions", {})
+        if positions.get("binlog_file"):
+            exact = (
+                ""
+                if positions.get("exact")
+                else " (HOT_BACKUP: use the restored server's SHOW BINLOG STATUS)"
+            )
+            steps.append(
+                f"# point in time: {binlog_tool} --start-position={positions['binlog_position']} "
+                f"{positions['binlog_file']} LATER_BINLOGS... | {client}{exact}"
+            )
+        return steps
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self.abort()
+            finally:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+
+
+def _message(error: BaseException) -> str:
+    """PyMySQL errors are ``(code, message)``; the message is what a DBA needs."""
+    if isinstance(error, pymysql.Error) and len(error.args) >= 2:
+        return first_line(Exception(f"{error.args[1]} ({error.args[0]})"))
+    return first_line(error)

@@ -1,0 +1,211 @@
+"""Test support: MariaDB / MySQL in containers, and the plugin's side of the contract suite.
+
+The server runs in a container (image from :func:`splitmirror.testing.containers.image_for`:
+upstream ``mariadb:10.11`` / ``mysql:8.4``, or ``splitmirror-offline/mariadb:10.11`` built from
+Debian's packages) with binary logging on and its data directory bind-mounted from a host disk;
+splitmirror runs on the host, connects over TCP as ``root`` with the password from an option
+file (``[client] password=``), and reads the files through ``path_map``.  Restored copies start
+in a *fresh* container, must finish crash recovery, and every table must pass ``CHECK TABLE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from splitmirror.testing import LedgerDatabase, RestoredLedger
+from splitmirror.testing.containers import ServerContainer, image_for
+
+from . import ledger
+from .connection import connect
+
+#: The data directory inside the official images (and ours).
+DATA = "/var/lib/mysql"
+PORT = 3306
+START_TIMEOUT = 120
+#: What each flavour's image calls its server binary and root-password variable.
+FLAVOURS = {"mariadb": ("mariadbd", "MARIADB_ROOT_PASSWORD"), "mysql": ("mysqld", "MYSQL_ROOT_PASSWORD")}
+
+
+def write_option_file(path: Path, password: str) -> Path:
+    """A ``[client]`` option file holding ``password`` (0600), as a DBA's ``~/.my.cnf``."""
+    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
+    path.write_text(f'[client]\npassword="{escaped}"\n')
+    path.chmod(0o600)
+    return path
+
+
+class ContainerMysql:
+    """``database`` (``mariadb`` or ``mysql``) ``version`` in a container on the host
+    directory ``datadir``: initialised when empty (root's password ``password``), started as it
+    is otherwise (a restore).  :meth:`start` returns once the server takes connections."""
+
+    def __init__(self, database: str, version: str, datadir: Path, password: str) -> None:
+        self.database, self.version = database, version
+        self.datadir = datadir
+        self.password = password
+        self.image = image_for(database, version)
+        self.container: ServerContainer | None = None
+
+    def start(self, *arguments: str) -> ContainerMysql:
+        binary, password_variable = FLAVOURS[self.database]
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.container = ServerContainer(
+            self.image,
+            port=PORT,
+            env={password_variable: self.password},
+            mounts={self.datadir: DATA},
+            command=[binary, "--log-bin=binlog", "--server-id=1", *arguments],
+        )
+        try:
+            self.container.start()
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.container is not None, "start() first"
+        return f"{self.database}://root@127.0.0.1:{self.container.host_port}/"
+
+    @property
+    def path_map(self) -> dict[str, str]:
+        return {DATA: str(self.datadir)}
+
+    def connection(self) -> Any:
+        """A root connection (password given directly: test code only)."""
+        assert self.container is not None, "start() first"
+        return pymysql.connect(
+            host="127.0.0.1", port=self.container.host_port, user="root", password=self.password,
+            autocommit=True, connect_timeout=2,
+        )  # fmt: skip
+
+    def _wait_until_ready(self) -> None:
+        assert self.container is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        last = "no answer yet"
+        while True:
+            if not self.container.running:
+                raise RuntimeError(
+                    f"the {self.image} container on {self.datadir} exited\n{self.container.logs()}"
+                )
+            try:
+                with self.connection() as conn, conn.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                    return
+            except pymysql.Error as error:
+                last = str(error)
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.image} on {self.datadir} did not take connections in {START_TIMEOUT} s ({last})\n"
+                    f"{self.container.logs()}"
+                )
+            time.sleep(0.3)
+
+    def check_tables(self) -> tuple[bool, str]:
+        """``CHECK TABLE`` on every base table outside the server's own virtual schemas:
+        ``(ok, "ok")``, or False with the complaints."""
+        complaints = []
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+                "WHERE TABLE_TYPE = 'BASE TABLE' "
+                "AND TABLE_SCHEMA NOT IN ('information_schema', 'performance_schema', 'sys')"
+            )
+            tables = cursor.fetchall()
+            for schema, name in tables:
+                cursor.execute(f"CHECK TABLE `{schema}`.`{name}`")
+                for _table, _op, kind, text in cursor.fetchall():
+                    if kind == "error" or (kind == "status" and text != "OK"):
+                        complaints.append(f"{schema}.{name}: {kind} {text}")
+        return (not complaints, "\n".join(complaints) or f"ok ({len(tables)} tables)")
+
+    def stop(self) -> None:
+        if self.container is not None:
+            self.container.stop()
+            self.container = None
+
+
+class MysqlLedgerDatabase(LedgerDatabase):
+    """A :class:`ContainerMysql` as the contract suite's database."""
+
+    def __init__(
+        self, server: ContainerMysql, option_file: Path, options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.server = server
+        self.option_file = option_file
+        self.url = server.url
+        self.primary = server.datadir
+        self.options = {"path_map": server.path_map, "option_file": str(option_file), **(options or {})}
+
+    def create_ledger(self) -> None:
+        ledger.create_ledger(self.url, self.option_file)
+
+    def writer_command(self, writer: int, acks: Path) -> list[str]:
+        return ledger.writer_command(self.url, acks, writer, self.option_file)
+
+    def accepts_writes(self, timeout: float = 3.0) -> bool:
+        """A committed write (insert and delete of a row no writer uses) within ``timeout``: in a
+        thread, because a server stuck on a frozen filesystem ignores statement timeouts."""
+        outcome: list[bool] = []
+
+        def attempt() -> None:
+            try:
+                with connect(self.url, option_file=self.option_file, timeout=2, database="") as conn:
+                    conn.autocommit(False)
+                    with conn.cursor() as cursor:
+                        cursor.execute("SET SESSION innodb_lock_wait_timeout = 1, lock_wait_timeout = 1")
+                        cursor.execute(
+                            f"INSERT INTO {ledger.DATABASE}.ledger (writer, seq) "
+                            "VALUES (-1, -CONNECTION_ID())"
+                        )
+                        cursor.execute(f"DELETE FROM {ledger.DATABASE}.ledger WHERE writer = -1")
+                    conn.commit()
+                outcome.append(True)
+            except pymysql.Error:
+                outcome.append(False)
+
+        thread = threading.Thread(target=attempt, name="accepts_writes", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        return bool(outcome) and outcome[0]
+
+    def files_in_use(self) -> set[Path]:
+        """Every file under the data directory but what the server recreates or what describes
+        the running process (the same list as the engine's, stated here on its own: pid and
+        socket files, the temporary tablespace, ``#sql`` leftovers)."""
+        found = set()
+        for path in self.primary.rglob("*"):
+            name = path.name
+            if not path.is_file() or "#innodb_temp" in path.parts:
+                continue
+            if name.endswith((".pid", ".sock")) or name.startswith(("ibtmp", "#sql")):
+                continue
+            found.add(path)
+        return found
+
+    @contextlib.contextmanager
+    def restored_server(self, directory: Path) -> Iterator[ContainerMysql]:
+        copy = ContainerMysql(self.server.database, self.server.version, directory, self.server.password)
+        try:
+            yield copy.start()
+        finally:
+            copy.stop()
+
+    def restored_ledger(self, directory: Path, manifest: Mapping[str, Any]) -> RestoredLedger:
+        with self.restored_server(directory) as server:
+            ok, text = server.check_tables()
+            rows: dict[int, set[int]] = {}
+            with server.connection() as conn, conn.cursor() as cursor:
+                cursor.execute(f"SELECT writer, seq FROM {ledger.DATABASE}.ledger")
+                for writer, seq in cursor.fetchall():
+                    rows.setdefault(int(writer), set()).add(int(seq))
+        return RestoredLedger(ok, text, rows)
