@@ -270,10 +270,20 @@ class MysqlEngine(DatabaseEngine):
             return []
         return [path for _root, path in layout.walk(self.roots(), self.binlog_basename)]
 
+    def _space_ids(self) -> dict[Path, int]:
+        """``.ibd`` path on this host → InnoDB space id, from the server's dictionary."""
+        table = "INNODB_SYS_TABLESPACES" if self.flavour == MARIADB else "INNODB_TABLESPACES"
+        try:
+            rows = self._rows(f"SELECT NAME, SPACE FROM information_schema.{table} WHERE SPACE > 0")
+        except pymysql.Error:
+            return {}  # ordering falls back to page 0; the backup itself does not depend on it
+        return {self.datadir / f"{name}.ibd": int(space) for name, space in rows}
+
     def discover(self) -> list[DatabaseFile]:
         files = []
+        space_ids = self._space_ids()
         for root, path in layout.walk(self.roots(), self.binlog_basename):
-            key = layout.logical_key(root, path, self.binlog_basename)
+            key = layout.logical_key(root, path, self.binlog_basename, space_ids)
             files.append(DatabaseFile(path, key, layout.role(key)))
         return files
 

@@ -1,11 +1,11 @@
 """MySQL's and MariaDB's files as a backup sees them: which to leave out, the logical order.
 
-Logical order: InnoDB tablespaces (``.ibd``) by space id, read from page 0 as InnoDB itself
-identifies them; then the other table files (``.frm``, Aria, MyISAM, options) by name; then the
-system tablespace, undo tablespaces, the redo log and doublewrite files; then the binary logs
-and their index.  Left out: what the server recreates or what only describes the running
-process (the temporary tablespace, session temporary tablespaces, pid and socket files,
-``#sql`` intermediate files of interrupted ALTERs).
+Logical order: InnoDB tablespaces (``.ibd``) by space id, as the server reports it (page 0 of a
+new table may not be flushed yet, so the file alone is the fallback); then the other table
+files (``.frm``, Aria, MyISAM, options) by name; then the system tablespace, undo tablespaces,
+the redo log and doublewrite files; then the binary logs and their index.  Left out: what the
+server recreates or what only describes the running process (the temporary tablespace, session
+temporary tablespaces, pid and socket files, ``#sql`` intermediate files of interrupted ALTERs).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 #: Offset of FIL_PAGE_ARCH_LOG_NO_OR_SPACE_ID in an InnoDB page header: the space id.
@@ -65,7 +65,11 @@ def is_binlog(path: Path, binlog_basename: str | None) -> bool:
     )
 
 
-def logical_key(root: Path, path: Path, binlog_basename: str | None) -> tuple[int | str, ...]:
+def logical_key(
+    root: Path, path: Path, binlog_basename: str | None, space_ids: Mapping[Path, int] | None = None
+) -> tuple[int | str, ...]:
+    """``space_ids`` is the server's own map (``.ibd`` path → space id); a file it does not
+    know is identified by page 0, which holds the id once InnoDB has flushed it."""
     relative = str(path.relative_to(root))
     if is_binlog(path, binlog_basename):
         return (3, path.name)
@@ -73,8 +77,8 @@ def logical_key(root: Path, path: Path, binlog_basename: str | None) -> tuple[in
         if pattern.match(path.name):
             return (2, rank, relative)
     if path.suffix == ".ibd":
-        sid = space_id(path)
-        return (0, sid if sid is not None else 0xFFFFFFFF, relative)
+        sid = (space_ids or {}).get(path) or space_id(path)
+        return (0, sid or 0xFFFFFFFF, relative)
     return (1, relative)
 
 

@@ -1,0 +1,252 @@
+"""The MySQL/MariaDB engine against a real server: bad input, long queries and lock timeouts,
+positions, discovery, restore steps."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from click.testing import CliRunner
+from splitmirror_mysql.engine import MysqlEngine, MysqlOptions
+from splitmirror_mysql.ledger import DATABASE
+from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
+
+from splitmirror.catalog import SqliteCatalog
+from splitmirror.cli import main
+from splitmirror.errors import PreflightError, SessionFailed
+from splitmirror.restore import restore_archive
+from splitmirror.testing import SessionRunner
+
+
+def check(runner: SessionRunner, database: MysqlLedgerDatabase, mode: str = "freeze") -> tuple[int, str]:
+    config = runner.config(database, mode)
+    result = CliRunner().invoke(main, ["check", str(config.source)])
+    return result.exit_code, result.output.strip()
+
+
+def one_sentence(output: str) -> str:
+    assert "Traceback" not in output and len(output.splitlines()) == 1, output
+    return output
+
+
+def test_a_password_in_the_url_is_refused_without_echoing_it() -> None:
+    engine = MysqlEngine("mariadb://root:hunter2@127.0.0.1:3306/", MysqlOptions())
+    with pytest.raises(
+        PreflightError, match="carries a password; remove it and put the password in MYSQL_PWD"
+    ) as e:
+        engine.connect()
+    assert "hunter2" not in str(e.value)
+
+
+def test_a_wrong_password_is_one_sentence(
+    splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    splitmirror_database.create_ledger()
+    write_option_file(splitmirror_database.option_file, "wrong")
+    code, output = check(splitmirror_session, splitmirror_database)
+    assert code != 0
+    assert "Access denied for user 'root'" in one_sentence(output) and "option file" in output
+    assert "wrong" not in output.replace("wrong password", "")
+
+
+def test_a_missing_privilege_names_the_grant(
+    server: ContainerMysql, splitmirror_session: SessionRunner, option_file: Path
+) -> None:
+    with server.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE USER 'weak'@'%' IDENTIFIED BY 'weak-pw'")
+        cursor.execute("GRANT SELECT, PROCESS ON *.* TO 'weak'@'%'")
+    weak = MysqlLedgerDatabase(server, write_option_file(option_file.with_name("weak.cnf"), "weak-pw"))
+    weak.url = weak.url.replace("root@", "weak@")
+    code, output = check(splitmirror_session, weak, "hot-backup")
+    assert code == 3, output
+    assert "account weak@% lacks the RELOAD privilege" in output
+    assert "GRANT RELOAD ON *.* TO 'weak'@'%'" in output
+    if server.database == "mysql":
+        assert "GRANT BACKUP_ADMIN ON *.* TO 'weak'@'%'" in output
+
+
+def test_a_server_that_is_down_is_one_sentence(
+    splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner, server: ContainerMysql
+) -> None:
+    server.stop()
+    code, output = check(splitmirror_session, splitmirror_database)
+    assert code != 0
+    assert "cannot connect to MySQL/MariaDB at mariadb://root@127.0.0.1" in one_sentence(output) or (
+        "cannot connect to MySQL/MariaDB at mysql://root@127.0.0.1" in output
+    )
+
+
+class Busy:
+    """Another client holding the server: runs ``statements`` on its own connection in a thread,
+    the last one long; :meth:`end` kills it."""
+
+    def __init__(self, server: ContainerMysql, *statements: str) -> None:
+        self.server = server
+        self.conn = server.connection()
+        with self.conn.cursor() as cursor:
+            cursor.execute("SELECT CONNECTION_ID()")
+            row = cursor.fetchone()
+        self.ident = int(row[0]) if row else 0
+        self.thread = threading.Thread(target=self._run, args=(statements,), daemon=True)
+        self.thread.start()
+        time.sleep(1.2)  # long enough to show up with TIME >= 1 in the process list
+
+    def _run(self, statements: tuple[str, ...]) -> None:
+        try:
+            with self.conn.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        except pymysql.Error:
+            pass  # killed by end()
+
+    def end(self) -> None:
+        with self.server.connection() as other, other.cursor() as cursor:
+            cursor.execute(f"KILL {self.ident}")
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def busy(server: ContainerMysql) -> Iterator[list[Busy]]:
+    started: list[Busy] = []
+    yield started
+    for client in started:
+        client.end()
+
+
+def test_check_names_a_long_running_statement(
+    splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner, busy: list[Busy]
+) -> None:
+    splitmirror_database.create_ledger()
+    busy.append(Busy(splitmirror_database.server, "SELECT SLEEP(60)"))
+    database = MysqlLedgerDatabase(
+        splitmirror_database.server, splitmirror_database.option_file, {"long_query_threshold": "1s"}
+    )
+    code, output = check(splitmirror_session, database)
+    assert code == 3, output
+    assert f"connection {busy[0].ident} (root@" in output and "'SELECT SLEEP(60)'" in output
+    assert "has been running for over 1 s" in output and "KILL" in output
+
+
+def write_elsewhere(server: ContainerMysql) -> float:
+    """Seconds a committed write to a table nobody locks takes (the server is not blocked)."""
+    started = time.monotonic()
+    with server.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("SET SESSION lock_wait_timeout = 2, innodb_lock_wait_timeout = 2")
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {DATABASE}.elsewhere (id INT) ENGINE=InnoDB")
+        cursor.execute(f"INSERT INTO {DATABASE}.elsewhere VALUES (1)")
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("mode", ["freeze", "hot-backup"])
+def test_a_lock_held_by_another_client_times_out_cleanly(
+    mode: str, splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner, busy: list[Busy]
+) -> None:
+    """LOCK TABLES ... WRITE held by an idle client blocks BACKUP STAGE / FTWRL: the session
+    waits lock_timeout, names the client, releases everything; the server keeps taking writes,
+    and the next session runs once the client is gone."""
+    splitmirror_database.create_ledger()
+    write_elsewhere(splitmirror_database.server)
+    server = splitmirror_database.server
+    busy.append(Busy(server, f"LOCK TABLES {DATABASE}.ledger WRITE", "SELECT SLEEP(60)"))
+    database = MysqlLedgerDatabase(
+        server, splitmirror_database.option_file, {"lock_timeout": "2s", "long_query_threshold": "1h"}
+    )
+    started = time.monotonic()
+    with pytest.raises(SessionFailed) as failure:
+        splitmirror_session.run(database, mode)
+    assert time.monotonic() - started < 15
+    assert failure.value.phase == "QUIESCE"
+    assert "waited 2 s for a lock held by" in failure.value.reason
+    assert f"connection {busy[0].ident} (root@" in failure.value.reason, failure.value.reason
+    assert write_elsewhere(server) < 1.0, "the server must keep taking writes"
+    row = SqliteCatalog(splitmirror_session.workspace.catalog).get(failure.value.session_id)
+    assert (row.status, row.failed_phase) == ("FAILED", "QUIESCE")
+
+    busy.pop().end()
+    assert splitmirror_session.run(database, mode).status == "DONE"
+
+
+def test_an_open_transaction_does_not_block_and_is_not_in_the_restore(
+    splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner, busy: list[Busy]
+) -> None:
+    """FREEZE holds commits, not transactions: an uncommitted insert neither blocks the lock
+    nor survives into the restored copy (crash recovery rolls it back)."""
+    splitmirror_database.create_ledger()
+    server = splitmirror_database.server
+    busy.append(
+        Busy(
+            server, "BEGIN", f"INSERT INTO {DATABASE}.ledger (writer, seq) VALUES (-7, 1)", "SELECT SLEEP(60)"
+        )
+    )
+    summary = splitmirror_session.run(splitmirror_database, "freeze")
+    assert summary.status == "DONE"
+    target = splitmirror_session.workspace.root / "restored"
+    manifest = restore_archive(Path(summary.archive or ""), target).manifest
+    restored = splitmirror_database.restored_ledger(target, manifest)
+    assert restored.integrity_ok, restored.integrity
+    assert -7 not in restored.rows
+
+
+def test_freeze_records_exact_positions_in_catalog_manifest_and_show(
+    splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    splitmirror_database.create_ledger()
+    with splitmirror_database.server.connection() as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SHOW BINLOG STATUS" if splitmirror_database.server.database == "mariadb" else "SELECT 1"
+        )
+        before: Any = cursor.fetchone()
+    summary = splitmirror_session.run(splitmirror_database, "freeze")
+    positions = dict(summary.redo_range)
+    assert positions["exact"] is True
+    assert str(positions["binlog_file"]).startswith("binlog.")
+    if splitmirror_database.server.database == "mariadb":
+        assert positions["binlog_file"] == before[0] and int(positions["binlog_position"]) >= int(before[1])
+        assert positions["gtid_binlog_pos"]
+    manifest = restore_archive(Path(summary.archive or ""), splitmirror_session.workspace.root / "r").manifest
+    assert manifest["redo_range"] == positions
+    assert manifest["metadata"]["positions"] == positions
+    shown = CliRunner().invoke(
+        main, ["show", str(summary.id), "--catalog", str(splitmirror_session.workspace.catalog)]
+    )
+    assert f"binlog_position {positions['binlog_position']}" in shown.output
+
+
+def test_tablespaces_are_archived_in_innodb_space_id_order(
+    splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner, server: ContainerMysql
+) -> None:
+    """The archive's .ibd members follow the space ids the server reports, the ledger's new
+    table included (its page 0 may not be on disk yet, so the file alone would not tell)."""
+    splitmirror_database.create_ledger()
+    if server.database != "mariadb":
+        pytest.skip("compares with MariaDB's INNODB_SYS_TABLESPACES")
+    with server.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT NAME, SPACE FROM information_schema.INNODB_SYS_TABLESPACES WHERE SPACE > 0")
+        rows = cursor.fetchall()
+    # The temporary tablespace (ibtmp1) is recreated at every start and never archived.
+    by_name = {f"{name}.ibd": int(space) for name, space in rows if name != "innodb_temporary"}
+    summary = splitmirror_session.run(splitmirror_database, "freeze")
+    files = SqliteCatalog(splitmirror_session.workspace.catalog).files(summary.id)
+    archived = [f.member for f in files if f.member.endswith(".ibd")]
+    assert f"{DATABASE}/ledger.ibd" in archived
+    assert set(archived) == set(by_name), set(archived) ^ set(by_name)
+    assert archived == sorted(archived, key=by_name.__getitem__)
+
+
+def test_the_restore_prints_start_and_point_in_time_steps(
+    splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    splitmirror_database.create_ledger()
+    summary = splitmirror_session.run(splitmirror_database, "freeze")
+    target = splitmirror_session.workspace.root / "restored"
+    catalog = str(splitmirror_session.workspace.catalog)
+    result = CliRunner().invoke(main, ["restore", str(summary.id), "--to", str(target), "--catalog", catalog])
+    assert result.exit_code == 0, result.output
+    assert f"--datadir={target}" in result.output
+    assert f"docker run -d -v {target}:/var/lib/mysql" in result.output
+    assert f"--start-position={summary.redo_range['binlog_position']}" in result.output
