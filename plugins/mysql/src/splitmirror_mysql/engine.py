@@ -334,7 +334,7 @@ class MysqlEngine(DatabaseEngine):
                 if status:
                     positions.update(binlog_file=status[0][0], binlog_position=int(status[0][1]))
                 positions["gtid_binlog_pos"] = self._one("SELECT @@global.gtid_binlog_pos")
-            else:
+            elif self._held == "instance":  # BACKUP_ADMIN is held anyway: one consistent read
                 local = self._one("SELECT LOCAL FROM performance_schema.log_status")
                 data = json.loads(local) if local else {}
                 positions.update(
@@ -342,6 +342,13 @@ class MysqlEngine(DatabaseEngine):
                     binlog_position=data.get("binary_log_position"),
                     gtid_executed=data.get("gtid_executed"),
                 )
+            else:  # under FTWRL nothing commits: the plain status is exact
+                status = self._rows(
+                    "SHOW BINARY LOG STATUS" if self.version >= (8, 2) else "SHOW MASTER STATUS"
+                )
+                if status:
+                    positions.update(binlog_file=status[0][0], binlog_position=int(status[0][1]))
+                positions["gtid_executed"] = self._one("SELECT @@global.gtid_executed")
         except pymysql.Error as error:
             positions["error"] = _message(error)  # positions are for PITR; the image is still good
         return positions
