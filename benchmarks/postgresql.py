@@ -4,8 +4,8 @@ throughput the database keeps while a session runs (issue 4's benchmark, not a t
 A throw-away cluster from the host's binaries (``HostPostgres``) in a scratch directory under
 /var/tmp; baseline and session runs are interleaved in one run, and the directory mirror persists
 between repetitions, so the first session is a full copy and the later ones are incremental.  The
-result replaces the section from ``<!-- postgresql -->`` to the end of docs/performance.md.  Run as
-root: ``.venv/bin/python benchmarks/postgresql.py``.
+result replaces its own section (``<!-- postgresql -->``) of docs/performance.md.  Run as root:
+``.venv/bin/python benchmarks/postgresql.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import splitmirror
+from report import replace_section
 from splitmirror.catalog.base import SessionSummary
 from splitmirror.testing.drill import SessionRunner, Workspace
 from splitmirror_postgresql.testing import (
@@ -175,12 +176,6 @@ def render(facts: list[str], base: list[Run], during: list[Run], size_mib: float
     return "\n\n".join([*wrapped, "\n".join(rows), textwrap.fill(prose, 100)]) + "\n"
 
 
-def replace_section(out: Path, section: str) -> None:
-    text = out.read_text() if out.exists() else ""
-    kept = text.split(MARKER)[0].rstrip("\n")
-    out.write_text((kept + "\n\n" if kept else "") + section)
-
-
 def du_mib(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / (1 << 20)
 
@@ -225,7 +220,7 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     section = render(facts, base, during, size_mib)
     print("\n" + section)
-    replace_section(args.out, section)
+    replace_section(args.out, MARKER, section)
     print(f"wrote {args.out}")
 
 

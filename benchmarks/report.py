@@ -17,9 +17,9 @@ from pathlib import Path
 
 import splitmirror
 
-#: Sections other scripts add at the end of the page start at this line (``postgresql.py``);
-#: regenerating the main page keeps them.
-KEPT_FROM = "<!-- postgresql -->"
+#: Sections other scripts add at the end of the page (``postgresql.py``, ``mysql.py``) each start
+#: with a ``<!-- name -->`` line; regenerating the main page keeps everything from the first.
+KEPT_FROM = "<!-- "
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 
 
@@ -121,6 +121,20 @@ def render(
     ]
     prose = (p if p[0] in "#-|" else textwrap.fill(p, 100, break_on_hyphens=False) for p in paragraphs)
     return "\n\n".join(prose) + "\n" + kept_sections()
+
+
+def replace_section(page: Path, marker: str, section: str) -> None:
+    """Put ``section`` (starting with its ``marker`` line) where the page's section of that marker
+    is (up to the next marker line or the end), or append it; other sections stay as they are."""
+    text = page.read_text() if page.exists() else ""
+    start = text.find(marker)
+    if start < 0:
+        kept = text.rstrip("\n")
+        page.write_text((kept + "\n\n" if kept else "") + section)
+        return
+    following = text.find("\n" + KEPT_FROM, start + len(marker))
+    tail = text[following + 1 :] if following >= 0 else ""
+    page.write_text(text[:start] + section + ("\n" + tail if tail else ""))
 
 
 def kept_sections(page: Path = PAGE) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from splitmirror.testing import containers
-from splitmirror.testing.plugin import loop_filesystem_unavailable
+from splitmirror.testing.loopfs import loop_filesystem_unavailable
 
 pytest_plugins = ["pytester"]
 

@@ -22,7 +22,7 @@ from splitmirror.fsfreeze import FITHAW, Freezer
 from splitmirror.hooks import Hooks
 from splitmirror.phases import Mode, Phase
 from splitmirror.session import Session
-from splitmirror.testing.plugin import loop_filesystem_unavailable
+from splitmirror.testing.loopfs import loop_filesystem_unavailable
 from splitmirror.workload import create_ledger
 
 pytestmark = pytest.mark.skipif(

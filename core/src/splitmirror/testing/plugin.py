@@ -14,19 +14,14 @@ data directory is bind-mounted from), ``splitmirror_session`` (a
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ..fsfreeze import FITHAW
 from .database import LedgerDatabase
 from .drill import DrillReport, SessionRunner, Workspace, run_drill
+from .loopfs import loop_filesystem, loop_filesystem_unavailable
 
 
 @pytest.fixture
@@ -61,27 +56,6 @@ def splitmirror_drill(
     return drill
 
 
-def loop_filesystem_unavailable() -> str | None:
-    """Why a loop-device filesystem cannot be made here, or None."""
-    if os.geteuid() != 0:
-        return "loop-device filesystems need root"
-    for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    return None
-
-
-def _thaw(mount: Path) -> None:
-    fd = os.open(mount, os.O_RDONLY)
-    try:
-        fcntl.ioctl(fd, FITHAW, 0)
-    except OSError as error:
-        if error.errno != errno.EINVAL:  # EINVAL: it was not frozen
-            raise
-    finally:
-        os.close(fd)
-
-
 @pytest.fixture
 def splitmirror_loop_size() -> int:
     """Bytes of the loop-device filesystem (a sparse image); override for bigger databases."""
@@ -95,23 +69,8 @@ def splitmirror_loop_filesystem(tmp_path: Path, splitmirror_loop_size: int) -> I
     reason = loop_filesystem_unavailable()
     if reason:
         pytest.skip(reason)
-    image, mount = tmp_path / "primary.img", tmp_path / "primary-fs"
-    with open(image, "wb") as f:
-        f.truncate(splitmirror_loop_size)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-    device = subprocess.run(
-        ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    mount.mkdir()
-    try:
-        subprocess.run(["mount", device, str(mount)], check=True)
-        try:
-            yield mount
-        finally:
-            _thaw(mount)
-            subprocess.run(["umount", str(mount)], check=True)
-    finally:
-        subprocess.run(["losetup", "-d", device], check=True)
+    with loop_filesystem(tmp_path, splitmirror_loop_size) as mount:
+        yield mount
 
 
 @pytest.fixture

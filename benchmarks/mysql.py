@@ -1,0 +1,245 @@
+"""Commits per second during MariaDB backup sessions against the same workload alone: the window
+splitmirror holds and the write throughput the server keeps (issue 5's benchmark, not a test).
+
+MariaDB 10.11 in a container (the image the tests use), its data directory on a loop-device
+ext4 of its own (both modes freeze it for InnoDB's atomic split), seeded with a bulk table.
+Ledger writers commit one row per transaction for ``SECONDS``; the baseline runs them alone,
+the other runs start one HOT_BACKUP or FREEZE session ``LEAD`` seconds in.  Variants are
+interleaved; the mirror persists, so the first session is a full copy.  The result replaces its
+own section (``<!-- mysql -->``) of docs/performance.md.  Run as root with a Docker engine:
+``.venv/bin/python benchmarks/mysql.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from splitmirror_mysql.ledger import DATABASE
+from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
+
+import splitmirror
+from report import replace_section
+from splitmirror.catalog.base import SessionSummary
+from splitmirror.testing.containers import Unavailable
+from splitmirror.testing.drill import SessionRunner, Workspace
+from splitmirror.testing.loopfs import loop_filesystem
+
+MARKER = "<!-- mysql -->"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+WRITERS, SECONDS, LEAD, BULK_MIB, DISK = 4, 12, 3.0, 256, 2 << 30
+
+
+@dataclasses.dataclass
+class Run:
+    variant: str
+    per_second: list[int]  # commits in each second of the run
+    session: SessionSummary | None = None
+    span: tuple[float, float] = (0.0, 0.0)  # the session, in seconds since the run started
+
+    @property
+    def rate(self) -> float:
+        return sum(self.per_second) / len(self.per_second)
+
+    @property
+    def worst(self) -> int:
+        """The fewest commits in a second that overlaps the session (any second for the baseline)."""
+        start, end = self.span if self.session else (0.0, float(SECONDS))
+        seen = [n for i, n in enumerate(self.per_second) if i + 1 > start and i < end]
+        return min(seen) if seen else 0
+
+    def phase_ms(self, name: str) -> float:
+        assert self.session is not None
+        return sum(p.duration_ms for p in self.session.phases if p.name == name)
+
+
+def commits_per_second(server: ContainerMysql, t0: float) -> list[int]:
+    """Commits in each second since ``t0`` (host clock, which the container shares), from the
+    ledger's own commit-time column."""
+    with server.connection() as conn, conn.cursor() as cursor:
+        cursor.execute(
+            f"SELECT FLOOR(UNIX_TIMESTAMP(at) - %s), COUNT(*) FROM {DATABASE}.ledger "
+            "WHERE UNIX_TIMESTAMP(at) >= %s AND UNIX_TIMESTAMP(at) < %s GROUP BY 1",
+            (t0, t0, t0 + SECONDS),
+        )
+        found = {int(second): int(count) for second, count in cursor.fetchall()}
+    return [found.get(second, 0) for second in range(SECONDS)]
+
+
+def workload(database: MysqlLedgerDatabase, ws: Workspace, runner: SessionRunner | None, mode: str) -> Run:
+    """WRITERS ledger writers for SECONDS; with a runner, one session starts LEAD seconds in."""
+    acks = {w: ws.root / f"acks-{w}.txt" for w in range(1, WRITERS + 1)}
+    t0 = time.time()
+    procs = [subprocess.Popen(database.writer_command(w, path)) for w, path in acks.items()]
+    summary, span = None, (0.0, 0.0)
+    try:
+        if runner is not None:
+            time.sleep(LEAD)
+            start = time.time() - t0
+            summary = runner.run(database, mode)
+            span = (start, time.time() - t0)
+        time.sleep(max(0.0, SECONDS + 0.5 - (time.time() - t0)))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+    return Run(mode if runner else "baseline", commits_per_second(database.server, t0), summary, span)
+
+
+def seed(server: ContainerMysql) -> None:
+    """A bulk InnoDB table of about BULK_MIB, so the mirror has a real data set to carry."""
+    with server.connection() as conn, conn.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {DATABASE}.bulk (id INT AUTO_INCREMENT PRIMARY KEY, pad BLOB)")
+        cursor.execute(f"INSERT INTO {DATABASE}.bulk (pad) VALUES (RANDOM_BYTES(1000))")
+        rows = 1
+        while rows * 1100 < BULK_MIB << 20:
+            cursor.execute(
+                f"INSERT INTO {DATABASE}.bulk (pad) SELECT RANDOM_BYTES(1000) FROM {DATABASE}.bulk"
+            )
+            rows *= 2
+
+
+def facts(server: ContainerMysql, size_mib: float) -> list[str]:
+    cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln), ":?")
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / (1 << 20)
+    with server.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit")
+        version, pool, flush = cursor.fetchone() or ("?", 0, "?")
+    return [
+        f"machine: {os.cpu_count()} × {cpu.split(':')[1].strip()}, {mem:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}; shared with other work",
+        f"server: MariaDB {version} in a container ({server.image}), innodb_buffer_pool_size "
+        f"{int(pool) >> 20} MiB, innodb_flush_log_at_trx_commit {flush}, binary log on; data directory "
+        f"({size_mib:.0f} MiB) on a loop-device ext4, mirror and archives on /var/tmp",
+        f"tools: Python {platform.python_version()}, splitmirror {splitmirror.__version__}",
+    ]
+
+
+def render(found: list[str], runs: list[Run]) -> str:
+    med = statistics.median
+    base = [r for r in runs if r.variant == "baseline"]
+    base_rate = med([r.rate for r in base])
+    rows = [
+        "| variant | commits/s (whole run) | fewest commits in a second during the session | window ms "
+        "| SYNC ms | SPLIT ms | BACKUP ms | session s |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for variant in ("baseline", "hot-backup", "freeze"):
+        chosen = [r for r in runs if r.variant == variant]
+        if not chosen:
+            continue
+        if variant == "baseline":
+            rows.append(f"| baseline (median of {len(chosen)}) | {med([r.rate for r in chosen]):.0f} "
+                        f"| {med([r.worst for r in chosen]):.0f} | | | | | |")  # fmt: skip
+            continue
+        rows.append(
+            f"| {variant} (median of {len(chosen)}) | {med([r.rate for r in chosen]):.0f} "
+            f"| {med([r.worst for r in chosen]):.0f} "
+            f"| {med([r.session.window_ms or 0 for r in chosen if r.session]):.0f} "
+            f"| {med([r.phase_ms('SYNC') for r in chosen]):.0f} "
+            f"| {med([r.phase_ms('SPLIT') for r in chosen]):.0f} "
+            f"| {med([r.phase_ms('BACKUP') for r in chosen]):.0f} "
+            f"| {med([r.span[1] - r.span[0] for r in chosen]):.1f} |"
+        )
+
+    def median_of(variant: str, value: Callable[[Run], float]) -> float:
+        return med([value(r) for r in runs if r.variant == variant])
+
+    hot_rate, freeze_rate = median_of("hot-backup", lambda r: r.rate), median_of("freeze", lambda r: r.rate)
+    hot_window = median_of("hot-backup", lambda r: r.session.window_ms or 0 if r.session else 0)
+    freeze_window = median_of("freeze", lambda r: r.session.window_ms or 0 if r.session else 0)
+    worst = {
+        variant: median_of(variant, lambda r: r.worst) for variant in ("baseline", "hot-backup", "freeze")
+    }
+    prose = (
+        f"Over the whole {SECONDS} s run the writers kept {hot_rate / base_rate:.2f}× their baseline commit "
+        f"rate with a HOT_BACKUP session and {freeze_rate / base_rate:.2f}× with a FREEZE session. "
+        f"The window (QUIESCE through UNQUIESCE) took a median {hot_window:.0f} ms in HOT_BACKUP and "
+        f"{freeze_window:.0f} ms in FREEZE. FREEZE holds every commit for the whole window (BACKUP STAGE "
+        f"BLOCK_COMMIT), so the slowest second during its session saw a median {worst['freeze']:.0f} "
+        "commits; HOT_BACKUP holds only DDL and stalls commits only while the filesystem is frozen for "
+        f"the split, so its slowest second saw {worst['hot-backup']:.0f} (the baseline's slowest: "
+        f"{worst['baseline']:.0f}). Only the first session copied the whole data directory; later ones "
+        "copied what had changed."
+    )
+    head = [
+        MARKER,
+        "## MariaDB: commits during HOT_BACKUP and FREEZE sessions",
+        "Generated by `benchmarks/mysql.py` (as root, with a Docker engine); rerun it rather than "
+        f"editing the numbers. {WRITERS} ledger writers, each committing one row per transaction "
+        f"for {SECONDS} s, alone (baseline) and with one session started {LEAD:.0f} s in, "
+        f"{len(base)} repetitions of each variant, interleaved in one run. Commits per second come "
+        "from the ledger's own commit-time column.",
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n"
+        + "\n".join(f"- {fact}" for fact in found),
+    ]
+    wrapped = [p if p[0] in "<#-|" else textwrap.fill(p, 100, break_on_hyphens=False) for p in head]
+    return "\n\n".join([*wrapped, "\n".join(rows), textwrap.fill(prose, 100)]) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each variant (default 3)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="page (default docs/performance.md)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit(
+            "cannot run the MySQL benchmark: it needs root (a loop device, freezing, the server's files)."
+        )
+    stack = contextlib.ExitStack()
+    scratch = Path(tempfile.mkdtemp(prefix="splitmirror-mysqlbench-", dir="/var/tmp"))
+    server: ContainerMysql | None = None
+    try:
+        disk = stack.enter_context(loop_filesystem(scratch, DISK))
+        try:
+            server = ContainerMysql("mariadb", "10.11", disk / "mysql", secrets.token_urlsafe(16))
+        except Unavailable as reason:
+            sys.exit(f"cannot run the MySQL benchmark: {reason}.")
+        server.start()
+        ws = Workspace(scratch / "ws").create()
+        database = MysqlLedgerDatabase(server, write_option_file(scratch / "my.cnf", server.password))
+        database.create_ledger()
+        print(f"seeding about {BULK_MIB} MiB ...", flush=True)
+        seed(server)
+        runner = SessionRunner(ws)
+        runs: list[Run] = []
+        variants = ["baseline", "hot-backup", "freeze"]
+        for rep in range(args.reps):
+            for variant in variants[rep % 3 :] + variants[: rep % 3]:
+                run = workload(database, ws, None if variant == "baseline" else runner, variant)
+                runs.append(run)
+                window = f", window {run.session.window_ms:.0f} ms" if run.session else ""
+                line = f"  rep {rep + 1} {variant:<10} {run.rate:7.0f} commits/s, worst second {run.worst}"
+                print(line + window, flush=True)
+                for archive in ws.archives.iterdir():  # only the mirror needs to persist
+                    archive.unlink()
+        size_mib = sum(p.stat().st_size for p in (disk / "mysql").rglob("*") if p.is_file()) / (1 << 20)
+        found = facts(server, size_mib)
+    finally:
+        if server is not None:
+            server.stop()  # before the disk under its bind mount goes away
+        stack.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    section = render(found, runs)
+    print("\n" + section)
+    replace_section(args.out, MARKER, section)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""A loop-device filesystem that plays a primary disk: for tests, benchmarks and drills.
+
+It is what FREEZE needs (a filesystem of its own that SPLIT can freeze, with nothing of
+splitmirror's on it) on a machine without spare disks.  Always thawed, unmounted and detached
+on leaving, pass or fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..fsfreeze import FITHAW
+
+
+def loop_filesystem_unavailable() -> str | None:
+    """Why a loop-device filesystem cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "loop-device filesystems need root"
+    for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+def _thaw(mount: Path) -> None:
+    fd = os.open(mount, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, FITHAW, 0)
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # EINVAL: it was not frozen
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def loop_filesystem(directory: Path, size: int) -> Iterator[Path]:
+    """``directory/primary.img`` (``size`` bytes, sparse) as an ext4 mounted at
+    ``directory/primary-fs``."""
+    image, mount = directory / "primary.img", directory / "primary-fs"
+    with open(image, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    device = subprocess.run(
+        ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    mount.mkdir()
+    try:
+        subprocess.run(["mount", device, str(mount)], check=True)
+        try:
+            yield mount
+        finally:
+            _thaw(mount)
+            subprocess.run(["umount", str(mount)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
