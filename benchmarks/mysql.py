@@ -29,15 +29,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from splitmirror_mysql.ledger import DATABASE
-from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
-
 import splitmirror
 from report import replace_section
 from splitmirror.catalog.base import SessionSummary
 from splitmirror.testing.containers import Unavailable
 from splitmirror.testing.drill import SessionRunner, Workspace
 from splitmirror.testing.loopfs import loop_filesystem
+from splitmirror_mysql.ledger import DATABASE
+from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
 
 MARKER = "<!-- mysql -->"
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"

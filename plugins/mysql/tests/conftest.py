@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
 
 from splitmirror.testing import Workspace
 from splitmirror.testing.containers import Unavailable
+from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
 
 #: (image family, version) the suite runs against; each skips with its reason when unavailable.
 SERVERS = [("mariadb", "10.11"), ("mysql", "8.4")]

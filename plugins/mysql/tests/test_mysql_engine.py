@@ -12,15 +12,15 @@ from typing import Any
 import pymysql
 import pytest
 from click.testing import CliRunner
-from splitmirror_mysql.engine import MysqlEngine, MysqlOptions
-from splitmirror_mysql.ledger import DATABASE
-from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
 
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.cli import main
 from splitmirror.errors import PreflightError, SessionFailed
 from splitmirror.restore import restore_archive
 from splitmirror.testing import SessionRunner
+from splitmirror_mysql.engine import MysqlEngine, MysqlOptions
+from splitmirror_mysql.ledger import DATABASE
+from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
 
 
 def check(runner: SessionRunner, database: MysqlLedgerDatabase, mode: str = "freeze") -> tuple[int, str]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,39 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from splitmirror.cli import main
-from splitmirror.testing.containers import Unavailable, image_for
+from splitmirror.testing.containers import ComposeProject, Unavailable, compose_command, free_port, image_for
 from splitmirror_postgresql.container import ContainerPostgres
-from splitmirror_postgresql.testing import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 README = REPO / "compose" / "README.md"
-
-
-def compose_command() -> list[str] | None:
-    """``docker compose`` (v2 plugin) or ``docker-compose`` (v1, Debian's package), or None."""
-    if (
-        shutil.which("docker")
-        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
-    ):
-        return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return None
-
-
-class Compose:
-    def __init__(self, command: list[str], project: str, env: dict[str, str]) -> None:
-        self.argv = [*command, "-f", str(COMPOSE_FILE), "-p", project]
-        self.env = {**os.environ, **env}
-
-    def __call__(self, *args: str) -> str:
-        result = subprocess.run(
-            [*self.argv, *args], env=self.env, capture_output=True, text=True, timeout=300
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} failed: {(result.stdout + result.stderr).strip()}")
-        return result.stdout
 
 
 @pytest.fixture
@@ -76,7 +47,7 @@ def compose_postgres(
         "POSTGRES_PASSWORD": password,
         "POSTGRES_PORT": str(port),
     }
-    compose = Compose(command, f"splitmirror-test-{os.getpid()}", env)
+    compose = ComposeProject(command, COMPOSE_FILE, f"splitmirror-test-{os.getpid()}", env)
     monkeypatch.setenv("PGPASSWORD", password)  # the README's `export PGPASSWORD=...`
     try:
         compose("up", "-d", "postgres")
@@ -97,11 +68,13 @@ def compose_postgres(
 
 def readme_config(port: int, datadir: Path, backups: Path) -> str:
     """The README's pg.toml with this machine's paths and port put in."""
-    block = re.search(r"```toml\n(.*?)```", README.read_text(), re.DOTALL)
+    block = next(
+        (b for b in re.findall(r"```toml\n(.*?)```", README.read_text(), re.DOTALL) if "postgresql://" in b),
+        None,
+    )
     assert block, "compose/README.md lost its pg.toml"
     return (
-        block.group(1)
-        .replace("/path/to/splitmirror/compose/data/postgres", str(datadir))
+        block.replace("/path/to/splitmirror/compose/data/postgres", str(datadir))
         .replace("/var/backups/splitmirror", str(backups))
         .replace("127.0.0.1:5432", f"127.0.0.1:{port}")
     )

@@ -20,6 +20,9 @@ import atexit
 import dataclasses
 import functools
 import os
+import shutil
+import socket
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -231,3 +234,38 @@ class ServerContainer:
 def leftovers() -> list[str]:
     """IDs of containers labelled :data:`LABEL` that still exist (a test's cleanup check)."""
     return [c.short_id for c in client().containers.list(all=True, filters={"label": LABEL})]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on now (for a compose service's host port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def compose_command() -> list[str] | None:
+    """``docker compose`` (the v2 plugin) or ``docker-compose`` (v1, Debian's package), or None."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+class ComposeProject:
+    """One project of a compose file, for tests that follow compose/README.md: ``up`` a service,
+    ``down`` everything (volumes included) in a ``finally``."""
+
+    def __init__(self, command: Sequence[str], file: Path, project: str, env: Mapping[str, str]) -> None:
+        self.argv = [*command, "-f", str(file), "-p", project]
+        self.env = {**os.environ, **env}
+
+    def __call__(self, *args: str) -> str:
+        """Run ``compose ARGS``; its output, or RuntimeError with it."""
+        argv = [*self.argv, *args]
+        result = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=300, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {(result.stdout + result.stderr).strip()}")
+        return result.stdout

@@ -35,7 +35,6 @@ import pwd
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -47,7 +46,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from splitmirror.testing import LedgerDatabase, RestoredLedger
+from splitmirror.testing import LedgerDatabase, RestoredLedger, containers
 
 from . import ledger
 
@@ -156,9 +155,7 @@ def free_port() -> int:
     """A TCP port nobody listens on.  The servers do not listen on TCP at all (the port only
     names the socket file), but a free one keeps them clear of a system cluster's socket and of
     each other's System V shared-memory keys, which PostgreSQL derives from the port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return containers.free_port()
 
 
 def _tail(path: Path, lines: int = 40) -> str:
