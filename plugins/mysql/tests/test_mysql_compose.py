@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +15,19 @@ import pytest
 from click.testing import CliRunner
 
 from splitmirror.cli import main
-from splitmirror.testing.containers import ComposeProject, Unavailable, compose_command, free_port, image_for
+from splitmirror.testing.containers import Unavailable, compose_up, free_port, image_for
 from splitmirror_mysql.testing import ContainerMysql, write_option_file
 
 REPO = Path(__file__).resolve().parents[3]
-COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 README = REPO / "compose" / "README.md"
+
+
+def answers(port: int, password: str) -> bool:
+    try:
+        pymysql.connect(host="127.0.0.1", port=port, user="root", password=password).close()
+        return True
+    except pymysql.Error:
+        return False
 
 
 @pytest.fixture
@@ -29,38 +35,18 @@ def compose_mariadb(splitmirror_primary_disk: Path) -> Iterator[tuple[int, str]]
     """The compose file's ``mariadb`` service up: (port on 127.0.0.1, root's password)."""
     if os.geteuid() != 0:
         pytest.skip("the compose walkthrough runs as root: splitmirror reads files the container's user owns")
-    command = compose_command()
-    if command is None:
-        pytest.skip(
-            "neither `docker compose` nor docker-compose is installed (compose/start-engine installs one)"
-        )
+    password, port = secrets.token_urlsafe(16), free_port()
     try:
-        image = image_for("mariadb", "10.11")
+        env = {
+            "SPLITMIRROR_DATA": str(splitmirror_primary_disk),
+            "SPLITMIRROR_IMAGE_MARIADB_10_11": image_for("mariadb", "10.11"),
+            "MARIADB_ROOT_PASSWORD": password,
+            "MARIADB_PORT": str(port),
+        }
+        with compose_up("mariadb", env, lambda: answers(port, password)):
+            yield port, password
     except Unavailable as reason:
         pytest.skip(str(reason))
-    password, port = secrets.token_urlsafe(16), free_port()
-    env = {
-        "SPLITMIRROR_DATA": str(splitmirror_primary_disk),
-        "SPLITMIRROR_IMAGE_MARIADB_10_11": image,
-        "MARIADB_ROOT_PASSWORD": password,
-        "MARIADB_PORT": str(port),
-    }
-    compose = ComposeProject(command, COMPOSE_FILE, f"splitmirror-test-{os.getpid()}", env)
-    try:
-        compose("up", "-d", "mariadb")
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                pymysql.connect(host="127.0.0.1", port=port, user="root", password=password).close()
-                break
-            except pymysql.Error:
-                if time.monotonic() > deadline:
-                    logs = compose("logs", "mariadb")
-                    raise RuntimeError(f"the compose mariadb did not answer:\n{logs}") from None
-                time.sleep(0.3)
-        yield port, password
-    finally:
-        compose("down", "--volumes", "--remove-orphans")
 
 
 def readme_config(port: int, disk: Path, backups: Path, option_file: Path) -> str:

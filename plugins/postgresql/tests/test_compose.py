@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +15,19 @@ import pytest
 from click.testing import CliRunner
 
 from splitmirror.cli import main
-from splitmirror.testing.containers import ComposeProject, Unavailable, compose_command, free_port, image_for
+from splitmirror.testing.containers import Unavailable, compose_up, free_port, image_for
 from splitmirror_postgresql.container import ContainerPostgres
 
 REPO = Path(__file__).resolve().parents[3]
-COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 README = REPO / "compose" / "README.md"
+
+
+def answers(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+        return True
+    except psycopg.OperationalError:
+        return False
 
 
 @pytest.fixture
@@ -31,39 +37,21 @@ def compose_postgres(
     """The compose file's ``postgres`` service up: (port on 127.0.0.1, host data directory, image)."""
     if os.geteuid() != 0:
         pytest.skip("the compose walkthrough runs as root: splitmirror reads files the container's user owns")
-    command = compose_command()
-    if command is None:
-        pytest.skip(
-            "neither `docker compose` nor docker-compose is installed (compose/start-engine installs it)"
-        )
+    password, port = secrets.token_urlsafe(16), free_port()
+    monkeypatch.setenv("PGPASSWORD", password)  # the README's `export PGPASSWORD=...`
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     try:
         image = image_for("postgres", "15")
+        env = {
+            "SPLITMIRROR_DATA": str(splitmirror_primary_disk),
+            "SPLITMIRROR_IMAGE_POSTGRES_15": image,
+            "POSTGRES_PASSWORD": password,
+            "POSTGRES_PORT": str(port),
+        }
+        with compose_up("postgres", env, lambda: answers(url)):
+            yield port, splitmirror_primary_disk / "postgres", image
     except Unavailable as reason:
         pytest.skip(str(reason))
-    password, port = secrets.token_urlsafe(16), free_port()
-    env = {
-        "SPLITMIRROR_DATA": str(splitmirror_primary_disk),
-        "SPLITMIRROR_IMAGE_POSTGRES_15": image,
-        "POSTGRES_PASSWORD": password,
-        "POSTGRES_PORT": str(port),
-    }
-    compose = ComposeProject(command, COMPOSE_FILE, f"splitmirror-test-{os.getpid()}", env)
-    monkeypatch.setenv("PGPASSWORD", password)  # the README's `export PGPASSWORD=...`
-    try:
-        compose("up", "-d", "postgres")
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2).close()
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    logs = compose("logs", "postgres")
-                    raise RuntimeError(f"the compose postgres did not answer:\n{logs}") from None
-                time.sleep(0.3)
-        yield port, splitmirror_primary_disk / "postgres", image
-    finally:
-        compose("down", "--volumes", "--remove-orphans")
 
 
 def readme_config(port: int, datadir: Path, backups: Path) -> str:

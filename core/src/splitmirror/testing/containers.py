@@ -17,13 +17,15 @@ before it starts.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import functools
 import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -252,6 +254,37 @@ def compose_command() -> list[str] | None:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     return None
+
+
+#: The compose file of this repository (compose/README.md), when running from a checkout.
+COMPOSE_FILE = Path(__file__).resolve().parents[4] / "compose" / "docker-compose.yml"
+
+
+@contextlib.contextmanager
+def compose_up(service: str, env: Mapping[str, str], ready: Callable[[], bool]) -> Iterator[ComposeProject]:
+    """Bring one service of :data:`COMPOSE_FILE` up with ``env`` and wait until ``ready()``
+    (120 s at most); ``down --volumes`` afterwards, pass or fail.  Raises :class:`Unavailable`
+    when no compose is installed or the file is not there (an installed splitmirror)."""
+    command = compose_command()
+    if command is None:
+        raise Unavailable(
+            "neither `docker compose` nor docker-compose is installed (compose/start-engine installs one)"
+        )
+    if not COMPOSE_FILE.is_file():
+        raise Unavailable(f"{COMPOSE_FILE} is not here: the compose tests run from a checkout")
+    project = ComposeProject(command, COMPOSE_FILE, f"splitmirror-test-{os.getpid()}", env)
+    try:
+        project("up", "-d", service)
+        deadline = time.monotonic() + 120
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the compose service {service} did not answer:\n{project('logs', service)}"
+                )
+            time.sleep(0.3)
+        yield project
+    finally:
+        project("down", "--volumes", "--remove-orphans")
 
 
 class ComposeProject:
