@@ -17,7 +17,7 @@ from splitmirror.catalog import SqliteCatalog
 from splitmirror.cli import main
 from splitmirror.errors import PreflightError, SessionFailed
 from splitmirror.restore import restore_archive
-from splitmirror.testing import SessionRunner
+from splitmirror.testing import SessionRunner, run_drill
 from splitmirror_mysql.engine import MysqlEngine, MysqlOptions
 from splitmirror_mysql.ledger import DATABASE
 from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
@@ -163,6 +163,7 @@ def test_a_lock_held_by_another_client_times_out_cleanly(
     assert failure.value.phase == "QUIESCE"
     assert "waited 2 s for a lock held by" in failure.value.reason
     assert f"connection {busy[0].ident} (root@" in failure.value.reason, failure.value.reason
+    assert "(ended by the server's lock_wait_timeout)" in failure.value.reason
     assert write_elsewhere(server) < 1.0, "the server must keep taking writes"
     row = SqliteCatalog(splitmirror_session.workspace.catalog).get(failure.value.session_id)
     assert (row.status, row.failed_phase) == ("FAILED", "QUIESCE")
@@ -288,3 +289,33 @@ def test_point_in_time_recovery_replays_the_binlog_from_the_recorded_position(
         with copy.connection() as conn, conn.cursor() as cursor:
             cursor.execute(f"SELECT seq FROM {DATABASE}.ledger WHERE writer = -9 ORDER BY seq")
             assert [row[0] for row in cursor.fetchall()] == [1, 2, 3]
+
+
+def test_the_watchdog_ends_a_wait_the_server_would_let_run_longer(
+    splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner, busy: list[Busy]
+) -> None:
+    """lock_wait_timeout counts whole seconds: with lock_timeout 1.1 s the server would wait 2 s,
+    so the watchdog (at 1.6 s) is what ends the wait; the server is released all the same."""
+    splitmirror_database.create_ledger()
+    server = splitmirror_database.server
+    busy.append(Busy(server, f"LOCK TABLES {DATABASE}.ledger WRITE", "SELECT SLEEP(60)"))
+    database = MysqlLedgerDatabase(
+        server, splitmirror_database.option_file, {"lock_timeout": "1.1s", "long_query_threshold": "1h"}
+    )
+    with pytest.raises(SessionFailed) as failure:
+        splitmirror_session.run(database, "freeze")
+    assert failure.value.phase == "QUIESCE"
+    assert "(ended by splitmirror's watchdog)" in failure.value.reason, failure.value.reason
+    assert f"connection {busy[0].ident} (root@" in failure.value.reason
+    assert write_elsewhere(server) < 1.0
+
+
+def test_flush_tables_with_read_lock_is_a_working_freeze_fallback(
+    server: ContainerMysql, option_file: Path, splitmirror_session: SessionRunner
+) -> None:
+    """freeze_lock = "ftwrl": the restore drill passes with FLUSH TABLES WITH READ LOCK as the lock."""
+    if server.database != "mariadb":
+        pytest.skip("freeze_lock chooses among MariaDB's locks")
+    database = MysqlLedgerDatabase(server, option_file, {"freeze_lock": "ftwrl"})
+    report = run_drill(database, splitmirror_session, "freeze")
+    assert report.acknowledged > 0 and report.passed, str(report)

@@ -78,6 +78,7 @@ def take(conn: Connection, statement: str, budget: float, connect_again: Callabl
     ident = connection_id(conn)
     finished = threading.Event()
     blockers: list[str] = []
+    killed: list[bool] = []
 
     def watchdog() -> None:
         if finished.wait(budget + 0.5):
@@ -85,8 +86,11 @@ def take(conn: Connection, statement: str, budget: float, connect_again: Callabl
         try:
             with connect_again() as other:
                 blockers[:] = other_sessions(other, ident)
+                if finished.is_set():
+                    return  # granted while we looked: never kill the next statement by mistake
                 with other.cursor() as cursor:
                     cursor.execute(f"KILL QUERY {int(ident)}")
+                killed.append(True)
         except pymysql.Error:
             pass  # the server's own timeout is the first line; this is the second
 
@@ -100,12 +104,15 @@ def take(conn: Connection, statement: str, budget: float, connect_again: Callabl
     except pymysql.err.OperationalError as error:
         if error.args and error.args[0] in _GAVE_UP:
             finished.set()
+            thread.join()  # the watchdog's verdict, if it had one, is in before the message
             if not blockers:
                 blockers[:] = _describe_quietly(connect_again, ident)
             in_the_way = "; ".join(blockers[:3]) or "a connection that is gone now"
+            ended_by = "splitmirror's watchdog" if killed else "the server's lock_wait_timeout"
             raise LockTimedOut(
-                f"{statement} waited {budget:g} s for a lock held by {in_the_way}; splitmirror gave up and "
-                "released the server, which keeps running; retry when that finishes, or end it (KILL)"
+                f"{statement} waited {budget:g} s for a lock held by {in_the_way} (ended by {ended_by}); "
+                "splitmirror gave up and released the server, which keeps running; retry when that "
+                "finishes, or end it (KILL)"
             ) from None
         raise
     finally:
