@@ -19,11 +19,11 @@ from pathlib import Path
 from ..fsfreeze import FITHAW
 
 
-def loop_filesystem_unavailable() -> str | None:
-    """Why a loop-device filesystem cannot be made here, or None."""
+def loop_filesystem_unavailable(fstype: str = "ext4") -> str | None:
+    """Why a loop-device filesystem of ``fstype`` cannot be made here, or None."""
     if os.geteuid() != 0:
         return "loop-device filesystems need root"
-    for tool in ("losetup", "mkfs.ext4", "mount", "umount"):
+    for tool in ("losetup", f"mkfs.{fstype}", "mount", "umount"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     return None
@@ -41,13 +41,14 @@ def _thaw(mount: Path) -> None:
 
 
 @contextlib.contextmanager
-def loop_filesystem(directory: Path, size: int) -> Iterator[Path]:
-    """``directory/primary.img`` (``size`` bytes, sparse) as an ext4 mounted at
-    ``directory/primary-fs``."""
+def loop_filesystem(directory: Path, size: int, fstype: str = "ext4") -> Iterator[Path]:
+    """``directory/primary.img`` (``size`` bytes, sparse) as an ``fstype`` (ext4 or xfs)
+    mounted at ``directory/primary-fs``."""
     image, mount = directory / "primary.img", directory / "primary-fs"
     with open(image, "wb") as f:
         f.truncate(size)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    force = "-f" if fstype == "xfs" else "-F"
+    subprocess.run([f"mkfs.{fstype}", "-q", force, str(image)], check=True)
     device = subprocess.run(
         ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
     ).stdout.strip()
