@@ -6,35 +6,29 @@ from __future__ import annotations
 
 import mmap
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from splitmirror.extents import Extent, ExtentFlag, ExtentMap, coalesce, fiemap, map_file
-from splitmirror.testing.loopfs import loop_filesystem, loop_filesystem_unavailable
+from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
 
 BLOCK = 4096
 
 
 @pytest.fixture(params=["ext4", "xfs"])
-def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """A mounted loop ext4 or xfs (300 MiB, the smallest xfs allows) and its device."""
     reason = loop_filesystem_unavailable(request.param)
     if reason:
         pytest.skip(reason)
     with loop_filesystem(tmp_path, 300 << 20, request.param) as mount:
-        device = subprocess.run(
-            ["findmnt", "-n", "-o", "SOURCE", "--target", str(mount)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        device = device_of(mount)
         yield mount, device
 
 
-def read_device(device: str, offset: int, length: int) -> bytes:
+def read_device(device: Path, offset: int, length: int) -> bytes:
     """``length`` bytes at ``offset`` of the device, bypassing its page cache (O_DIRECT)."""
     fd = os.open(device, os.O_RDONLY | os.O_DIRECT)
     try:
@@ -45,7 +39,7 @@ def read_device(device: str, offset: int, length: int) -> bytes:
         os.close(fd)
 
 
-def from_device(device: str, emap: ExtentMap) -> bytes:
+def from_device(device: Path, emap: ExtentMap) -> bytes:
     """The file reassembled from the device by its map: holes and unwritten extents as zeros."""
     out = bytearray()
     for offset, length, extent in emap.pieces():
@@ -78,7 +72,7 @@ def write(path: Path, chunks: list[tuple[int, bytes]], size: int | None = None) 
     return path.read_bytes()
 
 
-def test_every_kind_of_file_reads_back_from_the_device(disk: tuple[Path, str]) -> None:
+def test_every_kind_of_file_reads_back_from_the_device(disk: tuple[Path, Path]) -> None:
     mount, device = disk
     files = {
         "tiny": [(0, b"x" * 17)],
@@ -98,7 +92,7 @@ def test_every_kind_of_file_reads_back_from_the_device(disk: tuple[Path, str]) -
     assert sum(e.length for e in written(sparse)) < sparse.size // 8, "a sparse file stays sparse"
 
 
-def test_preallocated_space_is_unwritten_and_reads_as_zeros(disk: tuple[Path, str]) -> None:
+def test_preallocated_space_is_unwritten_and_reads_as_zeros(disk: tuple[Path, Path]) -> None:
     mount, device = disk
     path = mount / "prealloc"
     with open(path, "wb") as f:
@@ -111,7 +105,7 @@ def test_preallocated_space_is_unwritten_and_reads_as_zeros(disk: tuple[Path, st
     assert from_device(device, emap) == path.read_bytes()
 
 
-def test_delayed_allocation_is_not_readable_raw_until_synced(disk: tuple[Path, str]) -> None:
+def test_delayed_allocation_is_not_readable_raw_until_synced(disk: tuple[Path, Path]) -> None:
     mount, _device = disk
     path = mount / "delalloc"
     with open(path, "wb") as f:
@@ -124,7 +118,7 @@ def test_delayed_allocation_is_not_readable_raw_until_synced(disk: tuple[Path, s
         assert synced.readable_raw
 
 
-def test_many_extents_are_mapped_in_batches(disk: tuple[Path, str]) -> None:
+def test_many_extents_are_mapped_in_batches(disk: tuple[Path, Path]) -> None:
     mount, device = disk
     path = mount / "many"
     expected = write(path, [(i * 2 * BLOCK, os.urandom(BLOCK)) for i in range(1300)])

@@ -40,6 +40,14 @@ def _thaw(mount: Path) -> None:
         os.close(fd)
 
 
+def device_of(mount: Path) -> Path:
+    """The block device mounted at ``mount`` (``findmnt``)."""
+    found = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE", "--target", str(mount)], capture_output=True, text=True, check=True
+    )
+    return Path(found.stdout.strip())
+
+
 @contextlib.contextmanager
 def loop_filesystem(directory: Path, size: int, fstype: str = "ext4") -> Iterator[Path]:
     """``directory/primary.img`` (``size`` bytes, sparse) as an ``fstype`` (ext4 or xfs)
