@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from .extents import ExtentMap, map_file
+
 
 @dataclasses.dataclass(frozen=True)
 class Fingerprint:
@@ -23,11 +25,17 @@ class Fingerprint:
     size: int
     mtime_ns: int
     ctime_ns: int
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
 
     @classmethod
     def of(cls, path: Path) -> Fingerprint:
         info = os.stat(path)
-        return cls(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        return cls(
+            info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+            info.st_mode, info.st_uid, info.st_gid,
+        )  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -41,16 +49,28 @@ class CheckResult:
 
 
 class FileMap:
-    """Fingerprints by resolved path."""
+    """Fingerprints (and, with ``with_extents``, extent maps) by resolved path.
 
-    def __init__(self) -> None:
+    ``remap_at_check`` exists for one test: with it off, CHECK keeps MAP's extent maps for
+    changed files, which shows what CHECK is for (the archive is then wrong)."""
+
+    def __init__(self, *, with_extents: bool = False) -> None:
         self.entries: dict[Path, Fingerprint] = {}
+        self.extents: dict[Path, ExtentMap] = {}
+        self.with_extents = with_extents
+        self.remap_at_check = True
+
+    def _record(self, path: Path, fingerprint: Fingerprint) -> None:
+        self.entries[path] = fingerprint
+        if self.with_extents:
+            self.extents[path] = map_file(path)
 
     def map(self, paths: Iterable[Path]) -> int:
-        """MAP: fingerprint every candidate that exists; returns how many were mapped."""
+        """MAP: fingerprint (and map) every candidate that exists; returns how many."""
         for path in paths:
             try:
-                self.entries[path.resolve()] = Fingerprint.of(path)
+                resolved = path.resolve()
+                self._record(resolved, Fingerprint.of(resolved))
             except FileNotFoundError:
                 continue
         return len(self.entries)
@@ -64,12 +84,17 @@ class FileMap:
             before = self.entries.get(path)
             if before is None:
                 result.new += 1
+                self._record(path, now)
             elif before != now:
                 result.remapped += 1
+                if self.remap_at_check:
+                    self._record(path, now)
+                else:
+                    self.entries[path] = now  # the size and identity move on, the extents do not
             else:
                 result.unchanged += 1
-            self.entries[path] = now
         for path in set(self.entries) - wanted:
             del self.entries[path]
+            self.extents.pop(path, None)
             result.gone_since_map += 1
         return result

@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: Mapping[str, str] = {
     "session": "splitmirror.session",
     "sqlite": "splitmirror.engines.sqlite",
     "directory": "splitmirror.mirror.directory",
+    "block": "splitmirror.mirror.block",
     "targets": "splitmirror.targets.builtin",
 }
 

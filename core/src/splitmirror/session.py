@@ -43,7 +43,7 @@ from .filemap import FileMap
 from .fsfreeze import Freezer, same_filesystem
 from .hooks import Hooks
 from .lock import SessionLock
-from .mirror.base import MirrorProvider, SyncStats
+from .mirror.base import MirrorProvider, SplitStat, SyncStats
 from .phases import PHASE_ORDER, Mode, Phase
 from .progress import Progress
 from .targets.base import Target
@@ -56,6 +56,11 @@ log = logging.getLogger("splitmirror.session")
 
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _stat(path: Path) -> SplitStat:
+    info = os.stat(path)
+    return SplitStat(info.st_size, info.st_mode, info.st_mtime, info.st_uid, info.st_gid)
 
 
 def logical_order(key: tuple[int | str, ...]) -> tuple[tuple[int, int | str], ...]:
@@ -242,6 +247,7 @@ class Session:
         self.catalog_path = default_catalog_path(cfg.session.catalog)
         self.engine = engine_cls(cfg.database.url, engine_options)
         self.mirror = mirror_cls(cfg.mirror.primary, cfg.mirror.mirror, mirror_options)
+        self._filemap.with_extents = mirror_cls.supports_extent_reads
 
     @property
     def _target_class(self) -> type[Target]:
@@ -332,7 +338,7 @@ class Session:
         assert self.engine is not None
         ours = [catalog_path.parent, Path(self._target_path(0)).parent, self.config.mirror.mirror.parent]
         problems = []
-        for path in self.engine.freeze_paths(self.mode):
+        for path in self._freeze_paths():
             for own in ours:
                 if own.exists() and same_filesystem(path, own):
                     problems.append(
@@ -374,10 +380,16 @@ class Session:
         assert self.engine is not None
         self.metadata = dict(self.engine.prepare())
 
+    def _freeze_paths(self) -> list[Path]:
+        """What SPLIT freezes: the engine's paths for the mode, and the mirror provider's (a
+        block mirror's primary, in every mode)."""
+        assert self.engine is not None and self.mirror is not None
+        return [*self.engine.freeze_paths(self.mode), *self.mirror.freeze_paths()]
+
     def _split(self) -> None:
         assert self.engine is not None and self.mirror is not None
         with self._guard.deferred():  # a signal mid-FIFREEZE is raised once the mount is recorded
-            for path in self.engine.freeze_paths(self.mode):
+            for path in self._freeze_paths():
                 self._freezer.freeze(path)
         self._guard.raise_pending()
         stats = self.mirror.final_sync([f.path for f in self.files], self.progress(Phase.SPLIT))
@@ -394,6 +406,9 @@ class Session:
             )
         result = self._filemap.check(f.path for f in self.files)
         self.stats["check"] = dataclasses.asdict(result)
+        assert self.mirror is not None
+        if self.mirror.supports_extent_reads:
+            self.mirror.checked(self._filemap.extents, self._filemap.entries)
         with self._guard.deferred():
             errors = self._freezer.thaw_all()
         if errors:
@@ -428,20 +443,22 @@ class Session:
         self.target.open()
         for f, mirrored in sources:
             name = str(self.mirror.relative(f.path))
+            info = self.mirror.split_stat(f.path) if mirrored else _stat(f.path)
             with self.mirror.open_split_copy(f.path) if mirrored else open(f.path, "rb") as source:
-                info = os.fstat(source.fileno())
                 member = writer.add_file(
                     name,
                     source,
                     sizes[f.path],
-                    mode=info.st_mode,
-                    mtime=info.st_mtime,
-                    owner=(info.st_uid, info.st_gid),
+                    mode=info.mode,
+                    mtime=info.mtime,
+                    owner=(info.uid, info.gid),
                     progress=lambda n, _t, base=done: report(base + n, total),
                 )
             done += member.size
-            # Read through the mirror's filesystem; extent reads come with the block mirror.
-            self._add_member(str(f.path), f.logical_key, f.role, member, "file" if mirrored else "collected")
+            method = self.mirror.read_method(f.path) if mirrored else "collected"
+            self._add_member(str(f.path), f.logical_key, f.role, member, method)
+            if mirrored and self.mirror.supports_extent_reads:
+                self.stats.setdefault("extents", {})[name] = self.mirror.extents_of(f.path)
         for extra in self.unquiesced.extra_members:
             name = str(self.mirror.relative(extra.path)) if extra.path is not None else extra.name
             member = writer.add_bytes(name, extra.data, mtime=time.time())
@@ -465,11 +482,8 @@ class Session:
     def _source_size(self, f: DatabaseFile, mirrored: bool) -> int:
         assert self.mirror is not None
         try:
-            if not mirrored:
-                return os.stat(f.path).st_size
-            with self.mirror.open_split_copy(f.path) as source:
-                return os.fstat(source.fileno()).st_size
-        except FileNotFoundError:
+            return self.mirror.split_stat(f.path).size if mirrored else os.stat(f.path).st_size
+        except (FileNotFoundError, KeyError):
             where = "the split mirror" if mirrored else "the primary, where it was to be collected"
             raise FileNotFoundError(f"{f.path} is missing from {where}") from None
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
 import pydantic
 
 from ..engine import NoOptions, PreflightProblem
+from ..extents import ExtentMap
+from ..filemap import Fingerprint
 from ..progress import Progress
 
 
@@ -29,6 +32,17 @@ class SyncStats:
     def add(self, other: SyncStats) -> None:
         for field in dataclasses.fields(self):
             setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitStat:
+    """A file as it is in the split image: what its archive member records."""
+
+    size: int
+    mode: int
+    mtime: float
+    uid: int
+    gid: int
 
 
 class MirrorProvider(abc.ABC):
@@ -75,6 +89,33 @@ class MirrorProvider(abc.ABC):
     @abc.abstractmethod
     def reestablish(self) -> None:
         """CLEANUP: resume mirroring (or release the mirror); also called on failure paths."""
+
+    # -- optional: what block-level providers need; file-level providers keep the defaults ------
+
+    def freeze_paths(self) -> list[Path]:
+        """Filesystems SPLIT must freeze for the final pass, whatever the mode (a block mirror's
+        primary); frozen with the engine's and thawed after CHECK."""
+        return []
+
+    def checked(  # noqa: B027 - optional: only extent-reading providers need the maps
+        self, maps: Mapping[Path, ExtentMap], fingerprints: Mapping[Path, Fingerprint]
+    ) -> None:
+        """CHECK, primary still frozen: each file's extent map and identity at the split
+        (resolved paths); only called when :attr:`supports_extent_reads`."""
+
+    def split_stat(self, primary_path: Path) -> SplitStat:
+        """Size, mode, mtime and owner of the file in the split image."""
+        with self.open_split_copy(primary_path) as source:
+            info = os.fstat(source.fileno())
+        return SplitStat(info.st_size, info.st_mode, info.st_mtime, info.st_uid, info.st_gid)
+
+    def read_method(self, primary_path: Path) -> str:
+        """How BACKUP reads the file, for the catalog: ``file``, ``extent``, ``frozen-copy``."""
+        return "file"
+
+    def extents_of(self, primary_path: Path) -> list[list[int]]:
+        """The extents BACKUP reads (``[logical, physical, length, flags]``), for the catalog."""
+        return []
 
     def exists_in_split(self, primary_path: Path) -> bool:
         """Whether the split image holds ``primary_path`` (providers may answer faster)."""

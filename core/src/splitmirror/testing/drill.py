@@ -71,6 +71,9 @@ class SessionRunner:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self.plugins: list[object] = []
+        #: Extra ``[mirror]`` keys, e.g. ``{"provider": "block"}`` (then ``workspace.mirror`` is
+        #: the mirror's image file).
+        self.mirror_options: dict[str, Any] = {}
         self._configs = 0
 
     def config(self, database: LedgerDatabase, mode: str, *, max_window: str = "30s") -> Config:
@@ -88,6 +91,7 @@ class SessionRunner:
                 "[mirror]",
                 f"primary = {_toml(database.primary)}",
                 f"mirror = {_toml(ws.mirror)}",
+                *(f"{key} = {_toml(value)}" for key, value in self.mirror_options.items()),
                 "[target]",
                 f"path = {_toml(ws.archives / 'contract-{session}.tar')}",
             ]

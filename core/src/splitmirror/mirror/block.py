@@ -1,0 +1,230 @@
+"""The ``block`` mirror provider: a block-level mirror of the primary filesystem's device, read
+by extent and never mounted (claim 1).
+
+``[mirror] primary`` is the mount point of the primary filesystem (where the database's files
+are), ``mirror`` the mirror device or image file, ``device`` the primary's block device (found
+from the mount when not given).  :class:`~.blocksync.BlockSync` copies the chunks that differ:
+a bulk pass in SYNC, the final pass in SPLIT with the primary filesystem frozen (this provider's
+:meth:`freeze_paths`, whatever the quiesce mode), so the mirror holds one consistent image of
+the filesystem.  CHECK, still frozen, gives the provider each file's extent map as it was at the
+split (:meth:`checked`); BACKUP then reads every file's bytes from the mirror at those physical
+offsets.  Files with extents that cannot be read raw (inline, encoded, unknown location) are
+copied through the still-frozen filesystem into a spool beside the mirror instead, which is as
+exact; the catalog records which way each file was read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import pydantic
+
+from .. import impl
+from ..config import Size
+from ..engine import PreflightProblem
+from ..extents import ExtentMap
+from ..filemap import Fingerprint
+from ..fsfreeze import same_filesystem
+from ..progress import Progress
+from .base import MirrorProvider, SplitStat, SyncStats
+from .blocksync import DEFAULT_CHUNK, BlockSync, BlockSyncStats, DirectReader
+
+
+class BlockOptions(pydantic.BaseModel):
+    """``[mirror]`` keys of the block provider."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    #: The primary filesystem's block device; default: the device mounted at ``primary``.
+    device: Path | None = None
+    #: Compare-and-copy granularity.
+    chunk_size: Size = DEFAULT_CHUNK
+
+
+def mounted_device(mount: Path) -> Path | None:
+    """The block device mounted at ``mount``, or None when ``mount`` is not a mount point."""
+    if not os.path.ismount(mount):
+        return None
+    found = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE", "--mountpoint", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    source = found.stdout.strip().splitlines()
+    return Path(source[0]) if source and source[0].startswith("/dev/") else None
+
+
+class ExtentReader(io.RawIOBase):
+    """A file's bytes at the split, read from the mirror device by its extent map: holes and
+    unwritten extents as zeros, the last block trimmed to the size."""
+
+    def __init__(self, device: Path, emap: ExtentMap) -> None:
+        super().__init__()
+        self._reader = DirectReader(device, 1 << 20)
+        self._pieces = list(emap.pieces())
+        self._index, self._into = 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        while self._index < len(self._pieces):
+            offset, length, extent = self._pieces[self._index]
+            if self._into >= length:
+                self._index, self._into = self._index + 1, 0
+                continue
+            want = min(len(buffer), length - self._into, 1 << 20)
+            if extent is None or extent.zeros:
+                data = bytes(want)
+            else:
+                start = extent.physical + (offset - extent.logical) + self._into
+                aligned = start - start % 4096
+                span = min(-(-(start + want - aligned) // 4096) * 4096, 1 << 20)
+                want = min(want, span - (start - aligned))
+                data = self._reader.read(aligned, span)[start - aligned : start - aligned + want]
+                if len(data) < want:
+                    raise OSError(f"the mirror ended at byte {aligned + len(data)} inside an extent")
+            buffer[: len(data)] = data
+            self._into += len(data)
+            return len(data)
+        return 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self._reader.close()
+        super().close()
+
+
+class BlockMirror(MirrorProvider):
+    """Mirror the primary filesystem's device block by block; read files by extent."""
+
+    name = "block"
+    supports_extent_reads = True
+    options_model = BlockOptions
+
+    def __init__(self, primary: Path, mirror: Path, options: pydantic.BaseModel | None = None) -> None:
+        settings = options if isinstance(options, BlockOptions) else BlockOptions()
+        super().__init__(primary, mirror, settings)
+        self.settings = settings
+        self.maps: dict[Path, ExtentMap] = {}
+        self.fingerprints: dict[Path, Fingerprint] = {}
+        self.spooled: dict[Path, Path] = {}
+        self._spool: Path | None = None
+
+    @property
+    def device(self) -> Path | None:
+        return self.settings.device or mounted_device(self.primary)
+
+    def _sync(self) -> BlockSync:
+        device = self.device
+        assert device is not None, "preflight() says when there is no device"
+        return BlockSync(device, self.mirror, chunk=self.settings.chunk_size)
+
+    def preflight(self) -> list[PreflightProblem]:
+        problems: list[PreflightProblem] = []
+        mounted = mounted_device(self.primary)
+        if mounted is None:
+            problems.append(
+                PreflightProblem(
+                    f"the primary {self.primary} is not the mount point of a block device",
+                    "set [mirror] primary to the mount point of the filesystem holding the database",
+                )
+            )
+            return problems
+        named = self.settings.device
+        if named is not None and os.path.realpath(named) != os.path.realpath(mounted):
+            problems.append(
+                PreflightProblem(
+                    f"[mirror] device {named} is not what is mounted at {self.primary} ({mounted})",
+                    "remove device, or name the device mounted there",
+                )
+            )
+        if os.geteuid() != 0:
+            problems.append(
+                PreflightProblem("the block mirror reads devices and freezes filesystems", "run as root")
+            )
+        for sentence in self._sync().problems():
+            problems.append(
+                PreflightProblem(sentence, "choose a mirror device or image file at least as large")
+            )
+        parent = Path(os.path.abspath(self.mirror)).parent
+        if parent.exists() and same_filesystem(parent, self.primary):
+            problems.append(
+                PreflightProblem(
+                    f"the mirror {self.mirror} is on the primary filesystem, which SPLIT freezes",
+                    "put the mirror on another device",
+                )
+            )
+        return problems
+
+    def freeze_paths(self) -> list[Path]:
+        """The final pass needs the whole filesystem still, in every mode."""
+        return [self.primary]
+
+    def bulk_sync(self, progress: Progress) -> SyncStats:
+        return _as_sync_stats(self._sync().sync(progress))
+
+    def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:
+        return _as_sync_stats(self._sync().sync(progress))
+
+    def split(self) -> None:
+        """Nothing to do: the mirror is only ever written by a pass, and none runs until
+        :meth:`reestablish`."""
+
+    def checked(self, maps: Mapping[Path, ExtentMap], fingerprints: Mapping[Path, Fingerprint]) -> None:
+        """CHECK, primary still frozen: keep the maps; copy files that cannot be read raw."""
+        self.maps, self.fingerprints = dict(maps), dict(fingerprints)
+        for path, emap in self.maps.items():
+            if not emap.readable_raw:
+                if self._spool is None:
+                    self._spool = Path(tempfile.mkdtemp(prefix=".splitmirror-spool-", dir=self.mirror.parent))
+                copy = self._spool / str(len(self.spooled))
+                shutil.copyfile(path, copy)
+                self.spooled[path] = copy
+
+    def read_method(self, primary_path: Path) -> str:
+        return "frozen-copy" if primary_path.resolve() in self.spooled else "extent"
+
+    def split_stat(self, primary_path: Path) -> SplitStat:
+        fingerprint = self.fingerprints[primary_path.resolve()]
+        return SplitStat(
+            fingerprint.size, fingerprint.mode, fingerprint.mtime_ns / 1e9, fingerprint.uid, fingerprint.gid
+        )
+
+    def open_split_copy(self, primary_path: Path) -> BinaryIO:
+        path = primary_path.resolve()
+        if path in self.spooled:
+            return open(self.spooled[path], "rb")
+        if path not in self.maps:
+            raise FileNotFoundError(f"{primary_path} has no extent map from CHECK")
+        device = self.mirror
+        return io.BufferedReader(ExtentReader(device, self.maps[path]), 1 << 20)
+
+    def extents_of(self, primary_path: Path) -> list[list[int]]:
+        emap = self.maps.get(primary_path.resolve())
+        return [e.to_json() for e in emap.extents] if emap else []
+
+    def reestablish(self) -> None:
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
+            self._spool = None
+        self.spooled.clear()
+
+
+def _as_sync_stats(stats: BlockSyncStats) -> SyncStats:
+    return SyncStats(
+        bytes_read=stats.bytes_read_primary + stats.bytes_read_mirror, bytes_written=stats.bytes_written
+    )
+
+
+@impl
+def splitmirror_register_mirrors(register: Callable[[type[MirrorProvider]], None]) -> None:
+    register(BlockMirror)
