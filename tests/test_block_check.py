@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from splitmirror import impl
+from splitmirror.catalog import SqliteCatalog
 from splitmirror.engine import (
     DatabaseEngine,
     DatabaseFile,
@@ -26,6 +27,7 @@ from splitmirror.engine import (
     UnquiesceResult,
 )
 from splitmirror.errors import SessionFailed
+from splitmirror.extents import map_file
 from splitmirror.phases import Mode, Phase
 from splitmirror.session import Session
 from splitmirror.testing import SessionRunner
@@ -206,3 +208,29 @@ def test_check_makes_extent_reads_exact_under_a_hostile_workload(
     read = summary.stats["extents"]
     assert len(read["holey"]) >= 150 and len(read["fragmented"]) >= 5, "many extents were read"
     assert any(flags & 0x800 for *_rest, flags in read["prealloc"]), "unwritten extents were met"
+
+
+def test_inline_data_is_copied_through_the_frozen_filesystem(
+    tmp_path: Path, splitmirror_session: SessionRunner
+) -> None:
+    """ext4's inline_data keeps tiny files inside the inode: no extent to read raw.  Such files
+    are copied through the primary while it is still frozen, which is as exact."""
+    reason = loop_filesystem_unavailable()
+    if reason:
+        pytest.skip(reason)
+    (tmp_path / "disk").mkdir()
+    with loop_filesystem(tmp_path / "disk", 64 << 20, "ext4", ["-O", "inline_data", "-I", "256"]) as mount:
+        write(mount / "inline", b"kept in the inode", mode="wb")
+        write(mount / "regular", os.urandom(100_000), mode="wb")
+        assert not map_file(mount / "inline").readable_raw, "mkfs did not enable inline_data"
+        splitmirror_session.mirror_options = {"provider": "block"}
+        splitmirror_session.plugins.append(Engines())
+        database: Any = Files(mount)
+        summary = splitmirror_session.run(database, "freeze")
+        got = archived(Path(summary.archive or ""))
+        assert got == {"inline": b"kept in the inode", "regular": (mount / "regular").read_bytes()}
+        methods = {
+            f.member: f.read_method
+            for f in SqliteCatalog(splitmirror_session.workspace.catalog).files(summary.id)
+        }
+        assert methods["inline"] == "frozen-copy" and methods["regular"] == "extent"

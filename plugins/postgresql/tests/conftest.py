@@ -7,11 +7,16 @@ so sessions mirror it, and the server is stopped in teardown, pass or fail.
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from splitmirror.testing import Workspace
+from splitmirror.testing.containers import Unavailable, leftovers
+from splitmirror_postgresql.container import ContainerPostgres, write_pgpass
 from splitmirror_postgresql.testing import HostLedgerDatabase, HostPostgres, unavailable
 
 
@@ -43,3 +48,33 @@ def host_postgres(splitmirror_workspace: Workspace, request: pytest.FixtureReque
 @pytest.fixture
 def splitmirror_database(host_postgres: HostPostgres) -> HostLedgerDatabase:
     return HostLedgerDatabase(host_postgres)
+
+
+#: Versions the plugin supports; those without an image here skip with the reason.
+VERSIONS = ["15", "16", "17"]
+
+
+@pytest.fixture(params=VERSIONS)
+def container_postgres(
+    request: pytest.FixtureRequest,
+    splitmirror_primary_disk: Path,
+    splitmirror_workspace: Workspace,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[ContainerPostgres]:
+    if os.geteuid() != 0:
+        pytest.skip(
+            "container PostgreSQL tests need root: splitmirror reads files the container's postgres owns"
+        )
+    password = secrets.token_urlsafe(16)
+    try:
+        server = ContainerPostgres(str(request.param), splitmirror_primary_disk / "pgdata", password)
+    except Unavailable as reason:
+        pytest.skip(str(reason))
+    monkeypatch.setenv("PGPASSFILE", str(write_pgpass(splitmirror_workspace.root / "pgpass", password)))
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    try:
+        server.start("max_wal_size=96MB", "min_wal_size=32MB")
+        yield server
+    finally:
+        server.stop()
+    assert not leftovers(), "a container outlived its test"

@@ -5,54 +5,14 @@ whose image exists here, and what a DBA sees when the password is wrong."""
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from splitmirror.cli import main
-from splitmirror.testing import SessionRunner, Workspace
-from splitmirror.testing.containers import Unavailable, leftovers
+from splitmirror.testing import SessionRunner
 from splitmirror.testing.contract import DatabaseContract
-from splitmirror_postgresql.container import ContainerLedgerDatabase, ContainerPostgres, pgpass_line
-
-#: Versions the plugin supports; those without an image here skip with the reason.
-VERSIONS = ["15", "16", "17"]
-
-
-def write_pgpass(directory: Path, password: str) -> Path:
-    path = directory / "pgpass"
-    path.write_text(pgpass_line(password))
-    path.chmod(0o600)
-    return path
-
-
-@pytest.fixture(params=VERSIONS)
-def container_postgres(
-    request: pytest.FixtureRequest,
-    splitmirror_primary_disk: Path,
-    splitmirror_workspace: Workspace,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[ContainerPostgres]:
-    if os.geteuid() != 0:
-        pytest.skip(
-            "container PostgreSQL tests need root: splitmirror reads files the container's postgres owns"
-        )
-    password = secrets.token_urlsafe(16)
-    try:
-        server = ContainerPostgres(str(request.param), splitmirror_primary_disk / "pgdata", password)
-    except Unavailable as reason:
-        pytest.skip(str(reason))
-    monkeypatch.setenv("PGPASSFILE", str(write_pgpass(splitmirror_workspace.root, password)))
-    monkeypatch.delenv("PGPASSWORD", raising=False)
-    try:
-        server.start("max_wal_size=96MB", "min_wal_size=32MB")
-        yield server
-    finally:
-        server.stop()
-    assert not leftovers(), "a container outlived its test"
+from splitmirror_postgresql.container import ContainerLedgerDatabase, ContainerPostgres, write_pgpass
 
 
 class TestPostgresInContainer(DatabaseContract):

@@ -13,7 +13,7 @@ import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..fsfreeze import FITHAW
@@ -49,14 +49,16 @@ def device_of(mount: Path) -> Path:
 
 
 @contextlib.contextmanager
-def loop_filesystem(directory: Path, size: int, fstype: str = "ext4") -> Iterator[Path]:
-    """``directory/primary.img`` (``size`` bytes, sparse) as an ``fstype`` (ext4 or xfs)
-    mounted at ``directory/primary-fs``."""
+def loop_filesystem(
+    directory: Path, size: int, fstype: str = "ext4", mkfs_options: Sequence[str] = ()
+) -> Iterator[Path]:
+    """``directory/primary.img`` (``size`` bytes, sparse) as an ``fstype`` (ext4 or xfs, made
+    with ``mkfs_options``) mounted at ``directory/primary-fs``."""
     image, mount = directory / "primary.img", directory / "primary-fs"
     with open(image, "wb") as f:
         f.truncate(size)
     force = "-f" if fstype == "xfs" else "-F"
-    subprocess.run([f"mkfs.{fstype}", "-q", force, str(image)], check=True)
+    subprocess.run([f"mkfs.{fstype}", "-q", force, *mkfs_options, str(image)], check=True)
     device = subprocess.run(
         ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
     ).stdout.strip()

@@ -37,6 +37,13 @@ def pgpass_line(password: str, user: str = "postgres") -> str:
     return f"127.0.0.1:*:*:{user}:{escaped}\n"
 
 
+def write_pgpass(path: Path, password: str) -> Path:
+    """A ``.pgpass`` file (0600, as libpq insists) admitting postgres on 127.0.0.1."""
+    path.write_text(pgpass_line(password))
+    path.chmod(0o600)
+    return path
+
+
 class ContainerPostgres:
     """PostgreSQL ``version`` in a container on the host directory ``datadir``.
 
@@ -131,8 +138,15 @@ class ContainerLedgerDatabase(PostgresLedgerDatabase):
     """A :class:`ContainerPostgres` as the contract suite's database; restores come up in a
     fresh container of the same image."""
 
-    def __init__(self, server: ContainerPostgres, options: Mapping[str, Any] | None = None) -> None:
-        super().__init__(server.url, server.datadir, {"path_map": server.path_map, **(options or {})})
+    def __init__(
+        self,
+        server: ContainerPostgres,
+        options: Mapping[str, Any] | None = None,
+        *,
+        primary: Path | None = None,
+    ) -> None:
+        options = {"path_map": server.path_map, **(options or {})}
+        super().__init__(server.url, server.datadir, options, primary=primary)
         self.server = server
 
     @contextlib.contextmanager
