@@ -69,3 +69,12 @@ def test_a_primary_that_is_not_a_mount_point_is_refused(disk: Path, block_runner
     with pytest.raises(PreflightError, match="is not the mount point of a block device"):
         block_runner.run(database, "freeze")
     assert os.path.exists(database.path)
+
+
+def test_a_device_that_is_not_the_one_mounted_is_refused(disk: Path, block_runner: SessionRunner) -> None:
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    block_runner.mirror_options = {"provider": "block", "device": "/dev/null"}
+    with pytest.raises(PreflightError, match=r"\[mirror\] device /dev/null is not what is mounted at"):
+        block_runner.run(database, "freeze")
+    assert not block_runner.workspace.mirror.exists(), "nothing was created"
