@@ -294,13 +294,13 @@ def test_point_in_time_recovery_replays_the_binlog_from_the_recorded_position(
 def test_the_watchdog_ends_a_wait_the_server_would_let_run_longer(
     splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner, busy: list[Busy]
 ) -> None:
-    """lock_wait_timeout counts whole seconds: with lock_timeout 1.1 s the server would wait 2 s,
-    so the watchdog (at 1.6 s) is what ends the wait; the server is released all the same."""
+    """lock_wait_timeout counts whole seconds: with lock_timeout 1.01 s the server would wait 2 s,
+    so the watchdog (at 1.51 s) is what ends the wait; the server is released all the same."""
     splitmirror_database.create_ledger()
     server = splitmirror_database.server
     busy.append(Busy(server, f"LOCK TABLES {DATABASE}.ledger WRITE", "SELECT SLEEP(60)"))
     database = MysqlLedgerDatabase(
-        server, splitmirror_database.option_file, {"lock_timeout": "1.1s", "long_query_threshold": "1h"}
+        server, splitmirror_database.option_file, {"lock_timeout": "1.01s", "long_query_threshold": "1h"}
     )
     with pytest.raises(SessionFailed) as failure:
         splitmirror_session.run(database, "freeze")

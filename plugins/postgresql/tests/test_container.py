@@ -37,7 +37,7 @@ def test_a_wrong_password_is_one_sentence_and_touches_nothing(
     config = splitmirror_session.config(database, "hot-backup")
     good = os.environ["PGPASSFILE"]
     monkeypatch.setenv(
-        "PGPASSFILE", str(write_pgpass(splitmirror_session.workspace.root / "archives", "wrong"))
+        "PGPASSFILE", str(write_pgpass(splitmirror_session.workspace.root / "pgpass-wrong", "wrong"))
     )
     result = CliRunner().invoke(main, ["check", str(config.source)])
     monkeypatch.setenv("PGPASSFILE", good)
