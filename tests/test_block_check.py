@@ -9,6 +9,7 @@ mirror and its extent maps, which must be exact for any file whatever the engine
 from __future__ import annotations
 
 import os
+import subprocess
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from splitmirror.engine import (
 from splitmirror.errors import SessionFailed
 from splitmirror.extents import map_file
 from splitmirror.phases import Mode, Phase
+from splitmirror.restore import restore_archive
 from splitmirror.session import Session
 from splitmirror.testing import SessionRunner
 from splitmirror.testing.loopfs import loop_filesystem, loop_filesystem_unavailable
@@ -178,9 +180,24 @@ def archived(archive: Path) -> dict[str, bytes]:
         }
 
 
+def sparse_members(archive: Path) -> set[str]:
+    with tarfile.open(archive) as tar:
+        return {m.name for m in tar.getmembers() if m.issparse()}
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".splitmirror")}
+
+
+def gnu_tar_extract(archive: Path, into: Path) -> dict[str, bytes]:
+    into.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(into)], check=True)
+    return contents(into)
+
+
 @pytest.mark.parametrize("remap", [True, False], ids=["check-on", "check-off"])
 def test_check_makes_extent_reads_exact_under_a_hostile_workload(
-    remap: bool, files: Path, splitmirror_session: SessionRunner
+    remap: bool, files: Path, splitmirror_session: SessionRunner, tmp_path: Path
 ) -> None:
     splitmirror_session.mirror_options = {"provider": "block"}
     splitmirror_session.plugins.append(Engines())
@@ -208,6 +225,13 @@ def test_check_makes_extent_reads_exact_under_a_hostile_workload(
     read = summary.stats["extents"]
     assert len(read["holey"]) >= 150 and len(read["fragmented"]) >= 5, "many extents were read"
     assert any(flags & 0x800 for *_rest, flags in read["prealloc"]), "unwritten extents were met"
+    archive = Path(summary.archive or "")
+    assert {"sparse", "prealloc", "holey"} <= sparse_members(archive), "holes were archived as data"
+    assert gnu_tar_extract(archive, tmp_path / "gnu") == hostile.at_split
+    restored = tmp_path / "restored"
+    restore_archive(archive, restored)
+    assert contents(restored) == hostile.at_split
+    assert (restored / "sparse").stat().st_blocks * 512 < 1 << 20, "the restore filled the holes"
 
 
 def test_inline_data_is_copied_through_the_frozen_filesystem(

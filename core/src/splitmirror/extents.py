@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import fcntl
 import os
 import struct
@@ -185,3 +186,27 @@ def coalesce(extents: Iterable[Extent]) -> list[Extent]:
                 continue
         merged.append(extent)
     return merged
+
+
+def data_ranges(fd: int) -> list[tuple[int, int]] | None:
+    """``(offset, length)`` of the ranges of the open file ``fd`` that hold data, by
+    ``SEEK_DATA``/``SEEK_HOLE``; None where the filesystem cannot tell (then assume no holes).
+
+    Filesystems without hole support report one range, the whole file, which is still right."""
+    size = os.fstat(fd).st_size
+    ranges: list[tuple[int, int]] = []
+    at = 0
+    try:
+        while at < size:
+            try:
+                start = os.lseek(fd, at, os.SEEK_DATA)
+            except OSError as error:
+                if error.errno == errno.ENXIO:  # only a hole is left
+                    break
+                raise
+            stop = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            ranges.append((start, stop - start))
+            at = stop
+    except OSError:
+        return None
+    return ranges

@@ -453,6 +453,7 @@ class Session:
                     mtime=info.mtime,
                     owner=(info.uid, info.gid),
                     progress=lambda n, _t, base=done: report(base + n, total),
+                    data=self.mirror.data_ranges(f.path) if mirrored else None,
                 )
             done += member.size
             method = self.mirror.read_method(f.path) if mirrored else "collected"

@@ -8,6 +8,8 @@ Format (docs/archive.md):
   attribute); a made-up keyword would make GNU tar warn on every member;
 * members appear in the order they were added: the engine's logical order, then the window's
   redo/WAL and metadata;
+* a file with holes whose data ranges the mirror knows is a GNU sparse 1.0 member
+  (:mod:`.sparse`): only its data is stored, and its checksum is still that of its content;
 * the last member is ``.splitmirror-manifest.json`` (:data:`MANIFEST_NAME`);
 * the stream ends with two zero blocks and is padded to a whole record by the target.
 
@@ -22,19 +24,22 @@ import dataclasses
 import hashlib
 import json
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from ..errors import SplitmirrorError
 from ..progress import Progress, no_progress
 from ..targets.base import Target
+from . import sparse
+from .sparse import Segment
 
 CHECKSUM_KEY = "SCHILY.xattr.user.splitmirror.sha256"
 MANIFEST_NAME = ".splitmirror-manifest.json"
 BLOCK = tarfile.BLOCKSIZE
 _CHUNK = 1 << 20
 _PLACEHOLDER = "0" * 64
+_ZEROS = memoryview(bytes(_CHUNK))
 
 
 class ArchiveError(SplitmirrorError):
@@ -66,13 +71,25 @@ class ArchiveWriter:
         self._closed = False
 
     def _header(
-        self, name: str, size: int, mode: int, mtime: float, digest: str, owner: tuple[int, int] | None = None
+        self,
+        name: str,
+        size: int,
+        mode: int,
+        mtime: float,
+        digest: str,
+        owner: tuple[int, int] | None = None,
+        segments: list[Segment] | None = None,
     ) -> bytes:
+        """The member's header blocks; for a sparse member, its map follows them."""
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = size, mode & 0o7777, int(mtime)
         info.uid, info.gid = owner if owner is not None else (self._uid, self._gid)
         info.pax_headers = {CHECKSUM_KEY: digest}
-        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        if segments is not None:
+            info.size = sparse.stored_size(segments, size)
+            info.pax_headers = {**sparse.pax_headers(name, size), CHECKSUM_KEY: digest}
+        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        return header + (sparse.map_block(segments, size) if segments is not None else b"")
 
     def add_file(
         self,
@@ -84,25 +101,33 @@ class ArchiveWriter:
         mtime: float = 0,
         owner: tuple[int, int] | None = None,
         progress: Progress = no_progress,
+        data: Iterable[Segment] | None = None,
     ) -> MemberRecord:
         """Stream ``size`` bytes of ``source`` as member ``name``; ``owner`` is (uid, gid),
-        by default the writer's."""
+        by default the writer's.
+
+        ``data`` lists the ``(offset, length)`` ranges of the file that hold data, when it is
+        known to have holes: only those ranges are read and stored, as a sparse member
+        (:mod:`.sparse`), and ``source`` must be seekable.  Holes read as zeros either way."""
+        segments = sparse.data_segments(data, size)
+        layout = segments if segments is not None else [(0, size)]
         offset = self.target.tell()
         if self.target.seekable:
-            header = self._header(name, size, mode, mtime, _PLACEHOLDER, owner)
+            header = self._header(name, size, mode, mtime, _PLACEHOLDER, owner, segments)
             self.target.write(header)
-            digest = self._stream(name, source, size, progress)
+            digest = self._stream(name, source, size, layout, progress)
             at = header.index(f"{CHECKSUM_KEY}={_PLACEHOLDER}".encode()) + len(CHECKSUM_KEY) + 1
             self.target.patch(offset + at, digest.encode())
         else:
-            expected = self._hash(name, source, size)
+            expected = self._stream(name, source, size, layout, no_progress, write=False)
             source.seek(0)
-            header = self._header(name, size, mode, mtime, expected, owner)
+            header = self._header(name, size, mode, mtime, expected, owner, segments)
             self.target.write(header)
-            digest = self._stream(name, source, size, progress)
+            digest = self._stream(name, source, size, layout, progress)
             if digest != expected:
                 raise ArchiveError(f"{name} changed on the split mirror while it was archived")
-        self.target.write(_pad(size))
+        stored = sum(length for _start, length in layout)
+        self.target.write(_pad(stored))
         return self._record(name, size, digest, offset, offset + len(header))
 
     def add_bytes(self, name: str, data: bytes, *, mode: int = 0o600, mtime: float = 0) -> MemberRecord:
@@ -129,49 +154,76 @@ class ArchiveWriter:
         self.members.append(record)
         return record
 
-    def _stream(self, name: str, source: BinaryIO, size: int, progress: Progress) -> str:
-        """Copy ``size`` bytes to the target, hashing each chunk in a helper thread while the
-        next is read and this one written (hashlib and file I/O both release the GIL)."""
-        digest = hashlib.sha256()
-        if size <= _CHUNK:  # one chunk: nothing to overlap, and no thread to start
-            chunk = source.read(size)
-            if len(chunk) != size:
-                raise ArchiveError(
-                    f"{name} is shorter on the split mirror than its recorded size "
-                    f"({len(chunk)} of {size} bytes)"
-                )
-            digest.update(chunk)
-            self.target.write(chunk)
+    def _stream(
+        self,
+        name: str,
+        source: BinaryIO,
+        size: int,
+        layout: list[Segment],
+        progress: Progress,
+        *,
+        write: bool = True,
+    ) -> str:
+        """Copy the ``layout`` ranges of ``source`` to the target (unless not ``write``) and
+        return the SHA-256 of the whole content, the gaps between ranges hashed as zeros."""
+        done = position = 0
+        with _Hasher(threaded=size > _CHUNK) as hasher:
+            for start, length in layout:
+                hasher.zeros(start - done)
+                if start != position:
+                    source.seek(start)
+                done = position = start
+                while position < start + length:
+                    chunk = source.read(min(_CHUNK, start + length - position))
+                    if not chunk:
+                        raise ArchiveError(
+                            f"{name} is shorter on the split mirror than its recorded size "
+                            f"({position} of {size} bytes)"
+                        )
+                    hasher.update(chunk)
+                    if write:
+                        self.target.write(chunk)
+                    position += len(chunk)
+                    done = position
+                    progress(done, size)
+            hasher.zeros(size - done)
             progress(size, size)
-            return digest.hexdigest()
-        hashing: Future[None] | None = None
-        done = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
-            while done < size:
-                chunk = source.read(min(_CHUNK, size - done))
-                if not chunk:
-                    raise ArchiveError(
-                        f"{name} is shorter on the split mirror than its recorded size "
-                        f"({done} of {size} bytes)"
-                    )
-                if hashing is not None:
-                    hashing.result()
-                hashing = hasher.submit(digest.update, chunk)
-                self.target.write(chunk)
-                done += len(chunk)
-                progress(done, size)
-            if hashing is not None:
-                hashing.result()
-        return digest.hexdigest()
+            return hasher.hexdigest()
 
-    @staticmethod
-    def _hash(name: str, source: BinaryIO, size: int) -> str:
-        digest = hashlib.sha256()
-        remaining = size
-        while remaining:
-            chunk = source.read(min(_CHUNK, remaining))
-            if not chunk:
-                raise ArchiveError(f"{name} is shorter on the split mirror than its recorded size")
-            digest.update(chunk)
-            remaining -= len(chunk)
-        return digest.hexdigest()
+
+class _Hasher:
+    """SHA-256 fed chunk by chunk, each hashed in a helper thread while the next is read and
+    this one written (hashlib and file I/O both release the GIL); inline when ``threaded`` is
+    false (a small file: nothing to overlap, and no thread to start)."""
+
+    def __init__(self, *, threaded: bool) -> None:
+        self._digest = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") if threaded else None
+        self._pending: Future[None] | None = None
+
+    def __enter__(self) -> _Hasher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        if self._pool is None:
+            self._digest.update(chunk)
+            return
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._pool.submit(self._digest.update, chunk)
+
+    def zeros(self, count: int) -> None:
+        """A hole of ``count`` bytes."""
+        while count > 0:
+            step = min(count, _CHUNK)
+            self.update(_ZEROS[:step])
+            count -= step
+
+    def hexdigest(self) -> str:
+        if self._pending is not None:
+            self._pending.result()
+        return self._digest.hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import BinaryIO, ClassVar
 
 import pydantic
 
+from .. import extents
 from ..engine import NoOptions, PreflightProblem
 from ..extents import ExtentMap
 from ..filemap import Fingerprint
@@ -116,6 +118,17 @@ class MirrorProvider(abc.ABC):
     def extents_of(self, primary_path: Path) -> list[list[int]]:
         """The extents BACKUP reads (``[logical, physical, length, flags]``), for the catalog."""
         return []
+
+    def data_ranges(self, primary_path: Path) -> list[tuple[int, int]] | None:
+        """``(offset, length)`` of the split copy's ranges that hold data; the rest are holes,
+        archived as a sparse member without being read.  None: no holes known.  By default the
+        split copy's own holes (``SEEK_DATA``) when it is a real file."""
+        with self.open_split_copy(primary_path) as source:
+            try:
+                fd = source.fileno()
+            except (OSError, io.UnsupportedOperation):
+                return None
+            return extents.data_ranges(fd)
 
     def exists_in_split(self, primary_path: Path) -> bool:
         """Whether the split image holds ``primary_path`` (providers may answer faster)."""

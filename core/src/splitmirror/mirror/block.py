@@ -15,6 +15,7 @@ exact; the catalog records which way each file was read.
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 import shutil
@@ -64,16 +65,37 @@ def mounted_device(mount: Path) -> Path | None:
 
 class ExtentReader(io.RawIOBase):
     """A file's bytes at the split, read from the mirror device by its extent map: holes and
-    unwritten extents as zeros, the last block trimmed to the size."""
+    unwritten extents as zeros, the last block trimmed to the size.  Seekable, so that a sparse
+    member can skip the holes."""
 
     def __init__(self, device: Path, emap: ExtentMap) -> None:
         super().__init__()
         self._reader = DirectReader(device, 1 << 20)
         self._pieces = list(emap.pieces())
+        self._starts = [offset for offset, _length, _extent in self._pieces]
+        self._size = emap.size
         self._index, self._into = 0, 0
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        if self._index >= len(self._pieces):
+            return self._size
+        return self._starts[self._index] + self._into
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.tell(), os.SEEK_END: self._size}[whence]
+        target = max(0, base + offset)
+        if target >= self._size:
+            self._index, self._into = len(self._pieces), 0
+        else:
+            self._index = bisect.bisect_right(self._starts, target) - 1
+            self._into = target - self._starts[self._index]
+        return target
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         while self._index < len(self._pieces):
@@ -207,6 +229,18 @@ class BlockMirror(MirrorProvider):
             raise FileNotFoundError(f"{primary_path} has no extent map from CHECK")
         device = self.mirror
         return io.BufferedReader(ExtentReader(device, self.maps[path]), 1 << 20)
+
+    def data_ranges(self, primary_path: Path) -> list[tuple[int, int]] | None:
+        """Holes and unwritten extents are what the map leaves out; a spooled copy has
+        whatever holes the copy kept."""
+        path = primary_path.resolve()
+        if path in self.spooled or path not in self.maps:
+            return super().data_ranges(primary_path)
+        return [
+            (offset, length)
+            for offset, length, extent in self.maps[path].pieces()
+            if extent is not None and not extent.zeros
+        ]
 
     def extents_of(self, primary_path: Path) -> list[list[int]]:
         emap = self.maps.get(primary_path.resolve())
