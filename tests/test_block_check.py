@@ -9,6 +9,7 @@ mirror and its extent maps, which must be exact for any file whatever the engine
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
@@ -29,11 +30,12 @@ from splitmirror.engine import (
 )
 from splitmirror.errors import SessionFailed
 from splitmirror.extents import map_file
+from splitmirror.filemap import Fingerprint
 from splitmirror.phases import Mode, Phase
 from splitmirror.restore import restore_archive
 from splitmirror.session import Session
 from splitmirror.testing import SessionRunner
-from splitmirror.testing.loopfs import loop_filesystem, loop_filesystem_unavailable
+from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
 
 BLOCK = 4096
 
@@ -258,3 +260,57 @@ def test_inline_data_is_copied_through_the_frozen_filesystem(
             for f in SqliteCatalog(splitmirror_session.workspace.catalog).files(summary.id)
         }
         assert methods["inline"] == "frozen-copy" and methods["regular"] == "extent"
+
+
+class Defragmenter:
+    """After MAP: ``e4defrag`` moves a fragmented file's blocks (its fingerprint stays the same),
+    then junk is written over the blocks it left, which are free now."""
+
+    def __init__(self, root: Path, remap: bool) -> None:
+        self.root, self.remap = root, remap
+        self.at_split: dict[str, bytes] = {}
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        path = self.root / "fragmented"
+        if phase is Phase.MAP:
+            session._filemap.remap_at_check = self.remap
+        elif phase is Phase.QUIESCE:
+            before, fingerprint = map_file(path), Fingerprint.of(path)
+            subprocess.run(["e4defrag", str(path)], capture_output=True, check=True)
+            after = map_file(path)
+            assert after != before and Fingerprint.of(path) == fingerprint, "e4defrag did not move it"
+            kept = {(e.physical, e.length) for e in after.extents}
+            with open(device_of(self.root), "r+b") as device:
+                for extent in before.extents:
+                    if (extent.physical, extent.length) not in kept:
+                        os.pwrite(device.fileno(), b"\xee" * extent.length, extent.physical)
+                os.fsync(device.fileno())
+        elif phase is Phase.CHECK:
+            self.at_split = {p.name: p.read_bytes() for p in self.root.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("remap", [True, False], ids=["check-on", "check-off"])
+def test_check_notices_blocks_moved_under_an_unchanged_fingerprint(
+    remap: bool, tmp_path: Path, splitmirror_session: SessionRunner
+) -> None:
+    reason = loop_filesystem_unavailable() or (
+        None if shutil.which("e4defrag") else "e4defrag is not installed"
+    )
+    if reason:
+        pytest.skip(reason)
+    (tmp_path / "disk").mkdir()
+    with loop_filesystem(tmp_path / "disk", 64 << 20) as mount:
+        steady_tree(mount)
+        splitmirror_session.mirror_options = {"provider": "block"}
+        splitmirror_session.plugins.append(Engines())
+        defrag = Defragmenter(mount, remap)
+        database: Any = Files(mount)
+        summary = splitmirror_session.run(database, "freeze", defrag)
+        got = archived(Path(summary.archive or ""))
+        assert set(got) == STEADY
+        if remap:
+            assert got == defrag.at_split
+            assert summary.stats["check"]["moved"] == 1 and summary.stats["check"]["remapped"] == 0
+        else:
+            assert got["fragmented"] != defrag.at_split["fragmented"], "the old blocks were read"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from splitmirror.errors import UserError
-from splitmirror.mirror.blocksync import BlockSync, DirectReader, device_size
+from splitmirror.mirror.blocksync import BlockSync, DirectReader, _stripes, device_size
 from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
 
 SIZE = 64 << 20
@@ -46,12 +46,13 @@ def digest(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.parametrize("workers", [1, 4, 7])
 def test_a_pass_makes_the_mirror_equal_and_the_next_copies_only_what_changed(
-    primary: tuple[Path, Path], tmp_path: Path
+    primary: tuple[Path, Path], tmp_path: Path, workers: int
 ) -> None:
     mount, device = primary
     mirror = tmp_path / "mirror.img"
-    sync = BlockSync(device, mirror)
+    sync = BlockSync(device, mirror, workers=workers)
     first = sync.sync()
     assert not first.used_map and first.chunks == SIZE >> 20
     assert digest(mirror, SIZE) == digest(device, SIZE)
@@ -65,6 +66,22 @@ def test_a_pass_makes_the_mirror_equal_and_the_next_copies_only_what_changed(
     assert second.used_map and second.bytes_read_mirror == 0, "with the map only the primary is read"
     assert 1 <= second.chunks_written <= 4, second  # the data chunk, plus journal/metadata chunks
     assert digest(mirror, SIZE) == digest(device, SIZE)
+
+    with open(mirror, "r+b") as f:  # damage both ends (first and last stripe), forget the map
+        f.seek(0)
+        f.write(b"\xa5" * 512)
+        f.seek(SIZE - 512)
+        f.write(b"\x5a" * 512)
+    sync.map_path.unlink()
+    third = sync.sync()
+    assert third.chunks_written == 2 and digest(mirror, SIZE) == digest(device, SIZE)
+
+
+def test_stripes_cover_every_chunk_once() -> None:
+    for chunks, workers in [(64, 4), (10, 3), (2, 8), (1, 1), (0, 4)]:
+        stripes = _stripes(chunks, workers)
+        assert [i for stripe in stripes for i in stripe] == list(range(chunks))
+        assert len(stripes) <= max(1, workers) and all(len(s) > 0 for s in stripes if chunks)
 
 
 def test_without_a_map_the_mirror_itself_is_compared(primary: tuple[Path, Path], tmp_path: Path) -> None:
