@@ -5,6 +5,7 @@ extents; restore drills in both modes with concurrent writers."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.errors import PreflightError
 from splitmirror.testing import SessionRunner, SqliteLedgerDatabase, Workspace, run_drill
-from splitmirror.testing.loopfs import loop_filesystem, loop_filesystem_unavailable
+from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
 
 
 @pytest.fixture
@@ -78,3 +79,74 @@ def test_a_device_that_is_not_the_one_mounted_is_refused(disk: Path, block_runne
     with pytest.raises(PreflightError, match=r"\[mirror\] device /dev/null is not what is mounted at"):
         block_runner.run(database, "freeze")
     assert not block_runner.workspace.mirror.exists(), "nothing was created"
+
+
+def test_a_mirror_device_that_is_mounted_is_refused_untouched(
+    disk: Path, block_runner: SessionRunner, tmp_path: Path
+) -> None:
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    (tmp_path / "other").mkdir()
+    with loop_filesystem(tmp_path / "other", 128 << 20) as other:
+        (other / "keep").write_bytes(b"someone else's data")
+        device = device_of(other)
+        block_runner.mirror_options = {"provider": "block"}
+        block_runner.workspace.mirror.symlink_to(device)
+        with pytest.raises(PreflightError, match=rf"the mirror .* is in use \(mounted at {other}\)"):
+            block_runner.run(database, "freeze")
+        assert (other / "keep").read_bytes() == b"someone else's data"
+    assert database.accepts_writes()
+
+
+def test_a_mirror_device_held_exclusively_is_refused(
+    disk: Path, block_runner: SessionRunner, tmp_path: Path
+) -> None:
+    """Not mounted, but claimed (as LVM or RAID would): the kernel's O_EXCL answer is used."""
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    image = tmp_path / "held.img"
+    with open(image, "wb") as f:
+        f.truncate(128 << 20)
+    device = subprocess.run(
+        ["losetup", "-f", "--show", str(image)], capture_output=True, text=True, check=True
+    )
+    held = device.stdout.strip()
+    try:
+        fd = os.open(held, os.O_RDONLY | os.O_EXCL)
+        try:
+            block_runner.workspace.mirror.symlink_to(held)
+            with pytest.raises(PreflightError, match=r"is in use \(held by the kernel"):
+                block_runner.run(database, "freeze")
+        finally:
+            os.close(fd)
+    finally:
+        subprocess.run(["losetup", "-d", held], check=True)
+
+
+def test_an_image_attached_to_a_loop_device_is_refused(
+    disk: Path, block_runner: SessionRunner, tmp_path: Path
+) -> None:
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    mirror = block_runner.workspace.mirror
+    with open(mirror, "wb") as f:
+        f.truncate(128 << 20)
+    device = subprocess.run(
+        ["losetup", "-f", "--show", str(mirror)], capture_output=True, text=True, check=True
+    )
+    try:
+        with pytest.raises(PreflightError, match=rf"is in use \(attached to {device.stdout.strip()}\)"):
+            block_runner.run(database, "freeze")
+    finally:
+        subprocess.run(["losetup", "-d", device.stdout.strip()], check=True)
+
+
+def test_a_missing_mirror_device_is_refused_and_not_created(disk: Path, block_runner: SessionRunner) -> None:
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    missing = Path("/dev/splitmirror-no-such-device")
+    block_runner.mirror_options = {"provider": "block"}
+    block_runner.workspace.mirror.symlink_to(missing)
+    with pytest.raises(PreflightError, match=r"the mirror .* does not exist"):
+        block_runner.run(database, "freeze")
+    assert not missing.exists()

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from splitmirror.errors import UserError
-from splitmirror.mirror.blocksync import BlockSync, DirectReader, _stripes, device_size
+from splitmirror.mirror.blocksync import (
+    DEVICE_MAP_DIR,
+    BlockSync,
+    DirectReader,
+    _stripes,
+    device_size,
+    map_path,
+)
 from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
 
 SIZE = 64 << 20
@@ -125,9 +132,12 @@ def test_a_block_device_mirror(primary: tuple[Path, Path], tmp_path: Path) -> No
     )
     mirror_device = Path(mirror.stdout.strip())
     try:
-        stats = BlockSync(device, mirror_device).sync()
+        sync = BlockSync(device, mirror_device, map_dir=tmp_path / "maps")
+        stats = sync.sync()
         assert stats.chunks_written > 0
         assert digest(mirror_device, SIZE) == digest(device, SIZE)
+        assert sync.map_path.parent == tmp_path / "maps" and sync.map_path.exists()
+        assert sync.sync().used_map
     finally:
         subprocess.run(["losetup", "-d", str(mirror_device)], check=True)
 
@@ -150,4 +160,15 @@ def test_a_mirror_smaller_than_the_primary_is_refused_untouched(
 
 def test_the_primary_as_its_own_mirror_is_refused(primary: tuple[Path, Path]) -> None:
     _mount, device = primary
-    assert BlockSync(device, device).problems() == [f"the mirror {device} is the primary itself"]
+    assert [p.what for p in BlockSync(device, device).problems()] == [
+        f"the mirror {device} is the primary itself"
+    ]
+
+
+def test_a_device_mirror_keeps_its_map_out_of_dev(tmp_path: Path) -> None:
+    by_id = Path("/dev/disk/by-id/scsi-3600a0b80001234")
+    assert map_path(by_id) == DEVICE_MAP_DIR / "dev_disk_by-id_scsi-3600a0b80001234.splitmirror-blocks.json"
+    assert (
+        map_path(by_id, tmp_path) == tmp_path / "dev_disk_by-id_scsi-3600a0b80001234.splitmirror-blocks.json"
+    )
+    assert map_path(tmp_path / "m.img") == tmp_path / ".m.img.splitmirror-blocks.json"

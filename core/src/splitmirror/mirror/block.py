@@ -47,6 +47,9 @@ class BlockOptions(pydantic.BaseModel):
     device: Path | None = None
     #: Compare-and-copy granularity.
     chunk_size: Size = DEFAULT_CHUNK
+    #: Where the mirror's checksum map is kept; default: beside an image file, or
+    #: /var/lib/splitmirror/block-maps for a device.
+    map_dir: Path | None = None
     #: Threads per synchronizer pass, each on its own stripe of the device.
     workers: int = pydantic.Field(default=DEFAULT_WORKERS, ge=1, le=64)
 
@@ -155,7 +158,13 @@ class BlockMirror(MirrorProvider):
     def _sync(self) -> BlockSync:
         device = self.device
         assert device is not None, "preflight() says when there is no device"
-        return BlockSync(device, self.mirror, chunk=self.settings.chunk_size, workers=self.settings.workers)
+        return BlockSync(
+            device,
+            self.mirror,
+            chunk=self.settings.chunk_size,
+            workers=self.settings.workers,
+            map_dir=self.settings.map_dir,
+        )
 
     def preflight(self) -> list[PreflightProblem]:
         problems: list[PreflightProblem] = []
@@ -180,10 +189,7 @@ class BlockMirror(MirrorProvider):
             problems.append(
                 PreflightProblem("the block mirror reads devices and freezes filesystems", "run as root")
             )
-        for sentence in self._sync().problems():
-            problems.append(
-                PreflightProblem(sentence, "choose a mirror device or image file at least as large")
-            )
+        problems.extend(self._sync().problems())
         parent = Path(os.path.abspath(self.mirror)).parent
         if parent.exists() and same_filesystem(parent, self.primary):
             problems.append(

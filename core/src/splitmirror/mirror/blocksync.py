@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..engine import PreflightProblem
 from ..errors import UserError
 
 DEFAULT_CHUNK = 1 << 20
@@ -74,6 +75,49 @@ def is_block_device(path: Path) -> bool:
         return False
 
 
+#: Where the checksum maps of device mirrors live when ``map_dir`` is not given (/dev is no
+#: place for them: it is rebuilt at every boot).
+DEVICE_MAP_DIR = Path("/var/lib/splitmirror/block-maps")
+
+
+def map_path(mirror: Path, map_dir: Path | None = None) -> Path:
+    """The checksum map's file: beside an image file, in :data:`DEVICE_MAP_DIR` for a device
+    (named after the path as configured, so a stable ``/dev/disk/by-id`` name keeps its map),
+    or in ``map_dir`` when given."""
+    where = Path(os.path.abspath(mirror))
+    on_dev = where.parts[:2] == ("/", "dev") or is_block_device(where)
+    if map_dir is None and not on_dev:
+        return where.parent / f".{where.name}.splitmirror-blocks.json"
+    name = "_".join(where.parts[1:]) if on_dev else where.name
+    return (map_dir or DEVICE_MAP_DIR) / f"{name}.splitmirror-blocks.json"
+
+
+def in_use(path: Path) -> str | None:
+    """Why something else may be using the device or image file ``path`` (mounted, held by
+    LVM/RAID/a partition in use, attached to a loop device), or None.
+
+    A block device is opened with ``O_EXCL``: the kernel refuses (EBUSY) when the device is
+    mounted or claimed, which is the one answer that covers every way of holding it."""
+    real = os.path.realpath(path)
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        source, target, *_ = line.split()
+        if source == real:
+            return f"mounted at {target.replace(chr(92) + '040', ' ')}"
+    if is_block_device(path):
+        try:
+            os.close(os.open(real, os.O_RDONLY | os.O_EXCL))
+        except OSError as error:
+            if error.errno == errno.EBUSY:
+                return "held by the kernel: mounted, or part of LVM, RAID or a mapped device"
+            raise
+        return None
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        with contextlib.suppress(OSError):
+            if os.path.realpath(backing.read_text().strip()) == real:
+                return f"attached to /dev/{backing.parent.parent.name}"
+    return None
+
+
 class DirectReader:
     """Aligned chunk reads of one device, ``O_DIRECT`` where the device allows it."""
 
@@ -106,36 +150,62 @@ class BlockSync:
     """Synchronize ``mirror`` from ``primary`` (devices or image files), chunk by chunk."""
 
     def __init__(
-        self, primary: Path, mirror: Path, *, chunk: int = DEFAULT_CHUNK, workers: int = DEFAULT_WORKERS
+        self,
+        primary: Path,
+        mirror: Path,
+        *,
+        chunk: int = DEFAULT_CHUNK,
+        workers: int = DEFAULT_WORKERS,
+        map_dir: Path | None = None,
     ) -> None:
         if chunk <= 0 or chunk % 4096:
             raise UserError(f"the block mirror's chunk size {chunk} is not a positive multiple of 4096")
         if workers < 1:
             raise UserError(f"the block mirror's workers ({workers}) must be at least 1")
         self.primary, self.mirror, self.chunk, self.workers = primary, mirror, chunk, workers
-        where = Path(os.path.abspath(mirror))
-        self.map_path = where.parent / f".{where.name}.splitmirror-blocks.json"
+        self.map_path = map_path(mirror, map_dir)
 
     # -- checks -----------------------------------------------------------------------------
 
-    def problems(self) -> list[str]:
-        """Sentences saying why a pass cannot run (nothing is changed to find out)."""
+    def problems(self) -> list[PreflightProblem]:
+        """Why a pass cannot run, each with its fix (nothing is changed to find out)."""
+        bigger = "choose a mirror device or image file at least as large"
         if not self.primary.exists():
-            return [f"the primary device {self.primary} does not exist"]
+            return [
+                PreflightProblem(f"the primary device {self.primary} does not exist", "check [mirror] device")
+            ]
         size = device_size(self.primary)
         if self.mirror.exists():
             if not (is_block_device(self.mirror) or self.mirror.is_file()):
-                return [f"the mirror {self.mirror} is neither a block device nor an image file"]
+                return [
+                    PreflightProblem(
+                        f"the mirror {self.mirror} is neither a block device nor an image file", bigger
+                    )
+                ]
             if os.path.realpath(self.mirror) == os.path.realpath(self.primary):
-                return [f"the mirror {self.mirror} is the primary itself"]
+                return [PreflightProblem(f"the mirror {self.mirror} is the primary itself", bigger)]
+            busy = in_use(self.mirror)
+            if busy:
+                return [
+                    PreflightProblem(
+                        f"the mirror {self.mirror} is in use ({busy})",
+                        "unmount or release it first: splitmirror overwrites the whole mirror",
+                    )
+                ]
             mirror_size = device_size(self.mirror)
             if mirror_size < size:
-                return [
+                what = (
                     f"the mirror {self.mirror} ({mirror_size} bytes) is smaller than the primary "
                     f"{self.primary} ({size} bytes)"
-                ]
+                )
+                return [PreflightProblem(what, bigger)]
+        elif Path(os.path.realpath(self.mirror)).parent == Path("/dev"):
+            return [
+                PreflightProblem(f"the mirror device {self.mirror} does not exist", "check [mirror] mirror")
+            ]
         elif not self.mirror.parent.is_dir():
-            return [f"the mirror's directory {self.mirror.parent} does not exist"]
+            what = f"the mirror's directory {self.mirror.parent} does not exist"
+            return [PreflightProblem(what, "create it, or point [mirror] mirror elsewhere")]
         return []
 
     # -- the map ----------------------------------------------------------------------------
@@ -161,6 +231,7 @@ class BlockSync:
         return digests if len(digests) == -(-size // self.chunk) else None
 
     def _save_map(self, size: int, digests: list[str]) -> None:
+        self.map_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temporary = self.map_path.with_suffix(".tmp")
         temporary.write_text(json.dumps({"identity": self._identity(size), "digests": digests}))
         os.replace(temporary, self.map_path)
@@ -171,7 +242,7 @@ class BlockSync:
         """One pass; the mirror equals the primary, durably, when it returns."""
         problems = self.problems()
         if problems:
-            raise UserError(problems[0] + "; the mirror was not touched")
+            raise UserError(problems[0].what + "; the mirror was not touched")
         size = device_size(self.primary)
         if not self.mirror.exists():
             with open(self.mirror, "wb") as f:
