@@ -100,4 +100,6 @@ def test_sigkilled_session_leaves_no_stuck_lock_and_is_never_done(
     hooks = Hooks(load_plugins(entry_points_enabled=False))
     assert Session(cfg, hooks).run().status == "DONE"
     killed = SqliteCatalog(cfg.session.catalog).get(int(marker.read_text()))  # type: ignore[arg-type]
-    assert killed.status == "STARTED", "a killed session is never shown DONE"
+    # The watchdog saw the pipe close and recorded why (tests/faults/ covers every phase).
+    assert (killed.status, killed.failed_phase) == ("FAILED", "SPLIT"), "a killed session is never shown DONE"
+    assert killed.error and "died in SPLIT" in killed.error

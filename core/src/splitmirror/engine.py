@@ -169,5 +169,22 @@ class DatabaseEngine(abc.ABC):
         """
         return []
 
+    def emergency_state(self) -> Mapping[str, Any] | None:
+        """What a fresh process needs to release this engine's hold if the session's process
+        dies or hangs in the window (JSON-able, never a password), or None when the database
+        lets go by itself once the connection closes (the default: SQLite's locks, PostgreSQL's
+        non-exclusive backup, MariaDB's BACKUP STAGE).  Asked before and after :meth:`quiesce`."""
+        return None
+
+    @classmethod
+    def emergency_release(
+        cls, url: str, options: pydantic.BaseModel, state: Mapping[str, Any] | None
+    ) -> None:
+        """Run by the watchdog (:mod:`splitmirror.watchdog`), in its own process, after the
+        session's process died or was killed in the window: open a fresh connection and end
+        what :meth:`emergency_state` described (Oracle's ``END BACKUP`` / ``RESUME``, killing
+        a backend that may linger).  Must be idempotent and quick.  Nothing to do by default."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional for engines without connections
         """Close every connection; called last on every path."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 FIFREEZE = 0xC0045877
@@ -32,6 +33,13 @@ def same_filesystem(a: Path, b: Path) -> bool:
 class Freezer:
     def __init__(self) -> None:
         self.frozen: list[Path] = []
+        #: Told ("freezing", mount) before each FIFREEZE and ("thawed", mount) once a mount is
+        #: no longer frozen by us: the watchdog keeps its own list from these.
+        self.listener: Callable[[str, Path], None] | None = None
+
+    def _tell(self, event: str, mount: Path) -> None:
+        if self.listener is not None:
+            self.listener(event, mount)
 
     def freeze(self, path: Path) -> None:
         """Freeze the filesystem holding ``path``.
@@ -47,10 +55,12 @@ class Freezer:
         if mount == Path("/"):
             raise OSError(errno.EPERM, "refusing to freeze the root filesystem")
         self.frozen.append(mount)
+        self._tell("freezing", mount)
         try:
             _ioctl(mount, FIFREEZE)
         except OSError:
             self.frozen.remove(mount)
+            self._tell("thawed", mount)
             raise
 
     def thaw_all(self) -> list[BaseException]:
@@ -68,6 +78,7 @@ class Freezer:
                     errors.append(error)
                     continue
             self.frozen.remove(mount)
+            self._tell("thawed", mount)
         return errors
 
 

@@ -47,6 +47,7 @@ from .mirror.base import MirrorProvider, SplitStat, SyncStats
 from .phases import PHASE_ORDER, Mode, Phase
 from .progress import Progress
 from .targets.base import Target
+from .watchdog import Watchdog
 from .window import SignalGuard
 
 MANIFEST_FORMAT = 1
@@ -104,6 +105,7 @@ class Session:
         self._freezer = Freezer()
         self._lock: SessionLock | None = None
         self._guard = SignalGuard(config.session.max_window)
+        self._watchdog = Watchdog({})
         self._window_start: float | None = None
         self._quiesced = False
         self._pending: list[_Pending] | None = None
@@ -136,7 +138,9 @@ class Session:
         return self._finished()
 
     def _window(self) -> None:
-        """QUIESCE .. UNQUIESCE, with thaw and release guaranteed on every way out."""
+        """QUIESCE .. UNQUIESCE, with thaw and release guaranteed on every way out (and, for
+        the ways out that skip ``finally``, by the watchdog started here)."""
+        self._start_watchdog()
         self._pending = []
         try:
             self._phase(Phase.QUIESCE)
@@ -162,6 +166,7 @@ class Session:
                 finally:
                     self._quiesced = False
                     self._close_window()
+                    self._watchdog.tell(released=True)
 
     def _close_window(self) -> None:
         self._guard.disarm()  # the limit is for the window, not for what follows it
@@ -172,6 +177,7 @@ class Session:
 
     def _phase(self, phase: Phase) -> None:
         self.phase = phase
+        self._watchdog.tell(phase=phase.name)
         if phase.in_window and phase is not Phase.QUIESCE:
             self._check_window()
         started_at, started = utc_now(), time.monotonic()
@@ -361,12 +367,28 @@ class Session:
         stats = self.mirror.bulk_sync(self.progress(Phase.SYNC))
         self.stats["bulk_sync"] = dataclasses.asdict(stats)
 
+    def _start_watchdog(self) -> None:
+        assert self.engine is not None and self.target is not None
+        self._watchdog = Watchdog(
+            {
+                "session": self.id,
+                "catalog": str(self.catalog_path),
+                "config": str(self.config.source),
+                "max_window": self.config.session.max_window,
+                "leftovers": self.target.leftovers(),
+            }
+        )
+        self._watchdog.start()
+        self._freezer.listener = lambda event, mount: self._watchdog.tell(**{event: str(mount)})
+
     def _quiesce(self) -> None:
         assert self.engine is not None
         self._window_start = time.monotonic()
         self._guard.arm()
+        self._watchdog.tell(state=self.engine.emergency_state())
         self._quiesced = True  # before the call: a half-entered mode is released by abort()
         self.engine.quiesce(self.mode)
+        self._watchdog.tell(state=self.engine.emergency_state())
 
     def _discover(self) -> None:
         assert self.engine is not None and self.mirror is not None
@@ -418,6 +440,7 @@ class Session:
     def _unquiesce(self) -> None:
         assert self.engine is not None
         self.unquiesced = self.engine.unquiesce()
+        self._watchdog.tell(released=True)
         self._quiesced = False
         self._close_window()
 
@@ -551,6 +574,7 @@ class Session:
         if self.engine is not None:
             with contextlib.suppress(Exception):  # closing must not hide the session's outcome
                 self.engine.close()
+        self._watchdog.finish()  # the outcome is recorded: nothing left for it to do
         if self._lock is not None:
             self._lock.release()
 

@@ -65,6 +65,11 @@ class Target(abc.ABC):
     def _finish(self) -> None:
         """Make everything written durable (fsync) and final (e.g. rename into place)."""
 
+    def leftovers(self) -> list[str]:
+        """Files a session killed before it could :meth:`discard` may leave (the watchdog
+        removes them when the session never finished)."""
+        return []
+
     @abc.abstractmethod
     def discard(self) -> None:
         """Failure path: close, and remove what can be removed; never report it as good."""

@@ -98,6 +98,9 @@ class FileTarget(Target):
         finally:
             os.close(directory)
 
+    def leftovers(self) -> list[str]:
+        return [self._partial, self.path]
+
     def discard(self) -> None:
         """Remove what this session wrote, even a committed archive whose session then failed
         (say, recording it in the catalog): only ``DONE`` sessions leave an archive behind."""
