@@ -27,7 +27,7 @@ from typing import Any
 from . import __version__, impl
 from .archive.pax import ArchiveWriter, MemberRecord
 from .catalog import Catalog, FileRecord, PhaseRecord, SessionSummary, default_catalog_path
-from .catalog.base import DONE, FAILED
+from .catalog.base import DONE, FAILED, STARTED
 from .catalog.sqlite import SqliteCatalog
 from .config import Config, expand_target_path, plugin_options, redact_url
 from .engine import DatabaseEngine, DatabaseFile, PreflightProblem, ServerInfo, UnquiesceResult
@@ -139,8 +139,7 @@ class Session:
 
     def _window(self) -> None:
         """QUIESCE .. UNQUIESCE, with thaw and release guaranteed on every way out (and, for
-        the ways out that skip ``finally``, by the watchdog started here)."""
-        self._start_watchdog()
+        the ways out that skip ``finally``, by the watchdog started in INIT)."""
         self._pending = []
         try:
             self._phase(Phase.QUIESCE)
@@ -319,6 +318,7 @@ class Session:
             raise PreflightError(_sentences(problems))
         assert self.engine is not None and self.server is not None
         self.catalog = SqliteCatalog(self.catalog_path)
+        self._fail_abandoned(self.catalog)
         self.id = self.catalog.start_session(
             name=cfg.session.name,
             mode=self.mode.value,
@@ -332,6 +332,27 @@ class Session:
         problems = self.target.preflight()  # the real name, now that the session has its id
         if problems:
             raise PreflightError(_sentences(problems))
+        self._start_watchdog()
+
+    def _fail_abandoned(self, catalog: Catalog) -> None:
+        """Rows of this configuration still ``STARTED`` belong to sessions that are gone: we hold
+        the configuration's lock, so none of them runs.  Their process ended without recording
+        an outcome and no watchdog did it for them (the machine went down, or the watchdog was
+        killed too); say so rather than show them running forever."""
+        for stale in catalog.sessions(status=STARTED):
+            if stale.config == str(self.config.source):
+                names = [phase.name for phase in PHASE_ORDER]
+                done = [names.index(p.name) for p in stale.phases if p.name in names]
+                # Window phases are recorded when the window closes: this is the earliest it was in.
+                at = names[min(max(done, default=-1) + 1, len(names) - 1)]
+                catalog.finish_session(
+                    stale.id,
+                    status=FAILED,
+                    finished_at=utc_now(),
+                    failed_phase=at,
+                    error="its process ended without recording an outcome (killed, crashed, or the "
+                    f"machine went down); found by session started at {utc_now()}",
+                )
 
     def _target_path(self, session_id: int) -> str:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
