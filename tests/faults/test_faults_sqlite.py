@@ -1,7 +1,8 @@
-"""The fault matrix for SQLite: a session SIGKILLed in every phase from QUIESCE to BACKUP, on
-the block mirror (so SPLIT freezes the primary filesystem and a dead session would leave it
-frozen).  After each death: writes within a second, nothing frozen, the row FAILED with the
-phase, no archive left, the next session DONE.  Without the watchdog the filesystem stays
+"""The fault matrix for SQLite (:class:`FaultMatrix`, both modes, on the directory mirror),
+and a session SIGKILLed in every phase from QUIESCE to BACKUP on the block mirror (so SPLIT
+freezes the primary filesystem and a dead session would leave it frozen).  After each death:
+writes within a second, nothing frozen, the row FAILED with the phase, no archive left, the
+next session DONE.  Without the watchdog the filesystem stays
 frozen and the row STARTED: that is what the watchdog is for."""
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from splitmirror.testing import SessionRunner, SqliteLedgerDatabase
+from splitmirror.testing import LedgerDatabase, SessionRunner, SqliteLedgerDatabase, Workspace
 from splitmirror.testing.faults import (
     KILL_POINTS,
+    FaultMatrix,
     archives_left,
     failure_of,
     is_frozen,
@@ -21,6 +23,15 @@ from splitmirror.testing.faults import (
     seconds_until,
     thaw,
 )
+
+
+@pytest.fixture
+def splitmirror_database(splitmirror_workspace: Workspace) -> LedgerDatabase:
+    return SqliteLedgerDatabase(splitmirror_workspace.primary)
+
+
+class TestSqliteFaultMatrix(FaultMatrix):
+    pass
 
 
 @pytest.fixture

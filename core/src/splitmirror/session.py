@@ -487,18 +487,25 @@ class Session:
         self.target.open()
         for f, mirrored in sources:
             name = str(self.mirror.relative(f.path))
-            info = self.mirror.split_stat(f.path) if mirrored else _stat(f.path)
-            with self.mirror.open_split_copy(f.path) if mirrored else open(f.path, "rb") as source:
-                member = writer.add_file(
-                    name,
-                    source,
-                    sizes[f.path],
-                    mode=info.mode,
-                    mtime=info.mtime,
-                    owner=(info.uid, info.gid),
-                    progress=lambda n, _t, base=done: report(base + n, total),
-                    data=self.mirror.data_ranges(f.path) if mirrored else None,
-                )
+            try:
+                info = self.mirror.split_stat(f.path) if mirrored else _stat(f.path)
+                with self.mirror.open_split_copy(f.path) if mirrored else open(f.path, "rb") as source:
+                    member = writer.add_file(
+                        name,
+                        source,
+                        sizes[f.path],
+                        mode=info.mode,
+                        mtime=info.mtime,
+                        owner=(info.uid, info.gid),
+                        progress=lambda n, _t, base=done: report(base + n, total),
+                        data=self.mirror.data_ranges(f.path) if mirrored else None,
+                    )
+            except OSError as error:  # the target's own errors (full) are UserErrors, not OSErrors
+                where = "the split mirror" if mirrored else "the primary"
+                raise SplitmirrorError(
+                    f"reading {name} from {where} failed ({error.strerror or error}); the archive "
+                    "would be incomplete, so it was removed"
+                ) from error
             done += member.size
             method = self.mirror.read_method(f.path) if mirrored else "collected"
             self._add_member(str(f.path), f.logical_key, f.role, member, method)

@@ -17,7 +17,13 @@ from ..engine import PreflightProblem
 from ..errors import UserError
 
 
-class TargetFull(UserError):
+class TargetError(UserError):
+    """The target could not be written (a tape error, an I/O error on the disk)."""
+
+    exit_code = 1
+
+
+class TargetFull(TargetError):
     """The target ran out of space."""
 
     exit_code = 1
@@ -122,4 +128,7 @@ class Target(abc.ABC):
                     f"the target {self.location} is full; free space there or point "
                     f"[target] path at a larger filesystem"
                 ) from error
-            raise
+            raise TargetError(
+                f"writing to the target {self.location} failed ({error.strerror or error}); check the "
+                "device or filesystem there"
+            ) from error

@@ -7,9 +7,10 @@ database (SQLite's is :class:`SqliteLedgerDatabase`, below, and doubles as the e
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,23 @@ class LedgerDatabase(abc.ABC):
         """Open (or start) the database restored into ``directory``, run its own integrity
         check, and read the ledger."""
 
+    # -- optional, for the fault matrix (splitmirror.testing.faults) ---------------------------
+
+    def leftovers(self) -> list[str]:
+        """What a session may have left held on the live database (a backend, a slot, a lock),
+        in words; empty when nothing is."""
+        return []
+
+    def kill_connections(self) -> int:
+        """Kill every other client connection from the server's side (the session's among them)
+        and return how many; :class:`NotImplementedError` where there is no server."""
+        raise NotImplementedError(f"{type(self).__name__} has no server connection to kill")
+
+    def blocker(self, mode: str) -> contextlib.AbstractContextManager[None] | None:
+        """A context manager holding what makes ``mode``'s quiesce wait (an open write
+        transaction, a table lock), or None when nothing a client does can make it wait."""
+        return None
+
 
 class SqliteLedgerDatabase(LedgerDatabase):
     """The built-in SQLite engine's side of the contract (WAL mode, so both modes apply)."""
@@ -94,6 +112,20 @@ class SqliteLedgerDatabase(LedgerDatabase):
         # The database, and its WAL or rollback journal; -shm is only an index SQLite rebuilds.
         candidates = [self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-journal"))]
         return {path for path in candidates if path.exists()}
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        with closing(sqlite3.connect(self.path, timeout=1, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                db.execute("ROLLBACK")
+
+    def blocker(self, mode: str) -> contextlib.AbstractContextManager[None] | None:
+        """An open write transaction: FREEZE waits for SQLite's write lock behind it
+        (HOT_BACKUP takes only a read snapshot and does not wait)."""
+        return self._write_transaction() if mode == "freeze" else None
 
     def restored_ledger(self, directory: Path, manifest: Mapping[str, Any]) -> RestoredLedger:
         restored = directory / self.path.name

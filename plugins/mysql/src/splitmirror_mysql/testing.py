@@ -178,6 +178,55 @@ class MysqlLedgerDatabase(LedgerDatabase):
         thread.join(timeout)
         return bool(outcome) and outcome[0]
 
+    _OTHERS = (
+        "SELECT ID, COMMAND, STATE, LEFT(COALESCE(INFO, ''), 60) FROM information_schema.PROCESSLIST"
+        " WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Daemon', 'Binlog Dump')"
+        " AND USER NOT IN ('system user', 'event_scheduler')"
+    )
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        with (
+            connect(self.url, option_file=self.option_file, timeout=2, database="") as conn,
+            conn.cursor() as cursor,
+        ):
+            yield cursor
+
+    def _others(self) -> list[tuple[Any, ...]]:
+        with self._cursor() as cursor:
+            cursor.execute(self._OTHERS)
+            return list(cursor.fetchall())
+
+    def leftovers(self) -> list[str]:
+        """Client connections besides the one asking: the session's, holding a BACKUP STAGE or
+        a lock, would show here."""
+        return [
+            f"connection {cid} ({command} {state}: {info})" for cid, command, state, info in self._others()
+        ]
+
+    def kill_connections(self) -> int:
+        """``KILL`` every other client connection (the session's among them)."""
+        ids = [row[0] for row in self._others()]
+        with self._cursor() as cursor:
+            for cid in ids:
+                with contextlib.suppress(pymysql.Error):  # it may have ended by itself
+                    cursor.execute(f"KILL {int(cid)}")
+        return len(ids)
+
+    @contextlib.contextmanager
+    def _table_lock(self) -> Iterator[None]:
+        with self._cursor() as cursor:
+            cursor.execute(f"LOCK TABLES {ledger.DATABASE}.ledger WRITE")
+            try:
+                yield
+            finally:
+                cursor.execute("UNLOCK TABLES")
+
+    def blocker(self, mode: str) -> contextlib.AbstractContextManager[None] | None:
+        """``LOCK TABLES ... WRITE`` on the ledger: FTWRL, BACKUP STAGE BLOCK_COMMIT and LOCK
+        INSTANCE FOR BACKUP all queue behind it, in both modes."""
+        return self._table_lock()
+
     def files_in_use(self) -> set[Path]:
         """Every file under the data directory but what the server recreates or what describes
         the running process (the same list as the engine's, stated here on its own: pid and

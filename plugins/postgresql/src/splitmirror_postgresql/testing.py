@@ -401,6 +401,32 @@ class PostgresLedgerDatabase(LedgerDatabase):
     def create_ledger(self) -> None:
         ledger.create_ledger(self.url)
 
+    _OTHERS = (
+        "SELECT pid, application_name, state, left(query, 60) FROM pg_stat_activity"
+        " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
+
+    def leftovers(self) -> list[str]:
+        """Client backends besides the one asking, and replication slots: a session's backup
+        connection or its temporary slot outliving it."""
+        with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
+            backends = [
+                f"backend {pid} ({state}: {query})" for pid, _app, state, query in conn.execute(self._OTHERS)
+            ]
+            slots = [
+                f"replication slot {name}"
+                for (name,) in conn.execute("SELECT slot_name FROM pg_replication_slots")
+            ]
+        return backends + slots
+
+    def kill_connections(self) -> int:
+        """``pg_terminate_backend`` for every other client backend (the session's among them)."""
+        with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
+            pids = [pid for pid, *_rest in conn.execute(self._OTHERS)]
+            for pid in pids:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        return len(pids)
+
     def writer_command(self, writer: int, acks: Path) -> list[str]:
         return ledger.writer_command(self.url, acks, writer)
 
