@@ -47,6 +47,7 @@ def test_a_drill_reads_every_file_by_extent_from_the_unmounted_mirror(
     assert session.stats["extents"][database.path.name], "the extents BACKUP read are recorded"
     mirror = block_runner.workspace.mirror
     assert mirror.is_file() and str(mirror) not in Path("/proc/self/mounts").read_text()
+    assert mirror.stat().st_mode & 0o077 == 0, "the image holds the database: private, like an archive"
 
 
 def test_a_mirror_smaller_than_the_primary_is_refused_before_anything_happens(

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from splitmirror.cli import main
 from splitmirror.testing import SessionRunner, SqliteLedgerDatabase
-from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
+from splitmirror.testing.loopfs import device_of
 
 
 @dataclasses.dataclass
@@ -268,13 +268,8 @@ def test_bad_input_is_one_sentence_and_changes_nothing(
 
 
 @pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    reason = loop_filesystem_unavailable()
-    if reason:
-        pytest.skip(reason)
-    (tmp_path / "disk").mkdir()
-    with loop_filesystem(tmp_path / "disk", 64 << 20) as mount:
-        yield mount
+def disk(splitmirror_loop_filesystem: Path) -> Path:
+    return splitmirror_loop_filesystem  # its image, primary.img, is beside it
 
 
 DeviceCase = tuple[str, Callable[[Path, Path], dict[str, object]], str]

@@ -9,7 +9,6 @@ in an option file of the workspace.  Containers are removed in teardown, pass or
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from splitmirror.testing import Workspace
 from splitmirror.testing.containers import Unavailable
+from splitmirror.testing.secrets import sentinel_password
 from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
 
 #: (image family, version) the suite runs against; each skips with its reason when unavailable.
@@ -38,7 +38,7 @@ def server(
         )
     name, version = request.param
     try:
-        server = ContainerMysql(name, version, splitmirror_primary_disk / "mysql", secrets.token_urlsafe(16))
+        server = ContainerMysql(name, version, splitmirror_primary_disk / "mysql", sentinel_password())
     except Unavailable as reason:
         pytest.skip(str(reason))
     try:

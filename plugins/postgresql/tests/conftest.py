@@ -8,7 +8,6 @@ so sessions mirror it, and the server is stopped in teardown, pass or fail.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from splitmirror.testing import Workspace
 from splitmirror.testing.containers import Unavailable, leftovers
+from splitmirror.testing.secrets import sentinel_password
 from splitmirror_postgresql.container import ContainerPostgres, write_pgpass
 from splitmirror_postgresql.testing import HostLedgerDatabase, HostPostgres, unavailable
 
@@ -65,7 +65,7 @@ def container_postgres(
         pytest.skip(
             "container PostgreSQL tests need root: splitmirror reads files the container's postgres owns"
         )
-    password = secrets.token_urlsafe(16)
+    password = sentinel_password()  # scanned for by test_postgres_secrets
     try:
         server = ContainerPostgres(str(request.param), splitmirror_primary_disk / "pgdata", password)
     except Unavailable as reason:

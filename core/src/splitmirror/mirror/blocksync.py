@@ -244,9 +244,12 @@ class BlockSync:
         if problems:
             raise UserError(problems[0].what + "; the mirror was not touched")
         size = device_size(self.primary)
-        if not self.mirror.exists():
-            with open(self.mirror, "wb") as f:
-                f.truncate(size)  # sparse: unwritten chunks cost nothing
+        if not self.mirror.exists():  # an image of the database: private, like the archives
+            fd = os.open(self.mirror, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, size)  # sparse: unwritten chunks cost nothing
+            finally:
+                os.close(fd)
         known = self.load_map(size)
         self.map_path.unlink(missing_ok=True)  # a pass that dies leaves no map behind
         chunks = -(-size // self.chunk)
