@@ -14,7 +14,14 @@ from pathlib import Path
 from conftest import install_in_venv, write_distribution
 
 PLUGIN = '''
-"""tinydb: the SQLite engine under another URL scheme, as a third party would ship it."""
+"""tinydb: the SQLite engine under another URL scheme, as a third party would ship it.
+
+Its quiesce also enters a mode that outlives the process (a marker file, as Oracle's BEGIN
+BACKUP outlives its session): it declares it for the watchdog, and its emergency hook notes
+when the watchdog called it."""
+import json
+from pathlib import Path
+
 from splitmirror import impl
 from splitmirror.engines.sqlite import SqliteEngine
 
@@ -23,10 +30,41 @@ class TinyEngine(SqliteEngine):
     name = "tinydb"
     url_schemes = ("tinydb",)
 
+    @property
+    def marker(self):
+        return Path(self.url.removeprefix("tinydb://") + ".in-backup")
+
+    def quiesce(self, mode):
+        self.marker.write_text("in backup")
+        super().quiesce(mode)
+
+    def unquiesce(self):
+        result = super().unquiesce()
+        self.marker.unlink(missing_ok=True)
+        return result
+
+    def abort(self):
+        super().abort()
+        self.marker.unlink(missing_ok=True)
+
+    def emergency_state(self):
+        return {"marker": str(self.marker)}
+
+    @classmethod
+    def emergency_release(cls, url, options, state):
+        if state:
+            Path(state["marker"]).unlink(missing_ok=True)
+
 
 @impl
 def splitmirror_register_engines(register):
     register(TinyEngine)
+
+
+@impl
+def splitmirror_emergency_release(config, phase, engine_state):
+    note = Path(str(config.database.url).removeprefix("tinydb://") + ".released")
+    note.write_text(json.dumps({"phase": phase, "state": engine_state}))
 '''
 
 CONFTEST = """
@@ -61,6 +99,22 @@ class TestTinyDb(DatabaseContract):
 def test_the_engine_under_test_is_ours(splitmirror_database, splitmirror_session):
     splitmirror_database.create_ledger()
     assert splitmirror_session.run(splitmirror_database, "freeze").database == "tinydb"
+
+
+def test_the_watchdog_releases_what_a_killed_session_held(
+    splitmirror_database, splitmirror_session, tmp_path
+):
+    import json
+    from pathlib import Path
+    from splitmirror.testing.faults import run_killed
+
+    splitmirror_database.create_ledger()
+    config = splitmirror_session.config(splitmirror_database, "freeze")
+    run_killed(config.source, "SPLIT", tmp_path)
+    path = Path(str(splitmirror_database.path))
+    assert not Path(str(path) + ".in-backup").exists(), "the engine's emergency_release ended the mode"
+    note = json.loads(Path(str(path) + ".released").read_text())
+    assert note == {"phase": "SPLIT", "state": {"marker": str(path) + ".in-backup"}}
 """
 
 
@@ -83,5 +137,5 @@ def test_contract_suite_runs_from_a_separate_plugin_package(tmp_path: Path) -> N
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "21 passed" in proc.stdout
+    assert "22 passed" in proc.stdout
     assert "drill freeze, 2 writers:" in proc.stdout and " 0 lost, 0 gaps" in proc.stdout

@@ -7,12 +7,12 @@ typed methods here, so a hook's signature changes in exactly two places (the spe
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from .engine import DatabaseEngine
-from .errors import PluginError
+from .errors import PluginError, first_line
 from .mirror.base import MirrorProvider
 from .phases import Phase
 from .plugins import LoadedPlugins, PluginRecord, load_plugins
@@ -21,6 +21,7 @@ from .targets.base import Target
 
 if TYPE_CHECKING:
     from .catalog.base import SessionSummary
+    from .config import Config
     from .session import Session
 
 T = TypeVar("T", bound=type)
@@ -124,6 +125,19 @@ class Hooks:
 
     def session_finished(self, session: Session, summary: SessionSummary) -> None:
         self._hook.splitmirror_session_finished(session=session, summary=summary)
+
+    def emergency_release(
+        self, config: Config, phase: str, engine_state: Mapping[str, Any] | None
+    ) -> list[str]:
+        """Every plugin's ``splitmirror_emergency_release``, each on its own (the watchdog must
+        not stop at the first that fails); returns one sentence per failure."""
+        failures = []
+        for implementation in self._hook.splitmirror_emergency_release.get_hookimpls():
+            try:
+                implementation.function(config=config, phase=phase, engine_state=engine_state)
+            except Exception as error:  # noqa: BLE001 - reported; the other plugins still run
+                failures.append(f"plugin {implementation.plugin_name}: {first_line(error)}")
+        return failures
 
     # -- registering plugins at run time (tests, the CLI's own observers) ------------------
 

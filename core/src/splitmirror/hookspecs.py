@@ -13,13 +13,14 @@ signatures there match these.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
     from .catalog.base import SessionSummary
+    from .config import Config
     from .engine import DatabaseEngine
     from .mirror.base import MirrorProvider
     from .phases import Phase
@@ -128,4 +129,22 @@ def splitmirror_session_finished(session: Session, summary: SessionSummary) -> N
 
     :param session: the session that ended.
     :param summary: what the catalog recorded: phases, window, files, bytes, archive.
+    """
+
+
+@_spec
+def splitmirror_emergency_release(config: Config, phase: str, engine_state: Mapping[str, Any] | None) -> None:
+    """The session's process died, stopped answering, or outlived ``max_window`` before it let go
+    of what it held; called by the watchdog (:mod:`splitmirror.watchdog`), in its own process,
+    after it thawed every filesystem the session froze and ran the engine's own
+    :meth:`~splitmirror.engine.DatabaseEngine.emergency_release`.
+
+    Implement it when your plugin holds something a dead process does not give back by itself:
+    a storage array left split or in a backup state, a lease, a mode of a database your plugin
+    drives.  Each implementation is called on its own: one raising is reported and the others
+    still run.  Be idempotent (the session may have released it already) and quick.
+
+    :param config: the session's configuration (its file, loaded again).
+    :param phase: the phase the session was in.
+    :param engine_state: what the engine's ``emergency_state()`` last said, or ``None``.
     """

@@ -181,19 +181,28 @@ class _Watch:
         print(f"splitmirror watchdog: {reason}; " + ", ".join(done or ["nothing was held"]), file=sys.stderr)
 
     def _release(self) -> bool:
+        """The engine's emergency release, then every plugin's ``splitmirror_emergency_release``;
+        True when all of them went through."""
         from .config import load_config, plugin_options
         from .hooks import Hooks
 
+        failures = []
         try:
             config = load_config(Path(self.hello["config"]))
-            engine_cls = Hooks().engine_for_url(config.database.url)
-            engine_cls.emergency_release(
-                config.database.url, plugin_options(config, "database", engine_cls.options_model), self.state
-            )
-            return True
-        except Exception as error:  # noqa: BLE001 - a plugin's failure: report, go on with the rest
-            print(f"splitmirror watchdog: emergency release failed: {error}", file=sys.stderr)
+            hooks = Hooks()
+            engine_cls = hooks.engine_for_url(config.database.url)
+        except Exception as error:  # noqa: BLE001 - the config or plugins broke meanwhile: report
+            print(f"splitmirror watchdog: cannot load the session's plugins: {error}", file=sys.stderr)
             return False
+        try:
+            options = plugin_options(config, "database", engine_cls.options_model)
+            engine_cls.emergency_release(config.database.url, options, self.state)
+        except Exception as error:  # noqa: BLE001 - report it, and still call the plugins
+            failures.append(f"engine {engine_cls.name}: {error}")
+        failures += hooks.emergency_release(config, self.phase, self.state)
+        for failure in failures:
+            print(f"splitmirror watchdog: emergency release failed: {failure}", file=sys.stderr)
+        return not failures
 
     def _record(self, reason: str) -> bool:
         from .catalog.base import FAILED, STARTED
