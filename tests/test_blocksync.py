@@ -172,3 +172,18 @@ def test_a_device_mirror_keeps_its_map_out_of_dev(tmp_path: Path) -> None:
         map_path(by_id, tmp_path) == tmp_path / "dev_disk_by-id_scsi-3600a0b80001234.splitmirror-blocks.json"
     )
     assert map_path(tmp_path / "m.img") == tmp_path / ".m.img.splitmirror-blocks.json"
+
+
+def test_an_image_written_behind_the_synchronizers_back_voids_its_map(
+    primary: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _mount, device = primary
+    mirror = tmp_path / "mirror.img"
+    sync = BlockSync(device, mirror)
+    sync.sync()
+    with open(mirror, "r+b") as f:  # the map stays; the image's mtime moves
+        f.seek(20 << 20)
+        f.write(b"\xff" * 4096)
+    again = sync.sync()
+    assert not again.used_map and again.chunks_written == 1
+    assert digest(mirror, SIZE) == digest(device, SIZE)

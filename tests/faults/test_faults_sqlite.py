@@ -7,15 +7,21 @@ frozen and the row STARTED: that is what the watchdog is for."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
+from splitmirror.errors import SessionFailed
+from splitmirror.phases import Phase
+from splitmirror.restore import restore_archive
+from splitmirror.session import Session
 from splitmirror.testing import LedgerDatabase, SessionRunner, SqliteLedgerDatabase, Workspace
 from splitmirror.testing.faults import (
     KILL_POINTS,
     FaultMatrix,
+    _Act,
     archives_left,
     failure_of,
     is_frozen,
@@ -23,6 +29,7 @@ from splitmirror.testing.faults import (
     seconds_until,
     thaw,
 )
+from splitmirror.workload import create_ledger
 
 
 @pytest.fixture
@@ -78,3 +85,42 @@ def test_without_the_watchdog_a_killed_split_leaves_the_filesystem_frozen(
         assert failure_of(block_runner.workspace.catalog, killed.session_id)["status"] == "STARTED"
     finally:
         thaw(disk)
+
+
+def test_the_watchdog_thaws_within_200_ms_of_the_death(
+    disk: Path, block_runner: SessionRunner, tmp_path: Path
+) -> None:
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    config = block_runner.config(database, "freeze")
+    killed = run_killed(config.source, "SPLIT", tmp_path)
+    while is_frozen(disk):
+        time.sleep(0.005)
+    reaction = time.monotonic() - killed.died_at
+    print(f"thawed {reaction * 1000:.0f} ms after the session's process was reaped")
+    assert reaction < 0.2, reaction
+
+
+def test_the_mirror_image_cut_short_mid_backup_fails_backup(
+    disk: Path, block_runner: SessionRunner, tmp_path: Path
+) -> None:
+    """The block mirror's device going away under BACKUP (here: its image truncated to nothing
+    after the first bytes were archived): reads fail, BACKUP fails naming the file, no archive."""
+    database = SqliteLedgerDatabase(disk)
+    create_ledger(database.path, rows=20_000)  # several MiB: BACKUP reports progress mid-file
+
+    def cut(session: Session) -> None:
+        os.truncate(session.config.mirror.mirror, 0)
+
+    with pytest.raises(SessionFailed) as failure:
+        block_runner.run(database, "freeze", _Act(Phase.BACKUP, cut, on_progress=True))
+    assert failure.value.phase == "BACKUP" and "from the split mirror failed" in failure.value.reason
+    assert archives_left(block_runner.workspace.archives) == []
+    assert database.accepts_writes() and not is_frozen(disk)
+    # A new, empty image in its place: the old checksum map no longer vouches for it.
+    mirror = block_runner.workspace.mirror
+    mirror.unlink()
+    summary = block_runner.run(database, "freeze")
+    assert summary.status == "DONE" and summary.stats["bulk_sync"]["bytes_written"] > 0
+    restored = restore_archive(Path(summary.archive or ""), tmp_path / "restored")
+    assert database.restored_ledger(restored.directory, restored.manifest).integrity_ok

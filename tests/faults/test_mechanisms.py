@@ -44,6 +44,7 @@ def test_without_discard_a_full_target_leaves_a_partial_archive(
 
     if os.geteuid() != 0:
         pytest.skip("a small target filesystem (tmpfs) needs root")
+
     def close_only(self: FileTarget) -> None:  # the switch: close the file, remove nothing
         if self._fd >= 0:
             os.close(self._fd)

@@ -41,7 +41,7 @@ DEFAULT_CHUNK = 1 << 20
 #: Threads per pass, each comparing one contiguous stripe of the device: enough to keep a
 #: device's queue busy while another thread hashes or compares.
 DEFAULT_WORKERS = 4
-MAP_VERSION = 2  # 1: BLAKE2b, half as fast as SHA-256 where the CPU has SHA instructions
+MAP_VERSION = 3  # 1: BLAKE2b (half SHA-256's speed with SHA instructions); 2: no image identity
 #: Progress callback: (bytes done, total bytes).
 Report = Callable[[int, int], None]
 
@@ -211,13 +211,21 @@ class BlockSync:
     # -- the map ----------------------------------------------------------------------------
 
     def _identity(self, size: int) -> dict[str, object]:
-        return {
+        """What the map vouches for.  An image file's inode, size and mtime are in it too: an
+        image replaced, truncated or written by anything else since the pass no longer matches
+        (a device's mtime does not move on writes, so for devices the rule above stands)."""
+        identity: dict[str, object] = {
             "version": MAP_VERSION,
             "primary": os.path.realpath(self.primary),
             "mirror": os.path.realpath(self.mirror),
             "chunk": self.chunk,
             "size": size,
         }
+        with contextlib.suppress(FileNotFoundError):
+            info = os.stat(self.mirror)
+            if stat.S_ISREG(info.st_mode):
+                identity["image"] = [info.st_ino, info.st_size, info.st_mtime_ns]
+        return identity
 
     def load_map(self, size: int) -> list[str] | None:
         """The saved digests, when they describe this mirror as this synchronizer left it."""
