@@ -77,3 +77,27 @@ def test_environment_variable_chooses_the_catalog(tmp_path: Path, monkeypatch: p
     assert CliRunner().invoke(main, ["list"]).exit_code == 0
     assert path.exists()
     assert os.stat(path).st_size > 0
+
+
+def test_many_processes_creating_one_catalog_at_once(tmp_path: Path) -> None:
+    """Two sessions of different configurations may create a shared catalog at the same moment;
+    every one of them must open it (the migration runs once, under the write lock)."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "shared" / "catalog.db"
+    start = time.time() + 1.0
+    script = (
+        "import sys, time; from pathlib import Path; from splitmirror.catalog import SqliteCatalog\n"
+        "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
+        "SqliteCatalog(Path(sys.argv[1])).sessions()\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(path), str(start)], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    errors = [proc.communicate(timeout=60)[1] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [e for e in errors if e][:1]

@@ -110,6 +110,12 @@ class SqliteCatalog(Catalog):
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                # Read again under the write lock: two sessions creating one catalog at once
+                # both saw it empty, and the second must not run the first's migration again.
+                (now,) = self._db.execute("PRAGMA user_version").fetchone()
+                if now >= version:
+                    self._db.execute("COMMIT")
+                    continue
                 for statement in filter(str.strip, script.split(";")):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {version}")

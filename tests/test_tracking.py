@@ -1,0 +1,89 @@
+"""The write tracker on a real loop device: every write between two takes is reported (checked
+against FIEMAP's placement of the data), lost events are noticed, and the tracing instance is
+gone afterwards, whatever happened."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from splitmirror.extents import map_file
+from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
+from splitmirror.tracking import (
+    PREFIX,
+    SECTOR,
+    TRACEFS,
+    Dirty,
+    WriteTracker,
+    merge,
+    remove_stale_instances,
+    unavailable,
+)
+
+
+def ours() -> list[str]:
+    return sorted(p.name for p in (TRACEFS / "instances").glob(PREFIX + "*"))
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    reason = loop_filesystem_unavailable() or unavailable()
+    if reason:
+        pytest.skip(reason)
+    with loop_filesystem(tmp_path, 64 << 20) as mount:
+        yield mount
+    assert not ours(), "a tracing instance outlived its tracker"
+
+
+def covered(dirty: Dirty, offset: int, length: int) -> bool:
+    """Whether the dirty ranges cover device bytes [offset, offset + length)."""
+    for start, count in merge(dirty.ranges):
+        if start * SECTOR <= offset and offset + length <= (start + count) * SECTOR:
+            return True
+    return False
+
+
+def test_every_write_between_takes_is_reported(disk: Path) -> None:
+    device = device_of(disk)
+    with WriteTracker(device) as tracker:
+        first = tracker.take()
+        with open(disk / "data", "wb") as f:
+            f.write(os.urandom(3 << 20))
+            os.fsync(f.fileno())
+        dirty = tracker.take()
+        for extent in map_file(disk / "data").extents:
+            assert covered(dirty, extent.physical, extent.length), (extent, dirty.ranges[:5])
+        assert not dirty.lost and dirty.events > 0 and dirty.bytes >= 3 << 20
+        assert tracker.take().bytes < dirty.bytes, "what was taken is not reported again"
+    assert first.bytes < 1 << 20
+
+
+def test_an_overrun_is_reported_as_lost(disk: Path) -> None:
+    with WriteTracker(device_of(disk), buffer_kb=4) as tracker:
+        tracker.hold_reading.set()  # the reader stops: the 4 KiB buffers fill and wrap
+        with open(disk / "many", "wb") as f:
+            for i in range(400):
+                os.pwrite(f.fileno(), os.urandom(4096), i * 8192)
+                os.fsync(f.fileno())
+        tracker.hold_reading.clear()
+        assert tracker.take().lost
+        assert not tracker.take().lost, "the next take starts clean"
+
+
+def test_the_instance_is_removed_on_failure_and_stale_ones_are_cleared(disk: Path) -> None:
+    with pytest.raises(RuntimeError), WriteTracker(device_of(disk)):
+        assert len(ours()) == 1
+        raise RuntimeError("boom")
+    assert not ours()
+    stale = TRACEFS / "instances" / f"{PREFIX}999999999-0"  # no such pid
+    stale.mkdir()
+    assert remove_stale_instances() == [stale.name] and not stale.exists()
+
+
+def test_chunks_cover_the_ranges() -> None:
+    dirty = Dirty([(0, 1), (2047, 2), (8192, 8)], events=3, lost=False)
+    assert dirty.chunks(1 << 20) == [0, 1, 4]
+    assert merge([(10, 5), (0, 10), (30, 1)]) == [(0, 15), (30, 1)]
