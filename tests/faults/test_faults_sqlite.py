@@ -28,6 +28,7 @@ from splitmirror.testing.faults import (
     run_killed,
     seconds_until,
     thaw,
+    tracing_instances,
 )
 from splitmirror.workload import create_ledger
 
@@ -68,6 +69,7 @@ def test_a_session_killed_in_any_phase_leaves_nothing_held(
     assert row["status"] == "FAILED" and row["failed_phase"] == phase, row
     assert f"died in {phase}" in str(row["error"]), row
     assert archives_left(ws.archives) == [], "an archive of a session that never finished"
+    assert not tracing_instances(), "the dead session's change-tracking instance is left"
     assert "splitmirror watchdog:" in killed.stderr
     assert block_runner.run(database, "freeze").status == "DONE"
 

@@ -181,17 +181,22 @@ def backup(config: Path, as_json: bool, quiet: bool) -> None:
 def check(config: Path, as_json: bool) -> None:
     """Preflight CONFIG: connect, check privileges, mirror and target; change nothing."""
     cfg = load_config(config)
-    server, problems = Session(cfg, Hooks()).check()
+    session = Session(cfg, Hooks())
+    server, problems = session.check()
+    notes = session.mirror.notes() if session.mirror is not None else []
     if as_json:
         _emit_json(
             {
                 "ok": not problems,
                 "server": dataclasses.asdict(server),
                 "problems": [dataclasses.asdict(p) for p in problems],
+                "notes": notes,
             }
         )
     else:
         out.print(f"{server.kind} {server.version} {server.flavour}".rstrip())
+        for note in notes:
+            out.print(f"· {escape(note)}", soft_wrap=True)
         for problem in problems:
             out.print(f"[red]✗[/red] {escape(problem.sentence())}", soft_wrap=True)
         if not problems:

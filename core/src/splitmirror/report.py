@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
@@ -33,6 +34,18 @@ def throughput(summary: SessionSummary) -> float | None:
     return None
 
 
+def sync_passes(stats: Mapping[str, Any]) -> str:
+    """The bytes each synchronizer pass copied, when the mirror reports them: the bulk pass and
+    pre-copy before QUIESCE, the final pass inside the window, and how each knew what to copy."""
+    bulk, final = stats.get("bulk_sync") or {}, stats.get("final_sync") or {}
+    if not bulk.get("passes") and not final.get("passes"):
+        return ""
+    before = ", ".join(format_size(n) for n in bulk.get("passes", []))
+    after = ", ".join(format_size(n) for n in final.get("passes", []))
+    how = final.get("tracking") or bulk.get("tracking") or ""
+    return f"sync passes {before} before QUIESCE, {after} in the window ({escape(how)})"
+
+
 def print_summary(console: Console, summary: SessionSummary) -> None:
     table = Table(title=f"session {summary.id} ({summary.name}): {summary.status}", title_justify="left")
     table.add_column("phase")
@@ -55,6 +68,9 @@ def print_summary(console: Console, summary: SessionSummary) -> None:
         # The database's own positions: WAL LSNs, binary log file/position and GTIDs.
         positions = ", ".join(f"{key} {value}" for key, value in summary.redo_range.items())
         console.print(f"positions {escape(positions)}", soft_wrap=True)
+    passes = sync_passes(summary.stats)
+    if passes:
+        console.print(passes, soft_wrap=True)
     vanished = summary.stats.get("vanished") or []
     if vanished:
         count = len(vanished)

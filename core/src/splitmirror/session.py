@@ -602,6 +602,9 @@ class Session:
         if self.engine is not None:
             with contextlib.suppress(Exception):  # closing must not hide the session's outcome
                 self.engine.close()
+        if self.mirror is not None:
+            with contextlib.suppress(Exception):
+                self.mirror.close()
         self._watchdog.finish()  # the outcome is recorded: nothing left for it to do
         if self._lock is not None:
             self._lock.release()

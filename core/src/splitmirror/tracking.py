@@ -128,12 +128,21 @@ def _device_numbers(device: Path) -> tuple[int, int, int, int]:
     return major, minor, 0, -1
 
 
+def _alive(pid: int) -> bool:
+    """A running process (a zombie, killed but not yet reaped, is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
 def remove_stale_instances(root: Path = TRACEFS) -> list[str]:
     """Instances of ours whose process is gone (killed before it could remove them)."""
     removed = []
     for instance in (root / "instances").glob(PREFIX + "*"):
         pid = instance.name.removeprefix(PREFIX).split("-")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        if pid.isdigit() and not _alive(int(pid)):
             remove_instance(instance)
             removed.append(instance.name)
     return removed

@@ -172,6 +172,8 @@ class _Watch:
                     done.append(f"thawed {mount}")
             if self._release():
                 done.append("released the database")
+        if _remove_tracing():
+            done.append("removed its tracing instance")
         if self._record(reason):
             done.append(f"marked session {self.hello['session']} FAILED")
             for leftover in self.hello.get("leftovers", []):  # only a session that never finished
@@ -235,6 +237,19 @@ def _thaw(mount: str) -> bool:
     except OSError as error:
         if error.errno != errno.EINVAL:  # EINVAL: not frozen
             print(f"splitmirror watchdog: thawing {mount} failed: {error}", file=sys.stderr)
+        return False
+
+
+def _remove_tracing() -> bool:
+    """Tracing instances of processes that are gone (the dead session's write tracker)."""
+    from .tracking import TRACEFS, remove_stale_instances
+
+    if not (TRACEFS / "instances").is_dir():
+        return False
+    try:
+        return bool(remove_stale_instances())
+    except OSError as error:
+        print(f"splitmirror watchdog: removing a tracing instance failed: {error}", file=sys.stderr)
         return False
 
 

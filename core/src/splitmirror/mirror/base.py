@@ -30,10 +30,18 @@ class SyncStats:
     files_deleted: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
+    #: Change-tracked mirrors: the bytes each pass copied, in order (the bulk pass first).
+    passes: list[int] = dataclasses.field(default_factory=list)
+    #: Change-tracked mirrors: how the pass knew what to copy ("tracked", or why it compared all).
+    tracking: str = ""
 
     def add(self, other: SyncStats) -> None:
         for field in dataclasses.fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+            mine, theirs = getattr(self, field.name), getattr(other, field.name)
+            if isinstance(mine, str):
+                setattr(self, field.name, mine or theirs)
+            else:
+                setattr(self, field.name, mine + theirs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +101,15 @@ class MirrorProvider(abc.ABC):
         """CLEANUP: resume mirroring (or release the mirror); also called on failure paths."""
 
     # -- optional: what block-level providers need; file-level providers keep the defaults ------
+
+    def notes(self) -> list[str]:
+        """Lines ``splitmirror check`` prints about this mirror (not problems: facts a DBA wants,
+        such as whether change tracking will be used)."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional: most providers hold nothing between phases
+        """Called last in every session, pass or fail: release what the provider holds (a
+        tracing instance, open devices)."""
 
     def freeze_paths(self) -> list[Path]:
         """Filesystems SPLIT must freeze for the final pass, whatever the mode (a block mirror's

@@ -17,25 +17,30 @@ from __future__ import annotations
 
 import bisect
 import io
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Annotated, BinaryIO, Literal
 
 import pydantic
 
 from .. import impl
-from ..config import Size
+from ..config import Duration, Size
 from ..engine import PreflightProblem
 from ..extents import ExtentMap
 from ..filemap import Fingerprint
 from ..fsfreeze import same_filesystem
 from ..progress import Progress
+from ..tracking import DEFAULT_BUFFER_KB, WriteTracker, unavailable
 from .base import MirrorProvider, SplitStat, SyncStats
-from .blocksync import DEFAULT_CHUNK, DEFAULT_WORKERS, BlockSync, BlockSyncStats, DirectReader
+from .blocksync import DEFAULT_CHUNK, DEFAULT_WORKERS, BlockSync, DirectReader
+from .precopy import TrackedPasses
+
+log = logging.getLogger("splitmirror.mirror.block")
 
 
 class BlockOptions(pydantic.BaseModel):
@@ -52,6 +57,15 @@ class BlockOptions(pydantic.BaseModel):
     map_dir: Path | None = None
     #: Threads per synchronizer pass, each on its own stripe of the device.
     workers: int = pydantic.Field(default=DEFAULT_WORKERS, ge=1, le=64)
+    #: Change-block tracking: "auto" (when the kernel's tracing allows), "on" (refuse without),
+    #: "off" (every pass compares the whole device).
+    tracking: Literal["auto", "on", "off"] = "auto"
+    #: Pre-copy: at most this many catch-up passes before QUIESCE ...
+    precopy_passes: int = pydantic.Field(default=8, ge=0, le=100)
+    #: ... and for at most this long.
+    precopy_budget: Annotated[Duration, pydantic.Field(le=3600)] = 60.0
+    #: The tracer's ring buffer, per CPU: enough for the writes between two passes.
+    tracking_buffer: Size = DEFAULT_BUFFER_KB * 1024
 
 
 def mounted_device(mount: Path) -> Path | None:
@@ -142,6 +156,7 @@ class BlockMirror(MirrorProvider):
         self._spool: Path | None = None
         self._keys: dict[Path, Path] = {}
         self._reader: DirectReader | None = None
+        self._passes: TrackedPasses | None = None
 
     def _key(self, primary_path: Path) -> Path:
         """The resolved path the maps are keyed by; BACKUP asks several times per file, and
@@ -158,6 +173,8 @@ class BlockMirror(MirrorProvider):
     def _sync(self) -> BlockSync:
         device = self.device
         assert device is not None, "preflight() says when there is no device"
+        if self._passes is not None:
+            return self._passes.sync  # the same synchronizer: it keeps the pass's digests
         return BlockSync(
             device,
             self.mirror,
@@ -190,6 +207,12 @@ class BlockMirror(MirrorProvider):
                 PreflightProblem("the block mirror reads devices and freezes filesystems", "run as root")
             )
         problems.extend(self._sync().problems())
+        if self.settings.tracking == "on":
+            why = unavailable()
+            if why is not None:
+                problems.append(
+                    PreflightProblem(f"change tracking is unavailable: {why}", 'set tracking = "auto"')
+                )
         parent = Path(os.path.abspath(self.mirror)).parent
         if parent.exists() and same_filesystem(parent, self.primary):
             problems.append(
@@ -204,11 +227,42 @@ class BlockMirror(MirrorProvider):
         """The final pass needs the whole filesystem still, in every mode."""
         return [self.primary]
 
+    def _tracking_unavailable(self) -> str | None:
+        """Why this session's passes cannot be change-tracked, or None."""
+        if self.settings.tracking == "off":
+            return 'tracking = "off"'
+        return unavailable()
+
+    def notes(self) -> list[str]:
+        why = self._tracking_unavailable()
+        if why is None:
+            return [f"change tracking: on ({self.device}); the final pass copies only what was written"]
+        return [f"change tracking: off ({why}); the final pass compares the whole device"]
+
     def bulk_sync(self, progress: Progress) -> SyncStats:
-        return _as_sync_stats(self._sync().sync(progress))
+        """Start tracking (when it can), then the whole device, then pre-copy."""
+        device = self.device
+        assert device is not None, "preflight() says when there is no device"
+        why = self._tracking_unavailable()
+        tracker = None
+        if why is None:
+            tracker = WriteTracker(device, buffer_kb=max(4, self.settings.tracking_buffer // 1024))
+            tracker.__enter__()
+        else:
+            log.warning("change tracking is off (%s): the final pass compares the whole device", why)
+        self._passes = TrackedPasses(
+            self._sync(),
+            tracker,
+            passes=self.settings.precopy_passes,
+            budget=self.settings.precopy_budget,
+            why_untracked=why or "",
+        )
+        return self._passes.bulk(progress)
 
     def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:
-        return _as_sync_stats(self._sync().sync(progress))
+        if self._passes is None:  # no bulk pass in this session (a provider used on its own)
+            self._passes = TrackedPasses(self._sync(), None, passes=0, budget=0, why_untracked="no bulk pass")
+        return self._passes.final(progress)
 
     def split(self) -> None:
         """Nothing to do: the mirror is only ever written by a pass, and none runs until
@@ -261,7 +315,14 @@ class BlockMirror(MirrorProvider):
         emap = self.maps.get(self._key(primary_path))
         return [e.to_json() for e in emap.extents] if emap else []
 
+    def close(self) -> None:
+        """Every session ends here: the tracing instance removed, the checksum map refreshed."""
+        if self._passes is not None:
+            passes, self._passes = self._passes, None
+            passes.close()
+
     def reestablish(self) -> None:
+        self.close()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -270,12 +331,6 @@ class BlockMirror(MirrorProvider):
             shutil.rmtree(self._spool, ignore_errors=True)
             self._spool = None
         self.spooled.clear()
-
-
-def _as_sync_stats(stats: BlockSyncStats) -> SyncStats:
-    return SyncStats(
-        bytes_read=stats.bytes_read_primary + stats.bytes_read_mirror, bytes_written=stats.bytes_written
-    )
 
 
 @impl

@@ -164,6 +164,9 @@ class BlockSync:
             raise UserError(f"the block mirror's workers ({workers}) must be at least 1")
         self.primary, self.mirror, self.chunk, self.workers = primary, mirror, chunk, workers
         self.map_path = map_path(mirror, map_dir)
+        #: After a full pass: the mirror's chunk digests, and the chunks copied since.
+        self.digests: list[str] | None = None
+        self.stale: set[int] = set()
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -272,13 +275,72 @@ class BlockSync:
             stats.bytes_read_primary += part.bytes_read_primary
             stats.bytes_read_mirror += part.bytes_read_mirror
             stats.bytes_written += part.bytes_written
+        self._fsync_mirror()
+        self._save_map(size, digests)
+        self.digests, self.stale = digests, set()
+        return stats
+
+    def copy(self, ranges: list[tuple[int, int]], report: Report | None = None) -> BlockSyncStats:
+        """Copy exactly the byte ranges ``(offset, length)`` of the primary to the mirror, widened
+        to 4 KiB and coalesced, without comparing or reading anything else: the pass of a
+        change-tracked mirror.  The checksum map no longer vouches for the mirror until
+        :meth:`refresh_map` (its identity moved with the image's mtime anyway)."""
+        size = device_size(self.primary)
+        pieces = _pieces(ranges, size, self.chunk)
+        total = sum(length for _offset, length in pieces)
+        stats = BlockSyncStats(size=size, chunks=len(pieces))
+        progress = _Progress(total, report)
+        self.map_path.unlink(missing_ok=True)
+        shares = [pieces[i :: self.workers] for i in range(min(self.workers, len(pieces)))]
+        with ThreadPoolExecutor(max(1, len(shares)), thread_name_prefix="blockcopy") as pool:
+            for part in pool.map(lambda share: self._copy_pieces(share, progress), shares):
+                stats.bytes_read_primary += part.bytes_read_primary
+                stats.bytes_written += part.bytes_written
+                stats.chunks_written += part.chunks_written
+        self._fsync_mirror()
+        for offset, length in pieces:
+            self.stale.update(range(offset // self.chunk, (offset + length - 1) // self.chunk + 1))
+        return stats
+
+    def _copy_pieces(self, pieces: list[tuple[int, int]], progress: _Progress) -> BlockSyncStats:
+        stats = BlockSyncStats()
+        with self._open() as (primary, _mirror_reader, mirror_fd), progress.stops_all():
+            for offset, length in pieces:
+                if progress.stopped:
+                    break
+                data = primary.read(offset, length)
+                os.pwrite(mirror_fd, data, offset)
+                stats.bytes_read_primary += len(data)
+                stats.bytes_written += len(data)
+                stats.chunks_written += 1
+                progress.add(length)
+        return stats
+
+    def refresh_map(self) -> bool:
+        """After :meth:`copy` passes: digest the chunks they touched, from the mirror, and save
+        the map again, so the next full pass reads only the primary.  False (and no map) when
+        there is no full pass's map to refresh."""
+        if self.digests is None:
+            return False
+        size = device_size(self.primary)
+        reader = DirectReader(self.mirror, self.chunk)
+        try:
+            for index in sorted(self.stale):
+                offset = index * self.chunk
+                data = reader.read(offset, min(self.chunk, size - offset))
+                self.digests[index] = hashlib.sha256(data).hexdigest()[:32]
+        finally:
+            reader.close()
+        self._save_map(size, self.digests)
+        self.stale.clear()
+        return True
+
+    def _fsync_mirror(self) -> None:
         mirror_fd = os.open(self.mirror, os.O_WRONLY)
         try:
             os.fsync(mirror_fd)
         finally:
             os.close(mirror_fd)
-        self._save_map(size, digests)
-        return stats
 
     def _stripe(
         self, chunks: range, size: int, known: list[str] | None, digests: list[str], progress: _Progress
@@ -323,6 +385,24 @@ class BlockSync:
                 mirror_reader.close()
         finally:
             primary.close()
+
+
+def _pieces(ranges: list[tuple[int, int]], size: int, largest: int) -> list[tuple[int, int]]:
+    """Byte ranges widened to 4 KiB (O_DIRECT's alignment), clipped to ``size``, merged, and
+    cut to at most ``largest`` bytes each."""
+    block = 4096
+    widened = sorted(
+        (offset - offset % block, min(-(-(offset + length) // block) * block, size))
+        for offset, length in ranges
+        if length > 0 and offset < size
+    )
+    merged: list[list[int]] = []
+    for start, stop in widened:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return [(at, min(largest, stop - at)) for start, stop in merged for at in range(start, stop, largest)]
 
 
 def _stripes(chunks: int, workers: int) -> list[range]:

@@ -29,6 +29,7 @@ from ..fsfreeze import FIFREEZE, FITHAW, _ioctl, mount_point
 from ..phases import Phase
 from ..restore import restore_archive
 from ..session import Session
+from ..tracking import PREFIX, TRACEFS
 from ..watchdog import DISABLE_ENV
 from .database import LedgerDatabase
 from .drill import SessionRunner
@@ -145,6 +146,13 @@ def seconds_until(check: Callable[[], bool], limit: float = 10.0) -> float:
     return limit
 
 
+def tracing_instances() -> list[str]:
+    """Change-tracking instances of splitmirror's in the tracing filesystem (none may outlive
+    its session)."""
+    instances = TRACEFS / "instances"
+    return sorted(p.name for p in instances.glob(PREFIX + "*")) if instances.is_dir() else []
+
+
 def archives_left(directory: Path) -> list[str]:
     """Archive files (complete or partial) in ``directory``."""
     return sorted(p.name for p in directory.iterdir() if ".tar" in p.name)
@@ -217,6 +225,7 @@ class FaultMatrix:
         reason = str(row["error"])
         assert reason and "\n" not in reason and "Traceback" not in reason, reason
         assert archives_left(runner.workspace.archives) == [], "an archive of a failed session is left"
+        assert not tracing_instances(), "a tracing instance of the session is left"
         assert runner.run(database, mode).status == "DONE", "the next session must run"
         return reason
 

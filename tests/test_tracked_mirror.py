@@ -1,0 +1,172 @@
+"""Change-block tracking on the block mirror, under a random-write workload (a SQLite ledger
+being written, and random in-place overwrites of a large preallocated file): the mirror equals
+the primary device byte for byte at the split, the final pass copies only what was written, a
+forced ring-buffer overrun falls back to the full compare and stays exact, and no tracing
+instance is left."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from splitmirror import impl
+from splitmirror.mirror.blocksync import DirectReader, device_size
+from splitmirror.phases import Phase
+from splitmirror.session import Session
+from splitmirror.testing import SessionRunner, SqliteLedgerDatabase
+from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
+from splitmirror.tracking import PREFIX, TRACEFS, unavailable
+
+SIZE = 256 << 20
+
+
+def digest(path: Path, size: int) -> str:
+    reader, sha = DirectReader(path, 1 << 20), hashlib.sha256()
+    try:
+        for offset in range(0, size, 1 << 20):
+            sha.update(reader.read(offset, min(1 << 20, size - offset)))
+    finally:
+        reader.close()
+    return sha.hexdigest()
+
+
+class Overwriter:
+    """Random 8 KiB overwrites in place, fsynced, from a thread, until stopped."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        with open(path, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+            f.write(os.urandom(size))
+            os.fsync(f.fileno())
+        self.path, self.size, self.writes = path, size, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(8)
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            while not self._stop.is_set():
+                os.pwrite(fd, os.urandom(8192), rng.randrange(0, self.size // 8192) * 8192)
+                self.writes += 1
+                if self.writes % 16 == 0:
+                    os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> Overwriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class AtTheSplit:
+    """In CHECK (the primary still frozen): is the mirror the primary, byte for byte?"""
+
+    def __init__(self, device: Path, image: Path) -> None:
+        self.device, self.image = device, image
+        self.equal: bool | None = None
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        if phase is Phase.CHECK:
+            size = device_size(self.device)
+            self.equal = digest(self.device, size) == digest(self.image, size)
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    reason = loop_filesystem_unavailable() or unavailable()
+    if reason:
+        pytest.skip(reason)
+    (tmp_path / "disk").mkdir()
+    with loop_filesystem(tmp_path / "disk", SIZE) as mount:
+        yield mount
+    assert not list((TRACEFS / "instances").glob(PREFIX + "*")), "a tracing instance was left"
+
+
+class Starve:
+    """Stops the tracker's reader from QUIESCE (for half a second of writes) until SPLIT: its
+    small ring buffer overruns, and the final take must say so."""
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        if phase in (Phase.QUIESCE, Phase.SPLIT):
+            tracker = session.mirror._passes.tracker  # type: ignore[union-attr]
+            if phase is Phase.QUIESCE:
+                tracker.hold_reading.set()
+                threading.Event().wait(0.5)
+            else:
+                tracker.hold_reading.clear()
+
+
+def session(disk: Path, runner: SessionRunner, *observers: object, **options: Any) -> tuple[Any, AtTheSplit]:
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    runner.mirror_options = {"provider": "block", **options}
+    check = AtTheSplit(device_of(disk), runner.workspace.mirror)
+    with Overwriter(disk / "hot", 64 << 20) as load:
+        summary = runner.run(database, "freeze", check, *observers)
+        assert load.writes > 100, "the workload did not run"
+    return summary, check
+
+
+def test_with_tracking_the_final_pass_copies_only_what_was_written(
+    disk: Path, splitmirror_session: SessionRunner
+) -> None:
+    summary, check = session(disk, splitmirror_session)
+    assert check.equal, "the mirror differs from the primary at the split"
+    bulk, final = summary.stats["bulk_sync"], summary.stats["final_sync"]
+    assert bulk["tracking"] == "tracked" and final["tracking"] == "tracked", (bulk, final)
+    assert len(bulk["passes"]) >= 2, "pre-copy ran after the bulk pass"
+    assert final["bytes_read"] < SIZE // 4, "the final pass read only the delta"
+    restored_rows = summary.files
+    assert restored_rows >= 2
+
+
+def test_a_lost_event_falls_back_to_the_full_compare_and_stays_exact(
+    disk: Path, splitmirror_session: SessionRunner
+) -> None:
+    summary, check = session(disk, splitmirror_session, Starve(), tracking_buffer="4KiB")
+    assert check.equal, "the fallback must keep the mirror exact"
+    final = summary.stats["final_sync"]
+    assert final["tracking"] == "lost events: compared the whole device", final
+    assert final["bytes_read"] >= SIZE
+
+
+def test_without_tracking_the_final_pass_compares_the_whole_device(
+    disk: Path, splitmirror_session: SessionRunner
+) -> None:
+    summary, check = session(disk, splitmirror_session, tracking="off")
+    assert check.equal
+    final = summary.stats["final_sync"]
+    assert final["tracking"] == 'untracked: tracking = "off"' and final["bytes_read"] >= SIZE
+
+
+@pytest.mark.parametrize(
+    ("tracking", "said"),
+    [("auto", "change tracking: on (/dev/loop"), ("off", 'change tracking: off (tracking = "off")')],
+)
+def test_check_says_whether_tracking_will_be_used(
+    tracking: str, said: str, disk: Path, splitmirror_session: SessionRunner
+) -> None:
+    from click.testing import CliRunner
+
+    from splitmirror.cli import main
+
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    splitmirror_session.mirror_options = {"provider": "block", "tracking": tracking}
+    config = splitmirror_session.config(database, "freeze")
+    result = CliRunner().invoke(main, ["check", str(config.source)])
+    assert result.exit_code == 0 and said in result.output, result.output
