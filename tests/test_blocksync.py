@@ -5,7 +5,6 @@ refused untouched."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -17,12 +16,11 @@ from splitmirror.errors import UserError
 from splitmirror.mirror.blocksync import (
     DEVICE_MAP_DIR,
     BlockSync,
-    DirectReader,
     _stripes,
     device_size,
     map_path,
 )
-from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
+from splitmirror.testing.loopfs import device_digest, device_of, loop_filesystem, loop_filesystem_unavailable
 
 SIZE = 64 << 20
 
@@ -41,18 +39,6 @@ def primary(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         yield mount, device
 
 
-def digest(path: Path, size: int) -> str:
-    """SHA-256 of the first ``size`` bytes, read with O_DIRECT where possible (no stale cache)."""
-    reader = DirectReader(path, 1 << 20)
-    h = hashlib.sha256()
-    try:
-        for offset in range(0, size, 1 << 20):
-            h.update(reader.read(offset, min(1 << 20, size - offset)))
-    finally:
-        reader.close()
-    return h.hexdigest()
-
-
 @pytest.mark.parametrize("workers", [1, 4, 7])
 def test_a_pass_makes_the_mirror_equal_and_the_next_copies_only_what_changed(
     primary: tuple[Path, Path], tmp_path: Path, workers: int
@@ -62,7 +48,7 @@ def test_a_pass_makes_the_mirror_equal_and_the_next_copies_only_what_changed(
     sync = BlockSync(device, mirror, workers=workers)
     first = sync.sync()
     assert not first.used_map and first.chunks == SIZE >> 20
-    assert digest(mirror, SIZE) == digest(device, SIZE)
+    assert device_digest(mirror, SIZE) == device_digest(device, SIZE)
 
     with open(mount / "file2", "r+b") as f:  # one 4 KiB overwrite in place
         f.seek(300_000)
@@ -72,7 +58,7 @@ def test_a_pass_makes_the_mirror_equal_and_the_next_copies_only_what_changed(
     second = sync.sync()
     assert second.used_map and second.bytes_read_mirror == 0, "with the map only the primary is read"
     assert 1 <= second.chunks_written <= 4, second  # the data chunk, plus journal/metadata chunks
-    assert digest(mirror, SIZE) == digest(device, SIZE)
+    assert device_digest(mirror, SIZE) == device_digest(device, SIZE)
 
     with open(mirror, "r+b") as f:  # damage both ends (first and last stripe), forget the map
         f.seek(0)
@@ -81,7 +67,7 @@ def test_a_pass_makes_the_mirror_equal_and_the_next_copies_only_what_changed(
         f.write(b"\x5a" * 512)
     sync.map_path.unlink()
     third = sync.sync()
-    assert third.chunks_written == 2 and digest(mirror, SIZE) == digest(device, SIZE)
+    assert third.chunks_written == 2 and device_digest(mirror, SIZE) == device_digest(device, SIZE)
 
 
 def test_stripes_cover_every_chunk_once() -> None:
@@ -103,7 +89,7 @@ def test_without_a_map_the_mirror_itself_is_compared(primary: tuple[Path, Path],
     again = sync.sync()
     assert not again.used_map and again.bytes_read_mirror == SIZE
     assert again.chunks_written == 1
-    assert digest(mirror, SIZE) == digest(device, SIZE)
+    assert device_digest(mirror, SIZE) == device_digest(device, SIZE)
 
 
 def test_a_pass_that_dies_leaves_no_map(primary: tuple[Path, Path], tmp_path: Path) -> None:
@@ -135,7 +121,7 @@ def test_a_block_device_mirror(primary: tuple[Path, Path], tmp_path: Path) -> No
         sync = BlockSync(device, mirror_device, map_dir=tmp_path / "maps")
         stats = sync.sync()
         assert stats.chunks_written > 0
-        assert digest(mirror_device, SIZE) == digest(device, SIZE)
+        assert device_digest(mirror_device, SIZE) == device_digest(device, SIZE)
         assert sync.map_path.parent == tmp_path / "maps" and sync.map_path.exists()
         assert sync.sync().used_map
     finally:
@@ -186,4 +172,4 @@ def test_an_image_written_behind_the_synchronizers_back_voids_its_map(
         f.write(b"\xff" * 4096)
     again = sync.sync()
     assert not again.used_map and again.chunks_written == 1
-    assert digest(mirror, SIZE) == digest(device, SIZE)
+    assert device_digest(mirror, SIZE) == device_digest(device, SIZE)

@@ -6,7 +6,6 @@ instance is left."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import threading
@@ -17,24 +16,14 @@ from typing import Any
 import pytest
 
 from splitmirror import impl
-from splitmirror.mirror.blocksync import DirectReader, device_size
+from splitmirror.mirror.blocksync import device_size
 from splitmirror.phases import Phase
 from splitmirror.session import Session
 from splitmirror.testing import SessionRunner, SqliteLedgerDatabase
-from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
+from splitmirror.testing.loopfs import device_digest, device_of, loop_filesystem, loop_filesystem_unavailable
 from splitmirror.tracking import PREFIX, TRACEFS, unavailable
 
 SIZE = 256 << 20
-
-
-def digest(path: Path, size: int) -> str:
-    reader, sha = DirectReader(path, 1 << 20), hashlib.sha256()
-    try:
-        for offset in range(0, size, 1 << 20):
-            sha.update(reader.read(offset, min(1 << 20, size - offset)))
-    finally:
-        reader.close()
-    return sha.hexdigest()
 
 
 class Overwriter:
@@ -81,7 +70,7 @@ class AtTheSplit:
     def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
         if phase is Phase.CHECK:
             size = device_size(self.device)
-            self.equal = digest(self.device, size) == digest(self.image, size)
+            self.equal = device_digest(self.device, size) == device_digest(self.image, size)
 
 
 @pytest.fixture

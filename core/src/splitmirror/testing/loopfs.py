@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -72,3 +73,17 @@ def loop_filesystem(
             subprocess.run(["umount", str(mount)], check=True)
     finally:
         subprocess.run(["losetup", "-d", device], check=True)
+
+
+def device_digest(path: Path, size: int) -> str:
+    """SHA-256 of the first ``size`` bytes of a device or image, read with ``O_DIRECT`` where
+    possible: a cached read of a device under a mounted filesystem could be stale."""
+    from ..mirror.blocksync import DirectReader
+
+    reader, sha = DirectReader(path, 1 << 20), hashlib.sha256()
+    try:
+        for offset in range(0, size, 1 << 20):
+            sha.update(reader.read(offset, min(1 << 20, size - offset)))
+    finally:
+        reader.close()
+    return sha.hexdigest()
