@@ -1,8 +1,8 @@
 """The block mirror's costs against the tools a DBA would compare them with, in one run: mapping
 10,000 files (FIEMAP vs ``filefrag``), synchronizing the device (BlockSync vs ``dd``, first pass
 and at 1 % churn), archiving every file by extent from the unmounted mirror (vs GNU tar of the
-mounted primary into a pipe, and vs an ``O_DIRECT`` read of the same extents), and the window of
-whole sessions on 1 GiB and 4 GiB primaries.  Not a test.  The result replaces its own section
+mounted primary into a pipe, and vs an ``O_DIRECT`` read of the same extents).  The window of
+whole sessions against the primary's size is ``benchmarks/window.py``'s.  Not a test.  The result replaces its own section
 (``<!-- block -->``) of docs/performance.md.  Run as root: ``.venv/bin/python benchmarks/block.py``.
 """
 
@@ -30,7 +30,6 @@ from splitmirror.filemap import FileMap, Fingerprint
 from splitmirror.mirror.block import BlockMirror, BlockOptions
 from splitmirror.mirror.blocksync import BlockSync, DirectReader
 from splitmirror.targets.base import Target
-from splitmirror.testing import SessionRunner, SqliteLedgerDatabase, Workspace
 from splitmirror.testing.loopfs import device_of, loop_filesystem
 
 MARKER = "<!-- block -->"
@@ -38,8 +37,6 @@ DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 DISK = 3 << 30
 LARGE, LARGE_SIZE, SMALL, SMALL_SIZE = 8, 96 << 20, 10_000, 16 << 10
 CHURN = 0.01
-WINDOW_DISKS = (1 << 30, 4 << 30)
-WINDOW_DATABASE = 256 << 20
 
 
 def drop_caches() -> None:
@@ -160,37 +157,6 @@ def gnu_tar_into_pipe(mount: Path) -> None:
         raise subprocess.CalledProcessError(tar.returncode, "tar")
 
 
-def windows(scratch: Path, reps: int) -> list[tuple[int, list[float], list[float]]]:
-    """For each primary size: the windows (ms) and final-pass times (ms) of ``reps`` FREEZE
-    sessions on the block mirror, one ledger writer committing throughout."""
-    results = []
-    for disk in WINDOW_DISKS:
-        folder = scratch / f"window-{disk >> 30}g"
-        folder.mkdir()
-        with loop_filesystem(folder, disk) as mount:
-            database = SqliteLedgerDatabase(mount)
-            database.create_ledger()
-            with open(mount / "ballast", "wb") as f:  # the rest of a database: data the pass compares
-                for _ in range(WINDOW_DATABASE >> 20):
-                    f.write(os.urandom(1 << 20))
-            runner = SessionRunner(Workspace(folder / "ws").create())
-            runner.mirror_options = {"provider": "block"}
-            acks = folder / "acks"
-            writer = subprocess.Popen(database.writer_command(1, acks))
-            spans, finals = [], []
-            try:
-                runner.run(database, "freeze")  # the first pass fills the image; not counted
-                for _ in range(reps):
-                    summary = runner.run(database, "freeze")
-                    spans.append(summary.window_ms or 0.0)
-                    finals.append(next(p.duration_ms for p in summary.phases if p.name == "SPLIT"))
-            finally:
-                writer.terminate()
-                writer.wait()
-            results.append((disk, spans, finals))
-    return results
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -279,11 +245,9 @@ def main() -> None:
             )
             mirror.unlink()
             BlockSync(device, mirror).map_path.unlink(missing_ok=True)
-        print("windows ...", flush=True)
-        window_rows = windows(scratch, args.reps)
     finally:
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
-    section = render(rows, total, used, args.reps, window_rows, statistics.mean(churned))
+    section = render(rows, total, used, args.reps, statistics.mean(churned))
     print("\n" + section)
     replace_section(args.out, MARKER, section)
     print(f"wrote {args.out}")
@@ -294,21 +258,15 @@ def render(
     total: int,
     used: int,
     reps: int,
-    window_rows: list[tuple[int, list[float], list[float]]],
     churned: float,
 ) -> str:
     cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln), ":?")
     table = ["| task | splitmirror | s | reference | s | ratio |", "|---|---|--:|---|--:|--:|"]
     for task, ours, mine, reference, theirs in rows:
         table.append(f"| {task} | {ours} | {mine:.2f} | {reference} | {theirs:.2f} | {mine / theirs:.2f}× |")
-    window_table = ["| primary | window ms (median) | runs | SPLIT ms (median) |", "|--:|--:|---|--:|"]
-    for disk, spans, finals in window_rows:
-        runs = ", ".join(f"{w:.0f}" for w in spans)
-        middle, final = statistics.median(spans), statistics.median(finals)
-        window_table.append(f"| {disk >> 30} GiB | {middle:.0f} | {runs} | {final:.0f} |")
     head = [
         MARKER,
-        "## Block mirror: mapping, synchronizing, archiving by extent, the window",
+        "## Block mirror: mapping, synchronizing, archiving by extent",
         "Generated by `benchmarks/block.py` (as root); rerun it rather than editing the numbers. A "
         f"{DISK >> 30} GiB loop-device ext4 holding {LARGE} files of {LARGE_SIZE >> 20} MiB written in "
         f"interleaved 1 MiB pieces and {SMALL:,} files of {SMALL_SIZE >> 10} KiB ({total / 2**30:.2f} GiB of "
@@ -324,8 +282,6 @@ def render(
         mine / theirs for *_a, mine, _r, theirs in rows
     )
     check_ms = rows[1][2] * 1000
-    medians = {disk: statistics.median(s) for disk, s, _f in window_rows}
-    small, large = medians[WINDOW_DISKS[0]], medians[WINDOW_DISKS[-1]]
     prose = (
         f"Mapping every file with FIEMAP took {mapped:.2f}× the time of `filefrag -v` on the same files. "
         f"CHECK of the same files, unchanged, took {check_ms:.0f} ms inside the window ({checked:.1f}× "
@@ -339,15 +295,11 @@ def render(
         f"{by_tar:.2f}× GNU tar of the mounted primary into a pipe and {by_direct:.2f}× a bare "
         f"`O_DIRECT` read of the same extents."
     )
-    window = (
-        f"The window of a FREEZE session on the block mirror (SQLite, {WINDOW_DATABASE >> 20} MiB of data, "
-        f"one writer committing throughout) was {small:.0f} ms on a {WINDOW_DISKS[0] >> 30} GiB primary and "
-        f"{large:.0f} ms on a {WINDOW_DISKS[-1] >> 30} GiB one ({large / small:.1f}×): the final pass inside "
-        "the window reads the whole device, so the window grows with the device, not with the change. "
-        "Change-block tracking (issue 8) is what removes that."
+    prose += (
+        " The window against the primary's size, with change-block tracking on and off, is measured by "
+        "`benchmarks/window.py` (next section)."
     )
-    return "\n\n".join([*wrapped, "\n".join(table), textwrap.fill(prose, 100), "\n".join(window_table),
-                        textwrap.fill(window, 100)]) + "\n"  # fmt: skip
+    return "\n\n".join([*wrapped, "\n".join(table), textwrap.fill(prose, 100)]) + "\n"
 
 
 if __name__ == "__main__":

@@ -136,6 +136,18 @@ CASES: list[Case] = [
         3,
         "already exists",
     ),
+    (
+        "unknown tracking choice",
+        lambda s: ["check", s.with_keys("mirror", provider="block", tracking="maybe")],
+        2,
+        "[mirror] tracking: input should be 'auto', 'on' or 'off'",
+    ),
+    (
+        "negative pre-copy passes",
+        lambda s: ["check", s.with_keys("mirror", provider="block", precopy_passes=-1)],
+        2,
+        "[mirror] precopy_passes: input should be greater than or equal to 0",
+    ),
     # -- command line -----------------------------------------------------------------------
     ("unknown session to show", lambda s: ["show", "999", "--catalog", str(s.catalog)], 5, "no session 999"),
     (
