@@ -2,8 +2,9 @@
 10,000 files (FIEMAP vs ``filefrag``), synchronizing the device (BlockSync vs ``dd``, first pass
 and at 1 % churn), archiving every file by extent from the unmounted mirror (vs GNU tar of the
 mounted primary into a pipe, and vs an ``O_DIRECT`` read of the same extents).  The window of
-whole sessions against the primary's size is ``benchmarks/window.py``'s.  Not a test.  The result replaces its own section
-(``<!-- block -->``) of docs/performance.md.  Run as root: ``.venv/bin/python benchmarks/block.py``.
+whole sessions against the primary's size is ``benchmarks/window.py``'s.  Not a test.  The
+result replaces its own section (``<!-- block -->``) of docs/performance.md.  Run as root:
+``.venv/bin/python benchmarks/block.py``.
 """
 
 from __future__ import annotations
