@@ -99,15 +99,20 @@ class Starve:
                 tracker.hold_reading.clear()
 
 
-def session(disk: Path, runner: SessionRunner, *observers: object, **options: Any) -> tuple[Any, AtTheSplit]:
+def loaded(disk: Path, runner: SessionRunner, mode: str, *observers: object) -> Any:
+    """A session of ``mode`` under the workload: the ledger, and the hot file overwritten."""
     database = SqliteLedgerDatabase(disk)
     database.create_ledger()
+    with Overwriter(disk / "hot", 64 << 20) as load:
+        summary = runner.run(database, mode, *observers)
+        assert load.writes > 100, "the workload did not run"
+    return summary
+
+
+def session(disk: Path, runner: SessionRunner, *observers: object, **options: Any) -> tuple[Any, AtTheSplit]:
     runner.mirror_options = {"provider": "block", **options}
     check = AtTheSplit(device_of(disk), runner.workspace.mirror)
-    with Overwriter(disk / "hot", 64 << 20) as load:
-        summary = runner.run(database, "freeze", check, *observers)
-        assert load.writes > 100, "the workload did not run"
-    return summary, check
+    return loaded(disk, runner, "freeze", check, *observers), check
 
 
 def test_with_tracking_the_final_pass_copies_only_what_was_written(
@@ -129,7 +134,7 @@ def test_a_lost_event_falls_back_to_the_full_compare_and_stays_exact(
     summary, check = session(disk, splitmirror_session, Starve(), tracking_buffer="4KiB")
     assert check.equal, "the fallback must keep the mirror exact"
     final = summary.stats["final_sync"]
-    assert final["tracking"] == "lost events: compared the whole device", final
+    assert final["tracking"] == "lost events: compared everything", final
     assert final["bytes_read"] >= SIZE
 
 
@@ -159,3 +164,64 @@ def test_check_says_whether_tracking_will_be_used(
     config = splitmirror_session.config(database, "freeze")
     result = CliRunner().invoke(main, ["check", str(config.source)])
     assert result.exit_code == 0 and said in result.output, result.output
+
+
+# -- the directory mirror -------------------------------------------------------------------
+
+
+class FilesAtTheSplit:
+    """In CHECK (the tracked directory mirror froze the primary for its final pass): does every
+    file of the mirror hold what the primary's does?"""
+
+    def __init__(self, primary: Path, mirror: Path) -> None:
+        self.primary, self.mirror = primary, mirror
+        self.different: list[str] | None = None
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        if phase is Phase.CHECK:
+            names = sorted(p.relative_to(self.primary) for p in self.primary.rglob("*") if p.is_file())
+            self.different = [
+                str(name)
+                for name in names
+                if "lost+found" not in str(name)
+                and (self.mirror / name).read_bytes() != (self.primary / name).read_bytes()
+            ]
+
+
+def directory_session(
+    disk: Path, runner: SessionRunner, *observers: object, **options: Any
+) -> tuple[Any, FilesAtTheSplit]:
+    runner.mirror_options = {"provider": "directory", "tracking": "on", **options}
+    check = FilesAtTheSplit(disk, runner.workspace.mirror)
+    return loaded(disk, runner, "hot-backup", check, *observers), check
+
+
+def test_a_tracked_directory_mirror_copies_only_the_written_ranges(
+    disk: Path, splitmirror_session: SessionRunner
+) -> None:
+    summary, check = directory_session(disk, splitmirror_session)
+    assert check.different == [], f"the mirror differs from the primary at the split: {check.different}"
+    bulk, final = summary.stats["bulk_sync"], summary.stats["final_sync"]
+    assert bulk["tracking"] == "tracked" and final["tracking"] == "tracked", (bulk, final)
+    assert final["bytes_read"] < 16 << 20, "the final pass read the written ranges, not the 64 MiB file"
+
+
+def test_a_tracked_directory_mirror_falls_back_when_events_are_lost(
+    disk: Path, splitmirror_session: SessionRunner
+) -> None:
+    summary, check = directory_session(disk, splitmirror_session, Starve(), tracking_buffer="4KiB")
+    assert check.different == []
+    assert summary.stats["final_sync"]["tracking"] == "lost events: compared everything"
+
+
+def test_directory_tracking_on_the_root_filesystem_is_refused_when_asked_for(
+    splitmirror_session: SessionRunner,
+) -> None:
+    from splitmirror.errors import PreflightError
+
+    database = SqliteLedgerDatabase(splitmirror_session.workspace.primary)
+    database.create_ledger()
+    splitmirror_session.mirror_options = {"provider": "directory", "tracking": "on"}
+    with pytest.raises(PreflightError, match="change tracking is unavailable: the primary is"):
+        splitmirror_session.run(database, "hot-backup")

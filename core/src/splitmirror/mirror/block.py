@@ -24,29 +24,26 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, BinaryIO, Literal
+from typing import BinaryIO
 
 import pydantic
 
 from .. import impl
-from ..config import Duration, Size
+from ..config import Size
 from ..engine import PreflightProblem
 from ..extents import ExtentMap
 from ..filemap import Fingerprint
 from ..fsfreeze import same_filesystem
 from ..progress import Progress
-from ..tracking import DEFAULT_BUFFER_KB, WriteTracker, unavailable
 from .base import MirrorProvider, SplitStat, SyncStats
 from .blocksync import DEFAULT_CHUNK, DEFAULT_WORKERS, BlockSync, DirectReader
-from .precopy import TrackedPasses
+from .precopy import BlockPasses, TrackedPasses, TrackingOptions
 
 log = logging.getLogger("splitmirror.mirror.block")
 
 
-class BlockOptions(pydantic.BaseModel):
+class BlockOptions(TrackingOptions):
     """``[mirror]`` keys of the block provider."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     #: The primary filesystem's block device; default: the device mounted at ``primary``.
     device: Path | None = None
@@ -57,15 +54,6 @@ class BlockOptions(pydantic.BaseModel):
     map_dir: Path | None = None
     #: Threads per synchronizer pass, each on its own stripe of the device.
     workers: int = pydantic.Field(default=DEFAULT_WORKERS, ge=1, le=64)
-    #: Change-block tracking: "auto" (when the kernel's tracing allows), "on" (refuse without),
-    #: "off" (every pass compares the whole device).
-    tracking: Literal["auto", "on", "off"] = "auto"
-    #: Pre-copy: at most this many catch-up passes before QUIESCE ...
-    precopy_passes: int = pydantic.Field(default=8, ge=0, le=100)
-    #: ... and for at most this long.
-    precopy_budget: Annotated[Duration, pydantic.Field(le=3600)] = 60.0
-    #: The tracer's ring buffer, per CPU: enough for the writes between two passes.
-    tracking_buffer: Size = DEFAULT_BUFFER_KB * 1024
 
 
 def mounted_device(mount: Path) -> Path | None:
@@ -173,8 +161,8 @@ class BlockMirror(MirrorProvider):
     def _sync(self) -> BlockSync:
         device = self.device
         assert device is not None, "preflight() says when there is no device"
-        if self._passes is not None:
-            return self._passes.sync  # the same synchronizer: it keeps the pass's digests
+        if self._passes is not None and isinstance(self._passes.sync, BlockPasses):
+            return self._passes.sync.sync  # the same synchronizer: it keeps the pass's digests
         return BlockSync(
             device,
             self.mirror,
@@ -207,12 +195,7 @@ class BlockMirror(MirrorProvider):
                 PreflightProblem("the block mirror reads devices and freezes filesystems", "run as root")
             )
         problems.extend(self._sync().problems())
-        if self.settings.tracking == "on":
-            why = unavailable()
-            if why is not None:
-                problems.append(
-                    PreflightProblem(f"change tracking is unavailable: {why}", 'set tracking = "auto"')
-                )
+        problems.extend(self.settings.problems(self.device))
         parent = Path(os.path.abspath(self.mirror)).parent
         if parent.exists() and same_filesystem(parent, self.primary):
             problems.append(
@@ -227,41 +210,29 @@ class BlockMirror(MirrorProvider):
         """The final pass needs the whole filesystem still, in every mode."""
         return [self.primary]
 
-    def _tracking_unavailable(self) -> str | None:
-        """Why this session's passes cannot be change-tracked, or None."""
-        if self.settings.tracking == "off":
-            return 'tracking = "off"'
-        return unavailable()
-
     def notes(self) -> list[str]:
-        why = self._tracking_unavailable()
+        why = self.settings.unavailable(self.device)
         if why is None:
             return [f"change tracking: on ({self.device}); the final pass copies only what was written"]
         return [f"change tracking: off ({why}); the final pass compares the whole device"]
 
     def bulk_sync(self, progress: Progress) -> SyncStats:
         """Start tracking (when it can), then the whole device, then pre-copy."""
-        device = self.device
-        assert device is not None, "preflight() says when there is no device"
-        why = self._tracking_unavailable()
-        tracker = None
-        if why is None:
-            tracker = WriteTracker(device, buffer_kb=max(4, self.settings.tracking_buffer // 1024))
-            tracker.__enter__()
-        else:
-            log.warning("change tracking is off (%s): the final pass compares the whole device", why)
+        tracker, why = self.settings.start(self.device)
         self._passes = TrackedPasses(
-            self._sync(),
+            BlockPasses(self._sync()),
             tracker,
             passes=self.settings.precopy_passes,
             budget=self.settings.precopy_budget,
-            why_untracked=why or "",
+            why_untracked=why,
         )
         return self._passes.bulk(progress)
 
     def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:
         if self._passes is None:  # no bulk pass in this session (a provider used on its own)
-            self._passes = TrackedPasses(self._sync(), None, passes=0, budget=0, why_untracked="no bulk pass")
+            self._passes = TrackedPasses(
+                BlockPasses(self._sync()), None, passes=0, budget=0, why_untracked="no bulk pass"
+            )
         return self._passes.final(progress)
 
     def split(self) -> None:

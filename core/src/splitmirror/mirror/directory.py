@@ -10,27 +10,57 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import pydantic
 
 from .. import impl
 from ..config import Size
 from ..engine import PreflightProblem
+from ..fsfreeze import mount_point, same_filesystem
 from ..progress import Progress
 from .base import MirrorProvider, SyncStats
 from .dirsync import DEFAULT_BLOCK_SIZE, DirectorySync, containment_problem
+from .filetrack import TrackedFiles
+from .precopy import TrackedPasses, TrackingOptions
 
 
-class DirectoryOptions(pydantic.BaseModel):
+class DirectoryOptions(TrackingOptions):
     """``[mirror]`` keys of the directory provider."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     #: Compare-and-write granularity of the synchronizer.
     block_size: Size = DEFAULT_BLOCK_SIZE
+    #: Off unless asked for: a tracked directory mirror freezes the primary's filesystem for its
+    #: final pass (see :meth:`DirectoryMirror.freeze_paths`).
+    tracking: Literal["auto", "on", "off"] = "off"
+
+
+#: Filesystems whose FIEMAP gives real device offsets that written sectors can be matched to.
+TRACKABLE_FILESYSTEMS = ("ext4", "xfs")
+
+
+class _DirectoryPasses:
+    """The directory mirror's passes for :class:`~.precopy.TrackedPasses`."""
+
+    def __init__(self, sync: DirectorySync, tracked: TrackedFiles | None) -> None:
+        self.sync, self.tracked = sync, tracked
+        self.first: Sequence[Path] = ()
+
+    def full(self, report: Progress) -> SyncStats:
+        self.sync.tracked, self.sync.map_all = self.tracked, True
+        return self.sync.sync(self.first, report)
+
+    def delta(self, ranges: list[tuple[int, int]], report: Progress) -> SyncStats:
+        assert self.tracked is not None
+        self.tracked.begin(ranges)
+        self.sync.tracked, self.sync.map_all = self.tracked, False
+        return self.sync.sync(self.first, report)
+
+    def finish(self) -> None:
+        self.sync.tracked = None
 
 
 class DirectoryMirror(MirrorProvider):
@@ -43,12 +73,14 @@ class DirectoryMirror(MirrorProvider):
     def __init__(self, primary: Path, mirror: Path, options: pydantic.BaseModel | None = None) -> None:
         settings = options if isinstance(options, DirectoryOptions) else DirectoryOptions()
         super().__init__(primary, mirror, settings)
+        self.settings = settings
         self.block_size = settings.block_size
+        self._passes: TrackedPasses | None = None
         where = Path(os.path.abspath(mirror))
         self.state_path = where.parent / f".{where.name}.splitmirror-sync.json"
         self.split_marker = where.parent / f".{where.name}.splitmirror-split.json"
 
-    def preflight(self) -> list[PreflightProblem]:
+    def _paths_preflight(self) -> list[PreflightProblem]:
         problems: list[PreflightProblem] = []
 
         def problem(what: str, fix: str) -> None:
@@ -74,11 +106,80 @@ class DirectoryMirror(MirrorProvider):
                 problem(f"{directory} is not writable", "make it writable or run as its owner")
         return problems
 
+    def _device(self) -> tuple[Path | None, str]:
+        """The primary filesystem's block device, or None and why tracking cannot use it."""
+        mount = mount_point(self.primary) if self.primary.is_dir() else Path("/")
+        if mount == Path("/"):
+            return None, "the primary is on the root filesystem, which the tracked final pass cannot freeze"
+        found = subprocess.run(
+            ["findmnt", "-n", "-o", "SOURCE,FSTYPE", "--mountpoint", str(mount)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        source, _, fstype = found.stdout.strip().partition(" ")
+        if not source.startswith("/dev/"):
+            return None, "the primary is not on a block device"
+        if fstype.strip() not in TRACKABLE_FILESYSTEMS:
+            return None, f"the primary's filesystem is {fstype.strip() or 'unknown'}, not ext4 or xfs"
+        parent = Path(os.path.abspath(self.mirror)).parent
+        if parent.exists() and same_filesystem(parent, self.primary):
+            return None, "the mirror is on the primary's filesystem, which the tracked final pass freezes"
+        return Path(source), ""
+
+    def _tracking_unavailable(self) -> str | None:
+        if self.settings.tracking == "off":
+            return 'tracking = "off"'
+        device, why = self._device()
+        return why or self.settings.unavailable(device)
+
+    def notes(self) -> list[str]:
+        why = self._tracking_unavailable()
+        if why is None:
+            return ["change tracking: on; the final pass copies only the written ranges of changed files"]
+        return [f"change tracking: off ({why}); the final pass compares every changed file"]
+
+    def freeze_paths(self) -> list[Path]:
+        """Tracked, the final pass needs every write on the device before it starts: the freeze
+        writes the page cache back, so the tracker has seen them all."""
+        return [self.primary] if self._tracking_unavailable() is None else []
+
+    def preflight(self) -> list[PreflightProblem]:
+        problems = self._paths_preflight()
+        if self.settings.tracking == "on":
+            why = self._tracking_unavailable()
+            if why:
+                problems.append(
+                    PreflightProblem(f"change tracking is unavailable: {why}", 'set tracking = "off"')
+                )
+        return problems
+
     def bulk_sync(self, progress: Progress) -> SyncStats:
-        return self._synchronizer().sync(progress=progress)
+        why = self._tracking_unavailable()
+        tracker = None
+        if why is None:
+            device, _ = self._device()
+            tracker, why = self.settings.start(device)
+        tracked = TrackedFiles() if tracker is not None else None
+        self._passes = TrackedPasses(
+            _DirectoryPasses(self._synchronizer(), tracked),
+            tracker,
+            passes=self.settings.precopy_passes,
+            budget=self.settings.precopy_budget,
+            why_untracked=why or "",
+        )
+        return self._passes.bulk(progress)
 
     def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:
-        return self._synchronizer().sync(first, progress)
+        if self._passes is None:
+            return self._synchronizer().sync(first, progress)
+        passes = self._passes.sync
+        assert isinstance(passes, _DirectoryPasses)
+        passes.first = first
+        return self._passes.final(progress)
+
+    def close(self) -> None:
+        if self._passes is not None:
+            passes, self._passes = self._passes, None
+            passes.close()
 
     def split(self) -> None:
         self._write_marker("split")
@@ -87,6 +188,7 @@ class DirectoryMirror(MirrorProvider):
         return open(self.mirror / self.relative(primary_path), "rb")
 
     def reestablish(self) -> None:
+        self.close()
         self._write_marker("synchronizing")
 
     @property

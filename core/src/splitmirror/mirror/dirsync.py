@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import UserError
+from ..extents import ExtentMap
 from ..progress import Progress, no_progress
 from .base import SyncStats
+from .filetrack import TrackedFiles, zero_ranges
 
 #: Compare-and-write granularity: at 1 % churn, 1 MiB blocks wrote 83 MiB where 64 KiB wrote
 #: 5-11 MiB, in the same time (docs/performance.md).
@@ -87,6 +89,10 @@ class DirectorySync:
         self.block_size = block_size
         self.racy_ns = int(racy_seconds * 1e9)
         self.as_root = os.geteuid() == 0
+        #: Change tracking (the directory mirror's, when on): which files to visit, which of
+        #: their ranges to copy.  ``map_all``: this pass maps every file (the bulk pass).
+        self.tracked: TrackedFiles | None = None
+        self.map_all = False
 
     def sync(
         self,
@@ -290,10 +296,14 @@ class _Pass:
         if mst is not None and not stat.S_ISREG(mst.st_mode):
             self._remove(rel)
             mst = None
-        if mst is not None and mst.st_size == pst.st_size and self.old.get(rel) == _fp(pst):
+        tracked = self.cfg.tracked
+        visit = tracked is not None and not self.cfg.map_all and tracked.must_visit(rel)
+        if mst is not None and mst.st_size == pst.st_size and self.old.get(rel) == _fp(pst) and not visit:
             self.stats.files_unchanged += 1
             self.new[rel] = _fp(pst)
             self._advance(pst.st_size)
+            if tracked is not None and self.cfg.map_all:
+                self._map(rel)
             return True
         try:
             src = _open_primary(self._src(rel))
@@ -321,7 +331,14 @@ class _Pass:
         else:
             dst, mst = _open_for_update(path, mst, self.cfg.as_root)
         try:
-            changed = self._copy(src, dst, st.st_size, compare=mst is not None)
+            tracked = self.cfg.tracked
+            got = tracked.ranges(rel, src) if tracked and mst is not None and not self.cfg.map_all else None
+            if got is not None:
+                changed = self._copy_tracked(src, dst, st.st_size, *got)
+            else:
+                changed = self._copy(src, dst, st.st_size, compare=mst is not None)
+                if tracked is not None:
+                    tracked.mapped(rel, src)
             changed = self._apply_meta(dst, st, mst, changed) or changed
             if changed:
                 os.fsync(dst)
@@ -344,6 +361,45 @@ class _Pass:
         if os.fstat(dst).st_size != size:
             os.ftruncate(dst, size)
             changed = True
+        return changed
+
+    def _map(self, rel: str) -> None:
+        """The bulk pass of a tracked mirror maps every file, changed or not."""
+        assert self.cfg.tracked is not None
+        try:
+            src = _open_primary(self._src(rel))
+        except OSError:
+            return
+        try:
+            self.cfg.tracked.mapped(rel, src)
+        finally:
+            os.close(src)
+
+    def _copy_tracked(
+        self, src: int, dst: int, size: int, written: list[tuple[int, int]], emap: ExtentMap
+    ) -> bool:
+        """A tracked file: copy only its written ranges, and clear the mirror where the file now
+        reads as zeros (a punched hole or a zeroed range leaves no write to track)."""
+        changed = os.fstat(dst).st_size > size
+        if changed:
+            os.ftruncate(dst, size)
+        for start, end in zero_ranges(emap):
+            changed = self._clear_hole(dst, start, end, tail=end == size) or changed
+        for offset, length in written:
+            at, end = offset, min(offset + length, size)
+            while at < end:
+                data = os.pread(src, min(end - at, 1 << 20), at)
+                if not data:
+                    break
+                _pwrite_all(dst, data, at)
+                self.stats.bytes_read += len(data)
+                self.stats.bytes_written += len(data)
+                at += len(data)
+                changed = True
+        if os.fstat(dst).st_size != size:
+            os.ftruncate(dst, size)
+            changed = True
+        self._advance(size)
         return changed
 
     def _copy_data(self, src: int, dst: int, start: int, end: int, compare: bool) -> bool:

@@ -1,7 +1,7 @@
 """Change-tracked passes of the block mirror: a bulk pass, pre-copy catch-up, a final delta.
 
 Without tracking, every pass compares the whole device, and the final one does it inside the
-window: the window grows with the device.  With a :class:`~splitmirror.tracking.WriteTracker`
+window: the window grows with the device.  With a :class:`~splitmirror.WriteTracker`
 running from the start of the bulk pass until the primary is frozen:
 
 1. the bulk pass (SYNC) compares the whole device, as before, while the tracker records every
@@ -25,13 +25,63 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal, Protocol
 
-from .. import tracking
+import pydantic
+
+from ..config import Duration, Size
+from ..engine import PreflightProblem
+from ..tracking import DEFAULT_BUFFER_KB, SECTOR, WriteTracker
+from ..tracking import unavailable as tracking_unavailable
 from .base import SyncStats
 from .blocksync import BlockSync, BlockSyncStats
 
 log = logging.getLogger("splitmirror.mirror.precopy")
 Report = Callable[[int, int | None], None]
+
+
+class TrackingOptions(pydantic.BaseModel):
+    """``[mirror]`` keys of change tracking, shared by the mirrors that can use it."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    #: "auto" (when the kernel's tracing allows), "on" (refuse without), "off" (compare all).
+    tracking: Literal["auto", "on", "off"] = "auto"
+    #: Pre-copy: at most this many catch-up passes before QUIESCE ...
+    precopy_passes: int = pydantic.Field(default=8, ge=0, le=100)
+    #: ... and for at most this long.
+    precopy_budget: Annotated[Duration, pydantic.Field(le=3600)] = 60.0
+    #: The tracer's ring buffer, per CPU: enough for the writes between two passes.
+    tracking_buffer: Size = DEFAULT_BUFFER_KB * 1024
+
+    def unavailable(self, device: Path | None) -> str | None:
+        """Why this mirror's passes cannot be tracked, or None."""
+        if self.tracking == "off":
+            return 'tracking = "off"'
+        if device is None:
+            return "the primary is not on a block device"
+        return tracking_unavailable()
+
+    def problems(self, device: Path | None) -> list[PreflightProblem]:
+        """``tracking = "on"`` where it cannot run is refused before anything happens."""
+        why = self.unavailable(device) if self.tracking == "on" else None
+        return (
+            [PreflightProblem(f"change tracking is unavailable: {why}", 'set tracking = "auto"')]
+            if why
+            else []
+        )
+
+    def start(self, device: Path | None) -> tuple[WriteTracker | None, str]:
+        """A started tracker, or None and why (said once, in the log)."""
+        why = self.unavailable(device)
+        if why is not None:
+            log.warning("change tracking is off (%s): the final pass compares everything", why)
+            return None, why
+        assert device is not None
+        tracker = WriteTracker(device, buffer_kb=max(4, self.tracking_buffer // 1024))
+        tracker.__enter__()
+        return tracker, ""
 
 
 def _as_sync_stats(stats: BlockSyncStats) -> SyncStats:
@@ -40,13 +90,45 @@ def _as_sync_stats(stats: BlockSyncStats) -> SyncStats:
     )
 
 
+class Synchronizer(Protocol):
+    """What a mirror gives :class:`TrackedPasses`: a pass over everything, a pass over the byte
+    ranges of the device written since the last take, and what to do once tracking ends."""
+
+    def full(self, report: Report) -> SyncStats: ...
+
+    def delta(self, ranges: list[tuple[int, int]], report: Report) -> SyncStats: ...
+
+    def finish(self) -> None: ...
+
+
+class BlockPasses:
+    """The block mirror's passes: the whole device compared, or the written ranges copied (with
+    the previous take's again: a write recorded when queued may have been in flight)."""
+
+    def __init__(self, sync: BlockSync) -> None:
+        self.sync = sync
+        self._previous: list[tuple[int, int]] = []
+
+    def full(self, report: Report) -> SyncStats:
+        self._previous = []
+        return _as_sync_stats(self.sync.sync(report))
+
+    def delta(self, ranges: list[tuple[int, int]], report: Report) -> SyncStats:
+        stats = _as_sync_stats(self.sync.copy(ranges + self._previous, report))
+        self._previous = ranges
+        return stats
+
+    def finish(self) -> None:
+        self.sync.refresh_map()
+
+
 class TrackedPasses:
     """The passes of one session; :meth:`close` always (it removes the tracing instance)."""
 
     def __init__(
         self,
-        sync: BlockSync,
-        tracker: tracking.WriteTracker | None,
+        sync: Synchronizer,
+        tracker: WriteTracker | None,
         *,
         passes: int,
         budget: float,
@@ -56,11 +138,10 @@ class TrackedPasses:
         self.tracker = tracker
         self.max_passes, self.budget = passes, budget
         self.why_untracked = why_untracked
-        self._previous: list[tuple[int, int]] = []
 
     def bulk(self, report: Report) -> SyncStats:
-        """SYNC: the whole device, then pre-copy while the delta shrinks."""
-        stats = _as_sync_stats(self.sync.sync(report))
+        """SYNC: everything, then pre-copy while the delta shrinks."""
+        stats = self.sync.full(report)
         stats.passes.append(stats.bytes_written)
         stats.tracking = "tracked" if self.tracker is not None else f"untracked: {self.why_untracked}"
         if self.tracker is None:
@@ -82,9 +163,9 @@ class TrackedPasses:
         return stats
 
     def final(self, report: Report) -> SyncStats:
-        """SPLIT, primary frozen: the last delta, or the whole device when untracked or lost."""
+        """SPLIT, primary frozen: the last delta, or everything when untracked or lost."""
         if self.tracker is None:
-            stats = _as_sync_stats(self.sync.sync(report))
+            stats = self.sync.full(report)
             stats.passes.append(stats.bytes_written)
             stats.tracking = f"untracked: {self.why_untracked}"
             return stats
@@ -99,14 +180,11 @@ class TrackedPasses:
         assert self.tracker is not None
         dirty = self.tracker.take()
         if dirty.lost:
-            log.warning("the write tracker lost events (ring buffer overran): comparing the whole device")
-            self._previous = []
-            stats = _as_sync_stats(self.sync.sync(report))
-            return stats, stats.bytes_written, "lost events: compared the whole device"
-        ranges = [(start * tracking.SECTOR, count * tracking.SECTOR) for start, count in dirty.ranges]
-        stats = _as_sync_stats(self.sync.copy(ranges + self._previous, report))
-        self._previous = ranges
-        return stats, dirty.bytes, "tracked"
+            log.warning("the write tracker lost events (ring buffer overran): comparing everything")
+            stats = self.sync.full(report)
+            return stats, stats.bytes_written, "lost events: compared everything"
+        ranges = [(start * SECTOR, count * SECTOR) for start, count in dirty.ranges]
+        return self.sync.delta(ranges, report), dirty.bytes, "tracked"
 
     def stop(self) -> None:
         """Stop tracking (the instance is removed); idempotent."""
@@ -115,6 +193,6 @@ class TrackedPasses:
             tracker.__exit__(None, None, None)
 
     def close(self) -> None:
-        """After the session: no tracker, and the checksum map right again for the next bulk pass."""
+        """After the session: no tracker, and the mirror's bookkeeping right for the next one."""
         self.stop()
-        self.sync.refresh_map()
+        self.sync.finish()

@@ -1,0 +1,116 @@
+"""Change tracking for the directory mirror: written device sectors back to file byte ranges.
+
+The write tracker (:mod:`splitmirror.tracking`) reports device sectors; a file-level mirror needs
+file byte ranges.  :class:`TrackedFiles` keeps a reverse index — every file's extents as FIEMAP
+last placed them — and, for one pass, tells the synchronizer:
+
+* which files it must visit although their fingerprint is unchanged (:meth:`must_visit`): one of
+  their extents was written (dirty pages flushed after the previous pass examined the file), or
+  their placement was not settled when last mapped (delayed allocation, inline or shared data);
+* which byte ranges of a visited file to copy (:meth:`ranges`): the written sectors that fall in
+  its extents *as they are now* (mapped again, so blocks allocated since count), or None when the
+  file cannot be mapped exactly (then the whole file is compared, as without tracking).
+
+A range is only ever reported once the page cache wrote it back, which is why the tracked
+directory mirror freezes the primary for its final pass (FIFREEZE writes everything back): what
+the final take holds is then everything written before the freeze.  Holes are not writes: a hole
+punched leaves no bio, so the synchronizer also clears the mirror wherever the file now has a
+hole or an unwritten extent.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+
+from ..extents import Extent, ExtentFlag, ExtentMap, fiemap
+
+#: Extents whose placement may still change without the file's fingerprint changing.
+_UNSETTLED = ExtentFlag.DELALLOC | ExtentFlag.UNKNOWN | ExtentFlag.SHARED
+
+
+class TrackedFiles:
+    """The reverse index and one pass's dirty byte ranges of the device (``begin``)."""
+
+    def __init__(self) -> None:
+        self.extents: dict[str, ExtentMap] = {}
+        self.unsettled: set[str] = set()
+        self._dirty: list[tuple[int, int]] = []  # device byte ranges (start, end), sorted, merged
+        self._starts: list[int] = []
+        self._visit: set[str] = set()
+
+    def begin(self, dirty: list[tuple[int, int]]) -> None:
+        """A new pass over the device byte ranges ``(offset, length)`` written since the last."""
+        merged: list[list[int]] = []
+        for start, length in sorted(dirty):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], start + length)
+            elif length > 0:
+                merged.append([start, start + length])
+        self._dirty = [(a, b) for a, b in merged]
+        self._starts = [a for a, _b in self._dirty]
+        self._visit = set(self.unsettled)
+        for rel, emap in self.extents.items():
+            if rel not in self._visit and any(self._overlaps(e) for e in emap.extents if not e.zeros):
+                self._visit.add(rel)
+
+    def must_visit(self, rel: str) -> bool:
+        return rel in self._visit
+
+    def _overlaps(self, extent: Extent) -> bool:
+        """Whether any written range meets the extent (the last range starting before its end
+        is the only candidate: the ranges are sorted and disjoint)."""
+        i = bisect.bisect_left(self._starts, extent.physical + extent.length) - 1
+        return i >= 0 and self._dirty[i][1] > extent.physical
+
+    def _written(self, extent: Extent) -> list[tuple[int, int]]:
+        """The parts of ``extent`` that were written, as file byte ranges."""
+        found = []
+        end = extent.physical + extent.length
+        i = max(bisect.bisect_right(self._starts, extent.physical) - 1, 0)
+        while i < len(self._dirty) and self._dirty[i][0] < end:
+            start, stop = max(self._dirty[i][0], extent.physical), min(self._dirty[i][1], end)
+            if stop > start:
+                found.append((extent.logical + start - extent.physical, stop - start))
+            i += 1
+        return found
+
+    def mapped(self, rel: str, fd: int) -> ExtentMap | None:
+        """Map the file again and remember it; None when its placement is not exact."""
+        try:
+            emap = ExtentMap(_size(fd), tuple(fiemap(fd, sync=False)))
+        except OSError:
+            self.forget(rel)
+            self.unsettled.add(rel)
+            return None
+        self.extents[rel] = emap
+        if not emap.readable_raw or any(e.flags & _UNSETTLED for e in emap.extents):
+            self.unsettled.add(rel)
+            return None
+        self.unsettled.discard(rel)
+        return emap
+
+    def ranges(self, rel: str, fd: int) -> tuple[list[tuple[int, int]], ExtentMap] | None:
+        """The byte ranges of the file to copy, and its map (for its holes); None: compare all."""
+        emap = self.mapped(rel, fd)
+        if emap is None:
+            return None
+        written = [r for e in emap.extents if not e.zeros for r in self._written(e)]
+        return written, emap
+
+    def forget(self, rel: str) -> None:
+        self.extents.pop(rel, None)
+        self.unsettled.discard(rel)
+
+
+def zero_ranges(emap: ExtentMap) -> list[tuple[int, int]]:
+    """``(start, end)`` of the file's holes and unwritten extents: where it reads as zeros."""
+    return [
+        (offset, offset + length)
+        for offset, length, extent in emap.pieces()
+        if extent is None or extent.zeros
+    ]
+
+
+def _size(fd: int) -> int:
+    return os.fstat(fd).st_size
