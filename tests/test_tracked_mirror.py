@@ -21,7 +21,7 @@ from splitmirror.phases import Phase
 from splitmirror.session import Session
 from splitmirror.testing import SessionRunner, SqliteLedgerDatabase
 from splitmirror.testing.loopfs import device_digest, device_of, loop_filesystem, loop_filesystem_unavailable
-from splitmirror.tracking import PREFIX, TRACEFS, unavailable
+from splitmirror.tracking import left_behind, unavailable
 
 SIZE = 256 << 20
 
@@ -81,7 +81,7 @@ def disk(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "disk").mkdir()
     with loop_filesystem(tmp_path / "disk", SIZE) as mount:
         yield mount
-    assert not list((TRACEFS / "instances").glob(PREFIX + "*")), "a tracing instance was left"
+    assert not left_behind(), "a tracing instance was left"
 
 
 class Starve:

@@ -18,6 +18,7 @@ from splitmirror.tracking import (
     TRACEFS,
     Dirty,
     WriteTracker,
+    left_behind,
     merge,
     remove_stale_instances,
     unavailable,
@@ -25,7 +26,7 @@ from splitmirror.tracking import (
 
 
 def ours() -> list[str]:
-    return sorted(p.name for p in (TRACEFS / "instances").glob(PREFIX + "*"))
+    return left_behind()
 
 
 @pytest.fixture

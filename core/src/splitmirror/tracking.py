@@ -137,6 +137,21 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def left_behind(root: Path = TRACEFS) -> list[str]:
+    """Instances of ours that belong to no running session: this process's (a test asking after
+    its sessions ended) and those of processes that are gone.  Other running sessions' instances
+    are theirs."""
+    instances = root / "instances"
+    if not instances.is_dir():
+        return []
+    found = []
+    for instance in instances.glob(PREFIX + "*"):
+        pid = instance.name.removeprefix(PREFIX).split("-")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            found.append(instance.name)
+    return sorted(found)
+
+
 def remove_stale_instances(root: Path = TRACEFS) -> list[str]:
     """Instances of ours whose process is gone (killed before it could remove them)."""
     removed = []

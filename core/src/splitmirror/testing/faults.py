@@ -29,7 +29,7 @@ from ..fsfreeze import FIFREEZE, FITHAW, _ioctl, mount_point
 from ..phases import Phase
 from ..restore import restore_archive
 from ..session import Session
-from ..tracking import PREFIX, TRACEFS
+from ..tracking import left_behind
 from ..watchdog import DISABLE_ENV
 from .database import LedgerDatabase
 from .drill import SessionRunner
@@ -147,10 +147,9 @@ def seconds_until(check: Callable[[], bool], limit: float = 10.0) -> float:
 
 
 def tracing_instances() -> list[str]:
-    """Change-tracking instances of splitmirror's in the tracing filesystem (none may outlive
-    its session)."""
-    instances = TRACEFS / "instances"
-    return sorted(p.name for p in instances.glob(PREFIX + "*")) if instances.is_dir() else []
+    """Change-tracking instances left behind: this process's, or of sessions that are gone
+    (other sessions running on the machine keep theirs)."""
+    return left_behind()
 
 
 def archives_left(directory: Path) -> list[str]:

@@ -14,14 +14,28 @@ data directory is bind-mounted from), ``splitmirror_session`` (a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from ..tracking import PREFIX, TRACEFS, remove_instance
 from .database import LedgerDatabase
 from .drill import DrillReport, SessionRunner, Workspace, run_drill
 from .loopfs import loop_filesystem, loop_filesystem_unavailable
+
+
+@pytest.fixture(autouse=True)
+def _no_tracing_instance_left() -> Iterator[None]:
+    """No test may leave a change-tracking instance of this process behind (the kernel keeps
+    tracing until it is removed): it is removed, and the test fails naming it."""
+    yield
+    instances = TRACEFS / "instances"
+    left = sorted(instances.glob(f"{PREFIX}{os.getpid()}-*")) if instances.is_dir() else []
+    for instance in left:
+        remove_instance(instance)
+    assert not left, f"the test left tracing instances: {[p.name for p in left]}"
 
 
 @pytest.fixture
