@@ -97,7 +97,7 @@ def test_many_processes_creating_one_catalog_at_once(tmp_path: Path) -> None:
         subprocess.Popen(
             [sys.executable, "-c", script, str(path), str(start)], stderr=subprocess.PIPE, text=True
         )
-        for _ in range(8)
+        for _ in range(24)
     ]
     errors = [proc.communicate(timeout=60)[1] for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), [e for e in errors if e][:1]

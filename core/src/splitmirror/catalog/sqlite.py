@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,18 +79,32 @@ _UPDATABLE = {
 }
 
 
+@contextlib.contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """One process at a time opens (creates, switches to WAL, migrates) the catalog: SQLite
+    answers "database is locked" at once, without waiting, to a second process changing the
+    journal mode of a new database (found by CI: two sessions creating one catalog)."""
+    fd = os.open(path.with_name(path.name + ".open-lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class SqliteCatalog(Catalog):
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
             ensure_private_dir(path.parent)
-            fresh = not path.exists()
-            if fresh:
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            with _opening(path):
+                fresh = not path.exists()
+                if fresh:
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+                self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._migrate()
         except sqlite3.DatabaseError as error:
             raise CatalogError(
                 f"the catalog {path} cannot be opened ({error}); point [session] catalog or "
