@@ -165,7 +165,18 @@ def render(rows: list[Row], reps: int) -> str:
             f"{median[large, on]:.0f} ms at {large} GiB ({ratio:.2f}×): the final pass copies only what was "
             "written since the last pre-copy pass, whatever the database's size. The target (at most "
             f"{TARGET_RATIO}× from {small} to {large} GiB, at most {TARGET_MS:.0f} ms at {small} GiB) was "
-            f"{'met' if met else 'not met'}. With tracking off, the final pass reads the whole device "
+            f"{'met' if met else 'not met'}"
+            + (
+                ""
+                if met
+                else (
+                    f": the final pass still copied {read[small, on] / 2**20:.0f} MiB at {small} GiB, "
+                    "what the overwriter wrote at full speed since the last pre-copy take plus that take "
+                    "again (writes may have been in flight when it was read); the window follows the "
+                    "write rate, and this load saturates the disk"
+                )
+            )
+            + ". With tracking off, the final pass reads the whole device "
             "inside the window, and the window grows with it. The directory mirror without tracking "
             "compares the files whose fingerprint changed, so its window follows the hot file, not the "
             "database; tracked, it copies only their written ranges."
