@@ -33,14 +33,24 @@ def test_sessions_killed_at_random_leave_a_sound_catalog(root: Path, write_confi
     phases = sum(p.duration_ms for p in SqliteCatalog(catalog).get(1).phases) / 1000
     startup = whole - phases
     rng = random.Random(7)
-    outcomes = []
-    for _ in range(12):
+    delay, inside = startup * 0.9, 0  # adapted as we go: a loaded machine starts Python slower
+    for _ in range(40):
+        rows = len(SqliteCatalog(catalog).sessions())
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(startup * 0.9 + rng.uniform(0, phases))  # anywhere from INIT's catalog row on
+        time.sleep(delay + rng.uniform(0, phases))  # anywhere from INIT's catalog row on
         proc.send_signal(signal.SIGKILL)
-        outcomes.append(proc.wait())
-        time.sleep(0.1)  # the watchdog records the death; a live next session would too
-    assert -signal.SIGKILL in outcomes, "no session was killed: the timings are off"
+        proc.wait()
+        time.sleep(0.1)  # the watchdog records the death
+        new = SqliteCatalog(catalog).sessions()[rows:]
+        if not new:
+            delay += 0.05  # killed before its row existed: later
+        elif new[0].status == "DONE":
+            delay *= 0.8  # it finished first: earlier
+        else:
+            inside += 1
+            if inside == 8:
+                break
+    assert inside >= 3, f"only {inside} sessions were killed after their row existed"
     final = CliRunner().invoke(main, ["backup", "--quiet", str(config)])
     assert final.exit_code == 0, final.output
     with closing(sqlite3.connect(catalog)) as db:
@@ -51,7 +61,7 @@ def test_sessions_killed_at_random_leave_a_sound_catalog(root: Path, write_confi
     assert not [s.id for s in sessions if s.status == "STARTED"], "rows of dead sessions left STARTED"
     done = [s for s in sessions if s.status == "DONE"]
     failed = [s for s in sessions if s.status == "FAILED"]
-    assert done and len(failed) >= 3, f"{len(failed)} killed after their row existed: the timings are off"
+    assert done and len(failed) >= 3
     for session in done:
         assert session.archive and Path(session.archive).exists(), (
             f"session {session.id} is DONE without an archive"
