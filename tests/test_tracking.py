@@ -5,6 +5,9 @@ gone afterwards, whatever happened."""
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +91,60 @@ def test_chunks_cover_the_ranges() -> None:
     dirty = Dirty([(0, 1), (2047, 2), (8192, 8)], events=3, lost=False)
     assert dirty.chunks(1 << 20) == [0, 1, 4]
     assert merge([(10, 5), (0, 10), (30, 1)]) == [(0, 15), (30, 1)]
+
+
+def mbr(path: Path, size: int, start: int = 2048) -> None:
+    """An image of ``size`` bytes with an MBR holding one Linux partition from sector ``start``."""
+    sectors = size // SECTOR - start
+    entry = bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + start.to_bytes(4, "little") + sectors.to_bytes(4, "little")
+    with open(path, "wb") as f:
+        f.truncate(size)
+        f.seek(446)
+        f.write(entry)
+        f.seek(510)
+        f.write(b"\x55\xaa")
+
+
+def test_a_partition_is_traced_on_its_disk_and_shifted_back(tmp_path: Path) -> None:
+    """A partition's bios reach the tracepoint as its whole disk's, at the disk's sectors; the
+    tracker filters on the disk and gives back sectors of the partition (where FIEMAP counts)."""
+    reason = loop_filesystem_unavailable() or unavailable()
+    if reason:
+        pytest.skip(reason)
+    image, mount = tmp_path / "disk.img", tmp_path / "mnt"
+    mbr(image, 64 << 20)
+    disk = subprocess.run(
+        ["losetup", "-f", "-P", "--show", str(image)], capture_output=True, text=True, check=True
+    )
+    loop = disk.stdout.strip()
+    try:
+        partition = Path(f"{loop}p1")
+        sysfs = Path("/sys/class/block") / partition.name
+        for _ in range(100):  # the kernel scans the table when the device is attached
+            if sysfs.exists():
+                break
+            time.sleep(0.02)
+        else:
+            pytest.skip(
+                "the kernel made no partition of a partitioned loop device here (no partition scanning)"
+            )
+        if not partition.exists():  # no udev: make the node from what sysfs says
+            major, minor = (int(n) for n in (sysfs / "dev").read_text().split(":"))
+            os.mknod(partition, 0o600 | stat.S_IFBLK, os.makedev(major, minor))
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(partition)], check=True)
+        mount.mkdir()
+        subprocess.run(["mount", str(partition), str(mount)], check=True)
+        try:
+            with WriteTracker(partition) as tracker:
+                tracker.take()
+                with open(mount / "data", "wb") as f:
+                    f.write(os.urandom(2 << 20))
+                    os.fsync(f.fileno())
+                dirty = tracker.take()
+            for extent in map_file(mount / "data").extents:
+                assert covered(dirty, extent.physical, extent.length), (extent, dirty.ranges[:5])
+            assert all(start + count <= (62 << 20) // SECTOR for start, count in dirty.ranges)
+        finally:
+            subprocess.run(["umount", str(mount)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=True)
