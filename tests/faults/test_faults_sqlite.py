@@ -21,6 +21,7 @@ from splitmirror.testing import LedgerDatabase, SessionRunner, SqliteLedgerDatab
 from splitmirror.testing.faults import (
     KILL_POINTS,
     FaultMatrix,
+    Killed,
     _Act,
     archives_left,
     failure_of,
@@ -53,14 +54,21 @@ def block_runner(splitmirror_session: SessionRunner) -> SessionRunner:
     return splitmirror_session
 
 
+def kill_a_freeze(
+    disk: Path, runner: SessionRunner, point: str, scratch: Path, *, watchdog: bool = True
+) -> tuple[SqliteLedgerDatabase, Killed]:
+    """A FREEZE session of a ledger on ``disk``, SIGKILLed at ``point``."""
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    config = runner.config(database, "freeze")
+    return database, run_killed(config.source, point, scratch, watchdog=watchdog)
+
+
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_a_session_killed_in_any_phase_leaves_nothing_held(
     point: str, disk: Path, block_runner: SessionRunner, tmp_path: Path
 ) -> None:
-    database = SqliteLedgerDatabase(disk)
-    database.create_ledger()
-    config = block_runner.config(database, "freeze")
-    killed = run_killed(config.source, point, tmp_path)
+    database, killed = kill_a_freeze(disk, block_runner, point, tmp_path)
     assert seconds_until(database.accepts_writes) < 1.0
     assert seconds_until(lambda: not is_frozen(disk)) < 1.0
     ws = block_runner.workspace
@@ -77,10 +85,7 @@ def test_a_session_killed_in_any_phase_leaves_nothing_held(
 def test_without_the_watchdog_a_killed_split_leaves_the_filesystem_frozen(
     disk: Path, block_runner: SessionRunner, tmp_path: Path
 ) -> None:
-    database = SqliteLedgerDatabase(disk)
-    database.create_ledger()
-    config = block_runner.config(database, "freeze")
-    killed = run_killed(config.source, "SPLIT", tmp_path, watchdog=False)
+    _database, killed = kill_a_freeze(disk, block_runner, "SPLIT", tmp_path, watchdog=False)
     try:
         time.sleep(0.5)
         assert is_frozen(disk), "nothing thawed it: the watchdog is the only one left to"
@@ -92,10 +97,7 @@ def test_without_the_watchdog_a_killed_split_leaves_the_filesystem_frozen(
 def test_the_watchdog_thaws_within_200_ms_of_the_death(
     disk: Path, block_runner: SessionRunner, tmp_path: Path
 ) -> None:
-    database = SqliteLedgerDatabase(disk)
-    database.create_ledger()
-    config = block_runner.config(database, "freeze")
-    killed = run_killed(config.source, "SPLIT", tmp_path)
+    _database, killed = kill_a_freeze(disk, block_runner, "SPLIT", tmp_path)
     while is_frozen(disk):
         time.sleep(0.005)
     reaction = time.monotonic() - killed.died_at

@@ -34,6 +34,7 @@ import re
 import select
 import subprocess
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -177,7 +178,7 @@ def remove_instance(instance: Path) -> None:
         except OSError as error:
             if error.errno != errno.EBUSY or attempt == 49:
                 raise
-            threading.Event().wait(0.02)
+            time.sleep(0.02)
 
 
 class WriteTracker:

@@ -8,6 +8,7 @@ next to the mirror, not in it, so the mirror holds exactly the primary's tree.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -125,11 +126,18 @@ class DirectoryMirror(MirrorProvider):
             return None, "the mirror is on the primary's filesystem, which the tracked final pass freezes"
         return Path(source), ""
 
-    def _tracking_unavailable(self) -> str | None:
+    @functools.cached_property
+    def _tracking(self) -> tuple[Path | None, str | None]:
+        """(the device to track, None) or (None, why not); decided once per session, so that
+        preflight, SPLIT's freeze (inside the window: no ``findmnt`` there) and the passes agree."""
         if self.settings.tracking == "off":
-            return 'tracking = "off"'
+            return None, 'tracking = "off"'
         device, why = self._device()
-        return why or self.settings.unavailable(device)
+        refused = why or self.settings.unavailable(device)
+        return (None, refused) if refused else (device, None)
+
+    def _tracking_unavailable(self) -> str | None:
+        return self._tracking[1]
 
     def notes(self) -> list[str]:
         why = self._tracking_unavailable()
@@ -153,10 +161,9 @@ class DirectoryMirror(MirrorProvider):
         return problems
 
     def bulk_sync(self, progress: Progress) -> SyncStats:
-        why = self._tracking_unavailable()
+        device, why = self._tracking
         tracker = None
         if why is None:
-            device, _ = self._device()
             tracker, why = self.settings.start(device)
         tracked = TrackedFiles() if tracker is not None else None
         self._passes = TrackedPasses(
