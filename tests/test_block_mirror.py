@@ -5,7 +5,6 @@ extents; restore drills in both modes with concurrent writers."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.errors import PreflightError
 from splitmirror.testing import SessionRunner, SqliteLedgerDatabase, Workspace, run_drill
-from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
+from splitmirror.testing.loopfs import device_of, loop_device, loop_filesystem, loop_filesystem_unavailable
 
 
 @pytest.fixture
@@ -108,11 +107,7 @@ def test_a_mirror_device_held_exclusively_is_refused(
     image = tmp_path / "held.img"
     with open(image, "wb") as f:
         f.truncate(128 << 20)
-    device = subprocess.run(
-        ["losetup", "-f", "--show", str(image)], capture_output=True, text=True, check=True
-    )
-    held = device.stdout.strip()
-    try:
+    with loop_device(image) as held:
         fd = os.open(held, os.O_RDONLY | os.O_EXCL)
         try:
             block_runner.workspace.mirror.symlink_to(held)
@@ -120,8 +115,6 @@ def test_a_mirror_device_held_exclusively_is_refused(
                 block_runner.run(database, "freeze")
         finally:
             os.close(fd)
-    finally:
-        subprocess.run(["losetup", "-d", held], check=True)
 
 
 def test_an_image_attached_to_a_loop_device_is_refused(
@@ -132,14 +125,11 @@ def test_an_image_attached_to_a_loop_device_is_refused(
     mirror = block_runner.workspace.mirror
     with open(mirror, "wb") as f:
         f.truncate(128 << 20)
-    device = subprocess.run(
-        ["losetup", "-f", "--show", str(mirror)], capture_output=True, text=True, check=True
-    )
-    try:
-        with pytest.raises(PreflightError, match=rf"is in use \(attached to {device.stdout.strip()}\)"):
-            block_runner.run(database, "freeze")
-    finally:
-        subprocess.run(["losetup", "-d", device.stdout.strip()], check=True)
+    with (
+        loop_device(mirror) as device,
+        pytest.raises(PreflightError, match=rf"is in use \(attached to {device}\)"),
+    ):
+        block_runner.run(database, "freeze")
 
 
 def test_a_missing_mirror_device_is_refused_and_not_created(disk: Path, block_runner: SessionRunner) -> None:

@@ -6,7 +6,6 @@ refused untouched."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,13 @@ from splitmirror.mirror.blocksync import (
     device_size,
     map_path,
 )
-from splitmirror.testing.loopfs import device_digest, device_of, loop_filesystem, loop_filesystem_unavailable
+from splitmirror.testing.loopfs import (
+    device_digest,
+    device_of,
+    loop_device,
+    loop_filesystem,
+    loop_filesystem_unavailable,
+)
 
 SIZE = 64 << 20
 
@@ -113,19 +118,13 @@ def test_a_block_device_mirror(primary: tuple[Path, Path], tmp_path: Path) -> No
     image = tmp_path / "mirror-device.img"
     with open(image, "wb") as f:
         f.truncate(SIZE)
-    mirror = subprocess.run(
-        ["losetup", "-f", "--show", str(image)], capture_output=True, text=True, check=True
-    )
-    mirror_device = Path(mirror.stdout.strip())
-    try:
+    with loop_device(image) as mirror_device:
         sync = BlockSync(device, mirror_device, map_dir=tmp_path / "maps")
         stats = sync.sync()
         assert stats.chunks_written > 0
         assert device_digest(mirror_device, SIZE) == device_digest(device, SIZE)
         assert sync.map_path.parent == tmp_path / "maps" and sync.map_path.exists()
         assert sync.sync().used_map
-    finally:
-        subprocess.run(["losetup", "-d", str(mirror_device)], check=True)
 
 
 def test_a_mirror_smaller_than_the_primary_is_refused_untouched(

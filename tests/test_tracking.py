@@ -4,17 +4,20 @@ gone afterwards, whatever happened."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from splitmirror import tracking
 from splitmirror.extents import map_file
-from splitmirror.testing.loopfs import device_of, loop_filesystem, loop_filesystem_unavailable
+from splitmirror.testing.loopfs import device_of, loop_device, loop_filesystem, loop_filesystem_unavailable
 from splitmirror.tracking import (
     PREFIX,
     SECTOR,
@@ -65,9 +68,74 @@ def test_every_write_between_takes_is_reported(disk: Path) -> None:
     assert first.bytes < 1 << 20
 
 
+def inflight_writes(device: Path) -> int:
+    """Write requests the disk has not completed (``/sys/block/<disk>/inflight``)."""
+    return int((Path("/sys/class/block") / device.name / "inflight").read_text().split()[1])
+
+
+@pytest.mark.parametrize("completions", [True, False], ids=["request-completions", "queued-only"])
+def test_a_write_in_flight_at_a_take_is_in_the_next_one(
+    disk: Path, completions: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The property the final pass relies on when takes are ``settled``: a write queued before a
+    take but still in flight (a pass reading its range then may get the old data) is in the next
+    take.  The write is held in flight by freezing the filesystem that holds the loop device's
+    image: the loop driver's write to it waits for the thaw.  Recording queued bios only (as on
+    a bio-based disk), the next take misses it, and the take says it is not settled."""
+    monkeypatch.setattr(tracking, "RECORD_COMPLETIONS", completions)
+    image = disk / "inner.img"
+    with open(image, "wb") as f:
+        f.write(bytes(16 << 20))
+        os.fsync(f.fileno())
+    offset, length = 4 << 20, 64 << 10
+    with loop_device(image) as device, WriteTracker(device) as tracker:
+        tracker.take()
+        buffer = mmap.mmap(-1, length)  # page-aligned, for O_DIRECT
+        buffer.write(os.urandom(length))
+        fd = os.open(device, os.O_WRONLY | os.O_DIRECT)
+        writer = threading.Thread(target=os.pwrite, args=(fd, buffer, offset))
+        subprocess.run(["fsfreeze", "-f", str(disk)], check=True)
+        try:
+            writer.start()
+            deadline = time.monotonic() + 10
+            while inflight_writes(device) == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert inflight_writes(device) > 0, "the write never got in flight"
+            queued = tracker.take()
+        finally:
+            subprocess.run(["fsfreeze", "-u", str(disk)], check=True)
+            writer.join()
+            os.close(fd)
+        after = tracker.take()
+    assert covered(queued, offset, length), "the write was not recorded when it was queued"
+    assert queued.settled is after.settled is completions
+    assert covered(after, offset, length) is completions
+
+
+def test_a_take_holds_nothing_written_after_its_marker(disk: Path) -> None:
+    """The reader may read a take's marker and later writes in one batch: those writes belong to
+    the next take (a pass reading right after this take may have read their ranges too early)."""
+    with WriteTracker(device_of(disk)) as tracker:
+        tracker.take()
+        tracker.hold()
+        taken: list[Dirty] = []
+        taker = threading.Thread(target=lambda: taken.append(tracker.take()))
+        taker.start()
+        time.sleep(0.2)  # the marker is written; the reader is held, so the take waits
+        with open(disk / "late", "wb") as f:
+            f.write(os.urandom(1 << 20))
+            os.fsync(f.fileno())
+        tracker.hold_reading.clear()
+        taker.join()
+        after = tracker.take()
+    extents = map_file(disk / "late").extents
+    assert extents and not any(covered(taken[0], e.physical, e.length) for e in extents)
+    assert all(covered(after, e.physical, e.length) for e in extents)
+
+
 def test_an_overrun_is_reported_as_lost(disk: Path) -> None:
     with WriteTracker(device_of(disk), buffer_kb=4) as tracker:
-        tracker.hold_reading.set()  # the reader stops: the 4 KiB buffers fill and wrap
+        tracker.hold()  # the reader stops: the 4 KiB buffers fill and wrap
         with open(disk / "many", "wb") as f:
             for i in range(400):
                 os.pwrite(f.fileno(), os.urandom(4096), i * 8192)

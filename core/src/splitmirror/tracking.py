@@ -8,15 +8,25 @@ kernel's ``block:block_bio_queue`` tracepoint, in a private tracing instance::
         buffer_size_kb                       per-CPU ring buffer, sized for the write rate
         events/block/block_bio_queue/filter  dev == (major << 20) | minor
         trace_pipe                           read by a thread: "7,0 WS 17410 + 586 [python]"
+        events/block/block_rq_complete/      the same device's completed requests (see below)
         trace_marker                         written by take(): everything before it was read
         per_cpu/cpu*/stats                   "overrun" / "dropped events": events were lost
 
 Every bio queued for the device is recorded as a sector range if it changes data (its ``rwbs``
 holds W, D, E or Z: write, discard, secure erase, write zeroes).  :meth:`WriteTracker.take`
-writes a marker and waits until the reader has seen it, so every write submitted before the
-call is in what it returns: called with the filesystem frozen (FIFREEZE waits for writeback),
-it returns everything up to the freeze.  When the ring buffer overran in between, the result
-says ``lost``, and the caller must fall back to a full compare.
+writes a marker and waits until the reader has seen it, and returns what was recorded before
+the marker: every write submitted before the call.  Called with the filesystem frozen (FIFREEZE
+waits for writeback), it returns everything up to the freeze.  When the ring buffer overran in
+between, the result says ``lost``, and the caller must fall back to a full compare.
+
+A write recorded when it was queued may still be in flight when a pass reads its range just
+after the take: the pass may copy the old data, and the next take does not hold that write.  On
+a request-based disk (``/sys/block/<disk>/mq``: SCSI, NVMe, virtio, loop) the tracker therefore
+also records every completed write request (``block_rq_complete``): a write still in flight at
+a take completes after it, so the next take holds it, and the next pass reads it after it
+landed.  Each take is then enough on its own (``settled``).  On bio-based devices
+(device-mapper, md) there are no request completions to record: a take is not ``settled``, and
+the caller copies it again in the next pass, as the last pass runs with nothing in flight.
 
 The instance is removed when the tracker stops, on every path; one left by a killed process is
 removed by the watchdog or, failing that, by the next tracker (its pid is in its name).
@@ -41,10 +51,14 @@ from types import TracebackType
 TRACEFS = Path("/sys/kernel/tracing")
 PREFIX = "splitmirror-"
 EVENT = Path("events/block/block_bio_queue")
+COMPLETION = Path("events/block/block_rq_complete")
 SECTOR = 512
+#: False: queued bios only, as on a bio-based disk, whatever the disk (for tests of that path).
+RECORD_COMPLETIONS = True
 #: Per-CPU ring buffer by default: about 100,000 events per CPU between two reads.
 DEFAULT_BUFFER_KB = 8192
-_EVENT_LINE = re.compile(rb"block_bio_queue: (\d+),(\d+) (\S+) (\d+) \+ (\d+)")
+#: "block_bio_queue: 7,0 WS 17410 + 586 [python]", "block_rq_complete: 7,0 WS () 17410 + 586 ..."
+_EVENT_LINE = re.compile(rb"block_(?:bio_queue|rq_complete): \d+,\d+ (\S+) (?:\(.*?\) )?(\d+) \+ (\d+)")
 _CHANGES = frozenset(b"WDEZ")
 _names = itertools.count()
 
@@ -60,6 +74,9 @@ class Dirty:
     ranges: list[tuple[int, int]]  # (first sector, sector count), relative to the device
     events: int
     lost: bool  # the ring buffer overran: ranges are incomplete
+    #: Completions were recorded too: no write in these ranges can be missed by a pass reading
+    #: them after the take.  When False the next pass must copy these ranges again.
+    settled: bool = False
 
     @property
     def bytes(self) -> int:
@@ -114,19 +131,32 @@ def unavailable() -> str | None:
     return None
 
 
-def _device_numbers(device: Path) -> tuple[int, int, int, int]:
-    """(major, minor) to filter on and the partition's first sector and length in sectors:
-    a partition's bios are traced against its whole disk."""
+@dataclasses.dataclass(frozen=True)
+class _Disk:
+    """What to filter on: a partition's bios and requests are traced against its whole disk."""
+
+    major: int
+    minor: int
+    offset: int  # the partition's first sector on the disk (0 for a whole disk)
+    length: int  # the partition's length in sectors (-1 for a whole disk)
+    request_based: bool  # blk-mq: its write requests complete through block_rq_complete
+
+    @property
+    def dev(self) -> int:
+        """The kernel's dev_t, as the tracepoints' ``dev`` field holds it."""
+        return (self.major << 20) | self.minor
+
+
+def _disk_of(device: Path) -> _Disk:
     info = os.stat(device)
     major, minor = os.major(info.st_rdev), os.minor(info.st_rdev)
-    sysfs = Path(f"/sys/dev/block/{major}:{minor}")
+    sysfs = Path(f"/sys/dev/block/{major}:{minor}").resolve()
+    offset, length = 0, -1
     if (sysfs / "partition").exists():
-        start = int((sysfs / "start").read_text())
-        length = int((sysfs / "size").read_text())
-        parent = (sysfs.resolve().parent / "dev").read_text().strip()
-        pmajor, pminor = (int(n) for n in parent.split(":"))
-        return pmajor, pminor, start, length
-    return major, minor, 0, -1
+        offset, length = int((sysfs / "start").read_text()), int((sysfs / "size").read_text())
+        sysfs = sysfs.parent
+        major, minor = (int(n) for n in (sysfs / "dev").read_text().split(":"))
+    return _Disk(major, minor, offset, length, (sysfs / "mq").is_dir())
 
 
 def _alive(pid: int) -> bool:
@@ -188,15 +218,18 @@ class WriteTracker:
         self.device = device
         self.buffer_kb = buffer_kb
         self.instance: Path | None = None
-        self._major, self._minor, self._offset, self._length = _device_numbers(device)
+        self._disk = _disk_of(device)
+        #: Completed requests are recorded too (see the module docstring); known once entered.
+        self.completions = False
         self._lock = threading.Lock()
         self._ranges: list[tuple[int, int]] = []
-        self._events = 0
         self._lost_seen = 0
         self._markers: dict[str, threading.Event] = {}
+        self._cuts: dict[str, int] = {}  # marker -> how many of _ranges were recorded before it
         self._stop = threading.Event()
-        #: Set, the reader stops reading (the ring buffer fills): for tests of lost events.
+        #: Set, the reader stops reading (the ring buffer fills): for tests; see :meth:`hold`.
         self.hold_reading = threading.Event()
+        self._parked = threading.Event()
         self._reader: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -207,11 +240,14 @@ class WriteTracker:
         try:
             self.instance.mkdir()
             (self.instance / "buffer_size_kb").write_text(str(self.buffer_kb))
-            event = self.instance / EVENT
-            if not event.is_dir():
+            if not (self.instance / EVENT).is_dir():
                 raise TrackingUnavailable("this kernel has no block:block_bio_queue tracepoint")
-            (event / "filter").write_text(f"dev == {(self._major << 20) | self._minor}")
-            (event / "enable").write_text("1")
+            self.completions = (
+                RECORD_COMPLETIONS and self._disk.request_based and (self.instance / COMPLETION).is_dir()
+            )
+            for event in [EVENT, COMPLETION] if self.completions else [EVENT]:
+                (self.instance / event / "filter").write_text(f"dev == {self._disk.dev}")
+                (self.instance / event / "enable").write_text("1")
             (self.instance / "tracing_on").write_text("1")
             self._pipe = os.open(self.instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
         except BaseException:
@@ -225,6 +261,21 @@ class WriteTracker:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self._teardown()
+
+    def hold(self) -> None:
+        """For tests: stop the reader, and return once it has stopped (``hold_reading.clear()``
+        lets it go on)."""
+        self._parked.clear()
+        self.hold_reading.set()
+        if not self._parked.wait(5):
+            raise RuntimeError("the write tracker's reader did not stop")
+
+    def pause(self) -> None:
+        """Stop recording (one write to tracefs): after the last take, before the slower
+        teardown, which can wait until the window has closed."""
+        if self.instance is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.instance / "tracing_on").write_text("0")
 
     def _teardown(self) -> None:
         self._stop.set()
@@ -241,10 +292,12 @@ class WriteTracker:
         pending = b""
         try:
             while not self._stop.is_set():
+                ready, _w, _x = select.select([self._pipe], [], [], 0.05)
                 if self.hold_reading.is_set():
+                    self._parked.set()
                     self._stop.wait(0.01)
                     continue
-                ready, _w, _x = select.select([self._pipe], [], [], 0.05)
+                self._parked.clear()
                 if not ready:
                     continue
                 try:
@@ -257,22 +310,24 @@ class WriteTracker:
             self._error = error
 
     def _parse(self, lines: list[bytes]) -> None:
-        ranges = []
-        marks = []
+        ranges: list[tuple[int, int]] = []
+        marks: list[tuple[str, int]] = []  # (marker, how many of ranges came before it)
         for line in lines:
             match = _EVENT_LINE.search(line)
             if match is None:
                 if b"tracing_mark_write: " in line:
-                    marks.append(line.rsplit(b"tracing_mark_write: ", 1)[1].strip().decode())
+                    mark = line.rsplit(b"tracing_mark_write: ", 1)[1].strip().decode()
+                    marks.append((mark, len(ranges)))
                 continue
-            rwbs, sector, count = match.group(3), int(match.group(4)), int(match.group(5))
+            rwbs, sector, count = match.group(1), int(match.group(2)), int(match.group(3))
             if count and _CHANGES.intersection(rwbs):
-                ranges.append((sector - self._offset, count))
+                ranges.append((sector - self._disk.offset, count))
         with self._lock:
+            before = len(self._ranges)
             self._ranges.extend(ranges)
-            self._events += len(ranges)
-            for mark in marks:
+            for mark, cut in marks:
                 if mark in self._markers:
+                    self._cuts[mark] = before + cut
                     self._markers[mark].set()
 
     def _lost(self) -> int:
@@ -302,19 +357,19 @@ class WriteTracker:
         lost = self._lost()
         with self._lock:
             del self._markers[mark]
-            ranges, self._ranges = self._ranges, []
-            events, self._events = self._events, 0
-        dirty = Dirty(self._clip(ranges), events, lost > self._lost_seen)
+            cut = self._cuts.pop(mark)
+            ranges, self._ranges = self._ranges[:cut], self._ranges[cut:]
+        dirty = Dirty(self._clip(ranges), len(ranges), lost > self._lost_seen, settled=self.completions)
         self._lost_seen = lost
         return dirty
 
     def _clip(self, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """A partition's ranges within the partition (bios of its neighbours are not ours)."""
-        if self._length < 0:
+        if self._disk.length < 0:
             return ranges
         clipped = []
         for start, count in ranges:
-            first, last = max(start, 0), min(start + count, self._length)
+            first, last = max(start, 0), min(start + count, self._disk.length)
             if last > first:
                 clipped.append((first, last - first))
         return clipped

@@ -284,7 +284,9 @@ class BlockSync:
         """Copy exactly the byte ranges ``(offset, length)`` of the primary to the mirror, widened
         to 4 KiB and coalesced, without comparing or reading anything else: the pass of a
         change-tracked mirror.  The checksum map no longer vouches for the mirror until
-        :meth:`refresh_map` (its identity moved with the image's mtime anyway)."""
+        :meth:`refresh_map` (its identity moved with the image's mtime anyway).  Not durable
+        until :meth:`flush`: the final pass runs inside the window, and the split image is read
+        back through the same cache, so flushing it can wait until the window has closed."""
         size = device_size(self.primary)
         pieces = _pieces(ranges, size, self.chunk)
         total = sum(length for _offset, length in pieces)
@@ -297,7 +299,6 @@ class BlockSync:
                 stats.bytes_read_primary += part.bytes_read_primary
                 stats.bytes_written += part.bytes_written
                 stats.chunks_written += part.chunks_written
-        self._fsync_mirror()
         for offset, length in pieces:
             self.stale.update(range(offset // self.chunk, (offset + length - 1) // self.chunk + 1))
         return stats
@@ -334,6 +335,10 @@ class BlockSync:
         self._save_map(size, self.digests)
         self.stale.clear()
         return True
+
+    def flush(self) -> None:
+        """What :meth:`copy` wrote, on the mirror's disk."""
+        self._fsync_mirror()
 
     def _fsync_mirror(self) -> None:
         mirror_fd = os.open(self.mirror, os.O_WRONLY)

@@ -54,7 +54,9 @@ class _DirectoryPasses:
         self.sync.tracked, self.sync.map_all = self.tracked, True
         return self.sync.sync(self.first, report)
 
-    def delta(self, ranges: list[tuple[int, int]], report: Progress) -> SyncStats:
+    def delta(self, ranges: list[tuple[int, int]], settled: bool, report: Progress) -> SyncStats:
+        """``settled`` does not matter here: files are read through the page cache, which holds
+        a write before the disk does."""
         assert self.tracked is not None
         self.tracked.begin(ranges)
         self.sync.tracked, self.sync.map_all = self.tracked, False

@@ -10,14 +10,17 @@ running from the start of the bulk pass until the primary is frozen:
    since the previous one, repeated while that shrinks, up to ``passes`` times and ``budget``
    seconds, like live migration's pre-copy, so the window starts with the smallest delta;
 3. the final pass (SPLIT, primary frozen): one more take, which returns every write queued before
-   the freeze, and only those ranges are copied.
+   the freeze, and only those ranges are copied.  Tracking stops at once; the tracing instance
+   is removed, and the mirror flushed, when the session closes, outside the window.
 
-Each pass copies its own take *and the previous one*: a write recorded when it was queued may
-still be in flight when the pass reads that range, and the next pass, which reads it again after
-the write completed (the final one with the filesystem frozen, so nothing is in flight), makes
-the copy right.  Nothing is missed by construction: the tracker ran without a gap from before
-the bulk pass read the device until after the freeze.  When the kernel's ring buffer overran
-(``lost``), that pass compares the whole device instead, and the pass's ``tracking`` says so.
+A write may still be in flight when a pass reads its range.  Where the tracker records request
+completions too (``Dirty.settled``), such a write is in the next take, and nothing more is
+needed; elsewhere a pass copies its own take *and the previous one*, and the next pass, which
+reads it again after the write completed (the final one with the filesystem frozen, so nothing
+is in flight), makes the copy right.  Nothing is missed by construction: the tracker ran without
+a gap from before the bulk pass read the device until after the freeze.  When the kernel's ring
+buffer overran (``lost``), that pass compares the whole device instead, and the pass's
+``tracking`` says so.
 """
 
 from __future__ import annotations
@@ -92,18 +95,19 @@ def _as_sync_stats(stats: BlockSyncStats) -> SyncStats:
 
 class Synchronizer(Protocol):
     """What a mirror gives :class:`TrackedPasses`: a pass over everything, a pass over the byte
-    ranges of the device written since the last take, and what to do once tracking ends."""
+    ranges of the device written since the last take (``settled``: see the module docstring),
+    and what to do once tracking ends."""
 
     def full(self, report: Report) -> SyncStats: ...
 
-    def delta(self, ranges: list[tuple[int, int]], report: Report) -> SyncStats: ...
+    def delta(self, ranges: list[tuple[int, int]], settled: bool, report: Report) -> SyncStats: ...
 
     def finish(self) -> None: ...
 
 
 class BlockPasses:
     """The block mirror's passes: the whole device compared, or the written ranges copied (with
-    the previous take's again: a write recorded when queued may have been in flight)."""
+    the previous take's again when it was not settled: a write may have been in flight)."""
 
     def __init__(self, sync: BlockSync) -> None:
         self.sync = sync
@@ -113,12 +117,13 @@ class BlockPasses:
         self._previous = []
         return _as_sync_stats(self.sync.sync(report))
 
-    def delta(self, ranges: list[tuple[int, int]], report: Report) -> SyncStats:
+    def delta(self, ranges: list[tuple[int, int]], settled: bool, report: Report) -> SyncStats:
         stats = _as_sync_stats(self.sync.copy(ranges + self._previous, report))
-        self._previous = ranges
+        self._previous = [] if settled else ranges
         return stats
 
     def finish(self) -> None:
+        self.sync.flush()
         self.sync.refresh_map()
 
 
@@ -169,22 +174,23 @@ class TrackedPasses:
             stats.passes.append(stats.bytes_written)
             stats.tracking = f"untracked: {self.why_untracked}"
             return stats
-        copied, dirty, how = self._delta(report)
-        self.stop()
+        copied, dirty, how = self._delta(report, last=True)
         copied.passes.append(dirty)
         copied.tracking = how
         return copied
 
-    def _delta(self, report: Report) -> tuple[SyncStats, int, str]:
+    def _delta(self, report: Report, *, last: bool = False) -> tuple[SyncStats, int, str]:
         """One tracked pass: (what it did, the bytes written since the last take, how)."""
         assert self.tracker is not None
         dirty = self.tracker.take()
+        if last:
+            self.tracker.pause()
         if dirty.lost:
             log.warning("the write tracker lost events (ring buffer overran): comparing everything")
             stats = self.sync.full(report)
             return stats, stats.bytes_written, "lost events: compared everything"
         ranges = [(start * SECTOR, count * SECTOR) for start, count in dirty.ranges]
-        return self.sync.delta(ranges, report), dirty.bytes, "tracked"
+        return self.sync.delta(ranges, dirty.settled, report), dirty.bytes, "tracked"
 
     def stop(self) -> None:
         """Stop tracking (the instance is removed); idempotent."""

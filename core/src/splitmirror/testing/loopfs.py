@@ -60,17 +60,24 @@ def loop_filesystem(
         f.truncate(size)
     force = "-f" if fstype == "xfs" else "-F"
     subprocess.run([f"mkfs.{fstype}", "-q", force, *mkfs_options, str(image)], check=True)
-    device = subprocess.run(
-        ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    mount.mkdir()
-    try:
-        subprocess.run(["mount", device, str(mount)], check=True)
+    with loop_device(image) as device:
+        mount.mkdir()
+        subprocess.run(["mount", str(device), str(mount)], check=True)
         try:
             yield mount
         finally:
             _thaw(mount)
             subprocess.run(["umount", str(mount)], check=True)
+
+
+@contextlib.contextmanager
+def loop_device(image: Path, *options: str) -> Iterator[Path]:
+    """``image`` attached to a free loop device (``losetup`` ``options``), detached on leaving."""
+    device = subprocess.run(
+        ["losetup", "-f", "--show", *options, str(image)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        yield Path(device)
     finally:
         subprocess.run(["losetup", "-d", device], check=True)
 
