@@ -15,6 +15,7 @@ from splitmirror.errors import UserError
 from splitmirror.mirror.blocksync import (
     DEVICE_MAP_DIR,
     BlockSync,
+    _pieces,
     _stripes,
     device_size,
     map_path,
@@ -80,6 +81,18 @@ def test_stripes_cover_every_chunk_once() -> None:
         stripes = _stripes(chunks, workers)
         assert [i for stripe in stripes for i in stripe] == list(range(chunks))
         assert len(stripes) <= max(1, workers) and all(len(s) > 0 for s in stripes if chunks)
+
+
+def test_pieces_are_aligned_coalesced_across_small_gaps_and_cut() -> None:
+    ranges = [(100, 10), (70000, 10), (200_000, 4096)]
+    assert _pieces(ranges, 1 << 20, 1 << 20) == [(0, 4096), (69632, 4096), (196608, 8192)]
+    # 64 KiB from the first to the second: one read; 120 KiB to the third: another
+    assert _pieces(ranges, 1 << 20, 1 << 20, gap=64 << 10) == [(0, 73728), (196608, 8192)]
+    assert _pieces([(0, 3 << 20)], 2 << 20 | 512, 1 << 20) == [
+        (0, 1 << 20),
+        (1 << 20, 1 << 20),
+        (2 << 20, 512),
+    ]
 
 
 def test_without_a_map_the_mirror_itself_is_compared(primary: tuple[Path, Path], tmp_path: Path) -> None:

@@ -41,6 +41,10 @@ DEFAULT_CHUNK = 1 << 20
 #: Threads per pass, each comparing one contiguous stripe of the device: enough to keep a
 #: device's queue busy while another thread hashes or compares.
 DEFAULT_WORKERS = 4
+#: A tracked pass reads across gaps up to this long between written ranges: one large read
+#: costs less than two small ones (a system call and a device request each), and the gap's
+#: bytes are equal on both sides already, so copying them again changes nothing.
+COALESCE_GAP = 64 << 10
 MAP_VERSION = 3  # 1: BLAKE2b (half SHA-256's speed with SHA instructions); 2: no image identity
 #: Progress callback: (bytes done, total bytes).
 Report = Callable[[int, int], None]
@@ -281,14 +285,15 @@ class BlockSync:
         return stats
 
     def copy(self, ranges: list[tuple[int, int]], report: Report | None = None) -> BlockSyncStats:
-        """Copy exactly the byte ranges ``(offset, length)`` of the primary to the mirror, widened
-        to 4 KiB and coalesced, without comparing or reading anything else: the pass of a
-        change-tracked mirror.  The checksum map no longer vouches for the mirror until
-        :meth:`refresh_map` (its identity moved with the image's mtime anyway).  Not durable
-        until :meth:`flush`: the final pass runs inside the window, and the split image is read
-        back through the same cache, so flushing it can wait until the window has closed."""
+        """Copy the byte ranges ``(offset, length)`` of the primary to the mirror, widened to
+        4 KiB and coalesced across gaps up to :data:`COALESCE_GAP`, without comparing or reading
+        anything else: the pass of a change-tracked mirror.  The checksum map no longer vouches
+        for the mirror until :meth:`refresh_map` (its identity moved with the image's mtime
+        anyway).  Not durable until :meth:`flush`: the final pass runs inside the window, and the
+        split image is read back through the same cache, so flushing it can wait until the window
+        has closed."""
         size = device_size(self.primary)
-        pieces = _pieces(ranges, size, self.chunk)
+        pieces = _pieces(ranges, size, self.chunk, gap=COALESCE_GAP)
         total = sum(length for _offset, length in pieces)
         stats = BlockSyncStats(size=size, chunks=len(pieces))
         progress = _Progress(total, report)
@@ -392,9 +397,9 @@ class BlockSync:
             primary.close()
 
 
-def _pieces(ranges: list[tuple[int, int]], size: int, largest: int) -> list[tuple[int, int]]:
-    """Byte ranges widened to 4 KiB (O_DIRECT's alignment), clipped to ``size``, merged, and
-    cut to at most ``largest`` bytes each."""
+def _pieces(ranges: list[tuple[int, int]], size: int, largest: int, gap: int = 0) -> list[tuple[int, int]]:
+    """Byte ranges widened to 4 KiB (O_DIRECT's alignment), clipped to ``size``, merged when
+    they overlap or are at most ``gap`` bytes apart, and cut to at most ``largest`` bytes each."""
     block = 4096
     widened = sorted(
         (offset - offset % block, min(-(-(offset + length) // block) * block, size))
@@ -403,7 +408,7 @@ def _pieces(ranges: list[tuple[int, int]], size: int, largest: int) -> list[tupl
     )
     merged: list[list[int]] = []
     for start, stop in widened:
-        if merged and start <= merged[-1][1]:
+        if merged and start <= merged[-1][1] + gap:
             merged[-1][1] = max(merged[-1][1], stop)
         else:
             merged.append([start, stop])
