@@ -147,7 +147,8 @@ def render(rows: list[Row], reps: int) -> str:
         "databases of each size (a ledger, a 256 MiB hot file, the rest ballast) on a loop-device ext4 "
         "one GiB larger, under the same load: one ledger writer committing, and random 8 KiB overwrites "
         "of the hot file at full speed, fsynced every 16. FREEZE sessions; the median window of "
-        f"{reps} sessions after one that fills the mirror, and what the final pass read.",
+        f"{reps} sessions after one that fills the mirror, and what the final pass read (the written "
+        "ranges, and the gaps of up to 64 KiB between them that a tracked pass reads across).",
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n"
         f"- machine: {os.cpu_count()} × {cpu.split(':')[1].strip()}, "
         f"{platform.system()} {platform.release()}; shared with other work\n"
