@@ -121,6 +121,8 @@ class DrillReport:
     gaps: Mapping[int, list[int]]  # writer -> seq numbers missing below its highest
     integrity: str
     integrity_ok: bool
+    #: The session's ``stats`` (``bulk_sync``, ``final_sync`` with their ``tracking`` ...).
+    stats: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def rows_lost(self) -> int:
@@ -218,4 +220,5 @@ def run_drill(
         gaps=gaps,
         integrity=ledger.integrity,
         integrity_ok=ledger.integrity_ok,
+        stats=summary.stats,
     )

@@ -135,15 +135,22 @@ class ContainerMysql:
 
 
 class MysqlLedgerDatabase(LedgerDatabase):
-    """A :class:`ContainerMysql` as the contract suite's database."""
+    """A :class:`ContainerMysql` as the contract suite's database.  ``primary`` is what the
+    mirror copies: the data directory, or a directory above it (the block mirror wants the
+    filesystem's mount point); a restore then holds the data directory at the same place."""
 
     def __init__(
-        self, server: ContainerMysql, option_file: Path, options: Mapping[str, Any] | None = None
+        self,
+        server: ContainerMysql,
+        option_file: Path,
+        options: Mapping[str, Any] | None = None,
+        *,
+        primary: Path | None = None,
     ) -> None:
         self.server = server
         self.option_file = option_file
         self.url = server.url
-        self.primary = server.datadir
+        self.primary = primary or server.datadir
         self.options = {"path_map": server.path_map, "option_file": str(option_file), **(options or {})}
 
     def create_ledger(self) -> None:
@@ -243,7 +250,8 @@ class MysqlLedgerDatabase(LedgerDatabase):
 
     @contextlib.contextmanager
     def restored_server(self, directory: Path) -> Iterator[ContainerMysql]:
-        copy = ContainerMysql(self.server.database, self.server.version, directory, self.server.password)
+        datadir = directory / self.server.datadir.relative_to(self.primary)
+        copy = ContainerMysql(self.server.database, self.server.version, datadir, self.server.password)
         try:
             yield copy.start()
         finally:
