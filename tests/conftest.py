@@ -17,6 +17,9 @@ import pytest
 from splitmirror.config import Config, load_config
 from splitmirror.hooks import Hooks
 from splitmirror.plugins import load_plugins
+from splitmirror.testing.loopfs import loop_filesystem, loop_filesystem_unavailable
+from splitmirror.tracking import left_behind
+from splitmirror.tracking import unavailable as tracking_unavailable
 from splitmirror.workload import create_ledger
 
 CONFIG = """\
@@ -147,3 +150,15 @@ def install_in_venv(source: Path, venv: Path) -> Path:
         env={**os.environ, "PIP_CONSTRAINT": ""},
     )  # fmt: skip
     return venv / "bin" / "python"
+
+
+@pytest.fixture
+def tracked_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB loop-device ext4 where writes can be tracked (root, tracefs); no tracing
+    instance may outlive the test."""
+    reason = loop_filesystem_unavailable() or tracking_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with loop_filesystem(tmp_path, 64 << 20) as mount:
+        yield mount
+    assert not left_behind(), "a tracing instance outlived its test"

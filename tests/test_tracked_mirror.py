@@ -120,8 +120,8 @@ def test_with_tracking_the_final_pass_copies_only_what_was_written(
     disk: Path, splitmirror_session: SessionRunner, completions: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both ways of not missing a write in flight: the next take holds its completion (a disk
-    with request completions, as here), or each take is copied again by the next pass (queued
-    bios only, as on device-mapper)."""
+    with request completions, as here), or, with queued bios only (as on device-mapper), the
+    final pass copies again every range taken since the bulk pass."""
     monkeypatch.setattr(tracking, "RECORD_COMPLETIONS", completions)
     summary, check = session(disk, splitmirror_session)
     assert check.equal, "the mirror differs from the primary at the split"

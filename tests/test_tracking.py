@@ -10,14 +10,13 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from splitmirror import tracking
 from splitmirror.extents import map_file
-from splitmirror.testing.loopfs import device_of, loop_device, loop_filesystem, loop_filesystem_unavailable
+from splitmirror.testing.loopfs import device_of, loop_device, loop_filesystem_unavailable
 from splitmirror.tracking import (
     PREFIX,
     SECTOR,
@@ -36,13 +35,8 @@ def ours() -> list[str]:
 
 
 @pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    reason = loop_filesystem_unavailable() or unavailable()
-    if reason:
-        pytest.skip(reason)
-    with loop_filesystem(tmp_path, 64 << 20) as mount:
-        yield mount
-    assert not ours(), "a tracing instance outlived its tracker"
+def disk(tracked_disk: Path) -> Path:
+    return tracked_disk
 
 
 def covered(dirty: Dirty, offset: int, length: int) -> bool:
@@ -102,10 +96,12 @@ def test_a_write_in_flight_at_a_take_is_in_the_next_one(
                 time.sleep(0.01)
             assert inflight_writes(device) > 0, "the write never got in flight"
             queued = tracker.take()
+            assert not tracker.drain(0.2), "drained with a write in flight"
         finally:
             subprocess.run(["fsfreeze", "-u", str(disk)], check=True)
             writer.join()
             os.close(fd)
+        assert tracker.drain()
         after = tracker.take()
     assert covered(queued, offset, length), "the write was not recorded when it was queued"
     assert queued.settled is after.settled is completions
@@ -131,6 +127,22 @@ def test_a_take_holds_nothing_written_after_its_marker(disk: Path) -> None:
     extents = map_file(disk / "late").extents
     assert extents and not any(covered(taken[0], e.physical, e.length) for e in extents)
     assert all(covered(after, e.physical, e.length) for e in extents)
+
+
+def test_zeroing_and_discarding_are_writes(disk: Path) -> None:
+    """BLKZEROOUT (write zeroes: ``N`` in the trace on kernels that do not name it) and BLKDISCARD
+    change what the device reads back, so both are recorded."""
+    image = disk / "zeroed.img"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    with loop_device(image) as device, WriteTracker(device) as tracker:
+        tracker.take()
+        subprocess.run(["blkdiscard", "-z", "-o", str(1 << 20), "-l", str(1 << 20), str(device)], check=True)
+        zeroed = tracker.take()
+        subprocess.run(["blkdiscard", "-o", str(4 << 20), "-l", str(1 << 20), str(device)], check=True)
+        discarded = tracker.take()
+    assert covered(zeroed, 1 << 20, 1 << 20), zeroed.ranges
+    assert covered(discarded, 4 << 20, 1 << 20), discarded.ranges
 
 
 def test_an_overrun_is_reported_as_lost(disk: Path) -> None:

@@ -12,21 +12,30 @@ kernel's ``block:block_bio_queue`` tracepoint, in a private tracing instance::
         trace_marker                         written by take(): everything before it was read
         per_cpu/cpu*/stats                   "overrun" / "dropped events": events were lost
 
-Every bio queued for the device is recorded as a sector range if it changes data (its ``rwbs``
-holds W, D, E or Z: write, discard, secure erase, write zeroes).  :meth:`WriteTracker.take`
-writes a marker and waits until the reader has seen it, and returns what was recorded before
-the marker: every write submitted before the call.  Called with the filesystem frozen (FIFREEZE
-waits for writeback), it returns everything up to the freeze.  When the ring buffer overran in
-between, the result says ``lost``, and the caller must fall back to a full compare.
+Every bio queued for the device is recorded as a sector range if it is not a read (its
+``rwbs`` has no R: writes, discards, secure erases, and write zeroes, which older kernels print
+as N; flushes carry no sectors).  :meth:`WriteTracker.take` writes a marker and waits until the
+reader has seen it, and returns what was recorded before the marker: every write submitted
+before the call.  Called with the filesystem frozen (FIFREEZE waits for writeback), it returns
+everything up to the freeze.  When the ring buffer overran in between, the result says
+``lost``, and the caller must fall back to a full compare.  The instance's clock is ``mono``
+(or ``global``): the pipe merges the per-CPU buffers by timestamp, so the marker must be ordered
+against events on every CPU.
 
 A write recorded when it was queued may still be in flight when a pass reads its range just
 after the take: the pass may copy the old data, and the next take does not hold that write.  On
-a request-based disk (``/sys/block/<disk>/mq``: SCSI, NVMe, virtio, loop) the tracker therefore
-also records every completed write request (``block_rq_complete``): a write still in flight at
-a take completes after it, so the next take holds it, and the next pass reads it after it
-landed.  Each take is then enough on its own (``settled``).  On bio-based devices
-(device-mapper, md) there are no request completions to record: a take is not ``settled``, and
-the caller copies it again in the next pass, as the last pass runs with nothing in flight.
+a request-based disk (it has ``/sys/block/<disk>/mq``: SCSI, virtio, loop, NVMe without native
+multipath) the tracker therefore also records every completed write request
+(``block_rq_complete``).  A write completed before take *k*'s marker was on the disk before
+pass *k* reads; one completing after it has its completion event in take *k + 1*, so pass
+*k + 1* reads it after it landed.  Each take is then enough on its own (``settled``), and so is
+a full compare: a write in flight while it reads is in a later take by its completion.
+
+On bio-based devices (device-mapper, md, NVMe multipath heads) there are no request
+completions: a take is not ``settled``.  The caller then copies, in the final pass, every range
+taken since its last full compare (nothing is in flight with the filesystem frozen), and before
+a full compare waits with :meth:`WriteTracker.drain` until the device had no write in flight:
+a write queued before the tracker started, or lost with an overrun, has then completed.
 
 The instance is removed when the tracker stops, on every path; one left by a killed process is
 removed by the watchdog or, failing that, by the next tracker (its pid is in its name).
@@ -59,7 +68,6 @@ RECORD_COMPLETIONS = True
 DEFAULT_BUFFER_KB = 8192
 #: "block_bio_queue: 7,0 WS 17410 + 586 [python]", "block_rq_complete: 7,0 WS () 17410 + 586 ..."
 _EVENT_LINE = re.compile(rb"block_(?:bio_queue|rq_complete): \d+,\d+ (\S+) (?:\(.*?\) )?(\d+) \+ (\d+)")
-_CHANGES = frozenset(b"WDEZ")
 _names = itertools.count()
 
 
@@ -71,7 +79,7 @@ class TrackingUnavailable(Exception):
 class Dirty:
     """What :meth:`WriteTracker.take` hands over: sector ranges written since the last take."""
 
-    ranges: list[tuple[int, int]]  # (first sector, sector count), relative to the device
+    ranges: list[tuple[int, int]]  # (first sector, sector count), of the traced device or partition
     events: int
     lost: bool  # the ring buffer overran: ranges are incomplete
     #: Completions were recorded too: no write in these ranges can be missed by a pass reading
@@ -140,6 +148,7 @@ class _Disk:
     offset: int  # the partition's first sector on the disk (0 for a whole disk)
     length: int  # the partition's length in sectors (-1 for a whole disk)
     request_based: bool  # blk-mq: its write requests complete through block_rq_complete
+    sysfs: Path  # the whole disk's directory in sysfs
 
     @property
     def dev(self) -> int:
@@ -156,7 +165,7 @@ def _disk_of(device: Path) -> _Disk:
         offset, length = int((sysfs / "start").read_text()), int((sysfs / "size").read_text())
         sysfs = sysfs.parent
         major, minor = (int(n) for n in (sysfs / "dev").read_text().split(":"))
-    return _Disk(major, minor, offset, length, (sysfs / "mq").is_dir())
+    return _Disk(major, minor, offset, length, (sysfs / "mq").is_dir(), sysfs)
 
 
 def _alive(pid: int) -> bool:
@@ -240,6 +249,8 @@ class WriteTracker:
         try:
             self.instance.mkdir()
             (self.instance / "buffer_size_kb").write_text(str(self.buffer_kb))
+            clocks = (self.instance / "trace_clock").read_text().replace("[", "").replace("]", "").split()
+            (self.instance / "trace_clock").write_text("mono" if "mono" in clocks else "global")
             if not (self.instance / EVENT).is_dir():
                 raise TrackingUnavailable("this kernel has no block:block_bio_queue tracepoint")
             self.completions = (
@@ -261,6 +272,19 @@ class WriteTracker:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self._teardown()
+
+    def drain(self, timeout: float = 1.0) -> bool:
+        """Wait until the disk has no write in flight (``/sys/block/<disk>/inflight``), which
+        proves every write queued before this call has completed; False when it never got
+        there within ``timeout`` seconds.  Only needed without completions (not ``settled``)."""
+        inflight = self._disk.sysfs / "inflight"
+        deadline = time.monotonic() + timeout
+        while True:
+            if int(inflight.read_text().split()[1]) == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
 
     def hold(self) -> None:
         """For tests: stop the reader, and return once it has stopped (``hold_reading.clear()``
@@ -320,7 +344,7 @@ class WriteTracker:
                     marks.append((mark, len(ranges)))
                 continue
             rwbs, sector, count = match.group(1), int(match.group(2)), int(match.group(3))
-            if count and _CHANGES.intersection(rwbs):
+            if count and b"R" not in rwbs:
                 ranges.append((sector - self._disk.offset, count))
         with self._lock:
             before = len(self._ranges)

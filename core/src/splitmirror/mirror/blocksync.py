@@ -289,23 +289,23 @@ class BlockSync:
         4 KiB and coalesced across gaps up to :data:`COALESCE_GAP`, without comparing or reading
         anything else: the pass of a change-tracked mirror.  The checksum map no longer vouches
         for the mirror until :meth:`refresh_map` (its identity moved with the image's mtime
-        anyway).  Not durable until :meth:`flush`: the final pass runs inside the window, and the
-        split image is read back through the same cache, so flushing it can wait until the window
-        has closed."""
+        anyway).  Not durable until :meth:`flush`: the final pass runs inside the window, and
+        reading the split image back (``O_DIRECT``) writes its cached pages back first, so
+        flushing it can wait until the window has closed."""
         size = device_size(self.primary)
         pieces = _pieces(ranges, size, self.chunk, gap=COALESCE_GAP)
         total = sum(length for _offset, length in pieces)
         stats = BlockSyncStats(size=size, chunks=len(pieces))
         progress = _Progress(total, report)
         self.map_path.unlink(missing_ok=True)
+        for offset, length in pieces:  # before copying: a copy that fails midway left them changed
+            self.stale.update(range(offset // self.chunk, (offset + length - 1) // self.chunk + 1))
         shares = [pieces[i :: self.workers] for i in range(min(self.workers, len(pieces)))]
         with ThreadPoolExecutor(max(1, len(shares)), thread_name_prefix="blockcopy") as pool:
             for part in pool.map(lambda share: self._copy_pieces(share, progress), shares):
                 stats.bytes_read_primary += part.bytes_read_primary
                 stats.bytes_written += part.bytes_written
                 stats.chunks_written += part.chunks_written
-        for offset, length in pieces:
-            self.stale.update(range(offset // self.chunk, (offset + length - 1) // self.chunk + 1))
         return stats
 
     def _copy_pieces(self, pieces: list[tuple[int, int]], progress: _Progress) -> BlockSyncStats:

@@ -54,9 +54,7 @@ class _DirectoryPasses:
         self.sync.tracked, self.sync.map_all = self.tracked, True
         return self.sync.sync(self.first, report)
 
-    def delta(self, ranges: list[tuple[int, int]], settled: bool, report: Progress) -> SyncStats:
-        """``settled`` does not matter here: files are read through the page cache, which holds
-        a write before the disk does."""
+    def delta(self, ranges: list[tuple[int, int]], report: Progress) -> SyncStats:
         assert self.tracked is not None
         self.tracked.begin(ranges)
         self.sync.tracked, self.sync.map_all = self.tracked, False

@@ -14,13 +14,15 @@ running from the start of the bulk pass until the primary is frozen:
    is removed, and the mirror flushed, when the session closes, outside the window.
 
 A write may still be in flight when a pass reads its range.  Where the tracker records request
-completions too (``Dirty.settled``), such a write is in the next take, and nothing more is
-needed; elsewhere a pass copies its own take *and the previous one*, and the next pass, which
-reads it again after the write completed (the final one with the filesystem frozen, so nothing
-is in flight), makes the copy right.  Nothing is missed by construction: the tracker ran without
-a gap from before the bulk pass read the device until after the freeze.  When the kernel's ring
-buffer overran (``lost``), that pass compares the whole device instead, and the pass's
-``tracking`` says so.
+completions too (``Dirty.settled``), such a write is in a later take by its completion, and
+nothing more is needed.  Elsewhere (bio-based devices) a pre-copy pass copies its own take and
+the previous one again, and the final pass, with the filesystem frozen and nothing in flight,
+copies every range taken since the last full compare; before a full compare, the tracker waits
+until no write is in flight (:meth:`~splitmirror.tracking.WriteTracker.drain`), and if none
+came, the final pass compares everything.  Nothing is missed by construction: the tracker ran
+without a gap from before the bulk pass read the device until after the freeze.  When the
+kernel's ring buffer overran (``lost``), that pass compares the whole device instead, and the
+pass's ``tracking`` says so.
 """
 
 from __future__ import annotations
@@ -94,33 +96,28 @@ def _as_sync_stats(stats: BlockSyncStats) -> SyncStats:
 
 
 class Synchronizer(Protocol):
-    """What a mirror gives :class:`TrackedPasses`: a pass over everything, a pass over the byte
-    ranges of the device written since the last take (``settled``: see the module docstring),
-    and what to do once tracking ends."""
+    """What a mirror gives :class:`TrackedPasses`: a pass over everything, a pass over byte
+    ranges of the device (those written since the last take, and those to copy again: see the
+    module docstring), and what to do once tracking ends."""
 
     def full(self, report: Report) -> SyncStats: ...
 
-    def delta(self, ranges: list[tuple[int, int]], settled: bool, report: Report) -> SyncStats: ...
+    def delta(self, ranges: list[tuple[int, int]], report: Report) -> SyncStats: ...
 
     def finish(self) -> None: ...
 
 
 class BlockPasses:
-    """The block mirror's passes: the whole device compared, or the written ranges copied (with
-    the previous take's again when it was not settled: a write may have been in flight)."""
+    """The block mirror's passes: the whole device compared, or byte ranges copied."""
 
     def __init__(self, sync: BlockSync) -> None:
         self.sync = sync
-        self._previous: list[tuple[int, int]] = []
 
     def full(self, report: Report) -> SyncStats:
-        self._previous = []
         return _as_sync_stats(self.sync.sync(report))
 
-    def delta(self, ranges: list[tuple[int, int]], settled: bool, report: Report) -> SyncStats:
-        stats = _as_sync_stats(self.sync.copy(ranges + self._previous, report))
-        self._previous = [] if settled else ranges
-        return stats
+    def delta(self, ranges: list[tuple[int, int]], report: Report) -> SyncStats:
+        return _as_sync_stats(self.sync.copy(ranges, report))
 
     def finish(self) -> None:
         self.sync.flush()
@@ -143,10 +140,15 @@ class TrackedPasses:
         self.tracker = tracker
         self.max_passes, self.budget = passes, budget
         self.why_untracked = why_untracked
+        # Without completions (takes not settled): ranges to copy again.
+        self._previous: list[tuple[int, int]] = []  # the last take's, for the next pre-copy pass
+        self._since_full: list[tuple[int, int]] = []  # every take's since the last full compare
+        #: Why the final pass cannot trust the takes (a write in flight may be in none of them).
+        self._unsure = ""
 
     def bulk(self, report: Report) -> SyncStats:
         """SYNC: everything, then pre-copy while the delta shrinks."""
-        stats = self.sync.full(report)
+        stats = self._full(report)
         stats.passes.append(stats.bytes_written)
         stats.tracking = "tracked" if self.tracker is not None else f"untracked: {self.why_untracked}"
         if self.tracker is None:
@@ -179,18 +181,33 @@ class TrackedPasses:
         copied.tracking = how
         return copied
 
+    def _full(self, report: Report, *, frozen: bool = False) -> SyncStats:
+        """Compare everything.  Without completions, a write queued before the tracker started
+        or lost with an overrun could be in flight while this reads and in no take: wait until
+        none is in flight first (not needed frozen), or the final pass must compare everything."""
+        if self.tracker is not None and not self.tracker.completions and not frozen:
+            drained = self.tracker.drain()
+            self._unsure = "" if drained else "writes stayed in flight before a full compare"
+            self._previous, self._since_full = [], []
+        return self.sync.full(report)
+
     def _delta(self, report: Report, *, last: bool = False) -> tuple[SyncStats, int, str]:
         """One tracked pass: (what it did, the bytes written since the last take, how)."""
         assert self.tracker is not None
         dirty = self.tracker.take()
         if last:
             self.tracker.pause()
-        if dirty.lost:
-            log.warning("the write tracker lost events (ring buffer overran): comparing everything")
-            stats = self.sync.full(report)
-            return stats, stats.bytes_written, "lost events: compared everything"
+        why_full = "lost events" if dirty.lost else (self._unsure if last else "")
+        if why_full:
+            log.warning("change tracking: %s; comparing everything", why_full)
+            stats = self._full(report, frozen=last)
+            return stats, stats.bytes_written, f"{why_full}: compared everything"
         ranges = [(start * SECTOR, count * SECTOR) for start, count in dirty.ranges]
-        return self.sync.delta(ranges, dirty.settled, report), dirty.bytes, "tracked"
+        again: list[tuple[int, int]] = []
+        if not dirty.settled:  # the next pass copies these again; the final one, all of them
+            again = self._since_full if last else self._previous
+            self._previous, self._since_full = ranges, self._since_full + ranges
+        return self.sync.delta(ranges + again, report), dirty.bytes, "tracked"
 
     def stop(self) -> None:
         """Stop tracking (the instance is removed); idempotent."""
@@ -199,6 +216,12 @@ class TrackedPasses:
             tracker.__exit__(None, None, None)
 
     def close(self) -> None:
-        """After the session: no tracker, and the mirror's bookkeeping right for the next one."""
-        self.stop()
-        self.sync.finish()
+        """After the session: no tracker, and the mirror's bookkeeping right for the next one.
+        A tracing instance that cannot be removed does not fail the session (its archive is
+        made by now): it is logged, and the next tracker removes it once this process is gone."""
+        try:
+            self.stop()
+        except OSError as error:
+            log.warning("the write tracker's tracing instance could not be removed: %s", error)
+        finally:
+            self.sync.finish()
