@@ -170,6 +170,55 @@ def test_check_says_whether_tracking_will_be_used(
     assert result.exit_code == 0 and said in result.output, result.output
 
 
+NO_TRACEPOINT = "this kernel has no block:block_bio_queue tracepoint"
+
+
+@pytest.fixture
+def no_tracepoint(disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel without the tracepoint (what tracefs offers is looked up by this path), once
+    the disk fixture found tracking available."""
+    monkeypatch.setattr(tracking, "EVENT", Path("events/block/splitmirror_no_such_event"))
+
+
+def test_where_tracking_is_unavailable_one_line_says_so_and_everything_is_compared(
+    no_tracepoint: None, disk: Path, splitmirror_session: SessionRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    from click.testing import CliRunner
+
+    from splitmirror.cli import main
+
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    splitmirror_session.mirror_options = {"provider": "block"}
+    config = splitmirror_session.config(database, "freeze")
+    said = CliRunner().invoke(main, ["check", str(config.source)])
+    assert said.exit_code == 0 and f"change tracking: off ({NO_TRACEPOINT})" in said.output, said.output
+    summary, check = session(disk, splitmirror_session)
+    assert check.equal
+    final = summary.stats["final_sync"]
+    assert final["tracking"] == f"untracked: {NO_TRACEPOINT}" and final["bytes_read"] >= SIZE
+    lines = [r.getMessage() for r in caplog.records if "change tracking is off" in r.getMessage()]
+    assert lines == [f"change tracking is off ({NO_TRACEPOINT}): the final pass compares everything"]
+
+
+def test_tracking_on_where_it_is_unavailable_is_refused_before_anything_happens(
+    no_tracepoint: None, disk: Path, splitmirror_session: SessionRunner
+) -> None:
+    from splitmirror.errors import PreflightError
+
+    database = SqliteLedgerDatabase(disk)
+    database.create_ledger()
+    splitmirror_session.mirror_options = {"provider": "block", "tracking": "on"}
+    with pytest.raises(PreflightError, match=f"change tracking is unavailable: {NO_TRACEPOINT}"):
+        splitmirror_session.run(database, "freeze")
+    assert not splitmirror_session.workspace.mirror.exists(), "the mirror was touched"
+
+
+def test_without_root_tracking_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracking.os, "geteuid", lambda: 1000)
+    assert tracking.unavailable() == "change tracking needs root (the kernel's tracing filesystem)"
+
+
 # -- the directory mirror -------------------------------------------------------------------
 
 
