@@ -113,14 +113,16 @@ class DirectoryMirror(MirrorProvider):
         if mount == Path("/"):
             return None, "the primary is on the root filesystem, which the tracked final pass cannot freeze"
         found = subprocess.run(
-            ["findmnt", "-n", "-o", "SOURCE,FSTYPE", "--mountpoint", str(mount)],
+            ["findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", "--mountpoint", str(mount)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
-        source, _, fstype = found.stdout.strip().partition(" ")
+        source, fstype, options = [*found.stdout.split(), "", "", ""][:3]
         if not source.startswith("/dev/"):
             return None, "the primary is not on a block device"
-        if fstype.strip() not in TRACKABLE_FILESYSTEMS:
-            return None, f"the primary's filesystem is {fstype.strip() or 'unknown'}, not ext4 or xfs"
+        if fstype not in TRACKABLE_FILESYSTEMS:
+            return None, f"the primary's filesystem is {fstype or 'unknown'}, not ext4 or xfs"
+        if "rtdev=" in options:
+            return None, "the primary's xfs has a realtime device, whose writes are not traced"
         parent = Path(os.path.abspath(self.mirror)).parent
         if parent.exists() and same_filesystem(parent, self.primary):
             return None, "the mirror is on the primary's filesystem, which the tracked final pass freezes"

@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import UserError
-from ..extents import ExtentMap
 from ..progress import Progress, no_progress
 from .base import SyncStats
-from .filetrack import TrackedFiles, zero_ranges
+from .filetrack import TrackedFiles
 
 #: Compare-and-write granularity: at 1 % churn, 1 MiB blocks wrote 83 MiB where 64 KiB wrote
 #: 5-11 MiB, in the same time (docs/performance.md).
@@ -316,14 +315,16 @@ class _Pass:
             st = os.fstat(src)  # the fingerprint is taken before reading: later writes show
             if not stat.S_ISREG(st.st_mode):
                 return False
-            self._update(src, st, rel, mst)
-            if max(st.st_mtime_ns, st.st_ctime_ns) < now - self.cfg.racy_ns:
+            whole = self._update(src, st, rel, mst)
+            if whole and max(st.st_mtime_ns, st.st_ctime_ns) < now - self.cfg.racy_ns:
                 self.new[rel] = _fp(st)
             return True
         finally:
             os.close(src)
 
-    def _update(self, src: int, st: os.stat_result, rel: str, mst: os.stat_result | None) -> None:
+    def _update(self, src: int, st: os.stat_result, rel: str, mst: os.stat_result | None) -> bool:
+        """Bring the mirror's file up to date; False when only tracked ranges were copied (the
+        file's dirty pages not yet written back are not among them)."""
         path = self._dst(rel)
         if mst is None:
             dst = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -334,7 +335,7 @@ class _Pass:
             tracked = self.cfg.tracked
             got = tracked.ranges(rel, src) if tracked and mst is not None and not self.cfg.map_all else None
             if got is not None:
-                changed = self._copy_tracked(src, dst, st.st_size, *got)
+                changed = self._copy_tracked(src, dst, st.st_size, got)
             else:
                 changed = self._copy(src, dst, st.st_size, compare=mst is not None)
                 if tracked is not None:
@@ -345,6 +346,7 @@ class _Pass:
         finally:
             os.close(dst)
         self._count(created=mst is None, changed=changed)
+        return got is None
 
     def _copy(self, src: int, dst: int, size: int, compare: bool) -> bool:
         """Make ``dst``'s bytes and holes those of ``src`` up to ``size``; True if it changed."""
@@ -369,22 +371,22 @@ class _Pass:
         try:
             src = _open_primary(self._src(rel))
         except OSError:
+            self.cfg.tracked.unsettled.add(rel)  # not in the index: visit it on every pass
             return
         try:
             self.cfg.tracked.mapped(rel, src)
         finally:
             os.close(src)
 
-    def _copy_tracked(
-        self, src: int, dst: int, size: int, written: list[tuple[int, int]], emap: ExtentMap
-    ) -> bool:
+    def _copy_tracked(self, src: int, dst: int, size: int, written: list[tuple[int, int]]) -> bool:
         """A tracked file: copy only its written ranges, and clear the mirror where the file now
-        reads as zeros (a punched hole or a zeroed range leaves no write to track)."""
+        reads as a hole (a punched hole or a zeroed range leaves no write to track)."""
         changed = os.fstat(dst).st_size > size
         if changed:
             os.ftruncate(dst, size)
-        for start, end in zero_ranges(emap):
-            changed = self._clear_hole(dst, start, end, tail=end == size) or changed
+        for start, end, is_data in list(_regions(src, size)):
+            if not is_data:
+                changed = self._clear_hole(dst, start, end, tail=end == size) or changed
         for offset, length in written:
             at, end = offset, min(offset + length, size)
             while at < end:

@@ -9,13 +9,20 @@ last placed them — and, for one pass, tells the synchronizer:
   their placement was not settled when last mapped (delayed allocation, inline or shared data);
 * which byte ranges of a visited file to copy (:meth:`ranges`): the written sectors that fall in
   its extents *as they are now* (mapped again, so blocks allocated since count), or None when the
-  file cannot be mapped exactly (then the whole file is compared, as without tracking).
+  file cannot be mapped exactly, or the path now names another inode (a file renamed over it:
+  its data was written, and taken, under its old name) — then the whole file is compared.
+
+Unwritten (preallocated) extents count like any other: a write into one stays unwritten in
+FIEMAP until its writeback completes, so a pass may see the extent unwritten while the page is
+dirty; the writeback, later, lands in its sectors and must bring the file back.
 
 A range is only ever reported once the page cache wrote it back, which is why the tracked
 directory mirror freezes the primary for its final pass (FIFREEZE writes everything back): what
 the final take holds is then everything written before the freeze.  Holes are not writes: a hole
-punched leaves no bio, so the synchronizer also clears the mirror wherever the file now has a
-hole or an unwritten extent.
+punched leaves no bio, so the synchronizer also clears the mirror wherever the file now reads as
+a hole (SEEK_HOLE, which knows of dirty pages in unwritten extents; FIEMAP's flags do not).
+A copy by ranges is only as complete as what was written back, so the synchronizer records no
+fingerprint for it: a pass that trusts fingerprints compares that file whole.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class TrackedFiles:
 
     def __init__(self) -> None:
         self.extents: dict[str, ExtentMap] = {}
+        self.inodes: dict[str, int] = {}  # the inode each path's map belongs to
         self.unsettled: set[str] = set()
         self._dirty: list[tuple[int, int]] = []  # device byte ranges (start, end), sorted, merged
         self._starts: list[int] = []
@@ -51,7 +59,7 @@ class TrackedFiles:
         self._starts = [a for a, _b in self._dirty]
         self._visit = set(self.unsettled)
         for rel, emap in self.extents.items():
-            if rel not in self._visit and any(self._overlaps(e) for e in emap.extents if not e.zeros):
+            if rel not in self._visit and any(self._overlaps(e) for e in emap.extents):
                 self._visit.add(rel)
 
     def must_visit(self, rel: str) -> bool:
@@ -84,32 +92,25 @@ class TrackedFiles:
             self.unsettled.add(rel)
             return None
         self.extents[rel] = emap
+        self.inodes[rel] = os.fstat(fd).st_ino
         if not emap.readable_raw or any(e.flags & _UNSETTLED for e in emap.extents):
             self.unsettled.add(rel)
             return None
         self.unsettled.discard(rel)
         return emap
 
-    def ranges(self, rel: str, fd: int) -> tuple[list[tuple[int, int]], ExtentMap] | None:
-        """The byte ranges of the file to copy, and its map (for its holes); None: compare all."""
+    def ranges(self, rel: str, fd: int) -> list[tuple[int, int]] | None:
+        """The byte ranges of the file to copy; None: compare all."""
+        before = self.inodes.get(rel)
         emap = self.mapped(rel, fd)
-        if emap is None:
+        if emap is None or before != self.inodes[rel]:
             return None
-        written = [r for e in emap.extents if not e.zeros for r in self._written(e)]
-        return written, emap
+        return [r for e in emap.extents for r in self._written(e)]
 
     def forget(self, rel: str) -> None:
         self.extents.pop(rel, None)
+        self.inodes.pop(rel, None)
         self.unsettled.discard(rel)
-
-
-def zero_ranges(emap: ExtentMap) -> list[tuple[int, int]]:
-    """``(start, end)`` of the file's holes and unwritten extents: where it reads as zeros."""
-    return [
-        (offset, offset + length)
-        for offset, length, extent in emap.pieces()
-        if extent is None or extent.zeros
-    ]
 
 
 def _size(fd: int) -> int:

@@ -157,7 +157,7 @@ class TrackedPasses:
         for _ in range(self.max_passes):
             if time.monotonic() - started > self.budget:
                 break
-            copied, dirty, how = self._delta(report)
+            copied, dirty, how = self.catch_up(report)
             stats.add(copied)
             stats.passes.append(dirty)
             if how != "tracked":
@@ -180,6 +180,11 @@ class TrackedPasses:
         copied.passes.append(dirty)
         copied.tracking = how
         return copied
+
+    def catch_up(self, report: Report) -> tuple[SyncStats, int, str]:
+        """One pre-copy pass, as :meth:`bulk` repeats them: (what it did, the bytes written
+        since the last take, how it knew what to copy)."""
+        return self._delta(report)
 
     def _full(self, report: Report, *, frozen: bool = False) -> SyncStats:
         """Compare everything.  Without completions, a write queued before the tracker started
