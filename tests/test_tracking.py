@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from splitmirror import tracking
-from splitmirror.extents import map_file
+from splitmirror.extents import Extent, map_file
 from splitmirror.testing.loopfs import device_of, loop_device, loop_filesystem_unavailable
 from splitmirror.tracking import (
     PREFIX,
@@ -39,6 +39,19 @@ def disk(tracked_disk: Path) -> Path:
     return tracked_disk
 
 
+def written(path: Path, size: int) -> list[Extent]:
+    """``size`` random bytes written to ``path`` and fsynced; where FIEMAP placed them."""
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+        os.fsync(f.fileno())
+    return list(map_file(path).extents)
+
+
+def covers(dirty: Dirty, extents: list[Extent]) -> bool:
+    """Whether the dirty ranges cover every one of ``extents``."""
+    return all(covered(dirty, extent.physical, extent.length) for extent in extents)
+
+
 def covered(dirty: Dirty, offset: int, length: int) -> bool:
     """Whether the dirty ranges cover device bytes [offset, offset + length)."""
     for start, count in merge(dirty.ranges):
@@ -51,12 +64,9 @@ def test_every_write_between_takes_is_reported(disk: Path) -> None:
     device = device_of(disk)
     with WriteTracker(device) as tracker:
         first = tracker.take()
-        with open(disk / "data", "wb") as f:
-            f.write(os.urandom(3 << 20))
-            os.fsync(f.fileno())
+        extents = written(disk / "data", 3 << 20)
         dirty = tracker.take()
-        for extent in map_file(disk / "data").extents:
-            assert covered(dirty, extent.physical, extent.length), (extent, dirty.ranges[:5])
+        assert covers(dirty, extents), (extents, dirty.ranges[:5])
         assert not dirty.lost and dirty.events > 0 and dirty.bytes >= 3 << 20
         assert tracker.take().bytes < dirty.bytes, "what was taken is not reported again"
     assert first.bytes < 1 << 20
@@ -118,15 +128,12 @@ def test_a_take_holds_nothing_written_after_its_marker(disk: Path) -> None:
         taker = threading.Thread(target=lambda: taken.append(tracker.take()))
         taker.start()
         time.sleep(0.2)  # the marker is written; the reader is held, so the take waits
-        with open(disk / "late", "wb") as f:
-            f.write(os.urandom(1 << 20))
-            os.fsync(f.fileno())
+        extents = written(disk / "late", 1 << 20)
         tracker.hold_reading.clear()
         taker.join()
         after = tracker.take()
-    extents = map_file(disk / "late").extents
     assert extents and not any(covered(taken[0], e.physical, e.length) for e in extents)
-    assert all(covered(after, e.physical, e.length) for e in extents)
+    assert covers(after, extents)
 
 
 def test_zeroing_and_discarding_are_writes(disk: Path) -> None:
@@ -219,12 +226,9 @@ def test_a_partition_is_traced_on_its_disk_and_shifted_back(tmp_path: Path) -> N
         try:
             with WriteTracker(partition) as tracker:
                 tracker.take()
-                with open(mount / "data", "wb") as f:
-                    f.write(os.urandom(2 << 20))
-                    os.fsync(f.fileno())
+                extents = written(mount / "data", 2 << 20)
                 dirty = tracker.take()
-            for extent in map_file(mount / "data").extents:
-                assert covered(dirty, extent.physical, extent.length), (extent, dirty.ranges[:5])
+            assert covers(dirty, extents), (extents, dirty.ranges[:5])
             assert all(start + count <= (62 << 20) // SECTOR for start, count in dirty.ranges)
         finally:
             subprocess.run(["umount", str(mount)], check=True)

@@ -219,13 +219,7 @@ class BlockMirror(MirrorProvider):
     def bulk_sync(self, progress: Progress) -> SyncStats:
         """Start tracking (when it can), then the whole device, then pre-copy."""
         tracker, why = self.settings.start(self.device)
-        self._passes = TrackedPasses(
-            BlockPasses(self._sync()),
-            tracker,
-            passes=self.settings.precopy_passes,
-            budget=self.settings.precopy_budget,
-            why_untracked=why,
-        )
+        self._passes = self.settings.passes(BlockPasses(self._sync()), tracker, why)
         return self._passes.bulk(progress)
 
     def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:

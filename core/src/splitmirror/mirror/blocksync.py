@@ -279,7 +279,7 @@ class BlockSync:
             stats.bytes_read_primary += part.bytes_read_primary
             stats.bytes_read_mirror += part.bytes_read_mirror
             stats.bytes_written += part.bytes_written
-        self._fsync_mirror()
+        self.flush()
         self._save_map(size, digests)
         self.digests, self.stale = digests, set()
         return stats
@@ -342,10 +342,7 @@ class BlockSync:
         return True
 
     def flush(self) -> None:
-        """What :meth:`copy` wrote, on the mirror's disk."""
-        self._fsync_mirror()
-
-    def _fsync_mirror(self) -> None:
+        """What the passes wrote, on the mirror's disk."""
         mirror_fd = os.open(self.mirror, os.O_WRONLY)
         try:
             os.fsync(mirror_fd)

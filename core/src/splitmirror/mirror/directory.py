@@ -168,12 +168,8 @@ class DirectoryMirror(MirrorProvider):
         if why is None:
             tracker, why = self.settings.start(device)
         tracked = TrackedFiles() if tracker is not None else None
-        self._passes = TrackedPasses(
-            _DirectoryPasses(self._synchronizer(), tracked),
-            tracker,
-            passes=self.settings.precopy_passes,
-            budget=self.settings.precopy_budget,
-            why_untracked=why or "",
+        self._passes = self.settings.passes(
+            _DirectoryPasses(self._synchronizer(), tracked), tracker, why or ""
         )
         return self._passes.bulk(progress)
 

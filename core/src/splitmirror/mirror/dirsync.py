@@ -384,7 +384,7 @@ class _Pass:
         changed = os.fstat(dst).st_size > size
         if changed:
             os.ftruncate(dst, size)
-        for start, end, is_data in list(_regions(src, size)):
+        for start, end, is_data in _regions(src, size):
             if not is_data:
                 changed = self._clear_hole(dst, start, end, tail=end == size) or changed
         for offset, length in written:

@@ -88,6 +88,16 @@ class TrackingOptions(pydantic.BaseModel):
         tracker.__enter__()
         return tracker, ""
 
+    def passes(self, sync: Synchronizer, tracker: WriteTracker | None, why_untracked: str) -> TrackedPasses:
+        """One session's passes over ``sync``, with this pre-copy's bounds."""
+        return TrackedPasses(
+            sync,
+            tracker,
+            passes=self.precopy_passes,
+            budget=self.precopy_budget,
+            why_untracked=why_untracked,
+        )
+
 
 def _as_sync_stats(stats: BlockSyncStats) -> SyncStats:
     return SyncStats(
