@@ -192,12 +192,13 @@ def left_behind(root: Path = TRACEFS) -> list[str]:
     return sorted(found)
 
 
-def remove_stale_instances(root: Path = TRACEFS) -> list[str]:
-    """Instances of ours whose process is gone (killed before it could remove them)."""
+def remove_stale_instances(root: Path = TRACEFS, *, dead: int | None = None) -> list[str]:
+    """Instances of ours whose process is gone (killed before it could remove them), and those
+    of ``dead``: a process known to be dying (its pipe closed before it became a zombie)."""
     removed = []
     for instance in (root / "instances").glob(PREFIX + "*"):
         pid = instance.name.removeprefix(PREFIX).split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and (int(pid) == dead or not _alive(int(pid))):
             remove_instance(instance)
             removed.append(instance.name)
     return removed

@@ -172,7 +172,7 @@ class _Watch:
                     done.append(f"thawed {mount}")
             if self._release():
                 done.append("released the database")
-        if _remove_tracing():
+        if _remove_tracing(self.pid):
             done.append("removed its tracing instance")
         if self._record(reason):
             done.append(f"marked session {self.hello['session']} FAILED")
@@ -240,14 +240,15 @@ def _thaw(mount: str) -> bool:
         return False
 
 
-def _remove_tracing() -> bool:
-    """Tracing instances of processes that are gone (the dead session's write tracker)."""
+def _remove_tracing(session: int) -> bool:
+    """The dead session's write tracker's tracing instance, and any of processes that are gone.
+    The session is named: its pipe closes before the kernel has made it a zombie."""
     from .tracking import TRACEFS, remove_stale_instances
 
     if not (TRACEFS / "instances").is_dir():
         return False
     try:
-        return bool(remove_stale_instances())
+        return bool(remove_stale_instances(dead=session))
     except OSError as error:
         print(f"splitmirror watchdog: removing a tracing instance failed: {error}", file=sys.stderr)
         return False
