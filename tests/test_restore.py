@@ -272,7 +272,9 @@ def test_a_restored_sqlite_database_opens_from_the_catalog_and_from_the_archive_
     assert (
         result["restored"] == ["ledger.db", "ledger.db-wal", MANIFEST_NAME] and result["engine"] == "sqlite"
     )
-    assert result["steps"][0] == f"sqlite3 {tmp_path / 'b' / 'ledger.db'} 'PRAGMA integrity_check'"
+    check = result["steps"][0]
+    assert check["argv"] == ["sqlite3", str(tmp_path / "b" / "ledger.db"), "PRAGMA integrity_check"]
+    assert check["text"].startswith(f"sqlite3 {tmp_path / 'b' / 'ledger.db'} 'PRAGMA integrity_check'")
     with tarfile.open(summary.archive) as tar:
         members = {info.name: info for info in tar.getmembers()}
     for directory in (tmp_path / "a", tmp_path / "b"):
@@ -281,6 +283,7 @@ def test_a_restored_sqlite_database_opens_from_the_catalog_and_from_the_archive_
             assert info.st_mode & 0o7777 == members[name].mode
             assert int(info.st_mtime) == members[name].mtime
         assert integrity(directory / "ledger.db") == ("ok", 2000)
+    assert subprocess.run(check["argv"], capture_output=True, text=True, check=True).stdout == "ok\n"
 
 
 def test_a_non_empty_directory_needs_force(session: Callable[[str], SessionSummary], tmp_path: Path) -> None:

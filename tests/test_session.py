@@ -296,7 +296,7 @@ def test_restore_preparation_drops_a_stale_wal_index(
     manifest = json.loads((restored / ".splitmirror-manifest.json").read_text())
     steps = SqliteEngine.prepare_restore(restored, manifest)
     assert not (restored / "ledger.db-shm").exists()
-    assert steps[0] == f"sqlite3 {restored / 'ledger.db'} 'PRAGMA integrity_check'"
+    assert steps[0].argv == ("sqlite3", str(restored / "ledger.db"), "PRAGMA integrity_check")
     assert integrity(restored / "ledger.db")[0] == "ok"
 
 

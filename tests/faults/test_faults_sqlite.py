@@ -15,7 +15,6 @@ import pytest
 
 from splitmirror.errors import SessionFailed
 from splitmirror.phases import Phase
-from splitmirror.restore import restore_archive
 from splitmirror.session import Session
 from splitmirror.testing import LedgerDatabase, SessionRunner, SqliteLedgerDatabase, Workspace
 from splitmirror.testing.faults import (
@@ -126,5 +125,4 @@ def test_the_mirror_image_cut_short_mid_backup_fails_backup(
     mirror.unlink()
     summary = block_runner.run(database, "freeze")
     assert summary.status == "DONE" and summary.stats["bulk_sync"]["bytes_written"] > 0
-    restored = restore_archive(Path(summary.archive or ""), tmp_path / "restored")
-    assert database.restored_ledger(restored.directory, restored.manifest).integrity_ok
+    assert database.restored_ledger(block_runner.restore(summary, tmp_path / "restored")).integrity_ok

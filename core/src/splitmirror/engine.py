@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pydantic
 
 from .phases import Mode
+from .restore_steps import RestoreStep
 
 
 class NoOptions(pydantic.BaseModel):
@@ -160,12 +161,16 @@ class DatabaseEngine(abc.ABC):
         """Leave the mode on a failure path.  Idempotent, safe if quiesce never finished."""
 
     @classmethod
-    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
+    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> Sequence[RestoreStep]:
         """Restore preparation: make the restored ``directory`` startable as a database (write
-        labels, drop stale files) and return what the DBA runs next, one step a line.
+        labels, drop stale files) and return what the DBA runs next (:mod:`splitmirror.restore_steps`).
 
-        A class method: a restore runs where the original database may not exist, so there is
-        no URL to connect to; ``manifest`` is the archive's manifest (DESIGN.md section 5).
+        The steps must start the copy *as they stand*: every server option that recovery depends
+        on (what the server ran with: a binary log, a page size) belongs in them, because the
+        contract suite's restore drill executes them and adds no option of its own.  A class
+        method: a restore runs where the original database may not exist, so there is no URL to
+        connect to; ``manifest`` is the archive's manifest (DESIGN.md section 5); paths in it are
+        the live ones, :mod:`splitmirror.restored_paths` says where they are in ``directory``.
         """
         return []
 

@@ -186,9 +186,9 @@ def test_an_open_transaction_does_not_block_and_is_not_in_the_restore(
     )
     summary = splitmirror_session.run(splitmirror_database, "freeze")
     assert summary.status == "DONE"
-    target = splitmirror_session.workspace.root / "restored"
-    manifest = restore_archive(Path(summary.archive or ""), target).manifest
-    restored = splitmirror_database.restored_ledger(target, manifest)
+    restored = splitmirror_database.restored_ledger(
+        splitmirror_session.restore(summary, splitmirror_session.workspace.root / "restored")
+    )
     assert restored.integrity_ok, restored.integrity
     assert -7 not in restored.rows
 
@@ -269,13 +269,13 @@ def test_point_in_time_recovery_replays_the_binlog_from_the_recorded_position(
         )
     positions = summary.redo_range
     target = splitmirror_session.workspace.root / "restored"
-    restore_archive(Path(summary.archive or ""), target)
+    restore = splitmirror_session.restore(summary, target)
     later = target / "pitr"  # the live binary logs, beside the restored ones (never over them)
     later.mkdir()
     for binlog in sorted(server.datadir.glob("binlog.[0-9]*")):
         if binlog.name >= str(positions["binlog_file"]):
             (later / binlog.name).write_bytes(binlog.read_bytes())
-    with splitmirror_database.restored_server(target) as copy:
+    with splitmirror_database.restored_server(restore) as copy:
         assert copy.container is not None
         files = " ".join(f"/var/lib/mysql/pitr/{p.name}" for p in sorted(later.iterdir()))
         code, output = copy.container.exec(

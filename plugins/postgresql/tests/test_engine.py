@@ -10,7 +10,6 @@ import pytest
 from splitmirror import impl
 from splitmirror.errors import PreflightError, SessionFailed
 from splitmirror.phases import Phase
-from splitmirror.restore import restore_archive
 from splitmirror.session import Session
 from splitmirror.testing import SessionRunner
 from splitmirror.testing.contract import Fault
@@ -67,7 +66,6 @@ def test_failed_hot_backup_leaves_no_backup_and_no_slot(
 
 
 def test_logical_key_orders_relations_then_cluster_files_then_wal() -> None:
-    from pathlib import Path
 
     assert logical_key(Path("base/5/16384.1")) == (0, 1663, 5, 16384, 0, 1)
     assert logical_key(Path("base/5/16384_vm")) == (0, 1663, 5, 16384, 2, 0)
@@ -163,9 +161,8 @@ def test_a_table_dropped_in_the_window_is_left_out_and_the_restore_recovers(
     vanished = set(summary.stats.get("vanished", []))
     assert {str(path) for path in files} <= vanished, vanished
 
-    target = splitmirror_session.workspace.root / "restored"
-    manifest = restore_archive(Path(summary.archive or ""), target).manifest
-    ledger_check = splitmirror_database.restored_ledger(target, manifest)
+    restore = splitmirror_session.restore(summary, splitmirror_session.workspace.root / "restored")
+    ledger_check = splitmirror_database.restored_ledger(restore)
     assert ledger_check.integrity_ok, ledger_check.integrity
-    with splitmirror_database.restored_server(target) as server, psycopg.connect(server.conninfo) as conn:
+    with splitmirror_database.restored_server(restore) as server, psycopg.connect(server.conninfo) as conn:
         assert conn.execute("SELECT to_regclass('doomed')").fetchone() == (None,)

@@ -16,9 +16,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from splitmirror.restore import RestoreResult
 from splitmirror.testing import Workspace
 from splitmirror.workload import acknowledged
 from splitmirror_postgresql import ledger
+from splitmirror_postgresql.engine import PostgresEngine
 from splitmirror_postgresql.testing import (
     HostPostgres,
     PostgresLedgerDatabase,
@@ -140,7 +142,8 @@ def test_restored_ledger_reports_integrity_and_rows(
     run_writer(splitmirror_database, 2, splitmirror_workspace.root / "acks-2.txt", 10)
     expected = ledger.ledger_rows(splitmirror_database.url)
     copy = stopped_copy(host_postgres, splitmirror_workspace.root / "restored")
-    report = splitmirror_database.restored_ledger(copy, {})
+    steps = PostgresEngine.prepare_restore(copy, {})  # a copy started as a restore of it says
+    report = splitmirror_database.restored_ledger(RestoreResult("", copy, [], [], 0, "postgresql", steps, []))
     assert (report.integrity_ok, report.integrity) == (True, "ok")
     assert report.rows == expected
     assert not (copy / "postmaster.pid").exists()

@@ -37,6 +37,7 @@ from ..engine import (
 )
 from ..errors import PreflightError, SplitmirrorError
 from ..phases import Mode
+from ..restore_steps import RestoreStep
 
 _HEADER = b"SQLite format 3\x00"
 
@@ -216,7 +217,7 @@ class SqliteEngine(DatabaseEngine):
         self._mode = None
 
     @classmethod
-    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
+    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
         """Drop stale wal-index files (the restore never brings one, but the directory may have
         held the database before) and say how to check and put the copy in place."""
         steps = []
@@ -229,9 +230,11 @@ class SqliteEngine(DatabaseEngine):
                 shm.unlink()
             original = member.get("path") or restored.name
             steps += [
-                f"sqlite3 {restored} 'PRAGMA integrity_check'",
-                f"stop the application, then move {restored} (and {restored.name}-wal if present) "
-                f"to {original}",
+                RestoreStep.run("sqlite3", restored, "PRAGMA integrity_check", comment="prints ok"),
+                RestoreStep.manual(
+                    f"stop the application, then move {restored} to {original} (and {restored}-wal, "
+                    f"if present, to {original}-wal)"
+                ),
             ]
         return steps
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
+from ..restore_steps import grouped
 from ..units import format_size
 from .run import RestoreResult
 from .verify import VerifyReport
@@ -42,5 +43,9 @@ def print_restore(console: Console, result: RestoreResult) -> None:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
     if result.steps:
         console.print(f"next steps ({escape(result.engine or '')}):")
-        for number, step in enumerate(result.steps, start=1):
-            console.print(f"  {number}. {escape(step)}", soft_wrap=True)
+        for heading, steps in grouped(result.steps):
+            indent = "    " if heading else "  "
+            if heading:
+                console.print(f"  {escape(heading)}:")
+            for number, step in enumerate(steps, start=1):
+                console.print(f"{indent}{number}. {escape(step.text())}", soft_wrap=True, highlight=False)

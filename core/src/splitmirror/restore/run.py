@@ -19,6 +19,7 @@ from ..catalog import FileRecord, open_catalog
 from ..catalog.base import DONE
 from ..errors import CatalogError, PluginError, UserError, first_line
 from ..hooks import Hooks
+from ..restore_steps import RestoreStep, as_step
 from .plan import Plan, RestoreRefused, check_directory, scan
 from .tree import Tree
 from .verify import Expectation
@@ -38,13 +39,14 @@ class RestoreResult:
     skipped: list[str]
     bytes: int
     engine: str | None
-    steps: list[str]
+    steps: list[RestoreStep]
     notes: list[str]
     manifest: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "manifest"}
         data["directory"] = str(self.directory)
+        data["steps"] = [step.to_json() for step in self.steps]
         return data
 
 
@@ -112,7 +114,7 @@ def _write(reader: ArchiveReader, plan: Plan, directory: Path) -> tuple[list[str
 
 def _prepare(
     plan: Plan, directory: Path, restored: set[str], hooks: Hooks | None
-) -> tuple[str | None, list[str], list[str]]:
+) -> tuple[str | None, list[RestoreStep], list[str]]:
     """The engine's restore preparation and the steps it returns; reasons it was skipped as notes
     (the files are restored either way)."""
     manifest: Mapping[str, Any] = plan.manifest
@@ -150,7 +152,7 @@ def _prepare(
             f"the {name} engine's restore preparation failed ({first_line(error)}); the files are "
             f"restored in {directory}, prepare it by hand (docs/restore.md)"
         ) from error
-    return name, list(steps), []
+    return name, [as_step(step) for step in steps], []
 
 
 def locate_archive(

@@ -33,6 +33,7 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 # testcontainers reads the Ryuk setting when it is imported, hence the order.
 import docker
 import docker.errors
+import docker.models.containers
 from testcontainers.core.container import DockerContainer
 
 #: Label on every container the tests start (``docker ps -f label=splitmirror.testing``).
@@ -147,7 +148,7 @@ def image_for(database: str, version: str) -> str:
 
 
 #: Every container started and not yet stopped, stopped at exit as a last resort.
-_RUNNING: set[ServerContainer] = set()
+_RUNNING: set[ServerContainer | PrintedContainer] = set()
 
 
 @atexit.register
@@ -231,6 +232,72 @@ class ServerContainer:
         finally:
             _RUNNING.discard(self)
             self._started = False
+
+
+class PrintedContainer:
+    """A container started by the ``docker`` command itself, from a ``docker run`` line a
+    restore printed: ``docker run -d`` + the harness's plumbing (a label, ``port`` published on
+    127.0.0.1) + the line's own ``docker_options`` + ``image`` + ``server_args``.  Offers what
+    :class:`ServerContainer` does (``host_port``, ``running``, ``exec``, ``logs``, ``stop``)."""
+
+    def __init__(
+        self, docker_options: Sequence[str], image: str, server_args: Sequence[str], *, port: int
+    ) -> None:
+        self.port = port
+        self.image = image
+        self.argv = [
+            "docker", "run", "-d", "--label", f"{LABEL}={os.getpid()}", "-p", f"127.0.0.1::{port}",
+            *docker_options, image, *server_args,
+        ]  # fmt: skip
+        self.id = ""
+
+    def start(self) -> PrintedContainer:
+        client()  # Unavailable with a sentence when no engine answers
+        done = subprocess.run(self.argv, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(self.argv)} failed: {(done.stdout + done.stderr).strip()}")
+        self.id = done.stdout.strip()
+        _RUNNING.add(self)
+        return self
+
+    def _wrapped(self) -> docker.models.containers.Container:
+        return client().containers.get(self.id)
+
+    @property
+    def host_port(self) -> int:
+        wrapped = self._wrapped()
+        wrapped.reload()
+        bindings = wrapped.ports.get(f"{self.port}/tcp")
+        if not bindings:
+            raise RuntimeError(f"the container {self.id[:12]} publishes no port {self.port}\n{self.logs()}")
+        return int(bindings[0]["HostPort"])
+
+    @property
+    def running(self) -> bool:
+        try:
+            wrapped = self._wrapped()
+        except docker.errors.NotFound:
+            return False
+        return bool(wrapped.status == "running")
+
+    def exec(self, argv: Sequence[str], *, user: str = "") -> tuple[int, str]:
+        result = self._wrapped().exec_run(list(argv), user=user)
+        output = result.output.decode(errors="replace") if isinstance(result.output, bytes) else ""
+        return (result.exit_code if result.exit_code is not None else -1), output.strip()
+
+    def logs(self, lines: int = 40) -> str:
+        try:
+            text = self._wrapped().logs().decode(errors="replace")
+        except docker.errors.NotFound:
+            return "(container gone)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.id:
+            subprocess.run(
+                ["docker", "rm", "-f", "-v", self.id], capture_output=True, timeout=120, check=False
+            )
+        _RUNNING.discard(self)
 
 
 def leftovers() -> list[str]:

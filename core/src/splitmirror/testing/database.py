@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import workload
+from ..restore import RestoreResult
+from .steps import run_host_steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +62,12 @@ class LedgerDatabase(abc.ABC):
         discovery (the contract checks discovery against this)."""
 
     @abc.abstractmethod
-    def restored_ledger(self, directory: Path, manifest: Mapping[str, Any]) -> RestoredLedger:
-        """Open (or start) the database restored into ``directory``, run its own integrity
-        check, and read the ledger."""
+    def restored_ledger(self, restore: RestoreResult) -> RestoredLedger:
+        """Start (or open) the database restored into ``restore.directory`` **by executing the
+        steps the restore returned** (``restore.steps``: what ``splitmirror restore`` printed;
+        :mod:`splitmirror.testing.steps` runs them), with no server option of your own; run its
+        own integrity check and read the ledger.  A copy that only starts with options the
+        harness adds is a restore a DBA cannot start."""
 
     # -- optional, for the fault matrix (splitmirror.testing.faults) ---------------------------
 
@@ -127,8 +132,12 @@ class SqliteLedgerDatabase(LedgerDatabase):
         (HOT_BACKUP takes only a read snapshot and does not wait)."""
         return self._write_transaction() if mode == "freeze" else None
 
-    def restored_ledger(self, directory: Path, manifest: Mapping[str, Any]) -> RestoredLedger:
-        restored = directory / self.path.name
+    def restored_ledger(self, restore: RestoreResult) -> RestoredLedger:
+        """The printed steps check the copy where it lies (``sqlite3 ... 'PRAGMA integrity_check'``)
+        and leave moving it into place to a person; the ledger is read there too."""
+        for process in run_host_steps(restore.steps):
+            process.wait()  # SQLite prints no step that starts a server; none runs for long
+        restored = restore.directory / self.path.name
         with closing(sqlite3.connect(restored)) as db:
             integrity = "\n".join(row[0] for row in db.execute("PRAGMA integrity_check"))
         return RestoredLedger(integrity == "ok", integrity, workload.ledger_rows(restored))

@@ -21,7 +21,7 @@ from ..catalog.base import SessionSummary
 from ..config import Config, load_config
 from ..hooks import Hooks
 from ..phases import Phase
-from ..restore import restore_archive
+from ..restore import RestoreResult, restore_archive
 from ..session import Session
 from ..workload import acknowledged
 from .database import LedgerDatabase
@@ -101,14 +101,23 @@ class SessionRunner:
         path.chmod(0o600)
         return load_config(path)
 
+    def hooks(self, *observers: object) -> Hooks:
+        """The plugin manager sessions and restores use: entry points, :attr:`plugins`, ``observers``."""
+        hooks = Hooks()
+        for i, plugin in enumerate([*self.plugins, *observers]):
+            hooks.register(plugin, f"contract-plugin-{i}")
+        return hooks
+
     def run(
         self, database: LedgerDatabase, mode: str, *observers: object, max_window: str = "30s"
     ) -> SessionSummary:
         """One session; raises :class:`~splitmirror.errors.SessionFailed` when it fails."""
-        hooks = Hooks()
-        for i, plugin in enumerate([*self.plugins, *observers]):
-            hooks.register(plugin, f"contract-plugin-{i}")
-        return Session(self.config(database, mode, max_window=max_window), hooks).run()
+        return Session(self.config(database, mode, max_window=max_window), self.hooks(*observers)).run()
+
+    def restore(self, summary: SessionSummary, directory: Path) -> RestoreResult:
+        """``splitmirror restore``'s path (safety scan, checksums, sparse files, the engine's
+        preparation) for the session's archive; the result holds the steps it printed."""
+        return restore_archive(Path(summary.archive or ""), directory, hooks=self.hooks())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,10 +209,8 @@ def run_drill(
         summary = runner.run(database, mode, marks)
     finally:
         _stop(procs)
-    restored = ws.root / f"restored-{mode}-{summary.id}"
-    # The real restore path: safety scan, checksums, sparse files, the engine's preparation.
-    manifest = restore_archive(Path(summary.archive or ""), restored).manifest
-    ledger = database.restored_ledger(restored, manifest)
+    restored = runner.restore(summary, ws.root / f"restored-{mode}-{summary.id}")
+    ledger = database.restored_ledger(restored)
     lost: dict[int, list[int]] = {}
     gaps: dict[int, list[int]] = {}
     for w, path in acks.items():

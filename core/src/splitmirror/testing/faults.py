@@ -27,7 +27,6 @@ from .. import impl
 from ..errors import SessionFailed
 from ..fsfreeze import FIFREEZE, FITHAW, _ioctl, mount_point
 from ..phases import Phase
-from ..restore import restore_archive
 from ..session import Session
 from ..tracking import left_behind
 from ..watchdog import DISABLE_ENV
@@ -266,10 +265,8 @@ class FaultMatrix:
         # A mode that needs its connection only to enter (FREEZE's CHECKPOINT) may finish: the
         # filesystem freeze made the image; it must then restore like any other.
         assert summary.status == "DONE" and killed and killed[0] > 0
-        restored = restore_archive(
-            Path(summary.archive or ""), splitmirror_session.workspace.root / "restored"
-        )
-        assert splitmirror_database.restored_ledger(restored.directory, restored.manifest).integrity_ok
+        restored = splitmirror_session.restore(summary, splitmirror_session.workspace.root / "restored")
+        assert splitmirror_database.restored_ledger(restored).integrity_ok
 
     def test_the_target_filesystem_full(
         self, splitmirror_database: LedgerDatabase, splitmirror_session: SessionRunner, fault_mode: str

@@ -37,8 +37,9 @@ from splitmirror.engine import DatabaseEngine, DatabaseFile, PreflightProblem, S
 from splitmirror.errors import PreflightError, first_line
 from splitmirror.fsfreeze import mount_point
 from splitmirror.phases import Mode
+from splitmirror.restore_steps import RestoreStep
 
-from . import layout, locks
+from . import layout, locks, restore
 from .connection import UrlError, connect
 
 log = logging.getLogger(__name__)
@@ -117,12 +118,9 @@ class MysqlEngine(DatabaseEngine):
         version, comment = self._rows("SELECT VERSION(), @@version_comment")[0]
         self.flavour = MARIADB if self._is_mariadb(str(version), str(comment)) else MYSQL
         self.version = tuple(int(n) for n in re.findall(r"\d+", str(version))[:3])
-        names = [
-            "datadir", "innodb_data_home_dir", "innodb_log_group_home_dir", "innodb_undo_directory",
-            "log_bin", "log_bin_basename",
-        ]  # fmt: skip
+        names = ["datadir", *restore.RECORDED]
         if self.flavour == MYSQL:
-            names += ["innodb_redo_log_archive_dirs"]
+            names += ["innodb_redo_log_archive_dirs", *restore.RECORDED_MYSQL]
         with self.conn.cursor() as cursor:
             cursor.execute("SELECT " + ", ".join(f"@@{name}" for name in names))
             self.variables = dict(zip(names, cursor.fetchone() or (), strict=False))
@@ -158,8 +156,8 @@ class MysqlEngine(DatabaseEngine):
     def datadir(self) -> Path:
         return self.host_path(str(self.variables["datadir"]))
 
-    def roots(self) -> list[Path]:
-        """Every host directory holding the database's files: data, InnoDB's, binary logs."""
+    def server_dirs(self) -> list[Path]:
+        """Every server directory holding the database's files: data, InnoDB's, binary logs."""
         server_dirs = [Path(str(self.variables["datadir"]))]
         for name in ("innodb_data_home_dir", "innodb_log_group_home_dir", "innodb_undo_directory"):
             found = self._server_dir(name)
@@ -167,8 +165,12 @@ class MysqlEngine(DatabaseEngine):
                 server_dirs.append(found)
         if self.variables.get("log_bin_basename"):
             server_dirs.append(Path(str(self.variables["log_bin_basename"])).parent)
+        return server_dirs
+
+    def roots(self) -> list[Path]:
+        """The host directories of :meth:`server_dirs`, none inside another."""
         roots: list[Path] = []
-        for server_dir in server_dirs:
+        for server_dir in self.server_dirs():
             host = self.host_path(server_dir)
             if not any(host == r or host.is_relative_to(r) for r in roots):
                 roots = [r for r in roots if not r.is_relative_to(host)] + [host]
@@ -363,6 +365,9 @@ class MysqlEngine(DatabaseEngine):
             "datadir_host": str(self.datadir),
             "binlog_basename": self.variables.get("log_bin_basename"),
             "positions": self.positions,
+            # What the restored copy must start with (.restore), and where each directory was.
+            "server": {name: self.variables.get(name) for name in self.variables if name != "datadir"},
+            "directories": sorted({(str(d), str(self.host_path(d))) for d in self.server_dirs()}),
         }
 
     def unquiesce(self) -> UnquiesceResult:
@@ -395,41 +400,13 @@ class MysqlEngine(DatabaseEngine):
             self._conn = None
 
     @classmethod
-    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
+    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
         """Remove what interrupted ALTERs leave (``#sql*``; the backup skips them, but a restore
-        into an old directory may meet some); print the start and point-in-time steps."""
+        into an old directory may meet some); the steps that start the copy (:mod:`.restore`)."""
         for leftover in directory.rglob("#sql*"):
             if leftover.is_file():
                 leftover.unlink()
-        metadata = manifest.get("metadata", {})
-        flavour = metadata.get("flavour", MARIADB)
-        server = "mariadbd" if flavour == MARIADB else "mysqld"
-        client, binlog_tool = (
-            ("mariadb", "mariadb-binlog") if flavour == MARIADB else ("mysql", "mysqlbinlog")
-        )
-        steps = [
-            f"chown -R mysql:mysql {directory}",
-            f"{server} --user=mysql --datadir={directory} &   # crash recovery, then it takes connections",
-        ]
-        server_dir = metadata.get("datadir")
-        if server_dir and os.path.normpath(str(server_dir)) != os.path.normpath(
-            str(metadata.get("datadir_host"))
-        ):
-            steps.append(
-                f"# or, as the server ran in a container: docker run -d -v {directory}:{server_dir} IMAGE"
-            )
-        positions = metadata.get("positions", {})
-        if positions.get("binlog_file"):
-            exact = (
-                ""
-                if positions.get("exact")
-                else " (HOT_BACKUP: use the restored server's SHOW BINLOG STATUS)"
-            )
-            steps.append(
-                f"# point in time: {binlog_tool} --start-position={positions['binlog_position']} "
-                f"{positions['binlog_file']} LATER_BINLOGS... | {client}{exact}"
-            )
-        return steps
+        return restore.restore_steps(directory, manifest)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -2,10 +2,13 @@
 
 The server runs in a container (image from :func:`splitmirror.testing.containers.image_for`:
 upstream ``mariadb:10.11`` / ``mysql:8.4``, or ``splitmirror-offline/mariadb:10.11`` built from
-Debian's packages) with binary logging on and its data directory bind-mounted from a host disk;
+Debian's packages) with binary logging on (as compose/docker-compose.yml runs it, and MySQL
+by default; off with ``binlog=False``) and its data directory bind-mounted from a host disk;
 splitmirror runs on the host, connects over TCP as ``root`` with the password from an option
 file (``[client] password=``), and reads the files through ``path_map``.  Restored copies start
-in a *fresh* container, must finish crash recovery, and every table must pass ``CHECK TABLE``.
+in a *fresh* container by the ``docker run`` step ``splitmirror restore`` printed, with no
+server option of the harness's own (:mod:`splitmirror.testing.steps`); they must finish crash
+recovery, and every table must pass ``CHECK TABLE``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from typing import Any
 
 import pymysql
 
+from splitmirror.restore import RestoreResult
 from splitmirror.testing import LedgerDatabase, RestoredLedger
-from splitmirror.testing.containers import ServerContainer, image_for
+from splitmirror.testing.containers import PrintedContainer, ServerContainer, image_for
+from splitmirror.testing.steps import started_in_container
 
 from . import ledger
 from .connection import connect
@@ -43,25 +48,35 @@ def write_option_file(path: Path, password: str) -> Path:
 
 class ContainerMysql:
     """``database`` (``mariadb`` or ``mysql``) ``version`` in a container on the host
-    directory ``datadir``: initialised when empty (root's password ``password``), started as it
-    is otherwise (a restore).  :meth:`start` returns once the server takes connections."""
+    directory ``datadir``, initialised when empty (root's password ``password``), with the
+    binary log on unless ``binlog`` is False.  :meth:`start` returns once the server takes
+    connections; :meth:`restored` starts a restored copy as the restore printed."""
 
-    def __init__(self, database: str, version: str, datadir: Path, password: str) -> None:
+    def __init__(
+        self, database: str, version: str, datadir: Path, password: str, *, binlog: bool = True
+    ) -> None:
         self.database, self.version = database, version
         self.datadir = datadir
         self.password = password
+        self.binlog = binlog
         self.image = image_for(database, version)
-        self.container: ServerContainer | None = None
+        self.container: ServerContainer | PrintedContainer | None = None
 
     def start(self, *arguments: str) -> ContainerMysql:
         binary, password_variable = FLAVOURS[self.database]
         self.datadir.mkdir(parents=True, exist_ok=True)
+        # MySQL 8+ logs by default, MariaDB does not: say which, both ways.
+        binlog = (
+            ["--log-bin=binlog", "--server-id=1"]
+            if self.binlog
+            else (["--skip-log-bin"] if self.database == "mysql" else [])
+        )
         self.container = ServerContainer(
             self.image,
             port=PORT,
             env={password_variable: self.password},
             mounts={self.datadir: DATA},
-            command=[binary, "--log-bin=binlog", "--server-id=1", *arguments],
+            command=[binary, *binlog, *arguments],
         )
         try:
             self.container.start()
@@ -70,6 +85,17 @@ class ContainerMysql:
             self.stop()
             raise
         return self
+
+    @contextlib.contextmanager
+    def restored(self, restore: RestoreResult) -> Iterator[ContainerMysql]:
+        """A copy of this server restored by ``restore``, started by the printed ``docker run``
+        step in this server's image (nothing else added but a published port), until the
+        block ends."""
+        copy = ContainerMysql(self.database, self.version, restore.directory, self.password)
+        with started_in_container(restore.steps, self.image, PORT) as container:
+            copy.container = container
+            copy._wait_until_ready()
+            yield copy
 
     @property
     def url(self) -> str:
@@ -248,17 +274,12 @@ class MysqlLedgerDatabase(LedgerDatabase):
             found.add(path)
         return found
 
-    @contextlib.contextmanager
-    def restored_server(self, directory: Path) -> Iterator[ContainerMysql]:
-        datadir = directory / self.server.datadir.relative_to(self.primary)
-        copy = ContainerMysql(self.server.database, self.server.version, datadir, self.server.password)
-        try:
-            yield copy.start()
-        finally:
-            copy.stop()
+    def restored_server(self, restore: RestoreResult) -> contextlib.AbstractContextManager[ContainerMysql]:
+        """The restored copy, started by the steps the restore printed."""
+        return self.server.restored(restore)
 
-    def restored_ledger(self, directory: Path, manifest: Mapping[str, Any]) -> RestoredLedger:
-        with self.restored_server(directory) as server:
+    def restored_ledger(self, restore: RestoreResult) -> RestoredLedger:
+        with self.restored_server(restore) as server:
             ok, text = server.check_tables()
             rows: dict[int, set[int]] = {}
             with server.connection() as conn, conn.cursor() as cursor:

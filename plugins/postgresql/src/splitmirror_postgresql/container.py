@@ -8,8 +8,8 @@ host: it connects over TCP on 127.0.0.1 and reads the files through the engine's
 
 The password is the container's ``POSTGRES_PASSWORD``; splitmirror and the ledger writers get it
 from a ``.pgpass`` file named by ``$PGPASSFILE`` (the fixture sets both), never from a URL.  A
-restored copy is started in a *fresh* container on the restored directory, as a DBA would bring
-a restore up, and checked with the ``pg_amcheck`` inside that container.
+restored copy is started in a *fresh* container by the ``docker run`` step the restore printed,
+as a DBA would bring it up, and checked with the ``pg_amcheck`` inside that container.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from typing import Any
 
 import psycopg
 
-from splitmirror.testing.containers import ServerContainer, image_for
+from splitmirror.restore import RestoreResult
+from splitmirror.testing.containers import PrintedContainer, ServerContainer, image_for
+from splitmirror.testing.steps import started_in_container
 
 from .testing import START_TIMEOUT, PostgresLedgerDatabase, RestoredServer
 
@@ -56,7 +58,7 @@ class ContainerPostgres:
         self.datadir = datadir
         self.image = image_for("postgres", version)
         self.password = password
-        self.container: ServerContainer | None = None
+        self.container: ServerContainer | PrintedContainer | None = None
 
     def start(self, *settings: str) -> ContainerPostgres:
         """Start the server with extra ``name=value`` settings and wait until it is writable."""
@@ -150,10 +152,11 @@ class ContainerLedgerDatabase(PostgresLedgerDatabase):
         self.server = server
 
     @contextlib.contextmanager
-    def restored_server(self, directory: Path) -> Iterator[RestoredServer]:
-        copy = ContainerPostgres(self.server.version, directory, self.server.password)
-        try:
-            # archive_mode off: a restored copy must never write into the live server's archive.
-            yield copy.start("archive_mode=off")
-        finally:
-            copy.stop()
+    def restored_server(self, restore: RestoreResult) -> Iterator[RestoredServer]:
+        """The restored copy, started by the printed ``docker run`` step in the live server's
+        image (nothing added but a published port)."""
+        copy = ContainerPostgres(self.server.version, restore.directory, self.server.password)
+        with started_in_container(restore.steps, self.server.image, PORT) as container:
+            copy.container = container
+            copy._wait_until_writable()
+            yield copy

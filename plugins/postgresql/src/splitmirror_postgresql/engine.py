@@ -36,8 +36,10 @@ from splitmirror.engine import (
 from splitmirror.errors import PreflightError, SplitmirrorError, first_line
 from splitmirror.fsfreeze import mount_point
 from splitmirror.phases import Mode
+from splitmirror.restore_steps import RestoreStep
 
 from . import layout, restored_paths
+from .restore import restore_steps
 
 
 class PostgresOptions(pydantic.BaseModel):
@@ -264,6 +266,7 @@ class PostgresEngine(DatabaseEngine):
             "server_version_num": self.version,
             "data_directory": self.server.get("data_directory"),
             "data_directory_host": str(self.datadir.resolve()),
+            "archive_mode": self.server.get("archive_mode"),
             "tablespaces": [
                 {
                     "oid": oid,
@@ -321,7 +324,7 @@ class PostgresEngine(DatabaseEngine):
             self._conn = None
 
     @classmethod
-    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[str]:
+    def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
         """Recreate what an archive cannot carry (it holds files only): the directories a
         cluster needs, the modes PostgreSQL insists on, and each tablespace's ``pg_tblspc``
         link, pointed at the tablespace's *restored* copy (never at the live one; a
@@ -334,21 +337,7 @@ class PostgresEngine(DatabaseEngine):
                 path.chmod(0o700)
         (datadir / "postmaster.pid").unlink(missing_ok=True)
         restored_paths.link_tablespaces(directory, datadir, manifest)
-        version = manifest.get("database", {}).get("version", "")
-        steps = [
-            f"chown -R postgres:postgres {directory}",
-            f"runuser -u postgres -- pg_ctl -D {datadir} -l {datadir}/startup.log start   "
-            f"# PostgreSQL {version}; it replays the archived WAL to the end of the backup, then opens",
-        ]
-        metadata = manifest.get("metadata", {})
-        server_path = metadata.get("data_directory")
-        if server_path and metadata.get("data_directory_host") not in (None, server_path):
-            # The server saw its files elsewhere (path_map): it ran in a container.
-            steps.append(
-                f"# or, as the server ran in a container: docker run -d -v {datadir}:{server_path} IMAGE   "
-                "# the server's image; it hands the files to its postgres user"
-            )
-        return steps
+        return restore_steps(directory, datadir, manifest)
 
     def close(self) -> None:
         if self._conn is not None:

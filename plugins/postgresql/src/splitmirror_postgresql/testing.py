@@ -46,9 +46,11 @@ from urllib.parse import quote
 
 import psycopg
 
+from splitmirror.restore import RestoreResult
 from splitmirror.testing import LedgerDatabase, RestoredLedger, containers
+from splitmirror.testing.steps import run_host_steps
 
-from . import ledger
+from . import ledger, restored_paths
 
 #: The server binaries used unless ``$SPLITMIRROR_PG_BINDIR`` names others.
 DEFAULT_BINDIR = Path("/usr/lib/postgresql/15/bin")
@@ -342,6 +344,33 @@ def restored(directory: Path, *, workdir: Path | None = None) -> Iterator[str]:
         server.stop()
 
 
+#: Where a Debian-built server puts its socket when the configuration does not say.
+DEFAULT_SOCKET_DIR = Path("/var/run/postgresql")
+
+
+@contextlib.contextmanager
+def started_as_printed(restore: RestoreResult, *, binaries: Path | None = None) -> Iterator[str]:
+    """Start a restored cluster by the host steps ``splitmirror restore`` printed (``chown``,
+    ``runuser -u postgres -- pg_ctl ... start``) and yield its conninfo once it has finished
+    recovery; stop it afterwards, pass or fail.  The harness adds only what a DBA's shell has:
+    the server binaries on ``PATH``, a free port in ``PGPORT``, the default socket directory,
+    and the search bit on the test's private ancestors (see the module docstring)."""
+    datadir = restored_paths.data_directory(restore.directory, restore.manifest)
+    server = HostPostgres(restore.directory.with_name(restore.directory.name + ".pg"), binaries=binaries)
+    server.datadir, server.socket_dir, server.logfile = datadir, DEFAULT_SOCKET_DIR, datadir / "startup.log"
+    DEFAULT_SOCKET_DIR.mkdir(parents=True, exist_ok=True)
+    give_to_postgres(DEFAULT_SOCKET_DIR, 0o2775)
+    make_traversable(restore.directory)
+    _RUNNING.add(server)
+    try:
+        env = {"PATH": f"{server.bindir}:{os.environ.get('PATH', '')}", "PGPORT": str(server.port)}
+        run_host_steps(restore.steps, env=env)
+        server.wait_until_writable()
+        yield server.conninfo
+    finally:
+        server.stop()
+
+
 def amcheck(conninfo: str, *, binaries: Path | None = None) -> tuple[bool, str]:
     """Run ``pg_amcheck --all --install-missing --heapallindexed`` (every table and B-tree
     index of every database, and every index entry against its heap) as postgres.  Returns
@@ -395,8 +424,8 @@ class PostgresLedgerDatabase(LedgerDatabase):
         self.options = dict(options or {})
 
     @abc.abstractmethod
-    def restored_server(self, directory: Path) -> contextlib.AbstractContextManager[RestoredServer]:
-        """Start the restored data directory ``directory``; stop it on leaving, pass or fail."""
+    def restored_server(self, restore: RestoreResult) -> contextlib.AbstractContextManager[RestoredServer]:
+        """Start the restored copy by the steps ``restore`` printed; stop it on leaving, pass or fail."""
 
     def create_ledger(self) -> None:
         ledger.create_ledger(self.url)
@@ -490,10 +519,10 @@ class PostgresLedgerDatabase(LedgerDatabase):
                     found.add(path)
         return found
 
-    def restored_ledger(self, directory: Path, manifest: Mapping[str, Any]) -> RestoredLedger:
+    def restored_ledger(self, restore: RestoreResult) -> RestoredLedger:
         """Start the restored copy (:meth:`restored_server`), which must finish recovery, run
         pg_amcheck on it and read the ledger; the server is stopped again before returning."""
-        with self.restored_server(directory / self.datadir.relative_to(self.primary)) as server:
+        with self.restored_server(restore) as server:
             ok, text = server.amcheck()
             rows = ledger.ledger_rows(server.conninfo)
         return RestoredLedger(ok, text, rows)
@@ -527,6 +556,6 @@ class HostLedgerDatabase(PostgresLedgerDatabase):
         self.server = server
 
     @contextlib.contextmanager
-    def restored_server(self, directory: Path) -> Iterator[RestoredServer]:
-        with restored(directory) as conninfo:
+    def restored_server(self, restore: RestoreResult) -> Iterator[RestoredServer]:
+        with started_as_printed(restore, binaries=self.server.bindir) as conninfo:
             yield _HostRestored(conninfo, self.server.bindir)

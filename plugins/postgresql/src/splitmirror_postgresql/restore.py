@@ -1,0 +1,60 @@
+"""How a restored PostgreSQL cluster starts: the steps ``splitmirror restore`` prints.
+
+A HOT_BACKUP restore holds ``backup_label`` and the WAL from the start to the stop of the backup
+in ``pg_wal``: with no signal file the server replays to the end of the backup, then opens.  A
+FREEZE restore is a crash image and gets ordinary crash recovery.  Either way a plain start
+does it, so the steps add only one server option, and only where the live server archived its
+WAL: ``archive_mode=off``.  The restored ``postgresql.conf`` is the live one, so a copy started
+beside the live server would otherwise run the live ``archive_command`` and write segments of
+the same timeline and names into the live archive.  A DBA replacing the lost server drops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from splitmirror.restore_steps import RestoreStep
+
+#: Keeps a restored copy out of the live server's WAL archive (see the module docstring).
+ARCHIVE_OFF = ("-c", "archive_mode=off")
+
+
+def restore_steps(directory: Path, datadir: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
+    """Start the restored ``datadir`` (inside the restore ``directory``) on this host, or, for a
+    server that ran in a container, in a container of its image."""
+    metadata = manifest.get("metadata", {})
+    version = manifest.get("database", {}).get("version", "")
+    archived = str(metadata.get("archive_mode", "off")) in ("on", "always")
+    options = ARCHIVE_OFF if archived else ()
+    why = "; archive_mode=off keeps it out of the live WAL archive" if archived else ""
+    steps = [
+        RestoreStep.run("chown", "-R", "postgres:postgres", directory, route="host"),
+        RestoreStep.run(
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "pg_ctl",
+            "-D",
+            datadir,
+            "-l",
+            datadir / "startup.log",
+            *(("-o", " ".join(options)) if options else ()),
+            "start",
+            comment=f"PostgreSQL {version}; it replays the WAL to the end of the backup, then opens{why}",
+            route="host",
+        ),
+    ]
+    server_path = metadata.get("data_directory")
+    if server_path and metadata.get("data_directory_host") not in (None, server_path):
+        # The server saw its files elsewhere (path_map): it ran in a container.
+        steps.append(
+            RestoreStep.container(
+                [(datadir, server_path)],
+                ["postgres", *options] if options else [],
+                comment=f"IMAGE: the server's image; it hands the files to its postgres user{why}",
+            )
+        )
+    return steps
