@@ -1,9 +1,11 @@
 """compose/README.md's MariaDB walkthrough, step by step: the compose file's ``mariadb`` service on
 a host disk of its own, a HOT_BACKUP session with the README's own config and option file, a
-restore, and the restored copy started in a fresh container with every row there."""
+restore, and the restored copy started in a fresh container by the printed ``docker run`` step
+(which the README's own line must match) with every row there."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -15,7 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from splitmirror.cli import main
+from splitmirror.restore import RestoreResult
+from splitmirror.restore_steps import RestoreStep
 from splitmirror.testing.containers import Unavailable, compose_up, free_port, image_for
+from splitmirror.testing.steps import container_step
 from splitmirror_mysql.testing import ContainerMysql, write_option_file
 
 REPO = Path(__file__).resolve().parents[3]
@@ -88,14 +93,17 @@ def test_the_readme_mariadb_walkthrough(
     backed_up = cli.invoke(main, ["backup", str(config)])
     assert backed_up.exit_code == 0 and "DONE" in backed_up.output, backed_up.output
     restored = backups / "restored-mariadb"
-    result = cli.invoke(main, ["restore", "1", "--to", str(restored)])
+    result = cli.invoke(main, ["restore", "1", "--to", str(restored), "--json"])
     assert result.exit_code == 0, result.output
+    steps = [RestoreStep.from_json(step) for step in json.loads(result.output)["steps"]]
+    # The README's own docker run line keeps the printed step's server options.
+    printed = container_step(steps).server_args
+    assert re.search(r'mariadb:10\.11}" \\\n\s+' + re.escape(" ".join(printed)) + "\n", README.read_text()), (
+        printed
+    )
 
-    copy = ContainerMysql("mariadb", "10.11", restored, password)
-    try:
-        copy.start()
-        with copy.connection() as conn, conn.cursor() as cursor:
-            cursor.execute("SELECT COUNT(*) FROM shop.orders")
-            assert cursor.fetchone() == (1000,)
-    finally:
-        copy.stop()
+    server = ContainerMysql("mariadb", "10.11", restored, password)
+    restore = RestoreResult("", restored, [], [], 0, "mysql", steps, [])
+    with server.restored(restore) as copy, copy.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM shop.orders")
+        assert cursor.fetchone() == (1000,)

@@ -3,6 +3,7 @@ positions, discovery, restore steps."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -242,15 +243,58 @@ def test_tablespaces_are_archived_in_innodb_space_id_order(
 def test_the_restore_prints_start_and_point_in_time_steps(
     splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner
 ) -> None:
+    """Both start lines carry the binary log the server ran with (--log-bin=binlog
+    --server-id=1 in this harness, as in compose/docker-compose.yml); --json gives the same
+    commands as argument lists."""
     splitmirror_database.create_ledger()
     summary = splitmirror_session.run(splitmirror_database, "freeze")
     target = splitmirror_session.workspace.root / "restored"
     catalog = str(splitmirror_session.workspace.catalog)
     result = CliRunner().invoke(main, ["restore", str(summary.id), "--to", str(target), "--catalog", catalog])
     assert result.exit_code == 0, result.output
-    assert f"--datadir={target}" in result.output
-    assert f"docker run -d -v {target}:/var/lib/mysql" in result.output
+    binary = "mariadbd" if splitmirror_database.server.database == "mariadb" else "mysqld"
+    assert f"{binary} --user=mysql --datadir={target} --log-bin=binlog --server-id=1 &" in result.output
+    assert f"docker run -d -v {target}:/var/lib/mysql IMAGE --log-bin=binlog --server-id=1" in result.output
     assert f"--start-position={summary.redo_range['binlog_position']}" in result.output
+    again = CliRunner().invoke(
+        main, ["restore", str(summary.id), "--to", str(target), "--catalog", catalog, "--force", "--json"]
+    )
+    steps = json.loads(again.output)["steps"]
+    container = [step for step in steps if step["kind"] == "container"]
+    assert [step["argv"] for step in container] == [
+        [
+            "docker",
+            "run",
+            "-d",
+            "-v",
+            f"{target}:/var/lib/mysql",
+            "IMAGE",
+            "--log-bin=binlog",
+            "--server-id=1",
+        ]
+    ]
+
+
+@pytest.fixture
+def unlogged(server: ContainerMysql, option_file: Path) -> MysqlLedgerDatabase:
+    """The same server restarted without the binary log."""
+    server.stop()
+    server.binlog = False
+    server.start()
+    return MysqlLedgerDatabase(server, option_file)
+
+
+@pytest.mark.parametrize("mode", ["freeze", "hot-backup"])
+def test_a_server_without_the_binary_log_restores_by_the_printed_steps(
+    mode: str, unlogged: MysqlLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    """The other half of the binary-log matrix (the contract suite's drill runs with it on):
+    no binary log to name, and the copy still starts by the printed step alone."""
+    with unlogged.server.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT @@log_bin")
+        assert cursor.fetchone() == (0,), "the fixture did not turn the binary log off"
+    report = run_drill(unlogged, splitmirror_session, mode)
+    assert report.acknowledged > 0 and report.passed, str(report)
 
 
 def test_point_in_time_recovery_replays_the_binlog_from_the_recorded_position(
