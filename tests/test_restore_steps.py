@@ -6,14 +6,17 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import time
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from splitmirror.restore import RestoreResult
 from splitmirror.restore.report import print_restore
 from splitmirror.restore_steps import IMAGE, RestoreStep, as_step, for_route, grouped
 from splitmirror.restored_paths import primary_at_backup, restored_location
+from splitmirror.testing.steps import StepFailed, container_step, run_host_steps
 
 STEPS = [
     RestoreStep.run("chown", "-R", "mysql:mysql", Path("/r/my data"), route="host"),
@@ -79,3 +82,33 @@ def test_restored_locations_follow_the_primary_recorded_in_the_file_list() -> No
     assert restored_location(Path("/r"), manifest, "/srv/db/binlog") == Path("/r/binlog")
     assert restored_location(Path("/r"), manifest, "/srv/elsewhere") is None
     assert primary_at_backup({"files": []}) is None
+
+
+def test_host_steps_run_in_order_and_a_start_step_keeps_running(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    steps = [
+        RestoreStep.run("touch", marker, route="host"),
+        RestoreStep.start("sh", "-c", f"test -f {marker} && echo started && exec sleep 30"),
+        RestoreStep.container([(tmp_path, "/data")]),  # another route: not run here
+        RestoreStep.manual("then move it into place"),
+    ]
+    log = tmp_path / "server.log"
+    (server,) = run_host_steps(steps, log=log)
+    try:
+        deadline = time.monotonic() + 10
+        while not log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.poll() is None, "a start step runs until the server stops"
+    finally:
+        server.terminate()
+        server.wait()
+    assert log.read_text() == "started\n"
+
+
+def test_a_printed_step_that_fails_as_written_says_which(tmp_path: Path) -> None:
+    with pytest.raises(StepFailed, match=r"the printed step `false` exited 1"):
+        run_host_steps([RestoreStep.run("false")])
+    with pytest.raises(StepFailed, match="needs no-such-server-binary, which is not installed"):
+        run_host_steps([RestoreStep.run("no-such-server-binary", "--datadir=/x")])
+    with pytest.raises(StepFailed, match="expected one `docker run` step"):
+        container_step([RestoreStep.run("true")])

@@ -319,14 +319,16 @@ def test_point_in_time_recovery_replays_the_binlog_from_the_recorded_position(
     for binlog in sorted(server.datadir.glob("binlog.[0-9]*")):
         if binlog.name >= str(positions["binlog_file"]):
             (later / binlog.name).write_bytes(binlog.read_bytes())
+    # The copy runs as printed, without the live container's MARIADB_ROOT_PASSWORD.
+    write_option_file(later / "client.cnf", server.password)
     with splitmirror_database.restored_server(restore) as copy:
         assert copy.container is not None
-        files = " ".join(f"/var/lib/mysql/pitr/{p.name}" for p in sorted(later.iterdir()))
+        files = " ".join(f"/var/lib/mysql/pitr/{p.name}" for p in sorted(later.glob("binlog.*")))
         code, output = copy.container.exec(
             [
                 "sh", "-c",
                 f"mariadb-binlog --start-position={positions['binlog_position']} {files} "
-                f"| mariadb -uroot -p\"$MARIADB_ROOT_PASSWORD\"",
+                "| mariadb --defaults-extra-file=/var/lib/mysql/pitr/client.cnf -uroot",
             ]
         )  # fmt: skip
         assert code == 0, output

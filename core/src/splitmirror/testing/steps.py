@@ -51,8 +51,11 @@ def run_host_steps(
                 output = (done.stdout + done.stderr).decode(errors="replace").strip()
                 raise StepFailed(f"the printed step `{step.text()}` exited {done.returncode}: {output}")
         elif step.kind == "start":
-            out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the server keeps it
-            started.append(subprocess.Popen(step.argv, env=environment, stdout=out, stderr=subprocess.STDOUT))
+            # The child keeps its own copy of the log's descriptor; ours closes at once.
+            with open(log, "ab") if log else contextlib.nullcontext(subprocess.DEVNULL) as out:
+                started.append(
+                    subprocess.Popen(step.argv, env=environment, stdout=out, stderr=subprocess.STDOUT)
+                )
     return started
 
 

@@ -100,11 +100,12 @@ def restore_steps(directory: Path, manifest: Mapping[str, Any]) -> list[RestoreS
     options it needs; then the point-in-time recipe."""
     metadata = manifest.get("metadata", {})
     flavour = str(metadata.get("flavour", MARIADB))
-    server_dir = str(metadata.get("datadir") or IMAGE_DATADIR)
+    server_dir = os.path.normpath(str(metadata.get("datadir") or IMAGE_DATADIR))  # @@datadir ends in "/"
     recorded = metadata.get("server", {})
     # Each directory the server used, as (server path, host path at backup time).
     directories = [
-        (str(s), str(h)) for s, h in metadata.get("directories", [(server_dir, metadata.get("datadir_host"))])
+        (os.path.normpath(str(s)), str(h))
+        for s, h in metadata.get("directories", [(server_dir, metadata.get("datadir_host"))])
     ]
 
     def restored(server_path: str) -> str:
