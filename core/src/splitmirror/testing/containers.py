@@ -236,9 +236,10 @@ class ServerContainer:
 
 class PrintedContainer:
     """A container started by the ``docker`` command itself, from a ``docker run`` line a
-    restore printed: ``docker run -d`` + the harness's plumbing (a label, ``port`` published on
-    127.0.0.1) + the line's own ``docker_options`` + ``image`` + ``server_args``.  Offers what
-    :class:`ServerContainer` does (``host_port``, ``running``, ``exec``, ``logs``, ``stop``)."""
+    restore printed: ``docker run`` + the harness's plumbing (a label, ``port`` published on
+    127.0.0.1) + the line's own ``docker_options`` (``-d`` among them) + ``image`` +
+    ``server_args``.  Offers what :class:`ServerContainer` does (``host_port``, ``running``,
+    ``exec``, ``logs``, ``stop``)."""
 
     def __init__(
         self, docker_options: Sequence[str], image: str, server_args: Sequence[str], *, port: int
@@ -246,7 +247,7 @@ class PrintedContainer:
         self.port = port
         self.image = image
         self.argv = [
-            "docker", "run", "-d", "--label", f"{LABEL}={os.getpid()}", "-p", f"127.0.0.1::{port}",
+            "docker", "run", "--label", f"{LABEL}={os.getpid()}", "-p", f"127.0.0.1::{port}",
             *docker_options, image, *server_args,
         ]  # fmt: skip
         self.id = ""

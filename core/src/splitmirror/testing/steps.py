@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -39,17 +40,7 @@ def run_host_steps(
     started: list[subprocess.Popen[bytes]] = []
     for step in for_route(steps, "host"):
         if step.kind == "run":
-            try:
-                done = subprocess.run(
-                    step.argv, env=environment, capture_output=True, timeout=300, check=False
-                )
-            except FileNotFoundError:
-                raise StepFailed(
-                    f"the printed step `{step.text()}` needs {step.argv[0]}, which is not installed"
-                ) from None
-            if done.returncode != 0:
-                output = (done.stdout + done.stderr).decode(errors="replace").strip()
-                raise StepFailed(f"the printed step `{step.text()}` exited {done.returncode}: {output}")
+            _run([step], environment)
         elif step.kind == "start":
             # The child keeps its own copy of the log's descriptor; ours closes at once.
             with open(log, "ab") if log else contextlib.nullcontext(subprocess.DEVNULL) as out:
@@ -57,6 +48,20 @@ def run_host_steps(
                     subprocess.Popen(step.argv, env=environment, stdout=out, stderr=subprocess.STDOUT)
                 )
     return started
+
+
+def _run(steps: Sequence[RestoreStep], environment: Mapping[str, str]) -> None:
+    """Each step's command to completion; :class:`StepFailed` with its output when one fails."""
+    for step in steps:
+        try:
+            done = subprocess.run(step.argv, env=environment, capture_output=True, timeout=300, check=False)
+        except FileNotFoundError:
+            raise StepFailed(
+                f"the printed step `{step.text()}` needs {step.argv[0]}, which is not installed"
+            ) from None
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace").strip()
+            raise StepFailed(f"the printed step `{step.text()}` exited {done.returncode}: {output}")
 
 
 def container_step(steps: Sequence[RestoreStep]) -> RestoreStep:
@@ -72,10 +77,39 @@ def container_step(steps: Sequence[RestoreStep]) -> RestoreStep:
 
 @contextlib.contextmanager
 def started_in_container(steps: Sequence[RestoreStep], image: str, port: int) -> Iterator[PrintedContainer]:
-    """Run the restore's ``docker run`` step with ``image`` for ``IMAGE`` and ``port`` published
-    on 127.0.0.1; the container is removed on leaving, pass or fail."""
+    """Run the restore's container route: its ``run`` steps on this host, then its ``docker
+    run`` step with ``image`` for ``IMAGE`` and ``port`` published on 127.0.0.1; the container
+    is removed on leaving, pass or fail."""
     step = container_step(steps)
+    _run([s for s in steps if s.route == "container" and s.kind == "run"], dict(os.environ))
     container = PrintedContainer([*step.docker_options], image, [*step.server_args], port=port)
+    try:
+        yield container.start()
+    finally:
+        container.stop()
+
+
+@contextlib.contextmanager
+def host_steps_in_container(
+    steps: Sequence[RestoreStep], image: str, port: int, directory: Path
+) -> Iterator[PrintedContainer]:
+    """Run the restore's *host* steps, as printed, inside a container of ``image`` that stands
+    in for a database host: ``directory`` (the restore) is mounted at its own path, and the
+    ``run`` steps and then the ``start`` step run in a shell there, the server in the
+    foreground.  For servers whose binaries this machine lacks (MySQL, MariaDB): the bare
+    server line is proven without installing the server here."""
+    host = for_route(steps, "host")
+    starts = [step for step in host if step.kind == "start"]
+    if len(starts) != 1:
+        printed = "\n".join(step.text() for step in steps)
+        raise StepFailed(
+            f"expected one step that starts the server on this host, found {len(starts)}:\n{printed}"
+        )
+    script = [shlex.join(step.argv) for step in host if step.kind == "run"] + [
+        f"exec {shlex.join(starts[0].argv)}"
+    ]
+    options = ["-d", "-v", f"{directory}:{directory}", "--entrypoint", "sh"]
+    container = PrintedContainer(options, image, ["-c", " && ".join(script)], port=port)
     try:
         yield container.start()
     finally:

@@ -19,13 +19,17 @@ server's and each restored directory is mounted where the server had it.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from splitmirror.restore_steps import RestoreStep
 from splitmirror.restored_paths import restored_location
+
+from . import binlog_index
 
 MARIADB = "MariaDB"
 #: Server variables read at connect and recorded in the manifest (``metadata.server``).
@@ -36,8 +40,8 @@ RECORDED = (
 )  # fmt: skip
 #: MySQL only (MariaDB's GTIDs need no start option).
 RECORDED_MYSQL = ("gtid_mode", "enforce_gtid_consistency")
-#: The upstream images' data directory.
-IMAGE_DATADIR = "/var/lib/mysql"
+#: The upstream images' data directory, and the uid and gid of their mysql user.
+IMAGE_DATADIR, IMAGE_UID = "/var/lib/mysql", 999
 _DEFAULT_PAGE_SIZE = 16384
 _DEFAULT_DATA_FILE_PATH = "ibdata1:12M:autoextend"
 _DIRECTORY_OPTIONS = {
@@ -47,32 +51,32 @@ _DIRECTORY_OPTIONS = {
 }
 
 
-def _on(value: Any) -> bool:
-    return str(value).upper() in ("1", "ON", "TRUE")
-
-
-def _server_path(datadir: str, value: Any) -> str:
-    """A path variable as the server resolves it: relative values from the data directory."""
-    return os.path.normpath(os.path.join(datadir, str(value)))
-
-
 def start_options(
-    server: Mapping[str, Any], datadir: str, flavour: str, place: Callable[[str], str]
+    server: Mapping[str, Any],
+    datadir: str,
+    flavour: str,
+    place: Callable[[str], str],
+    *,
+    version: str = "",
+    index: str | None = None,
 ) -> list[str]:
     """The server options the copy needs, from the recorded ``server`` variables; ``place``
-    turns a server path outside the data directory into the path the started copy sees."""
+    turns a server path outside the data directory into the path the started copy sees;
+    ``index`` replaces the binary log index (a copy of it naming restored paths)."""
 
     def located(path: str) -> str:
         inside = os.path.relpath(path, datadir)
         return inside if not inside.startswith("..") else place(path)
 
     options: list[str] = []
-    if _on(server.get("log_bin")) and server.get("log_bin_basename"):
-        basename = _server_path(datadir, server["log_bin_basename"])
+    if binlog_index.is_on(server.get("log_bin")) and server.get("log_bin_basename"):
+        basename = binlog_index.server_path(datadir, server["log_bin_basename"])
         options.append(f"--log-bin={located(basename)}")
-        index = server.get("log_bin_index")
-        if index and _server_path(datadir, index) != basename + ".index":
-            options.append(f"--log-bin-index={located(_server_path(datadir, index))}")
+        recorded_index = server.get("log_bin_index")
+        if index is not None:
+            options.append(f"--log-bin-index={index}")
+        elif recorded_index and binlog_index.server_path(datadir, recorded_index) != basename + ".index":
+            options.append(f"--log-bin-index={located(binlog_index.server_path(datadir, recorded_index))}")
         options.append(f"--server-id={int(server.get('server_id') or 1)}")
     elif flavour != MARIADB and "log_bin" in server:
         options.append("--skip-log-bin")  # MySQL 8+ logs by default; this server did not
@@ -84,7 +88,7 @@ def start_options(
         options.append(f"--innodb-data-file-path={data_file_path}")
     for name, option in _DIRECTORY_OPTIONS.items():
         if server.get(name):
-            path = _server_path(datadir, server[name])
+            path = binlog_index.server_path(datadir, server[name])
             if path != os.path.normpath(datadir):
                 options.append(f"{option}={place(path)}")
     if flavour != MARIADB:
@@ -92,71 +96,118 @@ def start_options(
             options.append(f"--lower-case-table-names={int(server['lower_case_table_names'])}")
         if str(server.get("gtid_mode", "")).upper() == "ON":
             options += ["--gtid-mode=ON", "--enforce-gtid-consistency=ON"]
+    options.append(_skip_replication(flavour, version))
     return options
 
 
-def restore_steps(directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
-    """Start the copy on this host, or (for a server that ran in one) in a container, with the
-    options it needs; then the point-in-time recipe."""
-    metadata = manifest.get("metadata", {})
-    flavour = str(metadata.get("flavour", MARIADB))
-    server_dir = os.path.normpath(str(metadata.get("datadir") or IMAGE_DATADIR))  # @@datadir ends in "/"
-    recorded = metadata.get("server", {})
-    # Each directory the server used, as (server path, host path at backup time).
-    directories = [
-        (os.path.normpath(str(s)), str(h))
-        for s, h in metadata.get("directories", [(server_dir, metadata.get("datadir_host"))])
-    ]
+def _skip_replication(flavour: str, version: str) -> str:
+    """A copy of a replica must not reconnect to its source under the live replica's server id
+    (the source would drop the live replica's connection); START REPLICA when it should."""
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+    modern = flavour != MARIADB and numbers >= (8, 0, 26)
+    return "--skip-replica-start" if modern else "--skip-slave-start"
 
-    def restored(server_path: str) -> str:
-        for server_root, host_root in sorted(directories, key=lambda d: len(d[0]), reverse=True):
+
+class RestoredServer:
+    """Where the server's directories are in the restore ``directory`` (:meth:`restored`), and
+    the steps that start it there."""
+
+    def __init__(self, directory: Path, manifest: Mapping[str, Any]) -> None:
+        self.directory, self.manifest = directory, manifest
+        metadata = manifest.get("metadata", {})
+        self.flavour = str(metadata.get("flavour", MARIADB))
+        self.version = str(manifest.get("database", {}).get("version", ""))
+        self.server_dir = os.path.normpath(
+            str(metadata.get("datadir") or IMAGE_DATADIR)
+        )  # @@datadir ends in /
+        self.recorded: Mapping[str, Any] = metadata.get("server", {})
+        self.positions: Mapping[str, Any] = metadata.get("positions", {})
+        #: Each directory the server used: (server path, host path at backup time).
+        self.directories = [
+            (os.path.normpath(str(s)), str(h) if h else "")
+            for s, h in metadata.get("directories", [(self.server_dir, metadata.get("datadir_host"))])
+        ]
+
+    def carried(self, server_path: str) -> str | None:
+        """The restored location of a server path, or None when the backup did not carry it."""
+        for server_root, host_root in sorted(self.directories, key=lambda d: len(d[0]), reverse=True):
             inside = os.path.relpath(server_path, server_root)
-            if not inside.startswith("..") and host_root and host_root != "None":
-                found = restored_location(directory, manifest, Path(host_root) / inside)
+            if host_root and not inside.startswith(".."):
+                found = restored_location(self.directory, self.manifest, Path(host_root) / inside)
                 if found is not None:
-                    return str(Path(os.path.normpath(found)))
-        return server_path  # not under the primary: the backup did not carry it
+                    return os.path.normpath(found)
+        return None
 
-    datadir = restored(server_dir)
-    binary, client, binlog_tool = (
-        ("mariadbd", "mariadb", "mariadb-binlog")
-        if flavour == MARIADB
-        else ("mysqld", "mysql", "mysqlbinlog")
-    )
-    roots = sorted({restored(s) for s, _host in directories})
-    steps = [
-        RestoreStep.run("chown", "-R", "mysql:mysql", *roots, route="host"),
-        RestoreStep.start(
-            binary,
-            "--user=mysql",
-            f"--datadir={datadir}",
-            *start_options(recorded, server_dir, flavour, restored),
-            comment="crash recovery, then it takes connections",
-        ),
-    ]
-    if any(os.path.normpath(s) != os.path.normpath(str(h)) for s, h in directories):
-        # The server saw its files elsewhere (path_map): it ran in a container.
-        mounts = [(restored(s), s) for s in sorted({s for s, _h in directories})]
-        extra = [] if server_dir == IMAGE_DATADIR else [f"--datadir={server_dir}"]
-        steps.append(
-            RestoreStep.container(
-                _outermost(mounts),
-                [*extra, *start_options(recorded, server_dir, flavour, lambda path: path)],
-                comment="IMAGE: the server's image; it hands the files to its mysql user",
+    def restored(self, server_path: str) -> str:
+        """The restored location of a server path; the path itself when the backup did not carry it."""
+        return self.carried(server_path) or server_path
+
+    @property
+    def in_container(self) -> bool:
+        """The server saw its files elsewhere than this host (``path_map``): it ran in a container."""
+        return any(server != os.path.normpath(host) for server, host in self.directories)
+
+    def steps(self, binlogs: binlog_index.Prepared | None = None) -> list[RestoreStep]:
+        """Start the copy on this host, or in a container, with the options it needs; then the
+        point-in-time recipe.  ``binlogs`` is what :func:`binlog_index.prepare` did."""
+        binary, client, tool = (
+            ("mariadbd", "mariadb", "mariadb-binlog")
+            if self.flavour == MARIADB
+            else ("mysqld", "mysql", "mysqlbinlog")
+        )
+        options = functools.partial(
+            start_options, self.recorded, self.server_dir, self.flavour, version=self.version
+        )
+        host_index = binlogs.host_index if binlogs else None
+        steps = [
+            # The whole restore: DIR itself is created 0700, and the server must pass through it.
+            RestoreStep.run("chown", "-R", "mysql:mysql", self.directory, route="host"),
+            RestoreStep.start(
+                binary, "--user=mysql", f"--datadir={self.restored(self.server_dir)}",
+                *options(self.restored, index=host_index),
+                comment="crash recovery, then it takes connections",
+            ),
+        ]  # fmt: skip
+        if self.in_container:
+            mounts = [(self.restored(s), s) for s in sorted({s for s, _h in self.directories})]
+            others = [host for host, inside in _outermost(mounts) if inside != self.server_dir]
+            if others:  # the images' entrypoints hand only the data directory to their mysql user
+                steps.append(
+                    RestoreStep.run(
+                        "chown", "-R", f"{IMAGE_UID}:{IMAGE_UID}", *others,
+                        comment="the mysql user of the upstream images", route="container",
+                    )
+                )  # fmt: skip
+            extra = [] if self.server_dir == IMAGE_DATADIR else [f"--datadir={self.server_dir}"]
+            steps.append(
+                RestoreStep.container(
+                    _outermost(mounts),
+                    [*extra, *options(lambda path: path)],
+                    comment="IMAGE: the server's image; it hands the files to its mysql user",
+                )
             )
-        )
-    positions = metadata.get("positions", {})
-    if positions.get("binlog_file"):
-        exact = (
-            "" if positions.get("exact") else " (HOT_BACKUP: use the restored server's SHOW BINLOG STATUS)"
-        )
-        steps.append(
-            RestoreStep.note(
-                f"point in time: {binlog_tool} --start-position={positions['binlog_position']} "
-                f"{positions['binlog_file']} LATER_BINLOGS... | {client}{exact}"
+        end = binlogs.end if binlogs else None
+        if end is not None:
+            steps.append(
+                RestoreStep.note(
+                    f"point in time: {tool} --start-position={end[1]} {end[0]} LATER_BINLOGS... | {client}   "
+                    "(the end of the restored binary log: where the backup ends, in either mode)"
+                )
             )
-        )
-    return steps
+        elif self.positions.get("binlog_file"):
+            steps.append(
+                RestoreStep.note(
+                    f"point in time: {tool} --start-position={self.positions['binlog_position']} "
+                    f"{self.positions['binlog_file']} LATER_BINLOGS... | {client}   (recorded at the split)"
+                )
+            )
+        return steps
+
+
+def restore_steps(directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
+    """Make the restored binary log index right for the copy, and the steps that start it."""
+    server = RestoredServer(directory, manifest)
+    return server.steps(binlog_index.prepare(server))
 
 
 def _outermost(mounts: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -25,7 +25,7 @@ import pymysql
 from splitmirror.restore import RestoreResult
 from splitmirror.testing import LedgerDatabase, RestoredLedger
 from splitmirror.testing.containers import PrintedContainer, ServerContainer, image_for
-from splitmirror.testing.steps import started_in_container
+from splitmirror.testing.steps import host_steps_in_container, started_in_container
 
 from . import ledger
 from .connection import connect
@@ -48,35 +48,44 @@ def write_option_file(path: Path, password: str) -> Path:
 
 class ContainerMysql:
     """``database`` (``mariadb`` or ``mysql``) ``version`` in a container on the host
-    directory ``datadir``, initialised when empty (root's password ``password``), with the
-    binary log on unless ``binlog`` is False.  :meth:`start` returns once the server takes
-    connections; :meth:`restored` starts a restored copy as the restore printed."""
+    directory ``datadir``, initialised when empty (root's password ``password``).  ``binlog``:
+    True for ``--log-bin=binlog`` (the compose file's), a string for that ``--log-bin`` value,
+    False for none; ``mounts`` are more host directories for the server (a binary log
+    directory of its own).  :meth:`start` returns once the server takes connections;
+    :meth:`restored` starts a restored copy as the restore printed."""
 
     def __init__(
-        self, database: str, version: str, datadir: Path, password: str, *, binlog: bool = True
+        self,
+        database: str,
+        version: str,
+        datadir: Path,
+        password: str,
+        *,
+        binlog: bool | str = True,
+        mounts: Mapping[Path, str] | None = None,
     ) -> None:
         self.database, self.version = database, version
         self.datadir = datadir
         self.password = password
         self.binlog = binlog
+        self.mounts = dict(mounts or {})
         self.image = image_for(database, version)
         self.container: ServerContainer | PrintedContainer | None = None
+
+    def _binlog_options(self) -> list[str]:
+        if self.binlog is False:  # MySQL 8+ logs by default, MariaDB does not: say so, both ways
+            return ["--skip-log-bin"] if self.database == "mysql" else []
+        return [f"--log-bin={'binlog' if self.binlog is True else self.binlog}", "--server-id=1"]
 
     def start(self, *arguments: str) -> ContainerMysql:
         binary, password_variable = FLAVOURS[self.database]
         self.datadir.mkdir(parents=True, exist_ok=True)
-        # MySQL 8+ logs by default, MariaDB does not: say which, both ways.
-        binlog = (
-            ["--log-bin=binlog", "--server-id=1"]
-            if self.binlog
-            else (["--skip-log-bin"] if self.database == "mysql" else [])
-        )
         self.container = ServerContainer(
             self.image,
             port=PORT,
             env={password_variable: self.password},
-            mounts={self.datadir: DATA},
-            command=[binary, *binlog, *arguments],
+            mounts={self.datadir: DATA, **self.mounts},
+            command=[binary, *self._binlog_options(), *arguments],
         )
         try:
             self.container.start()
@@ -87,12 +96,17 @@ class ContainerMysql:
         return self
 
     @contextlib.contextmanager
-    def restored(self, restore: RestoreResult) -> Iterator[ContainerMysql]:
-        """A copy of this server restored by ``restore``, started by the printed ``docker run``
-        step in this server's image (nothing else added but a published port), until the
-        block ends."""
+    def restored(self, restore: RestoreResult, route: str = "container") -> Iterator[ContainerMysql]:
+        """A copy of this server restored by ``restore``, started by the printed steps until
+        the block ends: the ``docker run`` step in this server's image (nothing added but a
+        published port), or with ``route="host"`` the chown and bare server line, run in a
+        container of this image that stands in for the database host."""
         copy = ContainerMysql(self.database, self.version, restore.directory, self.password)
-        with started_in_container(restore.steps, self.image, PORT) as container:
+        if route == "host":
+            started = host_steps_in_container(restore.steps, self.image, PORT, restore.directory)
+        else:
+            started = started_in_container(restore.steps, self.image, PORT)
+        with started as container:
             copy.container = container
             copy._wait_until_ready()
             yield copy
@@ -104,7 +118,7 @@ class ContainerMysql:
 
     @property
     def path_map(self) -> dict[str, str]:
-        return {DATA: str(self.datadir)}
+        return {DATA: str(self.datadir), **{inside: str(host) for host, inside in self.mounts.items()}}
 
     def connection(self) -> Any:
         """A root connection (password given directly: test code only)."""
@@ -172,8 +186,10 @@ class MysqlLedgerDatabase(LedgerDatabase):
         options: Mapping[str, Any] | None = None,
         *,
         primary: Path | None = None,
+        route: str = "container",
     ) -> None:
         self.server = server
+        self.route = route  # how restored copies start: "container" or "host" (see ContainerMysql.restored)
         self.option_file = option_file
         self.url = server.url
         self.primary = primary or server.datadir
@@ -276,7 +292,7 @@ class MysqlLedgerDatabase(LedgerDatabase):
 
     def restored_server(self, restore: RestoreResult) -> contextlib.AbstractContextManager[ContainerMysql]:
         """The restored copy, started by the steps the restore printed."""
-        return self.server.restored(restore)
+        return self.server.restored(restore, self.route)
 
     def restored_ledger(self, restore: RestoreResult) -> RestoredLedger:
         with self.restored_server(restore) as server:

@@ -1,0 +1,74 @@
+"""Restored copies of servers that kept a binary log start by the printed steps, both ways: the
+``docker run`` line, and the chown and bare server line (run in a container of the image that
+stands in for the database host, with the restore at its own path).  The binary log's name as
+a DBA sets it: relative (``binlog``), absolute in the data directory (its index then names
+absolute paths), and in a directory of its own under the primary.
+
+Each drill runs ledger writers through a FREEZE session (prepared transactions are in the image:
+without the binary log the copy refuses to start) and checks every acknowledged row."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from splitmirror.testing import SessionRunner, Workspace, run_drill
+from splitmirror.testing.containers import Unavailable
+from splitmirror.testing.secrets import sentinel_password
+from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
+
+#: --log-bin as the server ran with it → the directory of its own it needs (under the primary).
+LOG_BINS = {
+    "relative": ("binlog", None),
+    "absolute": ("/var/lib/mysql/binlog", None),
+    "own-directory": ("/var/log/mysql-binlogs/binlog", "binlogs"),
+}
+
+
+@pytest.fixture(params=list(LOG_BINS))
+def logged(
+    request: pytest.FixtureRequest, splitmirror_primary_disk: Path, splitmirror_workspace: Workspace
+) -> Iterator[tuple[ContainerMysql, Path]]:
+    """MariaDB 10.11 with the binary log named as the parameter says; (server, option file)."""
+    if os.geteuid() != 0:
+        pytest.skip(
+            "container MySQL/MariaDB tests need root: splitmirror reads files the container's user owns"
+        )
+    log_bin, own = LOG_BINS[request.param]
+    mounts = {}
+    if own:
+        host = splitmirror_primary_disk / own
+        host.mkdir()
+        os.chown(host, 999, 999)  # the image's mysql user; its entrypoint hands over only the data directory
+        mounts[host] = os.path.dirname(log_bin)
+    try:
+        server = ContainerMysql(
+            "mariadb",
+            "10.11",
+            splitmirror_primary_disk / "mysql",
+            sentinel_password(),
+            binlog=log_bin,
+            mounts=mounts,
+        )
+    except Unavailable as reason:
+        pytest.skip(str(reason))
+    try:
+        yield server.start(), write_option_file(splitmirror_workspace.root / "my.cnf", server.password)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("route", ["host", "container"])
+def test_a_copy_starts_by_the_printed_steps(
+    route: str,
+    logged: tuple[ContainerMysql, Path],
+    splitmirror_primary_disk: Path,
+    splitmirror_session: SessionRunner,
+) -> None:
+    server, option_file = logged
+    database = MysqlLedgerDatabase(server, option_file, primary=splitmirror_primary_disk, route=route)
+    report = run_drill(database, splitmirror_session, "freeze")
+    assert report.acknowledged > 0 and report.passed, str(report)
