@@ -4,6 +4,8 @@ positions, discovery, restore steps."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -253,25 +255,18 @@ def test_the_restore_prints_start_and_point_in_time_steps(
     result = CliRunner().invoke(main, ["restore", str(summary.id), "--to", str(target), "--catalog", catalog])
     assert result.exit_code == 0, result.output
     binary = "mariadbd" if splitmirror_database.server.database == "mariadb" else "mysqld"
-    assert f"{binary} --user=mysql --datadir={target} --log-bin=binlog --server-id=1 &" in result.output
-    assert f"docker run -d -v {target}:/var/lib/mysql IMAGE --log-bin=binlog --server-id=1" in result.output
+    options = "--log-bin=binlog --server-id=1 --skip-slave-start"
+    assert f"{binary} --user=mysql --datadir={target} {options} &" in result.output
+    assert f"docker run -d -v {target}:/var/lib/mysql IMAGE {options}" in result.output
     assert f"--start-position={summary.redo_range['binlog_position']}" in result.output
     again = CliRunner().invoke(
         main, ["restore", str(summary.id), "--to", str(target), "--catalog", catalog, "--force", "--json"]
     )
     steps = json.loads(again.output)["steps"]
     container = [step for step in steps if step["kind"] == "container"]
+    volume = f"{target}:/var/lib/mysql"
     assert [step["argv"] for step in container] == [
-        [
-            "docker",
-            "run",
-            "-d",
-            "-v",
-            f"{target}:/var/lib/mysql",
-            "IMAGE",
-            "--log-bin=binlog",
-            "--server-id=1",
-        ]
+        ["docker", "run", "-d", "-v", volume, "IMAGE", *options.split()]
     ]
 
 
@@ -297,44 +292,67 @@ def test_a_server_without_the_binary_log_restores_by_the_printed_steps(
     assert report.acknowledged > 0 and report.passed, str(report)
 
 
-def test_point_in_time_recovery_replays_the_binlog_from_the_recorded_position(
-    splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner
+def ledger_rows(conn: Any) -> set[tuple[int, int]]:
+    with conn.cursor() as cursor:
+        cursor.execute(f"SELECT writer, seq FROM {DATABASE}.ledger")
+        return {(int(w), int(q)) for w, q in cursor.fetchall()}
+
+
+@pytest.mark.parametrize("mode", ["freeze", "hot-backup"])
+def test_point_in_time_recovery_replays_the_binlog_from_the_printed_position(
+    mode: str, splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner
 ) -> None:
-    """The docs' point-in-time steps, for real: rows committed after a FREEZE backup come back
-    by replaying the live server's binary log from the position the session recorded."""
+    """The printed point-in-time step, for real: writers commit through the session and after
+    it; the copy, started as printed, then replayed from the printed position with the live
+    server's later binary logs, holds exactly the live server's ledger — no row missing, none
+    applied twice (the ledger's primary key would refuse it).  In HOT_BACKUP commits run until
+    the freeze, so the position read before the split would replay some twice: the printed one
+    is the end of the restored binary log."""
     server = splitmirror_database.server
     if server.database != "mariadb":
         pytest.skip("uses mariadb-binlog")
     splitmirror_database.create_ledger()
-    summary = splitmirror_session.run(splitmirror_database, "freeze")
-    with server.connection() as conn, conn.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {DATABASE}.ledger (writer, seq) VALUES (-9, %s)", [(n,) for n in (1, 2, 3)]
-        )
-    positions = summary.redo_range
-    target = splitmirror_session.workspace.root / "restored"
-    restore = splitmirror_session.restore(summary, target)
-    later = target / "pitr"  # the live binary logs, beside the restored ones (never over them)
+    root = splitmirror_session.workspace.root
+    writers = [
+        subprocess.Popen(splitmirror_database.writer_command(w, root / f"acks-{w}.txt")) for w in (1, 2)
+    ]
+    try:
+        while not all((root / f"acks-{w}.txt").exists() for w in (1, 2)):
+            time.sleep(0.05)
+        summary = splitmirror_session.run(splitmirror_database, mode)
+        time.sleep(0.5)  # commits after the backup, for the replay to bring back
+    finally:
+        for writer in writers:
+            writer.terminate()
+            writer.wait(timeout=30)
+    restore = splitmirror_session.restore(summary, root / "restored")
+    (note,) = [step.text() for step in restore.steps if step.kind == "note"]
+    position, first = re.findall(r"--start-position=(\d+) (binlog\.\d+)", note)[0]
+    later = restore.directory / "pitr"  # the live binary logs, beside the restored ones (never over them)
     later.mkdir()
     for binlog in sorted(server.datadir.glob("binlog.[0-9]*")):
-        if binlog.name >= str(positions["binlog_file"]):
+        if binlog.name >= first:
             (later / binlog.name).write_bytes(binlog.read_bytes())
     # The copy runs as printed, without the live container's MARIADB_ROOT_PASSWORD.
     write_option_file(later / "client.cnf", server.password)
-    with splitmirror_database.restored_server(restore) as copy:
+    with splitmirror_database.restored_server(restore) as copy, server.connection() as live:
         assert copy.container is not None
         files = " ".join(f"/var/lib/mysql/pitr/{p.name}" for p in sorted(later.glob("binlog.*")))
         code, output = copy.container.exec(
             [
                 "sh", "-c",
-                f"mariadb-binlog --start-position={positions['binlog_position']} {files} "
+                f"mariadb-binlog --start-position={position} {files} "
                 "| mariadb --defaults-extra-file=/var/lib/mysql/pitr/client.cnf -uroot",
             ]
         )  # fmt: skip
         assert code == 0, output
-        with copy.connection() as conn, conn.cursor() as cursor:
-            cursor.execute(f"SELECT seq FROM {DATABASE}.ledger WHERE writer = -9 ORDER BY seq")
-            assert [row[0] for row in cursor.fetchall()] == [1, 2, 3]
+        with copy.connection() as conn:
+            assert ledger_rows(conn) == ledger_rows(live)
+    if mode == "freeze":
+        assert (first, int(position)) == (
+            summary.redo_range["binlog_file"],
+            summary.redo_range["binlog_position"],
+        )
 
 
 def test_the_watchdog_ends_a_wait_the_server_would_let_run_longer(
