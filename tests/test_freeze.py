@@ -131,8 +131,12 @@ def test_failure_while_frozen_thaws(
 def test_freezing_our_own_filesystem_is_refused_before_quiescing(
     loop_fs: Path, tmp_path: Path, write_config: Any, hooks: Hooks
 ) -> None:
+    """The catalog beside the primary on the filesystem SPLIT freezes (inside it, the file is
+    refused at load: tests/test_placement.py)."""
     hooks.register(Probe(loop_fs), "probe")
-    config = config_for(loop_fs, tmp_path, write_config)
+    data = loop_fs / "data"
+    data.mkdir()
+    config = config_for(data, tmp_path, write_config)
     path = Path(config.source)
     path.write_text(
         path.read_text().replace(f'catalog = "{tmp_path}/catalog.db"', f'catalog = "{loop_fs}/catalog.db"')

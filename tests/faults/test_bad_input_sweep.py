@@ -148,6 +148,49 @@ CASES: list[Case] = [
         2,
         "[mirror] precopy_passes: input should be greater than or equal to 0",
     ),
+    # -- placement: nothing of splitmirror's inside the primary or the mirror ----------------
+    (
+        "archives inside the mirror",
+        lambda s: ["backup", s.with_keys("target", path=f"{s.mirror}/{{session}}.tar")],
+        2,
+        "[target] path: the archive directory",
+    ),
+    (
+        "archives inside the primary",
+        lambda s: ["backup", s.with_keys("target", path=f"{_primary(s)}/old/{{session}}.tar")],
+        2,
+        "is inside the primary",
+    ),
+    (
+        "catalog inside the mirror",
+        lambda s: ["backup", s.with_keys("session", catalog=f"{s.mirror}/catalog.db")],
+        2,
+        "[session] catalog: the catalog",
+    ),
+    (
+        "catalog inside the primary",
+        lambda s: ["backup", s.with_keys("session", catalog=f"{_primary(s)}/catalog.db")],
+        2,
+        "set [session] catalog to a place outside both the primary and the mirror",
+    ),
+    (
+        "mirror inside the primary",
+        lambda s: ["backup", s.with_keys("mirror", mirror=f"{_primary(s)}/mirror")],
+        2,
+        "[mirror] mirror: the mirror",
+    ),
+    (
+        "primary inside the mirror",
+        lambda s: ["backup", s.with_keys("mirror", mirror=str(s.mirror.parent))],
+        2,
+        "[mirror] mirror: the primary",
+    ),
+    (
+        "mirror of another primary",
+        lambda s: ["backup", _another_primary(s)],
+        3,
+        "--take-over-mirror",
+    ),
     # -- command line -----------------------------------------------------------------------
     ("unknown session to show", lambda s: ["show", "999", "--catalog", str(s.catalog)], 5, "no session 999"),
     (
@@ -207,6 +250,21 @@ def _write(path: Path, text: str) -> str:
     path.write_text(text)
     path.chmod(0o600)
     return str(path)
+
+
+def _primary(setup: Setup) -> str:
+    return str(setup.sections["mirror"]["primary"])
+
+
+def _another_primary(setup: Setup) -> str:
+    """The good config on another database, in another primary, with the same mirror."""
+    other = SqliteLedgerDatabase(setup.root / "other")
+    other.primary.mkdir()
+    other.create_ledger()
+    return setup.config(
+        database={**setup.sections["database"], "url": other.url},
+        mirror={**setup.sections["mirror"], "primary": str(other.primary)},
+    )
 
 
 def _world_writable(setup: Setup) -> str:

@@ -39,7 +39,7 @@ Exit codes:
      restore: writing into DIR failed part way (a full disk, permissions)
   2  bad configuration, bad arguments, or an unknown or broken plugin
   3  a preflight check failed (nothing was changed on the database)
-  4  another session is running for this configuration
+  4  another session is running for this configuration or on its mirror
   5  the catalog cannot be opened, the session asked for is not in it,
      or the archive to verify or restore cannot be found
   6  verification failed: a checksum, size or the manifest does not match,
@@ -142,12 +142,17 @@ def main() -> None:
 @click.argument("config", type=click.Path(path_type=Path))
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option(
+    "--take-over-mirror",
+    is_flag=True,
+    help="Hand the mirror, which holds another primary's copy, over to CONFIG's primary (once).",
+)
 @handled
-def backup(config: Path, as_json: bool, quiet: bool) -> None:
+def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool) -> None:
     """Run one backup session for CONFIG (a TOML file)."""
     cfg = load_config(config)
     hooks = Hooks()
-    session = Session(cfg, hooks)
+    session = Session(cfg, hooks, take_over_mirror=take_over_mirror)
     # With the archive on standard output, reports go to standard error.
     global _archive_on_stdout
     _archive_on_stdout = cfg.target.path == "-"

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
+from . import placement
 from .errors import ConfigError
 from .phases import Mode
 from .units import parse_duration, parse_size
@@ -156,11 +157,16 @@ def _describe(
 
 
 def parse_config(data: dict[str, Any], where: str = "config") -> Config:
-    """Validate an already-parsed TOML document."""
+    """Validate an already-parsed TOML document, and where it puts things (:mod:`.placement`)."""
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except pydantic.ValidationError as error:
         raise ConfigError(_describe(error.errors()[0], Config, where)) from None
+    misplaced = placement.config_problems(config)
+    if misplaced:
+        key, problem = misplaced[0]
+        raise ConfigError(f"{where}: {key}: {problem.sentence()}")
+    return config
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, impl
+from . import __version__, impl, placement
 from .archive.pax import ArchiveWriter, MemberRecord
 from .catalog import Catalog, FileRecord, PhaseRecord, SessionSummary, default_catalog_path
 from .catalog.base import DONE, FAILED, STARTED
@@ -40,10 +40,11 @@ from .errors import (
     first_line,
 )
 from .filemap import FileMap
-from .fsfreeze import Freezer, same_filesystem
+from .fsfreeze import Freezer
 from .hooks import Hooks
 from .lock import SessionLock
 from .mirror.base import MirrorProvider, SplitStat, SyncStats
+from .mirror.ownership import MirrorClaim
 from .phases import PHASE_ORDER, Mode, Phase
 from .progress import Progress
 from .targets.base import Target
@@ -84,7 +85,7 @@ class Session:
     :class:`~splitmirror.errors.SessionFailed` (or a :class:`~splitmirror.errors.UserError` when
     the session could not even start)."""
 
-    def __init__(self, config: Config, hooks: Hooks | None = None) -> None:
+    def __init__(self, config: Config, hooks: Hooks | None = None, *, take_over_mirror: bool = False) -> None:
         self.config = config
         self.hooks = hooks or Hooks()
         self.mode: Mode = config.database.mode
@@ -104,6 +105,7 @@ class Session:
         self._filemap = FileMap()
         self._freezer = Freezer()
         self._lock: SessionLock | None = None
+        self._claim = MirrorClaim(config, take_over=take_over_mirror)
         self._guard = SignalGuard(config.session.max_window)
         self._watchdog = Watchdog({})
         self._window_start: float | None = None
@@ -269,7 +271,14 @@ class Session:
             *self.mirror.preflight(),
             *self._outside_primary(self.engine.layout()),
             *probe.preflight(),
-            *self._freeze_problems(self.catalog_path),
+            *placement.preflight_problems(
+                self.config,
+                self.catalog_path,
+                probe.name == "file",
+                self.engine.freeze_paths(self.mode),
+                self.mirror,
+            ),
+            *self._claim.problems(),
         ]
 
     def _outside_primary(self, paths: list[Path]) -> list[PreflightProblem]:
@@ -311,8 +320,15 @@ class Session:
     def _init(self) -> None:
         self._resolve()
         cfg = self.config
+        assert self.mirror is not None
+        misplaced = placement.place_problems(
+            cfg, self.catalog_path, self._target_class.name == "file", self.mirror
+        )
+        if misplaced:  # before the locks: their directory is among what may be misplaced
+            raise PreflightError(_sentences(misplaced))
         self._lock = SessionLock(self.catalog_path.parent / "locks", str(cfg.source), cfg.session.name)
         self._lock.acquire()
+        self._claim.lock()  # a mirror another session is using: refused before asking anyone anything
         problems = self._preflight()
         if problems:
             raise PreflightError(_sentences(problems))
@@ -360,24 +376,6 @@ class Session:
             self.config.target.path, session=session_id, name=self.config.session.name, timestamp=stamp
         )
 
-    def _freeze_problems(self, catalog_path: Path) -> list[PreflightProblem]:
-        """Refuse before quiescing if SPLIT would freeze a filesystem we must write to."""
-        assert self.engine is not None
-        ours = [catalog_path.parent, Path(self._target_path(0)).parent, self.config.mirror.mirror.parent]
-        problems = []
-        for path in self._freeze_paths():
-            for own in ours:
-                if own.exists() and same_filesystem(path, own):
-                    problems.append(
-                        PreflightProblem(
-                            f"{path} shares a filesystem with splitmirror's own {own}, which "
-                            f"SPLIT would freeze",
-                            "move the catalog, target and mirror to another filesystem, "
-                            'or use mode = "hot-backup"',
-                        )
-                    )
-        return problems
-
     def _map(self) -> None:
         assert self.engine is not None
         mapped = self._filemap.map(self.engine.layout())
@@ -385,6 +383,7 @@ class Session:
 
     def _sync(self) -> None:
         assert self.mirror is not None
+        self._claim.claim()  # whose copy the mirror holds, recorded before its first byte
         stats = self.mirror.bulk_sync(self.progress(Phase.SYNC))
         self.stats["bulk_sync"] = dataclasses.asdict(stats)
 
@@ -606,6 +605,7 @@ class Session:
             with contextlib.suppress(Exception):
                 self.mirror.close()
         self._watchdog.finish()  # the outcome is recorded: nothing left for it to do
+        self._claim.release()
         if self._lock is not None:
             self._lock.release()
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ..engine import PreflightProblem
 from ..errors import UserError
+from .ownership import claim_of
 
 DEFAULT_CHUNK = 1 << 20
 #: Threads per pass, each comparing one contiguous stripe of the device: enough to keep a
@@ -227,6 +228,7 @@ class BlockSync:
             "mirror": os.path.realpath(self.mirror),
             "chunk": self.chunk,
             "size": size,
+            "claim": claim_of(self.mirror),  # a mirror handed over and back is compared in full
         }
         with contextlib.suppress(FileNotFoundError):
             info = os.stat(self.mirror)

@@ -22,9 +22,11 @@ from .. import impl
 from ..config import Size
 from ..engine import PreflightProblem
 from ..fsfreeze import mount_point, same_filesystem
+from ..paths import replace_durably
+from ..placement import containment_problem
 from ..progress import Progress
 from .base import MirrorProvider, SyncStats
-from .dirsync import DEFAULT_BLOCK_SIZE, DirectorySync, containment_problem
+from .dirsync import DEFAULT_BLOCK_SIZE, DirectorySync
 from .filetrack import TrackedFiles
 from .precopy import TrackedPasses, TrackingOptions
 
@@ -209,17 +211,7 @@ class DirectoryMirror(MirrorProvider):
 
     def _write_marker(self, state: str) -> None:
         """Atomic and durable: a crash right after the split must still find it recorded."""
-        tmp = self.split_marker.with_name(self.split_marker.name + ".tmp")
-        with open(tmp, "w", encoding="ascii") as out:
-            json.dump({"state": state}, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.split_marker)
-        fd = os.open(self.split_marker.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        replace_durably(self.split_marker, json.dumps({"state": state}))
 
 
 @impl

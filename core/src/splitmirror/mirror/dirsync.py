@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import UserError
+from ..placement import containment_problem
 from ..progress import Progress, no_progress
 from .base import SyncStats
 from .filetrack import TrackedFiles
+from .ownership import claim_of
 
 #: Compare-and-write granularity: at 1 % churn, 1 MiB blocks wrote 83 MiB where 64 KiB wrote
 #: 5-11 MiB, in the same time (docs/performance.md).
@@ -38,22 +40,6 @@ if _fallocate is not None:
 
 #: st_ino, st_size, st_mtime_ns, st_ctime_ns of a primary file, as recorded in the state file.
 Fingerprint = list[int]
-
-
-def containment_problem(primary: Path, mirror: Path) -> str | None:
-    """Why ``mirror`` cannot mirror ``primary``, or None.
-
-    Nesting either way would make a pass copy its own output or delete primary files as entries
-    "extra" in the mirror, so it is refused before anything is touched.
-    """
-    p, m = primary.resolve(), mirror.resolve()
-    if p == m:
-        return f"the mirror {m} is the primary itself"
-    if p in m.parents:
-        return f"the mirror {m} is inside the primary {p}"
-    if m in p.parents:
-        return f"the primary {p} is inside the mirror {m}"
-    return None
 
 
 class DirectorySync:
@@ -126,15 +112,21 @@ class DirectorySync:
         except (FileNotFoundError, ValueError):
             return {}
         ours = isinstance(doc, dict) and doc.get("version") == STATE_VERSION
-        ours = ours and (doc.get("primary"), doc.get("mirror")) == (
+        ours = ours and (doc.get("primary"), doc.get("mirror"), doc.get("claim")) == (
             str(self.primary),
             str(self.mirror),
+            claim_of(self.mirror),
         )
         files = doc.get("files") if ours else None
         return files if isinstance(files, dict) else {}
 
     def _save_state(self, files: dict[str, Fingerprint]) -> None:
-        doc = {"version": STATE_VERSION, "primary": str(self.primary), "mirror": str(self.mirror)}
+        doc = {
+            "version": STATE_VERSION,
+            "primary": str(self.primary),
+            "mirror": str(self.mirror),
+            "claim": claim_of(self.mirror),  # a mirror handed over and back is compared in full
+        }
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         with open(tmp, "w", encoding="ascii") as out:
             json.dump({**doc, "files": files}, out, separators=(",", ":"))

@@ -1,0 +1,254 @@
+"""Where splitmirror's own files may lie, relative to the primary and the mirror.
+
+A sync makes the mirror equal to the primary: whatever else is inside the mirror is deleted, and
+whatever is inside the primary is copied into the mirror and archived again by the next session
+- and nothing but the database may write the primary.  So the archives, the catalog and its
+session locks (``<catalog dir>/locks``) must lie outside both, and neither the primary nor the
+mirror may contain the other.
+
+The rules are enforced where they can first be judged:
+
+* :func:`config_problems` compares paths, each resolved (symlinks, ``..``, trailing slashes; a
+  path that does not exist yet by its nearest existing ancestor, as :meth:`pathlib.Path.resolve`
+  does) and component by component, so ``/x/primary-mirror`` is not inside ``/x/primary``.  It
+  reads no device and changes nothing, so ``load_config`` refuses the file (exit 2).
+* :func:`preflight_problems` asks the filesystems (exit 3): the same path rules for a catalog
+  the file does not name (``$SPLITMIRROR_CATALOG``, the default), and the places that share a
+  filesystem with the primary a block mirror copies whole, with the filesystem on the mirror
+  device, or with a filesystem SPLIT freezes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import string
+from collections.abc import Sequence
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
+
+from .engine import PreflightProblem
+from .fsfreeze import same_filesystem
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .mirror.base import MirrorProvider
+
+#: A problem and the config key that causes it (``[target] path``), for ``load_config``'s sentence.
+Misplaced = tuple[str, PreflightProblem]
+
+_WHY = {
+    "primary": "which only the database may write and every sync copies into the mirror",
+    "mirror": "which every sync makes equal to the primary, deleting whatever else is there",
+}
+#: What a target path's fields stand for, as patterns (``{name}`` is filled in beforehand).
+_FIELD_PATTERNS = {"session": r"\d+", "timestamp": r"\d{8}T\d{6}Z"}
+
+
+def resolved(path: str | os.PathLike[str]) -> Path:
+    """``path`` made absolute, with symlinks and ``..`` resolved as far as it exists."""
+    return Path(os.path.abspath(path)).resolve()
+
+
+def within(inner: Path, outer: Path) -> bool:
+    """``inner`` is ``outer`` or lies below it (both resolved; whole components)."""
+    return inner == outer or outer in inner.parents
+
+
+def containment_problem(primary: Path, mirror: Path) -> str | None:
+    """Why ``mirror`` cannot mirror ``primary``, or None.
+
+    Nesting either way would make a pass copy its own output or delete primary files as entries
+    "extra" in the mirror, so it is refused before anything is touched.
+    """
+    p, m = resolved(primary), resolved(mirror)
+    if p == m:
+        return f"the mirror {m} is the primary itself"
+    if p in m.parents:
+        return f"the mirror {m} is inside the primary {p}"
+    if m in p.parents:
+        return f"the primary {p} is inside the mirror {m}"
+    return None
+
+
+def archive_directory(template: str, name: str) -> tuple[Path, bool]:
+    """Where ``[target] path`` puts archives, resolved: its directory with ``{name}`` filled in,
+    cut before the first component that varies by session; and whether nothing was cut."""
+    fixed: list[str] = []
+    for part in PurePath(template).parent.parts:
+        if {f for _, f, _, _ in string.Formatter().parse(part) if f} - {"name"}:
+            return resolved(Path(*fixed)), False
+        fixed.append(part.format(name=name))
+    return resolved(Path(*fixed)), True
+
+
+def _could_name(template: str, name: str, path: Path) -> bool:
+    """Whether some session's archive path is ``path`` (as resolved, or as the link it is)."""
+    directory, whole = archive_directory(template, name)
+    tail = PurePath(template).name
+    pattern = "".join(
+        re.escape(literal) + (re.escape(name) if field == "name" else _FIELD_PATTERNS.get(field or "", ""))
+        for literal, field, _, _ in string.Formatter().parse(tail)
+    )
+    absolute = Path(os.path.abspath(path))
+    candidates = {resolved(absolute), resolved(absolute.parent) / absolute.name}
+    return whole and any(c.parent == directory and re.fullmatch(pattern, c.name) for c in candidates)
+
+
+def names_a_file(config: Config) -> bool:
+    """Whether ``[target]`` is a file of the built-in file target, judged without the plugins:
+    ``-`` (standard output), a character device (a tape) and URLs of plugins' targets are not
+    places inside anything."""
+    kind, path = config.target.kind, config.target.path
+    if kind is not None:
+        return kind == "file"
+    try:
+        device = stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        device = False
+    return not (path == "-" or "://" in path or device)
+
+
+def path_problems(config: Config, catalog: Path | None, target_is_file: bool) -> list[Misplaced]:
+    """The path rules, with ``catalog`` as the session will use it (None: not known yet)."""
+    primary, mirror = resolved(config.mirror.primary), resolved(config.mirror.mirror)
+    found: list[Misplaced] = []
+    nested = containment_problem(primary, mirror)
+    if nested:
+        fix = "set [mirror] mirror to a place outside the primary that does not contain it either"
+        found.append(("[mirror] mirror", PreflightProblem(nested, fix)))
+    places: list[tuple[str, str, Path]] = []
+    if target_is_file:
+        places.append(
+            (
+                "[target] path",
+                "the archive directory",
+                archive_directory(config.target.path, config.session.name)[0],
+            )
+        )
+        if _could_name(config.target.path, config.session.name, config.mirror.mirror):
+            what = f"[target] path {config.target.path!r} can name the mirror {mirror} itself"
+            found.append(
+                ("[target] path", PreflightProblem(f"{what}, {_WHY['mirror']}", _fix("[target] path")))
+            )
+    if catalog is not None:
+        where = resolved(catalog)
+        places += [
+            ("[session] catalog", "the catalog", where),
+            ("[session] catalog", "the session lock directory", where.parent / "locks"),
+        ]
+    for key, what, path in places:
+        if any(key == seen for seen, _ in found):
+            continue  # one sentence per key: the lock directory lies in the catalog's
+        for role, container in (("primary", primary), ("mirror", mirror)):
+            if within(path, container):
+                relation = "is" if path == container else "is inside"
+                sentence = f"{what} {path} {relation} the {role} {container}, {_WHY[role]}"
+                found.append((key, PreflightProblem(sentence, _fix(key))))
+                break
+    return found
+
+
+def _fix(key: str) -> str:
+    return f"set {key} to a place outside both the primary and the mirror"
+
+
+def config_problems(config: Config) -> list[Misplaced]:
+    """What ``load_config`` refuses: the path rules for the paths the file names."""
+    return path_problems(config, config.session.catalog, names_a_file(config))
+
+
+def _ours(config: Config, catalog: Path, target_is_file: bool) -> list[tuple[str, Path]]:
+    """The directories splitmirror writes in: the archives' and the catalog's (with its locks)."""
+    ours = [("the catalog's directory", resolved(catalog).parent)]
+    if target_is_file:
+        ours.insert(
+            0, ("the archive directory", archive_directory(config.target.path, config.session.name)[0])
+        )
+    return ours
+
+
+def place_problems(
+    config: Config, catalog: Path, target_is_file: bool, mirror: MirrorProvider
+) -> list[PreflightProblem]:
+    """The path rules with the catalog the session will really use, then the rules of the
+    devices, which need no database: checked before the session creates its lock directory."""
+    problems = [problem for _key, problem in path_problems(config, catalog, target_is_file)]
+    if problems:
+        return problems  # the device rules would only say it again
+    found = (_device_problem(what, path, mirror) for what, path in _ours(config, catalog, target_is_file))
+    return [problem for problem in found if problem is not None]
+
+
+def preflight_problems(
+    config: Config,
+    catalog: Path,
+    target_is_file: bool,
+    engine_freezes: Sequence[Path],
+    mirror: MirrorProvider,
+) -> list[PreflightProblem]:
+    """:func:`place_problems`; when they hold, what SPLIT would freeze that splitmirror must
+    write: the archive directory, the catalog's, and the mirror's (the final pass writes it)."""
+    problems = place_problems(config, catalog, target_is_file, mirror)
+    if problems:
+        return problems
+    freezes = [(path, False) for path in engine_freezes] + [(path, True) for path in mirror.freeze_paths()]
+    places = [path for _what, path in _ours(config, catalog, target_is_file)]
+    found = (_freeze_problem(path, freezes) for path in [*places, resolved(config.mirror.mirror).parent])
+    return [problem for problem in found if problem is not None]
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _device_problem(what: str, path: Path, mirror: MirrorProvider) -> PreflightProblem | None:
+    """``path`` on the primary's filesystem that a block mirror copies whole, or on the
+    filesystem held by the mirror device, which every sync overwrites."""
+    here = _nearest_existing(path)
+    if mirror.supports_extent_reads and mirror.primary.is_dir() and same_filesystem(here, mirror.primary):
+        return PreflightProblem(
+            f"{what} {path} is on the primary's filesystem ({mirror.primary}), which the block mirror "
+            "copies whole and only the database may write",
+            "put it on another filesystem",
+        )
+    try:
+        device = os.stat(mirror.mirror)
+    except OSError:
+        return None
+    if stat.S_ISBLK(device.st_mode) and device.st_rdev in _disks_of(os.stat(here).st_dev):
+        return PreflightProblem(
+            f"{what} {path} is on the filesystem of the mirror device {mirror.mirror}, which every sync "
+            "overwrites",
+            "put it on another filesystem",
+        )
+    return None
+
+
+def _disks_of(device: int) -> set[int]:
+    """``device`` and, when it is a partition, the whole disk it is part of."""
+    found = {device}
+    sysfs = Path(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}")
+    if (sysfs / "partition").exists():
+        try:
+            major, minor = (sysfs.resolve().parent / "dev").read_text().split(":")
+        except (OSError, ValueError):
+            return found
+        found.add(os.makedev(int(major), int(minor)))
+    return found
+
+
+def _freeze_problem(path: Path, freezes: list[tuple[Path, bool]]) -> PreflightProblem | None:
+    """Refuse before quiescing if SPLIT would freeze a filesystem we must write to."""
+    here = _nearest_existing(path)
+    for frozen, by_mirror in freezes:
+        if frozen.exists() and same_filesystem(frozen, here):
+            fix = "move the catalog, target and mirror to another filesystem"
+            return PreflightProblem(
+                f"{frozen} shares a filesystem with splitmirror's own {path}, which SPLIT would freeze",
+                fix if by_mirror else f'{fix}, or use mode = "hot-backup"',
+            )
+    return None
