@@ -112,3 +112,21 @@ def test_a_printed_step_that_fails_as_written_says_which(tmp_path: Path) -> None
         run_host_steps([RestoreStep.run("no-such-server-binary", "--datadir=/x")])
     with pytest.raises(StepFailed, match="expected one `docker run` step"):
         container_step([RestoreStep.run("true")])
+
+
+def test_a_printed_line_is_exactly_the_command(tmp_path: Path) -> None:
+    """Rich would turn :smile: into an emoji and [red] into a style: not in a step."""
+    odd = Path("/r/:smile: [red]x[/red]")
+    step = RestoreStep.run("chown", "-R", "mysql:mysql", odd, comment="two\nlines", route="host")
+    assert step.text() == "chown -R mysql:mysql '/r/:smile: [red]x[/red]'   # two lines"
+    out = io.StringIO()
+    print_restore(
+        Console(file=out, width=300), RestoreResult("a.tar", Path("/r"), [], [], 0, "x", [step], [])
+    )
+    assert f"1. {step.text()}\n" in out.getvalue()
+
+
+def test_a_container_step_passes_environment_to_docker() -> None:
+    step = RestoreStep.container([("/r/data", "/pg")], ["postgres"], env={"PGDATA": "/pg"})
+    assert step.docker_options == ("-d", "-e", "PGDATA=/pg", "-v", "/r/data:/pg")
+    assert step.text() == "docker run -d -e PGDATA=/pg -v /r/data:/pg IMAGE postgres"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,12 +53,20 @@ class RestoreStep:
 
     @classmethod
     def container(
-        cls, mounts: Iterable[tuple[str | Path, str]], server_args: Sequence[str] = (), comment: str = ""
+        cls,
+        mounts: Iterable[tuple[str | Path, str | Path]],
+        server_args: Sequence[str] = (),
+        comment: str = "",
+        *,
+        env: Mapping[str, str] | None = None,
     ) -> RestoreStep:
-        """``docker run -d -v HOST:INSIDE ... IMAGE SERVER_ARGS``: ``server_args`` go to the
-        server (the upstream images pass arguments that start with ``-`` to it)."""
+        """``docker run -d -e NAME=VALUE ... -v HOST:INSIDE ... IMAGE SERVER_ARGS``:
+        ``server_args`` go to the server (the upstream images pass arguments that start with
+        ``-`` to it)."""
+        variables = [arg for name, value in (env or {}).items() for arg in ("-e", f"{name}={value}")]
         volumes = [arg for host, inside in mounts for arg in ("-v", f"{host}:{inside}")]
-        return cls("container", ("docker", "run", "-d", *volumes, IMAGE, *server_args), comment, "container")
+        argv = ("docker", "run", "-d", *variables, *volumes, IMAGE, *server_args)
+        return cls("container", argv, comment, "container")
 
     @classmethod
     def manual(cls, words: str, *, route: Route = "") -> RestoreStep:
@@ -79,11 +87,13 @@ class RestoreStep:
         return self.argv[2 : self.argv.index(IMAGE)] if IMAGE in self.argv else ()
 
     def text(self) -> str:
-        """The line ``restore`` prints: the command as a shell would take it, then the comment."""
+        """The line ``restore`` prints: the command as a shell would take it, then the comment
+        (on the same line, whatever it holds: a line break would start another command)."""
+        comment = " ".join(self.comment.split())
         if self.kind in ("manual", "note"):
-            return self.comment if self.kind == "manual" else f"# {self.comment}"
+            return comment if self.kind == "manual" else f"# {comment}"
         command = shlex.join(self.argv) + (" &" if self.kind == "start" else "")
-        return f"{command}   # {self.comment}" if self.comment else command
+        return f"{command}   # {comment}" if comment else command
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -4,6 +4,7 @@ restore, and the restored copy started in a fresh container with every row there
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -15,7 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from splitmirror.cli import main
+from splitmirror.restore import RestoreResult
+from splitmirror.restore_steps import RestoreStep
 from splitmirror.testing.containers import Unavailable, compose_up, free_port, image_for
+from splitmirror.testing.steps import container_step
 from splitmirror_postgresql.container import ContainerPostgres
 
 REPO = Path(__file__).resolve().parents[3]
@@ -87,14 +91,16 @@ def test_the_readme_walkthrough(
     backed_up = cli.invoke(main, ["backup", str(config)])
     assert backed_up.exit_code == 0 and "DONE" in backed_up.output, backed_up.output
     restored = backups / "restored-pg"
-    result = cli.invoke(main, ["restore", "1", "--to", str(restored)])
+    result = cli.invoke(main, ["restore", "1", "--to", str(restored), "--json"])
     assert result.exit_code == 0, result.output
+    steps = [RestoreStep.from_json(step) for step in json.loads(result.output)["steps"]]
+    # The README's own docker run line is the printed one, with a name and a port added.
+    printed = container_step(steps).text().split("   #")[0]
+    options = printed.removeprefix("docker run -d ").split(" IMAGE")[0]
+    readme = README.read_text().replace(" \\\n    ", " ").replace("/var/backups/splitmirror", str(backups))
+    assert f"-p 127.0.0.1:5433:5432 {options} " in readme, (options, readme)
 
-    copy = ContainerPostgres("15", restored, os.environ["PGPASSWORD"])
-    try:
-        copy.start()
-        with psycopg.connect(copy.url, autocommit=True) as conn:
-            row = conn.execute("SELECT count(*) FROM orders").fetchone()
-        assert row == (10000,)
-    finally:
-        copy.stop()
+    template = ContainerPostgres("15", restored, os.environ["PGPASSWORD"])  # its image and password
+    restore = RestoreResult("", restored, [], [], 0, "postgresql", steps, [])
+    with template.restored(restore) as copy, psycopg.connect(copy.conninfo, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (10000,)

@@ -5,7 +5,9 @@ whose image exists here, and what a DBA sees when the password is wrong."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -70,4 +72,46 @@ def test_the_restore_says_how_to_start_the_copy_in_a_container(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert f"docker run -d -v {target}:/var/lib/postgresql/data IMAGE" in result.output, result.output
+    line = f"docker run -d -e PGDATA=/var/lib/postgresql/data -v {target}:/var/lib/postgresql/data IMAGE"
+    assert line in result.output, result.output
+
+
+@pytest.mark.parametrize("mode", ["freeze", "hot-backup"])
+def test_a_copy_with_a_tablespace_starts_in_a_container_by_the_printed_steps(
+    mode: str,
+    container_postgres: ContainerPostgres,
+    splitmirror_primary_disk: Path,
+    splitmirror_session: SessionRunner,
+) -> None:
+    """A tablespace on the server's own mount: the copy's pg_tblspc link names the restored
+    tablespace by its host path, and the printed docker run mounts it there (after handing it
+    to the image's postgres user)."""
+    spaces = splitmirror_primary_disk / "tablespaces"
+    spaces.mkdir()
+    os.chown(spaces, 999, 999)  # the image's postgres user
+    container_postgres.stop()
+    container_postgres.mounts = {spaces: "/var/lib/postgresql/tablespaces"}
+    container_postgres.start()
+    with psycopg.connect(
+        container_postgres.url, password=container_postgres.password, autocommit=True
+    ) as conn:
+        conn.execute("SELECT pg_catalog.pg_sleep(0)")
+        os.makedirs(spaces / "orders")
+        os.chown(spaces / "orders", 999, 999)
+        conn.execute("CREATE TABLESPACE orders LOCATION '/var/lib/postgresql/tablespaces/orders'")
+        conn.execute(
+            "CREATE TABLE orders TABLESPACE orders AS SELECT g AS id FROM generate_series(1, 5000) g"
+        )
+    database = ContainerLedgerDatabase(container_postgres, primary=splitmirror_primary_disk)
+    database.create_ledger()
+    summary = splitmirror_session.run(database, mode)
+    restore = splitmirror_session.restore(summary, splitmirror_session.workspace.root / "restored")
+    with (
+        database.restored_server(restore) as copy,
+        psycopg.connect(copy.conninfo, password=container_postgres.password) as conn,
+    ):
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (5000,)
+        assert conn.execute(
+            "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'orders'"
+        ).fetchone() == (str(restore.directory / "tablespaces" / "orders"),)
+        assert copy.amcheck()[0]

@@ -36,19 +36,29 @@ def test_a_plain_start_where_the_server_did_not_archive() -> None:
     assert lines("off") == [
         "chown -R postgres:postgres /r",
         "runuser -u postgres -- pg_ctl -D /r/data -l /r/data/startup.log start",
-        "docker run -d -v /r/data:/var/lib/postgresql/data IMAGE",
+        "docker run -d -e PGDATA=/var/lib/postgresql/data -v /r/data:/var/lib/postgresql/data IMAGE",
     ]
 
 
 def test_a_copy_of_an_archiving_server_stays_out_of_its_archive() -> None:
     assert lines("on")[1:] == [
         "runuser -u postgres -- pg_ctl -D /r/data -l /r/data/startup.log -o -c archive_mode=off start",
-        "docker run -d -v /r/data:/var/lib/postgresql/data IMAGE postgres -c archive_mode=off",
+        "docker run -d -e PGDATA=/var/lib/postgresql/data -v /r/data:/var/lib/postgresql/data IMAGE "
+        "postgres -c archive_mode=off",
     ]
     assert (
         "archive_mode=off keeps it out of the live WAL archive"
         in restore_steps(Path("/r"), Path("/r/data"), manifest("always"))[1].text()
     )
+
+
+def test_tablespaces_are_mounted_where_their_links_point() -> None:
+    steps = restore_steps(Path("/r"), Path("/r/data"), manifest("off"), [Path("/r/ts/orders")])
+    assert [" ".join(step.argv) for step in steps if step.route == "container"] == [
+        "chown -R 999:999 /r/ts/orders",
+        "docker run -d -e PGDATA=/var/lib/postgresql/data -v /r/data:/var/lib/postgresql/data "
+        "-v /r/ts/orders:/r/ts/orders IMAGE",
+    ]
 
 
 def test_a_server_on_this_host_gets_no_container_line() -> None:

@@ -13,7 +13,6 @@ import psycopg
 import pytest
 
 from splitmirror.hooks import Hooks
-from splitmirror.restore import restore_archive
 from splitmirror.session import Session
 from splitmirror.testing import SessionRunner, Workspace
 from splitmirror_postgresql.testing import (
@@ -21,7 +20,7 @@ from splitmirror_postgresql.testing import (
     HostPostgres,
     amcheck,
     give_to_postgres,
-    restored,
+    started_as_printed,
     unavailable,
 )
 
@@ -82,15 +81,15 @@ def test_tablespaces_come_back_as_restored_copies(
     live_before = files_under(live)
 
     target = splitmirror_session.workspace.root / f"restored-{mode}"
-    manifest = restore_archive(Path(summary.archive or ""), target).manifest
+    restore = splitmirror_session.restore(summary, target)
+    manifest = restore.manifest
     members = {record["member"] for record in manifest["files"]}
     assert any(m.startswith("tablespaces/orders/PG_15_") for m in members), sorted(members)
     assert not any("pg_tblspc/" in m for m in members), "tablespace files are archived where they really are"
     if mode == "hot-backup":
         assert {"pgdata/backup_label", "pgdata/tablespace_map"} <= members
 
-    give_to_postgres(target)  # the restore's first next step: chown -R postgres (tablespaces too)
-    with restored(target / "pgdata") as conninfo:
+    with started_as_printed(restore) as conninfo:  # chown -R postgres (tablespaces too), pg_ctl start
         with psycopg.connect(conninfo, autocommit=True) as conn:
             assert conn.execute("SELECT count(*) FROM orders").fetchone() == (ROWS,)
             locations = dict(

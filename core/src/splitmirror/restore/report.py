@@ -48,4 +48,6 @@ def print_restore(console: Console, result: RestoreResult) -> None:
             if heading:
                 console.print(f"  {escape(heading)}:")
             for number, step in enumerate(steps, start=1):
-                console.print(f"{indent}{number}. {escape(step.text())}", soft_wrap=True, highlight=False)
+                # As is: no markup, no :emoji: codes, so the line is exactly what a shell takes.
+                line = f"{indent}{number}. {step.text()}"
+                console.print(line, soft_wrap=True, highlight=False, markup=False, emoji=False)

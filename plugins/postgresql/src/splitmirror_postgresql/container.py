@@ -58,6 +58,8 @@ class ContainerPostgres:
         self.datadir = datadir
         self.image = image_for("postgres", version)
         self.password = password
+        #: More host directories for the server (host path → container path): tablespaces.
+        self.mounts: dict[Path, str] = {}
         self.container: ServerContainer | PrintedContainer | None = None
 
     def start(self, *settings: str) -> ContainerPostgres:
@@ -70,7 +72,7 @@ class ContainerPostgres:
             self.image,
             port=PORT,
             env={"POSTGRES_PASSWORD": self.password, "POSTGRES_INITDB_ARGS": "--data-checksums"},
-            mounts={self.datadir: DATA},
+            mounts={self.datadir: DATA, **self.mounts},
             command=command,
         )
         try:
@@ -80,6 +82,16 @@ class ContainerPostgres:
             self.stop()
             raise
         return self
+
+    @contextlib.contextmanager
+    def restored(self, restore: RestoreResult) -> Iterator[ContainerPostgres]:
+        """A copy restored by ``restore``, started by the printed container steps in this
+        server's image (nothing added but a published port), until the block ends."""
+        copy = ContainerPostgres(self.version, restore.directory, self.password)
+        with started_in_container(restore.steps, self.image, PORT) as container:
+            copy.container = container
+            copy._wait_until_writable()
+            yield copy
 
     @property
     def url(self) -> str:
@@ -94,7 +106,7 @@ class ContainerPostgres:
     @property
     def path_map(self) -> dict[str, str]:
         """The engine option that tells splitmirror where the server's files are on this host."""
-        return {DATA: str(self.datadir)}
+        return {DATA: str(self.datadir), **{inside: str(host) for host, inside in self.mounts.items()}}
 
     def _wait_until_writable(self, timeout: float = START_TIMEOUT) -> None:
         assert self.container is not None
@@ -151,12 +163,5 @@ class ContainerLedgerDatabase(PostgresLedgerDatabase):
         super().__init__(server.url, server.datadir, options, primary=primary)
         self.server = server
 
-    @contextlib.contextmanager
-    def restored_server(self, restore: RestoreResult) -> Iterator[RestoredServer]:
-        """The restored copy, started by the printed ``docker run`` step in the live server's
-        image (nothing added but a published port)."""
-        copy = ContainerPostgres(self.server.version, restore.directory, self.server.password)
-        with started_in_container(restore.steps, self.server.image, PORT) as container:
-            copy.container = container
-            copy._wait_until_writable()
-            yield copy
+    def restored_server(self, restore: RestoreResult) -> contextlib.AbstractContextManager[RestoredServer]:
+        return self.server.restored(restore)

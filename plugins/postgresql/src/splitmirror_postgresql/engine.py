@@ -217,15 +217,23 @@ class PostgresEngine(DatabaseEngine):
     def layout(self) -> list[Path]:
         if "data_directory" not in self.server:
             return []  # unreadable without pg_read_all_settings: preflight says which GRANT
-        return list(layout.walk(self.datadir, with_wal=True))
+        return [
+            path
+            for path, _relative in layout.walk(self.datadir, with_wal=True, link_target=self._link_target)
+        ]
+
+    def _link_target(self, link: Path) -> Path:
+        """Where a link in the data directory (``pg_tblspc/<oid>``, ``pg_wal``) leads on this
+        host: the server wrote it with its own paths (``path_map``)."""
+        target = os.readlink(link)
+        return self.host_path(target) if os.path.isabs(target) else (link.parent / target).resolve()
 
     def discover(self) -> list[DatabaseFile]:
         # In HOT_BACKUP the WAL is collected up to the stop LSN instead of taken from the mirror.
         with_wal = self._mode is not Mode.HOT_BACKUP
         datadir = self.datadir
         files = []
-        for path in layout.walk(datadir, with_wal=with_wal):
-            relative = path.relative_to(datadir)
+        for path, relative in layout.walk(datadir, with_wal=with_wal, link_target=self._link_target):
             key = layout.logical_key(relative)
             role = "wal" if key[0] == 2 else ("data" if key[0] == 0 else "cluster")
             # The server keeps working until the split (FREEZE freezes the filesystem only then):
@@ -238,7 +246,8 @@ class PostgresEngine(DatabaseEngine):
     def freeze_paths(self, mode: Mode) -> list[Path]:
         if mode is not Mode.FREEZE or "data_directory" not in self.server:
             return []  # HOT_BACKUP repairs the non-atomic copy by replaying WAL
-        paths = [self.datadir, (self.datadir / "pg_wal").resolve()]
+        wal = self.datadir / "pg_wal"
+        paths = [self.datadir, self._link_target(wal) if wal.is_symlink() else wal]
         paths += [self.host_path(location) for _oid, _name, location in self.tablespaces if location]
         return paths
 
@@ -336,8 +345,10 @@ class PostgresEngine(DatabaseEngine):
             if path.is_dir() and not path.is_symlink():
                 path.chmod(0o700)
         (datadir / "postmaster.pid").unlink(missing_ok=True)
-        restored_paths.link_tablespaces(directory, datadir, manifest)
-        return restore_steps(directory, datadir, manifest)
+        tablespaces = restored_paths.link_tablespaces(directory, datadir, manifest)
+        return restore_steps(
+            directory, datadir, manifest, [t for t in tablespaces if not t.is_relative_to(datadir)]
+        )
 
     def close(self) -> None:
         if self._conn is not None:

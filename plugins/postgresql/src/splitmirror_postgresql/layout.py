@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 DEFAULT_TABLESPACE, GLOBAL_TABLESPACE = 1663, 1664
@@ -33,23 +33,53 @@ _RELATION = re.compile(r"^(\d+)(?:_(fsm|vm|init))?(?:\.(\d+))?$")
 _FORKS = {None: 0, "fsm": 1, "vm": 2, "init": 3}
 
 
-def walk(datadir: Path, *, with_wal: bool) -> Iterator[Path]:
-    """Every file of the cluster a backup needs (tablespaces reached through pg_tblspc)."""
-    for top, dirs, files in os.walk(datadir, followlinks=True):
+def walk(
+    datadir: Path, *, with_wal: bool, link_target: Callable[[Path], Path] | None = None
+) -> Iterator[tuple[Path, Path]]:
+    """Every file of the cluster a backup needs, as (where it is on this host, its name relative
+    to the data directory), tablespaces reached through ``pg_tblspc`` (and a linked ``pg_wal``).
+
+    ``link_target`` says where a link in the data directory leads on this host.  A server in a
+    container wrote its links with the paths it sees (``/var/lib/postgresql/tablespaces/x``),
+    which do not exist here: followed as they are, a tablespace's files were silently left out."""
+    follow = link_target or (lambda link: link.resolve())
+    for top, dirs, files in os.walk(datadir):
         rel = Path(top).relative_to(datadir)
         first = rel.parts[0] if rel.parts else ""
         if first in EMPTIED_DIRS or (first == "pg_wal" and not with_wal):
             dirs[:] = []
             continue
         dirs[:] = [d for d in dirs if not d.startswith("pgsql_tmp")]
+        for name in [*dirs]:
+            if (Path(top) / name).is_symlink():  # os.walk lists a link to a directory as a directory
+                dirs.remove(name)
+                files.append(name)
         for name in files:
             if rel == Path(".") and name in EXCLUDED_FILES:
                 continue
             if name.startswith("pgsql_tmp") or name == "pg_internal.init":
                 continue
             path = Path(top) / name
+            if path.is_symlink():
+                if rel == Path(".") and (name in EMPTIED_DIRS or (name == "pg_wal" and not with_wal)):
+                    continue
+                target = follow(path)
+                if target.is_dir():
+                    yield from ((host, rel / name / inside) for host, inside in _walk_plain(target))
+                    continue
+                path = target
             if path.is_file():
-                yield path
+                yield path, rel / name
+
+
+def _walk_plain(directory: Path) -> Iterator[tuple[Path, Path]]:
+    """The files below a tablespace or a linked ``pg_wal`` (no links of their own)."""
+    for top, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith("pgsql_tmp")]
+        for name in files:
+            path = Path(top) / name
+            if not name.startswith("pgsql_tmp") and path.is_file():
+                yield path, path.relative_to(directory)
 
 
 def logical_key(relative: Path) -> tuple[int | str, ...]:

@@ -11,7 +11,7 @@ the same timeline and names into the live archive.  A DBA replacing the lost ser
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,17 @@ from splitmirror.restore_steps import RestoreStep
 
 #: Keeps a restored copy out of the live server's WAL archive (see the module docstring).
 ARCHIVE_OFF = ("-c", "archive_mode=off")
+#: The uid and gid of the upstream images' postgres user.
+IMAGE_UID = 999
 
 
-def restore_steps(directory: Path, datadir: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
+def restore_steps(
+    directory: Path, datadir: Path, manifest: Mapping[str, Any], tablespaces: Sequence[Path] = ()
+) -> list[RestoreStep]:
     """Start the restored ``datadir`` (inside the restore ``directory``) on this host, or, for a
-    server that ran in a container, in a container of its image."""
+    server that ran in a container, in a container of its image.  ``tablespaces`` are the
+    restored tablespaces outside the data directory, which ``pg_tblspc`` links to by their
+    restored paths: a container mounts each at that same path, so the links hold."""
     metadata = manifest.get("metadata", {})
     version = manifest.get("database", {}).get("version", "")
     archived = str(metadata.get("archive_mode", "off")) in ("on", "always")
@@ -32,29 +38,28 @@ def restore_steps(directory: Path, datadir: Path, manifest: Mapping[str, Any]) -
     steps = [
         RestoreStep.run("chown", "-R", "postgres:postgres", directory, route="host"),
         RestoreStep.run(
-            "runuser",
-            "-u",
-            "postgres",
-            "--",
-            "pg_ctl",
-            "-D",
-            datadir,
-            "-l",
-            datadir / "startup.log",
-            *(("-o", " ".join(options)) if options else ()),
-            "start",
+            "runuser", "-u", "postgres", "--", "pg_ctl", "-D", datadir, "-l", datadir / "startup.log",
+            *(("-o", " ".join(options)) if options else ()), "start",
             comment=f"PostgreSQL {version}; it replays the WAL to the end of the backup, then opens{why}",
             route="host",
         ),
-    ]
+    ]  # fmt: skip
     server_path = metadata.get("data_directory")
     if server_path and metadata.get("data_directory_host") not in (None, server_path):
         # The server saw its files elsewhere (path_map): it ran in a container.
+        if tablespaces:  # the images' entrypoints hand only PGDATA to their postgres user
+            steps.append(
+                RestoreStep.run(
+                    "chown", "-R", f"{IMAGE_UID}:{IMAGE_UID}", *tablespaces,
+                    comment="the postgres user of the upstream images", route="container",
+                )
+            )  # fmt: skip
         steps.append(
             RestoreStep.container(
-                [(datadir, server_path)],
+                [(datadir, server_path), *((t, t) for t in tablespaces)],
                 ["postgres", *options] if options else [],
                 comment=f"IMAGE: the server's image; it hands the files to its postgres user{why}",
+                env={"PGDATA": server_path},
             )
         )
     return steps

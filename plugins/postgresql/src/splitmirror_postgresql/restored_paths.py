@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from splitmirror.restored_paths import primary_at_backup
+
 #: The logical key of the data directory's own PG_VERSION (``layout.logical_key``).
 _PG_VERSION_KEY = [1, "PG_VERSION"]
 
@@ -37,25 +39,13 @@ def data_directory(directory: Path, manifest: Mapping[str, Any]) -> Path:
     return directory if member is None else directory / member
 
 
-def _archive_root_on_host(manifest: Mapping[str, Any]) -> Path | None:
-    """Where the archive's root (the primary) was on the host at backup time."""
-    host = manifest.get("metadata", {}).get("data_directory_host")
-    member = _data_member(manifest)
-    if not host or member is None:
-        return None
-    root = Path(host)
-    for _part in member.parts:
-        root = root.parent
-    return root
-
-
 def tablespace_location(
     directory: Path, datadir: Path, manifest: Mapping[str, Any], tablespace: Mapping[str, Any]
 ) -> Path:
     """Where one tablespace is restored: its place under the primary, inside the restore; a
     tablespace outside the primary held no file (the backup would have refused it), so it is
     recreated empty, in place, as ``pg_tblspc/<oid>`` itself."""
-    root = _archive_root_on_host(manifest)
+    root = primary_at_backup(manifest)
     host = Path(tablespace.get("host_path", ""))
     if root is not None and host.is_absolute() and host.is_relative_to(root):
         return directory / host.relative_to(root)
