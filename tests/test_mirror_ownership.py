@@ -10,8 +10,10 @@ Both providers: the directory mirror, and the block mirror on an image file and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -28,7 +30,7 @@ from splitmirror.catalog.base import SessionSummary
 from splitmirror.cli import main
 from splitmirror.config import load_config
 from splitmirror.hooks import Hooks
-from splitmirror.mirror.ownership import read_owner, state_files
+from splitmirror.mirror.ownership import Owner, read_owner, state_files
 from splitmirror.phases import Phase
 from splitmirror.plugins import load_plugins
 from splitmirror.session import Session
@@ -288,3 +290,31 @@ def test_another_filesystem_at_the_primarys_path_is_another_primary(tmp_path: Pa
             assert f"not this configuration's primary {primary} (filesystem " in message
         finally:
             subprocess.run(["mount", "--move", str(primary), str(other)], check=True)
+
+
+@pytest.mark.parametrize("setup", ["directory"], indirect=True)
+@pytest.mark.parametrize("record", ['{"primary": ', "[]", '{"primary": 7, "config": "x"}'])
+def test_an_unreadable_record_is_not_nobodys(record: str, setup: Setup) -> None:
+    """A corrupt record says nothing about whose the mirror is: refused, not claimed anew, until
+    the take-over; ``check --take-over-mirror`` previews that."""
+    a, b = setup.config("a"), setup.config("b")
+    assert backup(a).exit_code == 0
+    state_files(setup.mirror)[1].write_text(record)
+    before = setup.mirror_digest()
+    result = CliRunner().invoke(main, ["backup", str(b)])
+    assert result.exit_code == 3, result.output
+    assert "ownership record" in result.output and "cannot be read" in result.output
+    assert "--take-over-mirror" in result.output and setup.mirror_digest() == before
+    assert CliRunner().invoke(main, ["check", "--take-over-mirror", str(b)]).exit_code == 0
+    assert backup(b, "--take-over-mirror").exit_code == 0
+    recorded = read_owner(setup.mirror)
+    assert recorded is not None and recorded.config == str(b)
+
+
+def test_the_record_names_its_host(tmp_path: Path) -> None:
+    """One path on two hosts (shared storage) is two primaries."""
+    here = Owner("/srv/db", None, "a.toml", "a", socket.gethostname())
+    there = dataclasses.replace(here, host="db2")
+    assert here.same_primary(dataclasses.replace(here, config="b.toml"))
+    assert not here.same_primary(there)
+    assert there.describe(here) == "/srv/db on host db2"

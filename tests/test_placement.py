@@ -6,8 +6,10 @@ no lock, no archive, the mirror as it was."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -340,3 +342,88 @@ def test_block_catalog_on_the_mirror_devices_filesystem_is_refused(disk: Path, t
             f"the catalog's directory {other} is on the filesystem of the mirror device {device}" in message
         )
         assert (other / "keep").read_bytes() == b"someone else's data" and not (other / "c.db").exists()
+
+
+# -- from a review: paths that reach the primary or the mirror another way -------------------------
+
+
+def test_dotdot_after_a_symlink_goes_where_the_kernel_goes(place: Callable[..., Path], root: Path) -> None:
+    """``deep/..`` with ``deep`` a link to ``primary/sub`` is ``primary``, not ``root``."""
+    (root / "primary" / "sub").mkdir()
+    (root / "deep").symlink_to(root / "primary" / "sub")
+    config = place(target="{root}/deep/../w-{{session}}.tar")
+    result = CliRunner().invoke(main, ["check", str(config)])
+    assert result.exit_code == 2, result.output
+    assert f"the archive directory {root}/primary is the primary {root}/primary" in one_sentence(
+        result.output
+    )
+
+
+@pytest.fixture
+def bind_mounted_mirror(root: Path) -> Iterator[Path]:
+    """``root/elsewhere`` showing the mirror directory (a bind mount); unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("a bind mount needs root")
+    (root / "mirror").mkdir(exist_ok=True)
+    (root / "elsewhere").mkdir()
+    subprocess.run(["mount", "--bind", str(root / "mirror"), str(root / "elsewhere")], check=True)
+    try:
+        yield root / "elsewhere"
+    finally:
+        # A session's watchdog may still hold a file there for a moment: never leave the mount.
+        if subprocess.run(["umount", str(root / "elsewhere")], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(root / "elsewhere")], check=True)
+
+
+@pytest.mark.parametrize("what", ["target", "catalog"])
+def test_the_mirror_reached_through_a_bind_mount_is_refused(
+    what: str, bind_mounted_mirror: Path, place: Callable[..., Path], root: Path
+) -> None:
+    paths = (
+        {"target": f"{bind_mounted_mirror}/a-{{{{session}}}}.tar"}
+        if what == "target"
+        else {"catalog": f"{bind_mounted_mirror}/catalog.db"}
+    )
+    config = place(**paths)
+    before = tree(root / "mirror")
+    result = CliRunner().invoke(main, ["backup", str(config)])
+    assert result.exit_code == 3, result.output
+    message = one_sentence(result.output)
+    assert (
+        f"{bind_mounted_mirror}" in message
+        and f"inside the mirror {root}/mirror, reached another way" in message
+    )
+    assert tree(root / "mirror") == before and not (root / "catalog.db").exists()
+
+
+def test_a_directory_named_by_the_session_that_is_the_mirror_is_refused(
+    place: Callable[..., Path], root: Path
+) -> None:
+    """``{root}/{session}/x.tar`` with the mirror at ``{root}/1``: only the first session's id
+    tells; it fails before writing a byte of the archive, and the mirror is as it was."""
+    config = place(mirror="{root}/1", target="{root}/{{session}}/x.tar")
+    (root / "0").mkdir()  # where check's probe (session 0) writes
+    (root / "1").mkdir()
+    (root / "1" / "last-image").write_bytes(b"the mirror's last good image")
+    result = CliRunner().invoke(main, ["backup", "--json", str(config)])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.output.split("\n}\n")[0] + "\n}")
+    assert (summary["status"], summary["failed_phase"]) == ("FAILED", "INIT")
+    assert f"this session's archive {root}/1/x.tar is inside the mirror {root}/1" in summary["error"]
+    assert not (root / "1" / "x.tar").exists() and (root / "1" / "last-image").read_bytes().startswith(b"the")
+
+
+def test_a_catalog_from_the_environment_is_named_as_such(
+    place: Callable[..., Path], root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPLITMIRROR_CATALOG", str(root / "mirror" / "c.db"))
+    config = write_toml(
+        root / "env.toml",
+        session={"name": "ledger"},
+        database={"url": f"sqlite://{root}/primary/ledger.db", "mode": "hot-backup"},
+        mirror={"primary": f"{root}/primary", "mirror": f"{root}/mirror"},
+        target={"path": f"{root}/archives/{{session}}.tar"},
+    )
+    result = CliRunner().invoke(main, ["check", str(config)])
+    assert result.exit_code == 3, result.output
+    assert "comes from $SPLITMIRROR_CATALOG or the default location" in result.output

@@ -182,11 +182,16 @@ def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool) -> 
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @json_option
+@click.option(
+    "--take-over-mirror",
+    is_flag=True,
+    help="Check as `backup --take-over-mirror` would run: a mirror of another primary is no problem.",
+)
 @handled
-def check(config: Path, as_json: bool) -> None:
+def check(config: Path, as_json: bool, take_over_mirror: bool) -> None:
     """Preflight CONFIG: connect, check privileges, mirror and target; change nothing."""
     cfg = load_config(config)
-    session = Session(cfg, Hooks())
+    session = Session(cfg, Hooks(), take_over_mirror=take_over_mirror)
     server, problems = session.check()
     notes = session.mirror.notes() if session.mirror is not None else []
     if as_json:

@@ -9,17 +9,21 @@ mirror may contain the other.
 The rules are enforced where they can first be judged:
 
 * :func:`config_problems` compares paths, each resolved (symlinks, ``..``, trailing slashes; a
-  path that does not exist yet by its nearest existing ancestor, as :meth:`pathlib.Path.resolve`
+  path that does not exist yet by its nearest existing ancestor, as :func:`os.path.realpath`
   does) and component by component, so ``/x/primary-mirror`` is not inside ``/x/primary``.  It
-  reads no device and changes nothing, so ``load_config`` refuses the file (exit 2).
+  changes nothing and asks no filesystem but where the paths lead, so ``load_config`` refuses
+  the file (exit 2).
 * :func:`preflight_problems` asks the filesystems (exit 3): the same path rules for a catalog
-  the file does not name (``$SPLITMIRROR_CATALOG``, the default), and the places that share a
-  filesystem with the primary a block mirror copies whole, with the filesystem on the mirror
-  device, or with a filesystem SPLIT freezes.
+  the file does not name (``$SPLITMIRROR_CATALOG``, the default); a place inside the primary or
+  the mirror by identity (a bind mount of either); the places that share a filesystem with the
+  primary a block mirror copies whole, with the filesystem on the mirror device, or with a
+  filesystem SPLIT freezes.  :func:`archive_problems` judges the session's real archive path
+  once its id is known.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -47,8 +51,9 @@ _FIELD_PATTERNS = {"session": r"\d+", "timestamp": r"\d{8}T\d{6}Z"}
 
 
 def resolved(path: str | os.PathLike[str]) -> Path:
-    """``path`` made absolute, with symlinks and ``..`` resolved as far as it exists."""
-    return Path(os.path.abspath(path)).resolve()
+    """``path`` made absolute, with symlinks and ``..`` resolved as far as it exists, in the
+    kernel's order: ``link/..`` is the link target's parent (``abspath`` would drop both first)."""
+    return Path(os.path.realpath(path))
 
 
 def within(inner: Path, outer: Path) -> bool:
@@ -138,6 +143,7 @@ def path_problems(config: Config, catalog: Path | None, target_is_file: bool) ->
             ("[session] catalog", "the catalog", where),
             ("[session] catalog", "the session lock directory", where.parent / "locks"),
         ]
+    named = config.session.catalog is not None
     for key, what, path in places:
         if any(key == seen for seen, _ in found):
             continue  # one sentence per key: the lock directory lies in the catalog's
@@ -145,13 +151,16 @@ def path_problems(config: Config, catalog: Path | None, target_is_file: bool) ->
             if within(path, container):
                 relation = "is" if path == container else "is inside"
                 sentence = f"{what} {path} {relation} the {role} {container}, {_WHY[role]}"
-                found.append((key, PreflightProblem(sentence, _fix(key))))
+                found.append((key, PreflightProblem(sentence, _fix(key, named))))
                 break
     return found
 
 
-def _fix(key: str) -> str:
-    return f"set {key} to a place outside both the primary and the mirror"
+def _fix(key: str, named: bool = True) -> str:
+    fix = f"set {key} to a place outside both the primary and the mirror"
+    if key == "[session] catalog" and not named:  # the catalog came from the environment or the default
+        return f"{fix} (the catalog now comes from $SPLITMIRROR_CATALOG or the default location)"
+    return fix
 
 
 def config_problems(config: Config) -> list[Misplaced]:
@@ -177,8 +186,45 @@ def place_problems(
     problems = [problem for _key, problem in path_problems(config, catalog, target_is_file)]
     if problems:
         return problems  # the device rules would only say it again
-    found = (_device_problem(what, path, mirror) for what, path in _ours(config, catalog, target_is_file))
+    ours = _ours(config, catalog, target_is_file)
+    found = [_reached_another_way(what, path, config) for what, path in ours]
+    found += [_device_problem(what, path, mirror) for what, path in ours]
     return [problem for problem in found if problem is not None]
+
+
+def archive_problems(config: Config, archive: Path) -> list[PreflightProblem]:
+    """The session's real archive path, once its id is known: a directory that varies by
+    session (``/backup/{session}/x.tar``) may turn out to be the mirror or inside it."""
+    directory = resolved(archive).parent
+    for role, container in (("primary", config.mirror.primary), ("mirror", config.mirror.mirror)):
+        where = resolved(container)
+        if within(directory, where):
+            what = f"this session's archive {archive} is inside the {role} {where}"
+            return [PreflightProblem(f"{what}, {_WHY[role]}", _fix("[target] path"))]
+    problem = _reached_another_way("this session's archive directory", directory, config)
+    return [problem] if problem else []
+
+
+def _reached_another_way(what: str, path: Path, config: Config) -> PreflightProblem | None:
+    """``path`` inside the primary or the mirror by identity, not by name: a bind mount of
+    either, or a case-insensitive filesystem, shows the same directory under another path."""
+    seen = set()
+    for directory in (here := _nearest_existing(path), *here.parents):
+        with contextlib.suppress(OSError):
+            info = os.stat(directory)
+            seen.add((info.st_dev, info.st_ino))
+    for role, container in (("primary", config.mirror.primary), ("mirror", config.mirror.mirror)):
+        try:
+            info = os.stat(container)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) in seen:
+            return PreflightProblem(
+                f"{what} {path} is inside the {role} {container}, reached another way (a bind mount or "
+                f"a link), {_WHY[role]}",
+                _fix("[target] path" if "archive" in what else "[session] catalog"),
+            )
+    return None
 
 
 def preflight_problems(

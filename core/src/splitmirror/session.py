@@ -346,6 +346,8 @@ class Session:
         self.catalog.update_session(self.id, server_version=self.server.version)
         self.target = self._target_class(self._target_path(self.id), cfg.target.block_size)
         problems = self.target.preflight()  # the real name, now that the session has its id
+        if self.target.name == "file":
+            problems += placement.archive_problems(cfg, Path(self.target.path))
         if problems:
             raise PreflightError(_sentences(problems))
         self._start_watchdog()

@@ -33,6 +33,7 @@ import functools
 import json
 import os
 import secrets
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -54,10 +55,12 @@ RECORD_VERSION = 1
 
 
 def _is_device(real: Path) -> bool:
+    """A block device, or a name in /dev that is not there yet (a device to be attached); a
+    directory mirror in /dev/shm is not one."""
     try:
-        return real.parts[:2] == ("/", "dev") or stat.S_ISBLK(os.stat(real).st_mode)
+        return stat.S_ISBLK(os.stat(real).st_mode)
     except OSError:
-        return False
+        return real.parent == Path("/dev")
 
 
 def state_files(mirror: Path) -> tuple[Path, Path]:
@@ -105,6 +108,9 @@ class Owner:
     filesystem: str | None
     config: str
     session: str
+    #: The host that recorded it: one path on two hosts (a mirror image on shared storage, a
+    #: filesystem without a UUID) is two primaries.
+    host: str = ""
     #: New at every claim; what the synchronizers' saved state must name to be trusted.
     claim: str = ""
     claimed_at: str = ""
@@ -115,24 +121,37 @@ class Owner:
         """One primary: the same resolved path on the same filesystem.  A filesystem that has a
         UUID no more (or had none) is another one: the primary's own, unmounted, leaves its
         mount point on the filesystem below, and a sync from there would empty the mirror."""
-        return (self.primary, self.filesystem) == (other.primary, other.filesystem)
+        return (self.primary, self.filesystem, self.host) == (other.primary, other.filesystem, other.host)
 
     def describe(self, other: Owner) -> str:
-        """The primary, with its filesystem when that is all that tells it from ``other``'s."""
+        """The primary, with its host or filesystem when that is all that tells it from ``other``'s."""
         if self.primary != other.primary:
             return self.primary
+        if self.host != other.host:
+            return f"{self.primary} on host {self.host or 'unknown'}"
         return f"{self.primary} (filesystem {self.filesystem or 'without a UUID'})"
 
 
+class UnreadableRecord(Exception):
+    """The ownership record exists but cannot be read or makes no sense: whose the mirror is
+    is unknown, which is not the same as nobody's."""
+
+
 def read_owner(mirror: Path) -> Owner | None:
-    """The mirror's ownership record, or None: none yet, unreadable, or left by a device that
-    used to have this device's name."""
+    """The mirror's ownership record, or None: none yet, or left by a device that used to have
+    this device's name.  :class:`UnreadableRecord` when it exists and cannot be read."""
     record = state_files(mirror)[1]
     try:
         data: Any = json.loads(record.read_text())
         owner = Owner(**{f.name: data[f.name] for f in dataclasses.fields(Owner) if f.name in data})
-    except (OSError, ValueError, TypeError):
+        if not isinstance(owner.primary, str) or not isinstance(owner.config, str):
+            raise TypeError("no primary")
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise UnreadableRecord(
+            f"{error.strerror}" if isinstance(error, OSError) else "not a record"
+        ) from None
     now = _lasting_names(mirror)
     if owner.device and now and not set(owner.device) & set(now):
         return None
@@ -140,8 +159,12 @@ def read_owner(mirror: Path) -> Owner | None:
 
 
 def claim_of(mirror: Path) -> str | None:
-    """The token of the mirror's current claim, for the state that vouches for its content."""
-    owner = read_owner(mirror)
+    """The token of the mirror's current claim, for the state that vouches for its content (an
+    unreadable record vouches for nothing)."""
+    try:
+        owner = read_owner(mirror)
+    except UnreadableRecord:
+        return None
     return owner.claim if owner is not None else None
 
 
@@ -186,7 +209,8 @@ class MirrorClaim:
     def _mine(self) -> Owner:
         primary = Path(os.path.realpath(self.primary))
         uuid = _filesystem_uuid(primary) if primary.exists() else None
-        return Owner(str(primary), uuid, self.config, self.name, device=_lasting_names(self.mirror))
+        mine = Owner(str(primary), uuid, self.config, self.name, socket.gethostname())
+        return dataclasses.replace(mine, device=_lasting_names(self.mirror))
 
     def lock(self) -> None:
         """INIT, before preflight: another session on this mirror is refused (exit 4).  Where
@@ -197,9 +221,22 @@ class MirrorClaim:
             self._lock.acquire()
 
     def problems(self) -> list[PreflightProblem]:
-        """Preflight: the mirror holds another primary's copy (unless taking it over)."""
-        owner = read_owner(self.mirror)
-        if owner is None or owner.same_primary(self._mine) or self.take_over:
+        """Preflight: the mirror holds another primary's copy, or nobody can tell whose (unless
+        taking it over)."""
+        if self.take_over:
+            return []
+        try:
+            owner = read_owner(self.mirror)
+        except UnreadableRecord as why:
+            return [
+                PreflightProblem(
+                    f"the mirror {self.mirror}'s ownership record {self.record} cannot be read ({why}), so "
+                    "whose copy the mirror holds is unknown",
+                    f"if it is this configuration's primary's, take it over with `splitmirror backup "
+                    f"{self.config} --take-over-mirror`; otherwise give this primary a mirror of its own",
+                )
+            ]
+        if owner is None or owner.same_primary(self._mine):
             return []
         mine = self._mine
         return [
@@ -216,12 +253,12 @@ class MirrorClaim:
         """SYNC, before the first byte is written: hold the lock, and record this primary as the
         owner of a mirror that has none (or that is being taken over)."""
         self._lock.acquire()
-        owner = read_owner(self.mirror)
-        if owner is not None and owner.same_primary(self._mine):
-            return
         refused = self.problems()
         if refused:  # only if INIT had nothing to lock and another session claimed it since
             raise PreflightError(refused[0].sentence())
+        owner = None if self.take_over else read_owner(self.mirror)
+        if owner is not None and owner.same_primary(self._mine):
+            return
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         record = dataclasses.replace(self._mine, claim=secrets.token_hex(16), claimed_at=stamp)
         if self.record.parent == DEVICE_OWNER_DIR:
