@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from splitmirror.catalog import SqliteCatalog, default_catalog_path
 from splitmirror.phases import PHASE_ORDER
 
 
@@ -73,9 +74,35 @@ def test_backup_json_list_and_show(ledger: Path, write_config: Any, root: Path) 
 
 
 def test_unknown_session_id(root: Path) -> None:
+    SqliteCatalog(root / "catalog.db").close()
     proc = cli("show", "42", "--catalog", str(root / "catalog.db"))
     assert proc.returncode == 5
     assert "there is no session 42 in the catalog" in one_sentence(proc)
+
+
+@pytest.mark.parametrize("command", [["list"], ["show", "1"], ["verify", "1"], ["restore", "1", "--to", "r"]])
+def test_reading_never_creates_a_catalog(command: list[str], root: Path) -> None:
+    """A wrong path is said, not answered with a new, empty catalog (list used to print an
+    empty table and leave a catalog behind)."""
+    missing = root / "nowhere" / "catalog.db"
+    proc = cli(*command, "--catalog", str(missing))
+    assert proc.returncode == 5
+    assert f"there is no catalog at {missing}" in one_sentence(proc)
+    assert not missing.parent.exists()
+
+
+def test_reading_commands_take_the_configuration(root: Path, make_config: Any, ledger: Path) -> None:
+    """README's walkthrough: the catalog named in the config is the one list, show, verify and
+    restore read with --config, and each says which it read."""
+    config = make_config(mode="freeze")
+    assert cli("backup", "--quiet", str(config.source)).returncode == 0
+    catalog = default_catalog_path(config.session.catalog)
+    for command in (["list"], ["show", "1"], ["verify", "1"], ["restore", "1", "--to", str(root / "r")]):
+        proc = cli(*command, "--config", str(config.source))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"catalog {catalog}\n"), proc.stdout
+    both = cli("list", "--config", str(config.source), "--catalog", str(catalog))
+    assert both.returncode == 2 and "give --config or --catalog, not both" in one_sentence(both)
 
 
 def test_bad_since_date(root: Path) -> None:
@@ -180,6 +207,18 @@ def test_demo_runs_both_modes(tmp_path: Path) -> None:
         assert s["restored_integrity"] == "ok"
         assert s["restored_rows"] >= 50_000 + s["writer_acks_before_session"]
     assert report["writer_commits"] > 0
+    again = cli("demo", "--dir", str(tmp_path / "demo"), "--json")  # its own folder: cleared and reused
+    assert again.returncode == 0, again.stderr
+
+
+def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("two years of work")
+    proc = cli("demo", "--dir", str(mine))
+    assert proc.returncode == 2
+    assert "was not made by splitmirror demo" in one_sentence(proc)
+    assert [p.name for p in mine.iterdir()] == ["chapter1.tex"]
 
 
 def test_interrupt_before_a_session_exits_130() -> None:
@@ -219,3 +258,26 @@ def test_catalog_under_a_regular_file_is_one_sentence(ledger: Path, write_config
     proc = cli("backup", str(path))
     assert proc.returncode == 5
     assert "cannot create the session lock" in one_sentence(proc)
+
+
+def test_an_archive_sent_to_standard_output_is_asked_for(root: Path, ledger: Path, write_config: Any) -> None:
+    """The catalog records ``<stdout>``: verify and restore ask for the copy instead of
+    looking for a file of that name."""
+    config = write_config()
+    text = config.read_text()
+    config.write_text(text.replace(f'path = "{root}/archives/ledger-{{session}}.tar"', 'path = "-"'))
+    assert 'path = "-"' in config.read_text()
+    copy = root / "copy.tar"
+    with open(copy, "wb") as stream:
+        done = subprocess.run(
+            [sys.executable, "-m", "splitmirror", "backup", "--quiet", str(config)],
+            stdout=stream,
+            check=False,
+        )
+    assert done.returncode == 0
+    catalog = str(root / "catalog.db")
+    for command in (["verify", "1"], ["restore", "1", "--to", str(root / "r")]):
+        proc = cli(*command, "--catalog", catalog)
+        assert proc.returncode == 5
+        assert "went to standard output" in one_sentence(proc) and "--archive PATH" in proc.stderr
+    assert cli("verify", "1", "--archive", str(copy), "--catalog", catalog).returncode == 0

@@ -412,3 +412,20 @@ def test_a_file_vanishing_in_the_window_fails_the_session_with_one_sentence(
     assert writable_now(ledger)
     assert not list((config.mirror.primary.parent / "archives").iterdir()), "no archive on failure"
     assert Session(config, hooks).run().status == "DONE"
+
+
+def test_observers_hear_of_a_failed_session_too(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+    """An alert built on session_finished must fire for the backup that failed."""
+    recorder = Recorder()
+
+    class Broken:
+        @impl
+        def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+            if phase is Phase.BACKUP:
+                raise RuntimeError("the tape drive is gone")
+
+    with pytest.raises(SessionFailed) as failure:
+        run(make_config(), hooks, recorder, Broken())
+    assert failure.value.phase == "BACKUP"
+    assert recorder.summaries == ["FAILED"]
+    assert isinstance(failure.value.__cause__, RuntimeError)

@@ -148,6 +148,7 @@ def test_missing_archive_and_non_tar_are_one_sentence(
 
 
 def test_unknown_or_failed_session_and_no_arguments(root: Path, catalog: str) -> None:
+    SqliteCatalog(Path(catalog)).close()
     unknown = cli("verify", "42", "--catalog", catalog)
     assert unknown.returncode == 5 and "there is no session 42" in one_sentence(unknown)
     nothing = cli("verify")

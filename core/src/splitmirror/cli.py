@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .catalog import open_catalog
+from .catalog import default_catalog_path, open_catalog
 from .config import load_config
 from .errors import SessionFailed, SessionInterrupted, UserError
 from .hooks import Hooks
@@ -102,6 +102,25 @@ catalog_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Catalog file (default: $SPLITMIRROR_CATALOG, else the user's data directory).",
 )
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read the catalog CONFIG's sessions use (its [session] catalog, else the default).",
+)
+
+
+def _catalog_for(catalog_path: Path | None, config_file: Path | None) -> Path:
+    """The catalog a reading command reads: --config's, --catalog, or the default."""
+    if config_file is not None and catalog_path is not None:
+        raise click.UsageError("give --config or --catalog, not both")
+    if config_file is not None:
+        return default_catalog_path(load_config(config_file).session.catalog)
+    return default_catalog_path(catalog_path)
+
+
+def _says_catalog(path: Path) -> None:
+    out.print(f"[dim]catalog {escape(str(path))}[/dim]", soft_wrap=True)
 
 
 class _OneSentence(click.Group):
@@ -281,34 +300,46 @@ def _since(value: str | None) -> str | None:
     help="Only this status.",
 )
 @click.option("--since", help="Only sessions started at or after this date/time (ISO 8601, UTC default).")
+@config_option
 @catalog_option
 @json_option
 @handled
 def list_(
-    database: str | None, status: str | None, since: str | None, catalog_path: Path | None, as_json: bool
+    database: str | None,
+    status: str | None,
+    since: str | None,
+    config_file: Path | None,
+    catalog_path: Path | None,
+    as_json: bool,
 ) -> None:
     """List the sessions in the catalog."""
-    catalog = open_catalog(catalog_path)
-    sessions = catalog.sessions(database=database, status=status and status.upper(), since=_since(since))
+    after = _since(since)  # a bad argument is said before any catalog is looked for
+    path = _catalog_for(catalog_path, config_file)
+    catalog = open_catalog(path, create=False)
+    sessions = catalog.sessions(database=database, status=status and status.upper(), since=after)
     if as_json:
         _emit_json([summary_json(s) for s in sessions])
     else:
+        _says_catalog(path)
         print_sessions(out, sessions)
 
 
 @main.command()
 @click.argument("session_id", type=int, metavar="ID")
+@config_option
 @catalog_option
 @json_option
 @handled
-def show(session_id: int, catalog_path: Path | None, as_json: bool) -> None:
+def show(session_id: int, config_file: Path | None, catalog_path: Path | None, as_json: bool) -> None:
     """Show one session: phases, window, and its files in archive order."""
-    catalog = open_catalog(catalog_path)
+    path = _catalog_for(catalog_path, config_file)
+    catalog = open_catalog(path, create=False)
     summary = catalog.get(session_id)
     files = catalog.files(session_id)
     if as_json:
         _emit_json(summary_json(summary, files))
     else:
+        _says_catalog(path)
         print_summary(out, summary)
         print_files(out, files)
 
@@ -323,10 +354,17 @@ archive_option = click.option(
 @main.command()
 @click.argument("session_id", type=int, metavar="[ID]", required=False)
 @archive_option
+@config_option
 @catalog_option
 @json_option
 @handled
-def verify(session_id: int | None, archive: str | None, catalog_path: Path | None, as_json: bool) -> None:
+def verify(
+    session_id: int | None,
+    archive: str | None,
+    config_file: Path | None,
+    catalog_path: Path | None,
+    as_json: bool,
+) -> None:
     """Re-read an archive and check every checksum.
 
     Every member's data against its checksum record, and the members and the manifest against
@@ -334,11 +372,14 @@ def verify(session_id: int | None, archive: str | None, catalog_path: Path | Non
     checked against its own manifest (for an archive carried to another host); --archive -
     reads standard input.
     """
-    source, files = locate_archive(session_id, archive, catalog_path)
+    path = _catalog_for(catalog_path, config_file)
+    source, files = locate_archive(session_id, archive, path)
     report = verify_archive(source, files, session_id=session_id)
     if as_json:
         _emit_json(report.to_json())
     else:
+        if session_id is not None:
+            _says_catalog(path)
         print_verify(out, report)
     if not report.ok:
         sys.exit(6)
@@ -360,6 +401,7 @@ def verify(session_id: int | None, archive: str | None, catalog_path: Path | Non
     "--force", is_flag=True, help="Restore into a non-empty directory, replacing files of the same name."
 )
 @archive_option
+@config_option
 @catalog_option
 @json_option
 @handled
@@ -369,6 +411,7 @@ def restore(
     only: tuple[str, ...],
     force: bool,
     archive: str | None,
+    config_file: Path | None,
     catalog_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -379,12 +422,15 @@ def restore(
     land outside DIR (absolute paths, '..', escaping links) and device nodes or FIFOs are
     refused before anything is written.
     """
-    source, files = locate_archive(session_id, archive, catalog_path)
+    path = _catalog_for(catalog_path, config_file)
+    source, files = locate_archive(session_id, archive, path)
     expected = from_catalog(files) if files is not None else None
     result = restore_archive(source, directory, only=only, force=force, expected=expected)
     if as_json:
         _emit_json(result.to_json())
     else:
+        if session_id is not None:
+            _says_catalog(path)
         print_restore(out, result)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import sys
 import tarfile
 import tempfile
 import time
@@ -21,6 +22,7 @@ from rich.console import Console
 
 from .catalog.base import SessionSummary
 from .config import load_config
+from .errors import UserError
 from .hooks import Hooks
 from .report import print_summary, summary_json
 from .session import Session
@@ -58,10 +60,33 @@ def _restore_check(archive: Path) -> tuple[str, int]:
     return str(integrity), int(rows)
 
 
+#: Left in the demo's folder, so a second run knows the folder is its own to clear.
+MARKER = ".splitmirror-demo"
+
+
+def _prepare_folder(root: Path) -> None:
+    """A new or empty folder, or one an earlier demo made (which is cleared); anything else is
+    refused: the demo never deletes what it did not create."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} exists and is not a folder; give --dir a new or empty folder")
+    if root.is_dir() and any(root.iterdir()):
+        if not (root / MARKER).is_file():
+            raise UserError(
+                f"{root} exists, is not empty and was not made by splitmirror demo; give --dir a new or "
+                "empty folder (the demo never deletes what it did not create)"
+            )
+        for entry in root.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("made by splitmirror demo; a later demo run clears this folder\n")
+
+
 def run_demo(directory: Path, *, out: Console, err: Console, as_json: bool = False) -> list[dict[str, Any]]:
     root = directory.resolve()
-    if root.exists():
-        shutil.rmtree(root)
+    _prepare_folder(root)
     for sub in ("primary", "mirror", "archives"):
         (root / sub).mkdir(parents=True)
     db = root / "primary" / "ledger.db"
@@ -104,5 +129,8 @@ def run_demo(directory: Path, *, out: Console, err: Console, as_json: bool = Fal
         out.print(f"the writer committed {total} rows while the two sessions ran")
         out.print(f"folder:   {root}")
         out.print(f"archives: {root / 'archives'}")
-        out.print(f"catalog:  {root / 'catalog.db'}  (try: splitmirror list --catalog {root / 'catalog.db'})")
+        out.print(f"catalog:  {root / 'catalog.db'}  (try: splitmirror list --config {root / 'freeze.toml'})")
+        here = Path(sys.executable).parent
+        if (here / "splitmirror").exists() and shutil.which("splitmirror") != str(here / "splitmirror"):
+            out.print(f"splitmirror is {here / 'splitmirror'}; put it on PATH with: . {here / 'activate'}")
     return results

@@ -118,6 +118,7 @@ class Session:
     # -- the contract ---------------------------------------------------------------------
 
     def run(self) -> SessionSummary:
+        failure: SessionFailed | None = None
         with self._guard:
             try:
                 self._phase(Phase.INIT)
@@ -132,12 +133,17 @@ class Session:
                 if self.id is None:
                     raise
                 assert self.phase is not None
-                raise SessionFailed(self.id, self.phase.name, first_line(error)) from error
+                failure = SessionFailed(self.id, self.phase.name, first_line(error))
+                failure.__cause__ = error
             finally:
                 with self._guard.deferred():
                     self._close()
-            self._guard.raise_pending()
-        return self._finished()
+            if failure is None:
+                self._guard.raise_pending()
+        summary = self._finished()  # observers hear of a FAILED session as of a DONE one
+        if failure is not None:
+            raise failure
+        return summary
 
     def _window(self) -> None:
         """QUIESCE .. UNQUIESCE, with thaw and release guaranteed on every way out (and, for

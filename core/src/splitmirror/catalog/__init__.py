@@ -7,6 +7,7 @@ from pathlib import Path
 
 import platformdirs
 
+from ..errors import CatalogError
 from .base import Catalog, FileRecord, PhaseRecord, SessionSummary
 from .sqlite import SqliteCatalog
 
@@ -22,8 +23,16 @@ def default_catalog_path(configured: Path | None = None) -> Path:
     return Path(platformdirs.user_data_dir("splitmirror")) / "catalog.db"
 
 
-def open_catalog(path: Path | None = None) -> Catalog:
-    return SqliteCatalog(default_catalog_path(path))
+def open_catalog(path: Path | None = None, *, create: bool = True) -> Catalog:
+    """The catalog at ``path`` (or the default).  Commands that only read pass ``create=False``:
+    a catalog that is not there is a wrong path, never a new, empty catalog to report from."""
+    where = default_catalog_path(path)
+    if not create and not where.exists():
+        raise CatalogError(
+            f"there is no catalog at {where}; name the one your sessions use with --config FILE "
+            "(its [session] catalog) or --catalog PATH"
+        )
+    return SqliteCatalog(where)
 
 
 __all__ = [

@@ -20,6 +20,7 @@ from ..catalog.base import DONE
 from ..errors import CatalogError, PluginError, UserError, first_line
 from ..hooks import Hooks
 from ..restore_steps import RestoreStep, as_step
+from ..targets.builtin import STDOUT_LABEL
 from .plan import Plan, RestoreRefused, check_directory, scan
 from .tree import Tree
 from .verify import Expectation
@@ -164,7 +165,7 @@ def locate_archive(
         if archive is None:
             raise UserError("give a session ID, or the archive itself with --archive PATH")
         return archive, None
-    catalog = open_catalog(catalog_path)
+    catalog = open_catalog(catalog_path, create=False)
     try:
         summary = catalog.get(session_id)
         files = catalog.files(session_id)
@@ -176,7 +177,7 @@ def locate_archive(
             f"session {session_id} is {summary.status}{why}; only a DONE session has an archive"
         )
     path = archive or summary.archive
-    if not path or path == "-":
+    if not path or path in ("-", STDOUT_LABEL):
         raise CatalogError(
             f"session {session_id}'s archive went to standard output, so the catalog cannot say where "
             f"it is; pass your copy with --archive PATH"

@@ -157,6 +157,10 @@ class TapeTarget(Target):
             self._fd = -1
 
 
+#: What the catalog records as the archive of a session written to standard output.
+STDOUT_LABEL = "<stdout>"
+
+
 class StdoutTarget(Target):
     """Standard output (``path = "-"``), for piping into ssh, mbuffer or a tape library tool."""
 
@@ -168,7 +172,7 @@ class StdoutTarget(Target):
 
     @property
     def location(self) -> str:
-        return "<stdout>"
+        return STDOUT_LABEL
 
     def open(self) -> None:
         sys.stdout.flush()
