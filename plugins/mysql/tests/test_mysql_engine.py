@@ -383,3 +383,25 @@ def test_flush_tables_with_read_lock_is_a_working_freeze_fallback(
     database = MysqlLedgerDatabase(server, option_file, {"freeze_lock": "ftwrl"})
     report = run_drill(database, splitmirror_session, "freeze")
     assert report.acknowledged > 0 and report.passed, str(report)
+
+
+def test_an_older_copy_of_the_data_directory_is_refused(
+    splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner, tmp_path: Path
+) -> None:
+    """A config left pointing at an old copy passes every other check; the server's own binary
+    log (MariaDB) or UUID (MySQL) tells it is not the server's, before anything is quiesced."""
+    splitmirror_database.create_ledger()
+    server = splitmirror_database.server
+    old = tmp_path / "old-datadir"
+    subprocess.run(["cp", "-a", str(server.datadir), str(old)], check=True)
+    if server.database == "mysql":
+        (old / "auto.cnf").write_text("[auto]\nserver-uuid=00000000-0000-0000-0000-000000000000\n")
+    with server.connection() as conn, conn.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {DATABASE}.ledger (writer, seq) VALUES (-5, 1)")
+    stale = MysqlLedgerDatabase(
+        server, splitmirror_database.option_file, {"path_map": {"/var/lib/mysql": str(old)}}, primary=old
+    )
+    code, output = check(splitmirror_session, stale)
+    assert code == 3, output
+    assert f"the data directory {old} holds" in output and "point [mirror] primary" in output
+    assert check(splitmirror_session, splitmirror_database)[0] == 0

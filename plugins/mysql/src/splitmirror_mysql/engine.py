@@ -202,6 +202,8 @@ class MysqlEngine(DatabaseEngine):
                     "in a container",
                 )
             )
+        else:
+            problems += self._identity_problems()
         problems += self._long_query_problems()
         if os.geteuid() != 0:
             problems.append(
@@ -221,6 +223,41 @@ class MysqlEngine(DatabaseEngine):
                     )
                 )
         return problems
+
+    def _identity_problems(self) -> list[PreflightProblem]:
+        """The data directory here is the running server's, not an old copy or another server's
+        (a config left pointing at one quiesced the live server and failed late).  MySQL: the
+        server's UUID against its ``auto.cnf``; MariaDB, which keeps no UUID file: the binary
+        log the server is writing must be here and at least as long as the server says."""
+        found: str | None = None
+        try:
+            if self.flavour == MYSQL:
+                live = str(self._one("SELECT @@server_uuid"))
+                text = (self.datadir / "auto.cnf").read_text()
+                if f"server-uuid={live}" not in text.replace(" ", ""):
+                    found = f"another server's files (its auto.cnf does not name server {live})"
+            elif self.binlog_basename:
+                status = self._rows("SHOW BINLOG STATUS")
+                if status:
+                    name, position = str(status[0][0]), int(status[0][1])
+                    current = Path(self.binlog_basename).parent / name
+                    if not current.is_file() or current.stat().st_size < position:
+                        found = (
+                            f"an older copy or another server's files ({current} is not the binary log "
+                            "the server is writing)"
+                        )
+        except (OSError, pymysql.Error):
+            return []  # unreadable files are reported above; without the facts, no comparison
+        if found is None:
+            return []
+        return [
+            PreflightProblem(
+                f"the data directory {self.datadir} holds {found}, not the files of the server at "
+                f"{redact_url(self.url)}",
+                "point [mirror] primary (and [database] path_map, for a server in a container) at the "
+                "server's own data directory",
+            )
+        ]
 
     def _grants(self) -> set[str]:
         """Global privileges of the current account (``ALL PRIVILEGES`` kept as such)."""

@@ -38,7 +38,7 @@ from splitmirror.fsfreeze import mount_point
 from splitmirror.phases import Mode
 from splitmirror.restore_steps import RestoreStep
 
-from . import layout, restored_paths
+from . import identity, layout, restored_paths
 from .restore import restore_steps
 
 
@@ -151,11 +151,41 @@ class PostgresEngine(DatabaseEngine):
                     "in a container",
                 )
             )
+        else:
+            problems += self._identity_problems()
         if mode is Mode.HOT_BACKUP:
             problems += self._hot_problems(str(user), superuser)
         else:
             problems += self._freeze_problems(str(user), superuser)
         return problems
+
+    def _identity_problems(self) -> list[PreflightProblem]:
+        """The files are the running server's (:mod:`.identity`); a checkpoint between the two
+        reads moves the LSN, so a mismatch is read once more before it counts."""
+        for _attempt in range(3):
+            try:
+                system, checkpoint = identity.on_disk(self.datadir)
+                live_system = int(self._one("SELECT system_identifier FROM pg_control_system()"))
+                live_checkpoint = identity.lsn(
+                    str(self._one("SELECT checkpoint_lsn FROM pg_control_checkpoint()"))
+                )
+            except (OSError, psycopg.Error):
+                return []  # unreadable files are reported above; without the functions, no comparison
+            if (system, checkpoint) == (live_system, live_checkpoint):
+                return []
+        what = (
+            f"another cluster (system identifier {system}, the server's is {live_system})"
+            if system != live_system
+            else "an older copy of the server's cluster (its last checkpoint is not the server's)"
+        )
+        return [
+            PreflightProblem(
+                f"the data directory {self.datadir} holds {what}, not the files of the server at "
+                f"{redact_url(self.url)}",
+                "point [mirror] primary (and [database] path_map, for a server in a container) at the "
+                "server's own data directory",
+            )
+        ]
 
     def _hot_problems(self, user: str, superuser: bool) -> list[PreflightProblem]:
         problems = []
