@@ -281,3 +281,28 @@ def test_an_archive_sent_to_standard_output_is_asked_for(root: Path, ledger: Pat
         assert proc.returncode == 5
         assert "went to standard output" in one_sentence(proc) and "--archive PATH" in proc.stderr
     assert cli("verify", "1", "--archive", str(copy), "--catalog", catalog).returncode == 0
+
+
+def test_the_summary_is_for_people() -> None:
+    """Positions as words (no Python reprs, a WAL segment named once), no empty error column."""
+    import io
+
+    from rich.console import Console
+
+    from splitmirror.catalog.base import PhaseRecord, SessionSummary
+    from splitmirror.report import positions_text, print_summary
+
+    assert positions_text({"exact": False, "wal_files": ["0000000100000002", "0000000100000002"]}) == (
+        "exact no, wal files 0000000100000002"
+    )
+    assert positions_text({"wal_files": ["a", "b", "c"], "gtid": None}) == "wal files a to c (3), gtid -"
+    summary = SessionSummary(
+        id=7, name="orders-with-a-long-name", status="DONE", mode="freeze", database="sqlite",
+        database_url="", config="", started_at="", phases=[PhaseRecord("INIT", "", 1.0)],
+        redo_range={"exact": True},
+    )  # fmt: skip
+    out = io.StringIO()
+    print_summary(Console(file=out, width=40), summary)
+    text = out.getvalue()
+    assert text.startswith("session 7 (orders-with-a-long-name): DONE\n"), text
+    assert "error" not in text and "positions exact yes" in text and "True" not in text

@@ -130,3 +130,12 @@ def test_a_container_step_passes_environment_to_docker() -> None:
     step = RestoreStep.container([("/r/data", "/pg")], ["postgres"], env={"PGDATA": "/pg"})
     assert step.docker_options == ("-d", "-e", "PGDATA=/pg", "-v", "/r/data:/pg")
     assert step.text() == "docker run -d -e PGDATA=/pg -v /r/data:/pg IMAGE postgres"
+
+
+def test_restore_lists_members_only_when_asked() -> None:
+    result = RestoreResult("a.tar", Path("/r"), ["base/1/1259", "global/pg_control"], [], 2, "x", [], [])
+    quiet, loud = io.StringIO(), io.StringIO()
+    print_restore(Console(file=quiet, width=200), result)
+    print_restore(Console(file=loud, width=200), result, verbose=True)
+    assert "restored 2 members" in quiet.getvalue() and "global/pg_control" not in quiet.getvalue()
+    assert "  global/pg_control\n" in loud.getvalue()

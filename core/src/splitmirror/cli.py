@@ -400,6 +400,7 @@ def verify(
 @click.option(
     "--force", is_flag=True, help="Restore into a non-empty directory, replacing files of the same name."
 )
+@click.option("--verbose", "-v", is_flag=True, help="List every member restored.")
 @archive_option
 @config_option
 @catalog_option
@@ -410,6 +411,7 @@ def restore(
     directory: Path,
     only: tuple[str, ...],
     force: bool,
+    verbose: bool,
     archive: str | None,
     config_file: Path | None,
     catalog_path: Path | None,
@@ -431,7 +433,7 @@ def restore(
     else:
         if session_id is not None:
             _says_catalog(path)
-        print_restore(out, result)
+        print_restore(out, result, verbose=verbose)
 
 
 @main.command()

@@ -46,13 +46,35 @@ def sync_passes(stats: Mapping[str, Any]) -> str:
     return f"sync passes {before} before QUIESCE, {after} in the window ({escape(how)})"
 
 
+def positions_text(positions: Mapping[str, Any]) -> str:
+    """The database's positions for people: ``exact yes``, a list of WAL files as its first and
+    last (once, when they are one), nested values flattened; never Python's reprs."""
+
+    def value(item: Any) -> str:
+        if isinstance(item, bool):
+            return "yes" if item else "no"
+        if isinstance(item, list | tuple):
+            unique = list(dict.fromkeys(str(v) for v in item))
+            return unique[0] if len(unique) == 1 else f"{unique[0]} to {unique[-1]} ({len(unique)})"
+        if isinstance(item, Mapping):
+            return ", ".join(f"{k} {value(v)}" for k, v in item.items())
+        return "-" if item is None else str(item)
+
+    return ", ".join(f"{key.replace('_', ' ')} {value(item)}" for key, item in positions.items())
+
+
 def print_summary(console: Console, summary: SessionSummary) -> None:
-    table = Table(title=f"session {summary.id} ({summary.name}): {summary.status}", title_justify="left")
+    # The title on a line of its own: rich wraps a table's title to the table's width.
+    console.print(f"session {summary.id} ({escape(summary.name)}): {summary.status}", soft_wrap=True)
+    table = Table()
     table.add_column("phase")
     table.add_column("duration", justify="right")
-    table.add_column("", style="red")
+    errors = any(phase.error for phase in summary.phases)
+    if errors:  # no empty column on success
+        table.add_column("error", style="red")
     for phase in summary.phases:
-        table.add_row(phase.name, f"{phase.duration_ms:.1f} ms", escape(phase.error or ""))
+        row = [phase.name, f"{phase.duration_ms:.1f} ms"]
+        table.add_row(*row, *([escape(phase.error or "")] if errors else []))
     console.print(table)
     window = "-" if summary.window_ms is None else f"{summary.window_ms:.1f} ms"
     rate = throughput(summary)
@@ -66,8 +88,7 @@ def print_summary(console: Console, summary: SessionSummary) -> None:
         console.print(f"label {escape(summary.label)}")
     if summary.redo_range:
         # The database's own positions: WAL LSNs, binary log file/position and GTIDs.
-        positions = ", ".join(f"{key} {value}" for key, value in summary.redo_range.items())
-        console.print(f"positions {escape(positions)}", soft_wrap=True)
+        console.print(f"positions {escape(positions_text(summary.redo_range))}", soft_wrap=True)
     passes = sync_passes(summary.stats)
     if passes:
         console.print(passes, soft_wrap=True)

@@ -218,7 +218,7 @@ def test_freeze_records_exact_positions_in_catalog_manifest_and_show(
     shown = CliRunner().invoke(
         main, ["show", str(summary.id), "--catalog", str(splitmirror_session.workspace.catalog)]
     )
-    assert f"binlog_position {positions['binlog_position']}" in shown.output
+    assert f"binlog position {positions['binlog_position']}" in shown.output and "exact yes" in shown.output
 
 
 def test_tablespaces_are_archived_in_innodb_space_id_order(

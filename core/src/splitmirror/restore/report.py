@@ -26,7 +26,9 @@ def print_verify(console: Console, report: VerifyReport) -> None:
         console.print(f"[red]verification FAILED: {count} problem{'s' if count != 1 else ''}[/red]")
 
 
-def print_restore(console: Console, result: RestoreResult) -> None:
+def print_restore(console: Console, result: RestoreResult, *, verbose: bool = False) -> None:
+    """The count, the members only with ``verbose`` (a cluster has hundreds: the next steps
+    would scroll away), notes, then the next steps."""
     count = len(result.restored)
     console.print(
         escape(
@@ -35,8 +37,9 @@ def print_restore(console: Console, result: RestoreResult) -> None:
         ),
         soft_wrap=True,
     )
-    for name in result.restored:
-        console.print(f"  {escape(name)}", soft_wrap=True)
+    if verbose:
+        for name in result.restored:
+            console.print(f"  {escape(name)}", soft_wrap=True)
     if result.skipped:
         console.print(f"skipped {len(result.skipped)} member(s) not matched by --only")
     for note in result.notes:
