@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,11 @@ def section(document: Path, heading: str) -> str:
     return text[start : start + len(heading) + (following.start() if following else len(text))]
 
 
-def blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+def blocks(text: str, language: str, *, indented: bool = False) -> list[str]:
+    """The fenced blocks of ``language``; ``indented`` also finds those inside list items."""
+    lead = r"[ \t]*" if indented else ""
+    found = re.findall(rf"^{lead}```{language}\n(.*?)^{lead}```", text, re.MULTILINE | re.DOTALL)
+    return [textwrap.dedent(block) for block in found]
 
 
 def commands(block: str) -> list[str]:
@@ -90,3 +94,55 @@ def test_every_toml_example_loads(document: str, tmp_path: Path) -> None:
         path.write_text(block)
         path.chmod(0o600)
         load_config(path)
+
+
+@pytest.fixture
+def orders_archive(tmp_path: Path) -> Path:
+    """A HOT_BACKUP of ``orders.db`` (WAL mode, so the archive holds ``orders.db-wal`` too),
+    taken with README's configuration."""
+    (config,) = blocks(section(REPO / "README.md", "## A five-minute walkthrough"), "toml")
+    for path in ("/srv/data", "/backup"):
+        config = config.replace(path, f"{tmp_path}{path}")
+    (tmp_path / "srv" / "data").mkdir(parents=True)
+    create_ledger(tmp_path / "srv" / "data" / "orders.db", rows=1000)
+    for directory in ("backup/mirror", "backup/archives"):
+        (tmp_path / directory).mkdir(parents=True)
+    (tmp_path / "orders.toml").write_text(config)
+    (tmp_path / "orders.toml").chmod(0o600)
+    assert run("splitmirror backup --quiet orders.toml", tmp_path).returncode == 0
+    return tmp_path / "backup" / "archives" / "orders-1.tar"
+
+
+def test_the_emergency_restore_with_gnu_tar_runs_as_written(orders_archive: Path, tmp_path: Path) -> None:
+    """docs/restore.md's emergency section: plain tar, then each of the three checksum checks,
+    every file OK; then the same checks find a flipped byte."""
+    emergency = section(REPO / "docs" / "restore.md", "## Emergency restore with plain GNU tar")
+
+    def here(text: str) -> str:
+        text = text.replace("/backup/archives/orders-7.tar", str(orders_archive))
+        return text.replace("/restore/orders", str(tmp_path / "restore" / "orders"))
+
+    shell = [here(block) for block in blocks(emergency, "sh", indented=True)]
+    extract, with_xattrs, with_manifest = shell
+    for line in commands(extract):
+        line = line.replace("mkdir ", "mkdir -p ")  # the first block runs again after the xattrs one
+        assert run(line, tmp_path).returncode == 0, line
+    checks = run(with_xattrs, tmp_path)
+    assert checks.stdout.splitlines() == ["OK  orders.db", "OK  orders.db-wal"], checks.stdout + checks.stderr
+    manifest = run(with_manifest, tmp_path)
+    assert manifest.returncode == 0 and "orders.db: OK" in manifest.stdout, manifest.stdout + manifest.stderr
+    (python,) = blocks(emergency, "python", indented=True)
+    script = tmp_path / "check.py"
+    script.write_text(python)
+    straight = subprocess.run(
+        [sys.executable, str(script), str(orders_archive)], capture_output=True, text=True
+    )
+    assert straight.returncode == 0 and "OK  orders.db" in straight.stdout, straight.stdout
+
+    restored = tmp_path / "restore" / "orders" / "orders.db"
+    data = bytearray(restored.read_bytes())
+    data[5000] ^= 0xFF
+    restored.write_bytes(bytes(data))
+    check_only = with_xattrs.split("\n", 1)[1]  # the block without its tar line, which would extract again
+    assert "BAD orders.db" in run(check_only, tmp_path).stdout
+    assert run(with_manifest, tmp_path).returncode != 0
