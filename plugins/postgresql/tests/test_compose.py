@@ -1,106 +1,104 @@
-"""compose/README.md's walkthrough, step by step: PostgreSQL brought up by compose/docker-compose.yml
-with its data directory on a host disk, a HOT_BACKUP session with the README's own config, a
-restore, and the restored copy started in a fresh container with every row there."""
+"""compose/README.md's PostgreSQL walkthrough, run as written: its shell blocks and its
+``pg.toml`` are read out of the README (never copied here) and run in one bash session.  Only the
+user's places are moved (the data and backup directories under the test's directory, free ports
+for 5432 and 5433, a compose project of the test's own, this machine's images and compose
+command); every command, the waits and the restored copy's ``docker run`` among them, is the
+README's.  A README that drifts from the tool fails here."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
-from collections.abc import Iterator
+import subprocess
+import sys
 from pathlib import Path
 
-import psycopg
 import pytest
-from click.testing import CliRunner
 
-from splitmirror.cli import main
-from splitmirror.restore import RestoreResult
-from splitmirror.restore_steps import RestoreStep
-from splitmirror.testing.containers import Unavailable, compose_up, free_port, image_for
-from splitmirror.testing.steps import container_step
-from splitmirror_postgresql.container import ContainerPostgres
+from splitmirror.testing.containers import Unavailable, compose_command, free_port, image_for
 
 REPO = Path(__file__).resolve().parents[3]
 README = REPO / "compose" / "README.md"
+COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 
 
-def answers(url: str) -> bool:
-    try:
-        psycopg.connect(url, connect_timeout=2).close()
-        return True
-    except psycopg.OperationalError:
-        return False
+def walkthrough() -> tuple[list[str], str]:
+    """The PostgreSQL section's shell blocks and its ``pg.toml``."""
+    text = README.read_text()
+    start = text.index("## Trying it out")
+    end = text.index("\n## ", start + 1)
+    part = text[start:end]
+    shell = re.findall(r"^```sh\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
+    (config,) = re.findall(r"^```toml\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
+    return shell, config
 
 
-@pytest.fixture
-def compose_postgres(
-    splitmirror_primary_disk: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[int, Path, str]]:
-    """The compose file's ``postgres`` service up: (port on 127.0.0.1, host data directory, image)."""
+def test_the_readme_walkthrough_runs_as_written(splitmirror_primary_disk: Path, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the compose walkthrough runs as root: splitmirror reads files the container's user owns")
-    password, port = secrets.token_urlsafe(16), free_port()
-    monkeypatch.setenv("PGPASSWORD", password)  # the README's `export PGPASSWORD=...`
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    compose = compose_command()
+    if compose is None or not COMPOSE_FILE.is_file():
+        pytest.skip(
+            "neither `docker compose` nor docker-compose is installed (compose/start-engine installs one)"
+        )
     try:
-        image = image_for("postgres", "15")
-        env = {
-            "SPLITMIRROR_DATA": str(splitmirror_primary_disk),
-            "SPLITMIRROR_IMAGE_POSTGRES_15": image,
-            "POSTGRES_PASSWORD": password,
-            "POSTGRES_PORT": str(port),
-        }
-        with compose_up("postgres", env, lambda: answers(url)):
-            yield port, splitmirror_primary_disk / "postgres", image
+        images = {"POSTGRES_15": image_for("postgres", "15"), "MARIADB_10_11": image_for("mariadb", "10.11")}
     except Unavailable as reason:
         pytest.skip(str(reason))
+    live, restored = free_port(), free_port()
+    data, backups = splitmirror_primary_disk, tmp_path / "backups"
 
+    def here(text: str) -> str:
+        text = text.replace("compose/docker-compose.yml", str(COMPOSE_FILE))
+        text = text.replace("/path/to/splitmirror/compose/data", str(data))
+        text = text.replace("/var/backups/splitmirror", str(backups))
+        text = (
+            text.replace("5433", str(restored))
+            .replace("-p 5432", f"-p {live}")
+            .replace(":5432/", f":{live}/")
+        )
+        text = re.sub(r"^docker-compose ", " ".join(compose) + " ", text, flags=re.MULTILINE)
+        text = re.sub(r"(&& )docker-compose ", rf"\1{' '.join(compose)} ", text)
+        for name, image in images.items():
+            text = re.sub(
+                rf"^export SPLITMIRROR_IMAGE_{name}=\S+",
+                f"export SPLITMIRROR_IMAGE_{name}={image}",
+                text,
+                flags=re.M,
+            )
+        return "\n".join(
+            line for line in text.splitlines() if not line.startswith("make ")
+        )  # images are built
 
-def readme_config(port: int, datadir: Path, backups: Path) -> str:
-    """The README's pg.toml with this machine's paths and port put in."""
-    block = next(
-        (b for b in re.findall(r"```toml\n(.*?)```", README.read_text(), re.DOTALL) if "postgresql://" in b),
-        None,
-    )
-    assert block, "compose/README.md lost its pg.toml"
-    return (
-        block.replace("/path/to/splitmirror/compose/data/postgres", str(datadir))
-        .replace("/var/backups/splitmirror", str(backups))
-        .replace("127.0.0.1:5432", f"127.0.0.1:{port}")
-    )
-
-
-def test_the_readme_walkthrough(
-    compose_postgres: tuple[int, Path, str], splitmirror_catalog: Path, tmp_path: Path
-) -> None:
-    port, datadir, _image = compose_postgres
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 10000) g")
-    backups = tmp_path / "backups"
-    backups.mkdir()
-    config = tmp_path / "pg.toml"
-    config.write_text(readme_config(port, datadir, backups))
-    config.chmod(0o600)
-
-    cli = CliRunner()
-    checked = cli.invoke(main, ["check", str(config)])
-    assert checked.exit_code == 0 and "ready for a hot-backup session" in checked.output, checked.output
-    backed_up = cli.invoke(main, ["backup", str(config)])
-    assert backed_up.exit_code == 0 and "DONE" in backed_up.output, backed_up.output
-    restored = backups / "restored-pg"
-    result = cli.invoke(main, ["restore", "1", "--to", str(restored), "--json"])
-    assert result.exit_code == 0, result.output
-    steps = [RestoreStep.from_json(step) for step in json.loads(result.output)["steps"]]
-    # The README's own docker run line is the printed one, with a name and a port added.
-    printed = container_step(steps).text().split("   #")[0]
-    options = printed.removeprefix("docker run -d ").split(" IMAGE")[0]
-    readme = README.read_text().replace(" \\\n    ", " ").replace("/var/backups/splitmirror", str(backups))
-    assert f"-p 127.0.0.1:5433:5432 {options} " in readme, (options, readme)
-
-    template = ContainerPostgres("15", restored, os.environ["PGPASSWORD"])  # its image and password
-    restore = RestoreResult("", restored, [], [], 0, "postgresql", steps, [])
-    with template.restored(restore) as copy, psycopg.connect(copy.conninfo, autocommit=True) as conn:
-        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (10000,)
+    shell, config = walkthrough()
+    (tmp_path / "pg.toml").write_text(here(config))
+    (tmp_path / "pg.toml").chmod(0o600)
+    password = secrets.token_urlsafe(16)
+    script = "\n".join(here(block) for block in shell).replace("'choose-one'", f"'{password}'")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "SPLITMIRROR_DATA": str(data),
+        "POSTGRES_PORT": str(live),
+        "MARIADB_PORT": str(free_port()),
+        "COMPOSE_PROJECT_NAME": f"splitmirror-walkthrough-{os.getpid()}",
+    }
+    env.pop("SPLITMIRROR_CATALOG", None)
+    env["SPLITMIRROR_CATALOG"] = str(tmp_path / "catalog.db")  # the user's own default catalog
+    try:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+        counts = [line.strip() for line in done.stdout.splitlines() if line.strip().isdigit()]
+        assert counts == ["10000"], done.stdout  # the restored copy's SELECT count(*) FROM orders
+    finally:
+        subprocess.run(["docker", "rm", "-f", "pg-restored"], capture_output=True, check=False)
+        subprocess.run(
+            [*compose, "-f", str(COMPOSE_FILE), "down", "--volumes"],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
