@@ -37,14 +37,18 @@ Exit codes:
   0  success
   1  the session ran and failed (the catalog says FAILED, with the phase);
      restore: writing into DIR failed part way (a full disk, permissions)
-  2  bad configuration, bad arguments, or an unknown or broken plugin
+  2  bad configuration (a path inside the primary or the mirror too),
+     bad arguments, or an unknown or broken plugin
   3  a preflight check failed (nothing was changed on the database)
   4  another session is running for this configuration or on its mirror
-  5  the catalog cannot be opened, the session asked for is not in it,
-     or the archive to verify or restore cannot be found
+  5  the catalog cannot be opened or is not there, the session asked for is
+     not in it or not DONE, or the archive to verify or restore cannot be found
   6  verification failed: a checksum, size or the manifest does not match,
-     or the archive is truncated, damaged or not a tar archive
-  7  restore refused: an unsafe member, or DIR is not empty (nothing was written)
+     or the archive is truncated, damaged or not a tar archive; restore: a
+     member does not match its checksum
+  7  restore refused: an unsafe member, DIR is not empty or something in it
+     is in a member's way, or the archive is not a regular file (nothing
+     was written)
   130 interrupted before the session started
 """
 
