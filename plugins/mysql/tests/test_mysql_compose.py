@@ -107,3 +107,74 @@ def test_the_readme_mariadb_walkthrough(
     with server.restored(restore) as copy, copy.connection() as conn, conn.cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM shop.orders")
         assert cursor.fetchone() == (1000,)
+
+
+def test_the_readme_mariadb_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    """compose/README.md's MariaDB section run as written in one bash session: its own disk (a
+    loop-device ext4), compose up, data, the session, the restore, the restored copy started by
+    the README's docker run line and counted, cleanup.  Only places move (under the test's
+    directory), ports, the compose project and command, and the session id (the README says to
+    use the one backup printed: a fresh catalog's first)."""
+    import subprocess
+    import sys
+
+    from splitmirror.testing.containers import compose_command
+
+    if os.geteuid() != 0:
+        pytest.skip("the walkthrough mounts a loop device and reads files the container's user owns")
+    compose = compose_command()
+    if compose is None:
+        pytest.skip(
+            "neither `docker compose` nor docker-compose is installed (compose/start-engine installs one)"
+        )
+    try:
+        image = image_for("mariadb", "10.11")
+    except Unavailable as reason:
+        pytest.skip(str(reason))
+    text = README.read_text()
+    part = text[text.index("## The same against MariaDB") :]
+    (config,) = re.findall(r"^```toml\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
+    (shell,) = re.findall(r"^```sh\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
+    live, copy = free_port(), free_port()
+    mount = tmp_path / "mnt-primary"
+
+    def here(block: str) -> str:
+        for old, new in (
+            ("/var/tmp/primary.img", str(tmp_path / "primary.img")),
+            ("/mnt/primary", str(mount)),
+            ("/root/.my.cnf", str(tmp_path / "my.cnf")),
+            ("/var/backups/splitmirror", str(tmp_path / "backups")),
+            ("compose/docker-compose.yml", str(REPO / "compose" / "docker-compose.yml")),
+            ("127.0.0.1:3307:3306", f"127.0.0.1:{copy}:3306"),
+            ("127.0.0.1:3306/", f"127.0.0.1:{live}/"),
+            ("splitmirror restore 2 ", "splitmirror restore 1 "),
+        ):
+            block = block.replace(old, new)
+        return re.sub(r"\bdocker-compose ", " ".join(compose) + " ", block)
+
+    (tmp_path / "mariadb.toml").write_text(here(config))
+    (tmp_path / "mariadb.toml").chmod(0o600)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "MARIADB_ROOT_PASSWORD": secrets.token_urlsafe(16),
+        "SPLITMIRROR_IMAGE_MARIADB_10_11": image,
+        "MARIADB_PORT": str(live),
+        "COMPOSE_PROJECT_NAME": f"splitmirror-walkthrough-{os.getpid()}",
+        "SPLITMIRROR_CATALOG": str(tmp_path / "catalog.db"),
+    }
+    try:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", here(shell)], cwd=tmp_path, env=env, capture_output=True,
+            text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+        assert "\n10000\n" in done.stdout, done.stdout  # the restored copy's count(*)
+    finally:
+        subprocess.run(["docker", "rm", "-f", "mariadb-restored"], capture_output=True, check=False)
+        subprocess.run(
+            [*compose, "-f", str(REPO / "compose" / "docker-compose.yml"), "down", "--volumes"],
+            env=env, capture_output=True, check=False,
+        )  # fmt: skip
+        if os.path.ismount(mount):
+            subprocess.run(["umount", str(mount)], check=False)
