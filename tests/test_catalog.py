@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import stat
 from contextlib import closing
@@ -64,19 +63,23 @@ def test_garbage_catalog_is_one_sentence_exit_5(tmp_path: Path, content: bytes) 
 
 
 def test_uncreatable_catalog_location(tmp_path: Path) -> None:
+    """A session creates its catalog: where it cannot, one sentence (reading commands never
+    create one, test_cli.py)."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = CliRunner().invoke(main, ["list", "--catalog", str(blocker / "catalog.db")])
-    assert result.exit_code == 5
-    assert "cannot be created" in result.output
+    with pytest.raises(CatalogError, match="cannot be created"):
+        SqliteCatalog(blocker / "catalog.db")
 
 
 def test_environment_variable_chooses_the_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "env-catalog.db"
     monkeypatch.setenv("SPLITMIRROR_CATALOG", str(path))
-    assert CliRunner().invoke(main, ["list"]).exit_code == 0
-    assert path.exists()
-    assert os.stat(path).st_size > 0
+    missing = CliRunner().invoke(main, ["list"])
+    assert missing.exit_code == 5 and f"there is no catalog at {path}" in missing.output
+    assert not path.exists(), "reading never creates a catalog"
+    SqliteCatalog(path).close()
+    listed = CliRunner().invoke(main, ["list"])
+    assert listed.exit_code == 0 and listed.output.startswith(f"catalog {path}\n"), listed.output
 
 
 def test_many_processes_creating_one_catalog_at_once(tmp_path: Path) -> None:
