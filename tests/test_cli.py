@@ -61,7 +61,7 @@ def test_backup_json_list_and_show(ledger: Path, write_config: Any, root: Path) 
         "ledger.db-wal",
         ".splitmirror-manifest.json",
     ]
-    assert shown["redo_range"]["wal"] == "ledger.db-wal"
+    assert shown["redo_range"] == {"wal": "ledger.db-wal"}  # no size: the live WAL's would mislead
     with tarfile.open(shown["archive"]) as tar:
         offsets = {m.name: m.offset for m in tar.getmembers()}
     assert {m["member"]: m["offset"] for m in shown["members"]} == offsets

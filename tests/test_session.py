@@ -429,3 +429,24 @@ def test_observers_hear_of_a_failed_session_too(ledger: Path, make_config: Any, 
     assert failure.value.phase == "BACKUP"
     assert recorder.summaries == ["FAILED"]
     assert isinstance(failure.value.__cause__, RuntimeError)
+
+
+def test_the_directory_mirrors_sync_reports_a_total(
+    ledger: Path, make_config: Any, hooks: Hooks, root: Path
+) -> None:
+    """The progress bars' total (and so their time left) for SYNC: every byte of the primary's
+    files, which each pass visits."""
+    seen: list[tuple[int, int | None]] = []
+
+    class Watch:
+        @impl
+        def splitmirror_progress(self, session: Session, phase: Phase, done: int, total: int | None) -> None:
+            if phase is Phase.SYNC:
+                seen.append((done, total))
+
+    before = sum(p.stat().st_size for p in (root / "primary").rglob("*") if p.is_file())
+    run(make_config(), hooks, Watch())
+    totals = {total for _done, total in seen}
+    assert len(totals) == 1 and None not in totals, totals
+    (total,) = totals
+    assert total >= before and max(done for done, _total in seen) == total  # nothing wrote meanwhile

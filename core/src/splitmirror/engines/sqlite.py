@@ -205,7 +205,9 @@ class SqliteEngine(DatabaseEngine):
         redo: dict[str, Any] = {}
         wal = self._companion("-wal")
         if self._mode is Mode.HOT_BACKUP and wal.exists():
-            redo = {"wal": wal.name, "wal_bytes": wal.stat().st_size}
+            # The WAL's name only: its size now is not the archived copy's (writers append until
+            # here, after the split); the archived size is the member's, in the file list.
+            redo = {"wal": wal.name}
         self.db.execute("ROLLBACK")
         self._mode = None
         mode = "hot-backup" if redo else "freeze"

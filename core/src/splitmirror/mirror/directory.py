@@ -8,9 +8,11 @@ next to the mirror, not in it, so the mirror holds exactly the primary's tree.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import stat
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -165,6 +167,13 @@ class DirectoryMirror(MirrorProvider):
         return problems
 
     def bulk_sync(self, progress: Progress) -> SyncStats:
+        # Each pass visits every byte of the primary's files (copying or skipping it), so their
+        # sum is the progress bars' total and lets them estimate the time left.
+        total = _regular_bytes(self.primary)
+
+        def report(done: int, _unknown: int | None) -> None:
+            progress(done, total)
+
         device, why = self._tracking
         tracker = None
         if why is None:
@@ -173,7 +182,7 @@ class DirectoryMirror(MirrorProvider):
         self._passes = self.settings.passes(
             _DirectoryPasses(self._synchronizer(), tracked), tracker, why or ""
         )
-        return self._passes.bulk(progress)
+        return self._passes.bulk(report)
 
     def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:
         if self._passes is None:
@@ -212,6 +221,17 @@ class DirectoryMirror(MirrorProvider):
     def _write_marker(self, state: str) -> None:
         """Atomic and durable: a crash right after the split must still find it recorded."""
         replace_durably(self.split_marker, json.dumps({"state": state}))
+
+
+def _regular_bytes(primary: Path) -> int:
+    """The bytes of every regular file under ``primary`` (links are not followed)."""
+    total = 0
+    for top, _dirs, files in os.walk(primary):
+        for name in files:
+            with contextlib.suppress(OSError):  # gone since it was listed
+                info = os.lstat(os.path.join(top, name))
+                total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total
 
 
 @impl
