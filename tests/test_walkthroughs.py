@@ -146,3 +146,14 @@ def test_the_emergency_restore_with_gnu_tar_runs_as_written(orders_archive: Path
     check_only = with_xattrs.split("\n", 1)[1]  # the block without its tar line, which would extract again
     assert "BAD orders.db" in run(check_only, tmp_path).stdout
     assert run(with_manifest, tmp_path).returncode != 0
+
+
+def test_the_restore_drill_snippet_runs_as_written(tmp_path: Path) -> None:
+    """docs/restore.md's drill from Python, as written (its scratch directory moved here)."""
+    drills = section(REPO / "docs" / "restore.md", "## Restore drills")
+    (snippet,) = blocks(drills, "python")
+    script = tmp_path / "drill.py"
+    script.write_text(snippet.replace("/var/tmp/drill", str(tmp_path / "drill")))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "drill hot-backup, 4 writers:" in done.stdout and " 0 lost, 0 gaps" in done.stdout, done.stdout
