@@ -168,13 +168,13 @@ def config_problems(config: Config) -> list[Misplaced]:
     return path_problems(config, config.session.catalog, names_a_file(config))
 
 
-def _ours(config: Config, catalog: Path, target_is_file: bool) -> list[tuple[str, Path]]:
-    """The directories splitmirror writes in: the archives' and the catalog's (with its locks)."""
-    ours = [("the catalog's directory", resolved(catalog).parent)]
+def _ours(config: Config, catalog: Path, target_is_file: bool) -> list[tuple[str, str, Path]]:
+    """The directories splitmirror writes in, each with the key that places it: the archives'
+    and the catalog's (with its locks)."""
+    ours = [("[session] catalog", "the catalog's directory", resolved(catalog).parent)]
     if target_is_file:
-        ours.insert(
-            0, ("the archive directory", archive_directory(config.target.path, config.session.name)[0])
-        )
+        archives = archive_directory(config.target.path, config.session.name)[0]
+        ours.insert(0, ("[target] path", "the archive directory", archives))
     return ours
 
 
@@ -187,8 +187,8 @@ def place_problems(
     if problems:
         return problems  # the device rules would only say it again
     ours = _ours(config, catalog, target_is_file)
-    found = [_reached_another_way(what, path, config) for what, path in ours]
-    found += [_device_problem(what, path, mirror) for what, path in ours]
+    found = [_reached_another_way(key, what, path, config) for key, what, path in ours]
+    found += [_device_problem(what, path, mirror) for _key, what, path in ours]
     return [problem for problem in found if problem is not None]
 
 
@@ -201,11 +201,11 @@ def archive_problems(config: Config, archive: Path) -> list[PreflightProblem]:
         if within(directory, where):
             what = f"this session's archive {archive} is inside the {role} {where}"
             return [PreflightProblem(f"{what}, {_WHY[role]}", _fix("[target] path"))]
-    problem = _reached_another_way("this session's archive directory", directory, config)
+    problem = _reached_another_way("[target] path", "this session's archive directory", directory, config)
     return [problem] if problem else []
 
 
-def _reached_another_way(what: str, path: Path, config: Config) -> PreflightProblem | None:
+def _reached_another_way(key: str, what: str, path: Path, config: Config) -> PreflightProblem | None:
     """``path`` inside the primary or the mirror by identity, not by name: a bind mount of
     either, or a case-insensitive filesystem, shows the same directory under another path."""
     seen = set()
@@ -222,7 +222,7 @@ def _reached_another_way(what: str, path: Path, config: Config) -> PreflightProb
             return PreflightProblem(
                 f"{what} {path} is inside the {role} {container}, reached another way (a bind mount or "
                 f"a link), {_WHY[role]}",
-                _fix("[target] path" if "archive" in what else "[session] catalog"),
+                _fix(key),
             )
     return None
 
@@ -240,7 +240,7 @@ def preflight_problems(
     if problems:
         return problems
     freezes = [(path, False) for path in engine_freezes] + [(path, True) for path in mirror.freeze_paths()]
-    places = [path for _what, path in _ours(config, catalog, target_is_file)]
+    places = [path for _key, _what, path in _ours(config, catalog, target_is_file)]
     found = (_freeze_problem(path, freezes) for path in [*places, resolved(config.mirror.mirror).parent])
     return [problem for problem in found if problem is not None]
 
