@@ -1,0 +1,50 @@
+"""docs/architecture.md's module table names every module of the core package, and only those."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "core" / "src" / "splitmirror"
+
+
+def tabled() -> set[str]:
+    """Dotted names in the first column of the table under '## Modules'."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("\n## Modules\n", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in section.splitlines():
+        cells = line.split("|")
+        if len(cells) > 2 and "`" in cells[1]:
+            names.update(re.findall(r"`([\w.]+)`", cells[1]))
+    return names
+
+
+def modules() -> set[str]:
+    """Every module of the package, as a dotted name relative to ``splitmirror``."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts and parts[-1] != "__main__":
+            found.add(".".join(parts))
+    return found
+
+
+def covered(module: str, names: set[str]) -> bool:
+    """Listed itself, inside a listed package (``testing``), or a package whose modules are listed."""
+    return any(
+        module == name or module.startswith(name + ".") or name.startswith(module + ".") for name in names
+    )
+
+
+def test_every_module_is_in_the_table() -> None:
+    names = tabled()
+    missing = sorted(module for module in modules() if not covered(module, names))
+    assert not missing, f"modules missing from docs/architecture.md's table: {missing}"
+
+
+def test_the_table_names_no_module_that_does_not_exist() -> None:
+    assert not sorted(tabled() - modules())
