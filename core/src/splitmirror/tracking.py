@@ -39,7 +39,9 @@ a write queued before the tracker started, or lost with an overrun, has then com
 
 The instance is removed when the tracker stops, on every path; one left by a killed process is
 removed by the watchdog or, failing that, by the next tracker (its pid is in its name).
-Mounting tracefs and creating instances need root.
+Mounting tracefs and creating instances need root.  A tracker mounts tracefs where it is not
+mounted, and leaves it mounted; :func:`unavailable`, which ``splitmirror check`` asks, leaves
+nothing.
 """
 
 from __future__ import annotations
@@ -111,32 +113,56 @@ def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+NEEDS_ROOT = "change tracking needs root (the kernel's tracing filesystem)"
+NO_TRACEPOINT = "this kernel has no block:block_bio_queue tracepoint"
+
+
+def _cannot_mount(stderr: str) -> str:
+    why = stderr.strip() or "no tracefs in this kernel"
+    return f"the tracing filesystem cannot be mounted at {TRACEFS} ({why})"
+
+
 def ensure_tracefs() -> Path:
-    """The tracing filesystem, mounted if it is not (root only)."""
+    """The tracing filesystem, mounted if it is not (root only); a tracker's, left mounted."""
     if (TRACEFS / "instances").is_dir():
         return TRACEFS
     if os.geteuid() != 0:
-        raise TrackingUnavailable("change tracking needs root (the kernel's tracing filesystem)")
+        raise TrackingUnavailable(NEEDS_ROOT)
     mounted = subprocess.run(
         ["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, text=True, check=False
     )
     if mounted.returncode != 0 or not (TRACEFS / "instances").is_dir():
-        why = mounted.stderr.strip() or "no tracefs in this kernel"
-        raise TrackingUnavailable(f"the tracing filesystem cannot be mounted at {TRACEFS} ({why})")
+        raise TrackingUnavailable(_cannot_mount(mounted.stderr))
     return TRACEFS
 
 
+#: Run by :func:`unavailable` in a mount namespace of its own: mount tracefs as
+#: :func:`ensure_tracefs` would (exit 2 if it cannot), then look for the event (exit 3 if none).
+_PROBE = 'mount -t tracefs nodev "$1" && test -d "$1/instances" || exit 2; test -d "$1/$2" || exit 3'
+_NAMESPACE = ["unshare", "--mount", "--propagation", "private"]
+
+
 def unavailable() -> str | None:
-    """Why change tracking cannot run here, or None when it can (nothing is left behind)."""
+    """Why change tracking cannot run here, or None when it can.  Changes nothing (``splitmirror
+    check`` asks): where tracefs is not mounted, it is mounted to look only in a private mount
+    namespace (``unshare``), whose mounts go when its one process exits, so no mount is left
+    behind and none that another session's tracker finds can be taken away under it."""
     if os.geteuid() != 0:
-        return "change tracking needs root (the kernel's tracing filesystem)"
+        return NEEDS_ROOT
+    if (TRACEFS / "instances").is_dir():
+        return None if (TRACEFS / EVENT).is_dir() else NO_TRACEPOINT
     try:
-        root = ensure_tracefs()
-    except TrackingUnavailable as why:
-        return str(why)
-    if not (root / EVENT).is_dir():
-        return "this kernel has no block:block_bio_queue tracepoint"
-    return None
+        probe = subprocess.run(
+            [*_NAMESPACE, "sh", "-c", _PROBE, "sh", str(TRACEFS), str(EVENT)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as error:  # no unshare (util-linux, as mount and findmnt)
+        return _cannot_mount(f"unshare: {error.strerror}")
+    if probe.returncode == 3:
+        return NO_TRACEPOINT
+    return _cannot_mount(probe.stderr) if probe.returncode else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +279,7 @@ class WriteTracker:
             clocks = (self.instance / "trace_clock").read_text().replace("[", "").replace("]", "").split()
             (self.instance / "trace_clock").write_text("mono" if "mono" in clocks else "global")
             if not (self.instance / EVENT).is_dir():
-                raise TrackingUnavailable("this kernel has no block:block_bio_queue tracepoint")
+                raise TrackingUnavailable(NO_TRACEPOINT)
             self.completions = (
                 RECORD_COMPLETIONS and self._disk.request_based and (self.instance / COMPLETION).is_dir()
             )

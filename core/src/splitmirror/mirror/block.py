@@ -16,6 +16,7 @@ exact; the catalog records which way each file was read.
 from __future__ import annotations
 
 import bisect
+import functools
 import io
 import logging
 import os
@@ -36,8 +37,9 @@ from ..filemap import Fingerprint
 from ..fsfreeze import same_filesystem
 from ..progress import Progress
 from .base import MirrorProvider, SplitStat, SyncStats
-from .blocksync import DEFAULT_CHUNK, DEFAULT_WORKERS, BlockSync, DirectReader
-from .precopy import BlockPasses, TrackedPasses, TrackingOptions
+from .blocksync import DEFAULT_CHUNK, DEFAULT_WORKERS, BlockSync, BlockSyncStats, DirectReader
+from .precopy import Report, TrackedPasses
+from .trackchoice import TrackingChoice, TrackingOptions
 
 log = logging.getLogger("splitmirror.mirror.block")
 
@@ -68,6 +70,30 @@ def mounted_device(mount: Path) -> Path | None:
     )
     source = found.stdout.strip().splitlines()
     return Path(source[0]) if source and source[0].startswith("/dev/") else None
+
+
+class BlockPasses:
+    """The block mirror's passes for :class:`~.precopy.TrackedPasses`: the whole device
+    compared, or byte ranges copied."""
+
+    def __init__(self, sync: BlockSync) -> None:
+        self.sync = sync
+
+    def full(self, report: Report) -> SyncStats:
+        return _as_sync_stats(self.sync.sync(report))
+
+    def delta(self, ranges: list[tuple[int, int]], report: Report) -> SyncStats:
+        return _as_sync_stats(self.sync.copy(ranges, report))
+
+    def finish(self) -> None:
+        self.sync.flush()
+        self.sync.refresh_map()
+
+
+def _as_sync_stats(stats: BlockSyncStats) -> SyncStats:
+    return SyncStats(
+        bytes_read=stats.bytes_read_primary + stats.bytes_read_mirror, bytes_written=stats.bytes_written
+    )
 
 
 class ExtentReader(io.RawIOBase):
@@ -154,9 +180,19 @@ class BlockMirror(MirrorProvider):
             key = self._keys[primary_path] = primary_path.resolve()
         return key
 
+    @functools.cached_property
+    def _mounted(self) -> Path | None:
+        """The device mounted at the primary, looked up once per session (``findmnt``)."""
+        return mounted_device(self.primary)
+
     @property
     def device(self) -> Path | None:
-        return self.settings.device or mounted_device(self.primary)
+        return self.settings.device or self._mounted
+
+    @functools.cached_property
+    def _tracking(self) -> TrackingChoice:
+        """Decided once per session, so that preflight, ``check``'s notes and the passes agree."""
+        return self.settings.decide(lambda: (self.device, ""))
 
     def _sync(self) -> BlockSync:
         device = self.device
@@ -173,7 +209,7 @@ class BlockMirror(MirrorProvider):
 
     def preflight(self) -> list[PreflightProblem]:
         problems: list[PreflightProblem] = []
-        mounted = mounted_device(self.primary)
+        mounted = self._mounted
         if mounted is None:
             problems.append(
                 PreflightProblem(
@@ -195,7 +231,7 @@ class BlockMirror(MirrorProvider):
                 PreflightProblem("the block mirror reads devices and freezes filesystems", "run as root")
             )
         problems.extend(self._sync().problems())
-        problems.extend(self.settings.problems(self.device))
+        problems.extend(self._tracking.problems())
         parent = Path(os.path.abspath(self.mirror)).parent
         if parent.exists() and same_filesystem(parent, self.primary):
             problems.append(
@@ -211,15 +247,14 @@ class BlockMirror(MirrorProvider):
         return [self.primary]
 
     def notes(self) -> list[str]:
-        why = self.settings.unavailable(self.device)
-        if why is None:
-            return [f"change tracking: on ({self.device}); the final pass copies only what was written"]
-        return [f"change tracking: off ({why}); the final pass compares the whole device"]
+        choice = self._tracking
+        if choice.tracked:
+            return [f"change tracking: on ({choice.device}); the final pass copies only what was written"]
+        return [f"change tracking: off ({choice.why_not}); the final pass compares the whole device"]
 
     def bulk_sync(self, progress: Progress) -> SyncStats:
         """Start tracking (when it can), then the whole device, then pre-copy."""
-        tracker, why = self.settings.start(self.device)
-        self._passes = self.settings.passes(BlockPasses(self._sync()), tracker, why)
+        self._passes = self.settings.passes(BlockPasses(self._sync()), self._tracking)
         return self._passes.bulk(progress)
 
     def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:

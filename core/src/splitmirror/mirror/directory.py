@@ -16,7 +16,7 @@ import stat
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import pydantic
 
@@ -30,7 +30,8 @@ from ..progress import Progress
 from .base import MirrorProvider, SyncStats
 from .dirsync import DEFAULT_BLOCK_SIZE, DirectorySync
 from .filetrack import TrackedFiles
-from .precopy import TrackedPasses, TrackingOptions
+from .precopy import TrackedPasses
+from .trackchoice import Setting, TrackingChoice, TrackingOptions
 
 
 class DirectoryOptions(TrackingOptions):
@@ -40,7 +41,7 @@ class DirectoryOptions(TrackingOptions):
     block_size: Size = DEFAULT_BLOCK_SIZE
     #: Off unless asked for: a tracked directory mirror freezes the primary's filesystem for its
     #: final pass (see :meth:`DirectoryMirror.freeze_paths`).
-    tracking: Literal["auto", "on", "off"] = "off"
+    tracking: Setting = "off"
 
 
 #: Filesystems whose FIEMAP gives real device offsets that written sectors can be matched to.
@@ -133,38 +134,24 @@ class DirectoryMirror(MirrorProvider):
         return Path(source), ""
 
     @functools.cached_property
-    def _tracking(self) -> tuple[Path | None, str | None]:
-        """(the device to track, None) or (None, why not); decided once per session, so that
-        preflight, SPLIT's freeze (inside the window: no ``findmnt`` there) and the passes agree."""
-        if self.settings.tracking == "off":
-            return None, 'tracking = "off"'
-        device, why = self._device()
-        refused = why or self.settings.unavailable(device)
-        return (None, refused) if refused else (device, None)
-
-    def _tracking_unavailable(self) -> str | None:
-        return self._tracking[1]
+    def _tracking(self) -> TrackingChoice:
+        """Decided once per session, so that preflight, ``check``'s notes, SPLIT's freeze (inside
+        the window: no ``findmnt`` there) and the passes agree."""
+        return self.settings.decide(self._device)
 
     def notes(self) -> list[str]:
-        why = self._tracking_unavailable()
-        if why is None:
+        choice = self._tracking
+        if choice.tracked:
             return ["change tracking: on; the final pass copies only the written ranges of changed files"]
-        return [f"change tracking: off ({why}); the final pass compares every changed file"]
+        return [f"change tracking: off ({choice.why_not}); the final pass compares every changed file"]
 
     def freeze_paths(self) -> list[Path]:
         """Tracked, the final pass needs every write on the device before it starts: the freeze
         writes the page cache back, so the tracker has seen them all."""
-        return [self.primary] if self._tracking_unavailable() is None else []
+        return [self.primary] if self._tracking.tracked else []
 
     def preflight(self) -> list[PreflightProblem]:
-        problems = self._paths_preflight()
-        if self.settings.tracking == "on":
-            why = self._tracking_unavailable()
-            if why:
-                problems.append(
-                    PreflightProblem(f"change tracking is unavailable: {why}", 'set tracking = "off"')
-                )
-        return problems
+        return [*self._paths_preflight(), *self._tracking.problems()]
 
     def bulk_sync(self, progress: Progress) -> SyncStats:
         # Each pass visits every byte of the primary's files (copying or skipping it), so their
@@ -174,14 +161,8 @@ class DirectoryMirror(MirrorProvider):
         def report(done: int, _unknown: int | None) -> None:
             progress(done, total)
 
-        device, why = self._tracking
-        tracker = None
-        if why is None:
-            tracker, why = self.settings.start(device)
-        tracked = TrackedFiles() if tracker is not None else None
-        self._passes = self.settings.passes(
-            _DirectoryPasses(self._synchronizer(), tracked), tracker, why or ""
-        )
+        tracked = TrackedFiles() if self._tracking.tracked else None
+        self._passes = self.settings.passes(_DirectoryPasses(self._synchronizer(), tracked), self._tracking)
         return self._passes.bulk(report)
 
     def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:

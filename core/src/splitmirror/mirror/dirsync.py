@@ -6,23 +6,27 @@ block and only differing blocks are written, in place, and sparse files stay spa
 needs no more space than the primary.  Special files (FIFOs, sockets, devices) are skipped and
 counted nowhere: databases keep no data in them and opening a FIFO could block the pass.  Hard
 links on the primary become independent copies.  Nothing under the primary is ever written.
+
+This module walks the tree and keeps it: which files to visit (fingerprints, and change tracking's
+:mod:`.filetrack`), directories, symlinks, deletions, types, modes, owners and times, and the
+state file; :mod:`.filecopy` makes each visited file's bytes and holes the primary's.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import UserError
 from ..placement import containment_problem
 from ..progress import Progress, no_progress
 from .base import SyncStats
+from .filecopy import FileCopy
 from .filetrack import TrackedFiles
 from .ownership import claim_of
 
@@ -30,14 +34,6 @@ from .ownership import claim_of
 #: 5-11 MiB, in the same time (docs/performance.md).
 DEFAULT_BLOCK_SIZE = 64 * 1024
 STATE_VERSION = 1
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-_libc = ctypes.CDLL(None, use_errno=True)
-_fallocate = getattr(_libc, "fallocate64", None) or getattr(_libc, "fallocate", None)
-if _fallocate is not None:
-    _fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-    _fallocate.restype = ctypes.c_int
-
 #: st_ino, st_size, st_mtime_ns, st_ctime_ns of a primary file, as recorded in the state file.
 Fingerprint = list[int]
 
@@ -152,6 +148,7 @@ class _Pass:
         self.dirs: list[tuple[str, os.stat_result]] = []
         self.dirty: set[str] = set()
         self.done_bytes = 0
+        self.copy = FileCopy(cfg.block_size, self.stats, self._advance)
 
     def _src(self, rel: str) -> str:
         return os.path.join(self.cfg.primary, rel) if rel else str(self.cfg.primary)
@@ -327,9 +324,9 @@ class _Pass:
             tracked = self.cfg.tracked
             got = tracked.ranges(rel, src) if tracked and mst is not None and not self.cfg.map_all else None
             if got is not None:
-                changed = self._copy_tracked(src, dst, st.st_size, got)
+                changed = self.copy.copy_ranges(src, dst, st.st_size, got)
             else:
-                changed = self._copy(src, dst, st.st_size, compare=mst is not None)
+                changed = self.copy.copy(src, dst, st.st_size, compare=mst is not None)
                 if tracked is not None:
                     tracked.mapped(rel, src)
             changed = self._apply_meta(dst, st, mst, changed) or changed
@@ -339,23 +336,6 @@ class _Pass:
             os.close(dst)
         self._count(created=mst is None, changed=changed)
         return got is None
-
-    def _copy(self, src: int, dst: int, size: int, compare: bool) -> bool:
-        """Make ``dst``'s bytes and holes those of ``src`` up to ``size``; True if it changed."""
-        changed = compare and os.fstat(dst).st_size > size
-        if changed:
-            os.ftruncate(dst, size)
-        for start, end, is_data in _regions(src, size):
-            if is_data:
-                changed = self._copy_data(src, dst, start, end, compare) or changed
-            elif compare:
-                changed = self._clear_hole(dst, start, end, tail=end == size) or changed
-            if not is_data:
-                self._advance(end - start)
-        if os.fstat(dst).st_size != size:
-            os.ftruncate(dst, size)
-            changed = True
-        return changed
 
     def _map(self, rel: str) -> None:
         """The bulk pass of a tracked mirror maps every file, changed or not."""
@@ -369,85 +349,6 @@ class _Pass:
             self.cfg.tracked.mapped(rel, src)
         finally:
             os.close(src)
-
-    def _copy_tracked(self, src: int, dst: int, size: int, written: list[tuple[int, int]]) -> bool:
-        """A tracked file: copy only its written ranges, and clear the mirror where the file now
-        reads as a hole (a punched hole or a zeroed range leaves no write to track)."""
-        changed = os.fstat(dst).st_size > size
-        if changed:
-            os.ftruncate(dst, size)
-        for start, end, is_data in _regions(src, size):
-            if not is_data:
-                changed = self._clear_hole(dst, start, end, tail=end == size) or changed
-        for offset, length in written:
-            at, end = offset, min(offset + length, size)
-            while at < end:
-                data = os.pread(src, min(end - at, 1 << 20), at)
-                if not data:
-                    break
-                _pwrite_all(dst, data, at)
-                self.stats.bytes_read += len(data)
-                self.stats.bytes_written += len(data)
-                at += len(data)
-                changed = True
-        if os.fstat(dst).st_size != size:
-            os.ftruncate(dst, size)
-            changed = True
-        self._advance(size)
-        return changed
-
-    def _copy_data(self, src: int, dst: int, start: int, end: int, compare: bool) -> bool:
-        """Write the blocks of a primary data region that the mirror lacks or holds differently."""
-        changed = False
-        size = self.cfg.block_size
-        offset = start
-        while offset < end:
-            data = os.pread(src, min(end, (offset // size + 1) * size) - offset, offset)
-            self.stats.bytes_read += len(data)
-            if not data:
-                break  # the file shrank while being read: copied as read
-            if not compare or self._differs(dst, data, offset):
-                _pwrite_all(dst, data, offset)
-                self.stats.bytes_written += len(data)
-                changed = True
-            offset += len(data)
-            self._advance(len(data))
-        return changed
-
-    def _differs(self, dst: int, data: bytes, offset: int) -> bool:
-        """True when the mirror block differs, or is a hole where the primary has data (even
-        zeros): allocation is part of exactness, a later write there must not need space."""
-        if _seek(dst, offset, os.SEEK_HOLE, default=offset) < offset + len(data):
-            return True  # part hole, or past the end of the mirror file
-        old = os.pread(dst, len(data), offset)
-        self.stats.bytes_read += len(old)
-        return old != data
-
-    def _clear_hole(self, dst: int, start: int, end: int, tail: bool) -> bool:
-        """Make the mirror a hole where the primary has one; zeros if it cannot punch.
-
-        A hole reaching the end of the file is cut off by truncation instead (the caller then
-        extends the file): punching cannot free a partial last block, truncation can.
-        """
-        data = _seek(dst, start, os.SEEK_DATA, default=end)
-        if data >= end:
-            return False
-        if tail:
-            os.ftruncate(dst, data)
-            return True
-        if _punch(dst, data, end):
-            return True
-        changed = False
-        stop = min(end, os.fstat(dst).st_size)
-        for offset in range(data, stop, self.cfg.block_size):
-            zeros = bytes(min(self.cfg.block_size, stop - offset))
-            old = os.pread(dst, len(zeros), offset)
-            self.stats.bytes_read += len(old)
-            if old != zeros:
-                _pwrite_all(dst, zeros, offset)
-                self.stats.bytes_written += len(zeros)
-                changed = True
-        return changed
 
     def _apply_meta(
         self,
@@ -527,48 +428,6 @@ def _open_for_update(path: str, mst: os.stat_result, as_root: bool) -> tuple[int
             raise
     os.chmod(path, stat.S_IMODE(mst.st_mode) | 0o600)
     return os.open(path, os.O_RDWR | os.O_CLOEXEC), os.lstat(path)
-
-
-def _regions(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:
-    """``(start, end, is_data)`` covering ``[0, size)`` in order: the file's data and holes."""
-    offset = 0
-    while offset < size:
-        data = min(_seek(fd, offset, os.SEEK_DATA, default=size), size)
-        hole = min(_seek(fd, data, os.SEEK_HOLE, default=size), size) if data < size else size
-        if data > offset:
-            yield offset, data, False
-        if hole > data:
-            yield data, hole, True
-        offset = hole
-
-
-def _seek(fd: int, offset: int, whence: int, default: int) -> int:
-    """``lseek`` for SEEK_DATA/SEEK_HOLE; ``default`` when there is no such offset (ENXIO)."""
-    try:
-        return os.lseek(fd, offset, whence)
-    except OSError as error:
-        if error.errno != errno.ENXIO:
-            raise
-        return default
-
-
-def _punch(fd: int, start: int, end: int) -> bool:
-    """Deallocate ``[start, end)`` keeping the size; False when the filesystem cannot."""
-    if _fallocate is None:
-        return False
-    if _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, start, end - start) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EOPNOTSUPP, errno.ENOSYS):
-        return False
-    raise OSError(err, os.strerror(err))
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 def _remove_tree(path: str, as_root: bool) -> int:

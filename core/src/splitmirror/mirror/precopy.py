@@ -1,17 +1,22 @@
-"""Change-tracked passes of the block mirror: a bulk pass, pre-copy catch-up, a final delta.
+"""Change-tracked passes, for either mirror: a bulk pass, pre-copy catch-up, a final delta.
 
-Without tracking, every pass compares the whole device, and the final one does it inside the
-window: the window grows with the device.  With a :class:`~splitmirror.WriteTracker`
-running from the start of the bulk pass until the primary is frozen:
+A mirror gives :class:`TrackedPasses` its :class:`Synchronizer` (the block mirror's
+:class:`~.block.BlockPasses` over the device, the directory mirror's over its files) and, when
+the session's :class:`~.trackchoice.TrackingChoice` tracks, a started write tracker
+(:meth:`~.trackchoice.TrackingOptions.passes` does both).  Without tracking,
+every pass compares everything, and the final one does it inside the window: the window grows
+with the primary.  With a :class:`~splitmirror.tracking.WriteTracker` running from the start of
+the bulk pass until the primary is frozen:
 
-1. the bulk pass (SYNC) compares the whole device, as before, while the tracker records every
+1. the bulk pass (SYNC) compares everything, as before, while the tracker records every
    write made meanwhile;
 2. pre-copy (still SYNC, the database running): short passes each copy only what was written
    since the previous one, repeated while that shrinks, up to ``passes`` times and ``budget``
    seconds, like live migration's pre-copy, so the window starts with the smallest delta;
 3. the final pass (SPLIT, primary frozen): one more take, which returns every write queued before
    the freeze, and only those ranges are copied.  Tracking stops at once; the tracing instance
-   is removed, and the mirror flushed, when the session closes, outside the window.
+   is removed, and the mirror's bookkeeping finished (:meth:`Synchronizer.finish`), when the
+   session closes, outside the window.
 
 A write may still be in flight when a pass reads its range.  Where the tracker records request
 completions too (``Dirty.settled``), such a write is in a later take by its completion, and
@@ -21,7 +26,7 @@ copies every range taken since the last full compare; before a full compare, the
 until no write is in flight (:meth:`~splitmirror.tracking.WriteTracker.drain`), and if none
 came, the final pass compares everything.  Nothing is missed by construction: the tracker ran
 without a gap from before the bulk pass read the device until after the freeze.  When the
-kernel's ring buffer overran (``lost``), that pass compares the whole device instead, and the
+kernel's ring buffer overran (``lost``), that pass compares everything instead, and the
 pass's ``tracking`` says so.
 """
 
@@ -30,108 +35,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Literal, Protocol
+from typing import Protocol
 
-import pydantic
-
-from ..config import Duration, Size
-from ..engine import PreflightProblem
-from ..tracking import DEFAULT_BUFFER_KB, SECTOR, WriteTracker
-from ..tracking import unavailable as tracking_unavailable
+from ..tracking import SECTOR, WriteTracker
 from .base import SyncStats
-from .blocksync import BlockSync, BlockSyncStats
 
 log = logging.getLogger("splitmirror.mirror.precopy")
 Report = Callable[[int, int | None], None]
 
 
-class TrackingOptions(pydantic.BaseModel):
-    """``[mirror]`` keys of change tracking, shared by the mirrors that can use it."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    #: "auto" (when the kernel's tracing allows), "on" (refuse without), "off" (compare all).
-    tracking: Literal["auto", "on", "off"] = "auto"
-    #: Pre-copy: at most this many catch-up passes before QUIESCE ...
-    precopy_passes: int = pydantic.Field(default=8, ge=0, le=100)
-    #: ... and for at most this long.
-    precopy_budget: Annotated[Duration, pydantic.Field(le=3600)] = 60.0
-    #: The tracer's ring buffer, per CPU: enough for the writes between two passes.
-    tracking_buffer: Size = DEFAULT_BUFFER_KB * 1024
-
-    def unavailable(self, device: Path | None) -> str | None:
-        """Why this mirror's passes cannot be tracked, or None."""
-        if self.tracking == "off":
-            return 'tracking = "off"'
-        if device is None:
-            return "the primary is not on a block device"
-        return tracking_unavailable()
-
-    def problems(self, device: Path | None) -> list[PreflightProblem]:
-        """``tracking = "on"`` where it cannot run is refused before anything happens."""
-        why = self.unavailable(device) if self.tracking == "on" else None
-        return (
-            [PreflightProblem(f"change tracking is unavailable: {why}", 'set tracking = "auto"')]
-            if why
-            else []
-        )
-
-    def start(self, device: Path | None) -> tuple[WriteTracker | None, str]:
-        """A started tracker, or None and why (said once, in the log)."""
-        why = self.unavailable(device)
-        if why is not None:
-            log.warning("change tracking is off (%s): the final pass compares everything", why)
-            return None, why
-        assert device is not None
-        tracker = WriteTracker(device, buffer_kb=max(4, self.tracking_buffer // 1024))
-        tracker.__enter__()
-        return tracker, ""
-
-    def passes(self, sync: Synchronizer, tracker: WriteTracker | None, why_untracked: str) -> TrackedPasses:
-        """One session's passes over ``sync``, with this pre-copy's bounds."""
-        return TrackedPasses(
-            sync,
-            tracker,
-            passes=self.precopy_passes,
-            budget=self.precopy_budget,
-            why_untracked=why_untracked,
-        )
-
-
-def _as_sync_stats(stats: BlockSyncStats) -> SyncStats:
-    return SyncStats(
-        bytes_read=stats.bytes_read_primary + stats.bytes_read_mirror, bytes_written=stats.bytes_written
-    )
-
-
 class Synchronizer(Protocol):
     """What a mirror gives :class:`TrackedPasses`: a pass over everything, a pass over byte
-    ranges of the device (those written since the last take, and those to copy again: see the
-    module docstring), and what to do once tracking ends."""
+    ranges of the primary's device (those written since the last take, and those to copy again:
+    see the module docstring), and what to do once tracking ends."""
 
     def full(self, report: Report) -> SyncStats: ...
 
     def delta(self, ranges: list[tuple[int, int]], report: Report) -> SyncStats: ...
 
     def finish(self) -> None: ...
-
-
-class BlockPasses:
-    """The block mirror's passes: the whole device compared, or byte ranges copied."""
-
-    def __init__(self, sync: BlockSync) -> None:
-        self.sync = sync
-
-    def full(self, report: Report) -> SyncStats:
-        return _as_sync_stats(self.sync.sync(report))
-
-    def delta(self, ranges: list[tuple[int, int]], report: Report) -> SyncStats:
-        return _as_sync_stats(self.sync.copy(ranges, report))
-
-    def finish(self) -> None:
-        self.sync.flush()
-        self.sync.refresh_map()
 
 
 class TrackedPasses:

@@ -1,0 +1,54 @@
+"""docs/configuration.md's table of each built-in mirror provider lists every key its options
+model takes, and nothing else, with the model's default (it once listed only ``block_size`` for
+the directory provider, which takes ``tracking`` and the pre-copy keys too)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from splitmirror.mirror.base import MirrorProvider
+from splitmirror.mirror.block import BlockMirror
+from splitmirror.mirror.directory import DirectoryMirror
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+
+
+def rows(provider: str) -> dict[str, str]:
+    """``key -> default cell`` of the table under ``### The `provider` provider``."""
+    text = DOC.read_text()
+    heading = f"### The `{provider}` provider"
+    assert heading in text, f"configuration.md has no {heading!r}"
+    section = text.split(heading, 1)[1].split("\n#", 1)[0]
+    found = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        match = re.fullmatch(r"`(\w+)`", cells[0]) if len(cells) == 4 else None
+        if match:
+            found[match.group(1)] = cells[2]
+    return found
+
+
+@pytest.mark.parametrize("provider", [DirectoryMirror, BlockMirror], ids=lambda p: p.name)
+def test_every_key_of_a_built_in_provider_is_documented_with_its_default(
+    provider: type[MirrorProvider],
+) -> None:
+    model = provider.options_model
+    documented = rows(provider.name)
+    assert sorted(documented) == sorted(model.model_fields), "keys documented != keys taken"
+    defaults = model()
+    for key, cell in documented.items():
+        literal = re.fullmatch(r"`([^`]+)`", cell)
+        if literal is None:  # a default said in words: the model's is computed (None)
+            assert getattr(defaults, key) is None, (key, cell)
+            continue
+        value = tomllib.loads(f"value = {literal.group(1)}")["value"]
+        try:
+            said = model.model_validate({key: value})
+        except pydantic.ValidationError as error:
+            pytest.fail(f"{key}'s documented default {cell} is not valid: {error}")
+        assert getattr(said, key) == getattr(defaults, key), (key, cell)
