@@ -97,8 +97,15 @@ def make_config(write_config: WriteConfig) -> Callable[..., Config]:
 
 @pytest.fixture
 def hooks() -> Iterator[Hooks]:
-    """Built-in plugins only: what a test registers is all that runs besides them."""
-    yield Hooks(load_plugins(entry_points_enabled=False))
+    """Built-in plugins only: what a test registers is all that runs besides them.  Strict: an
+    observer a test registers that raises (an assertion in it) fails the session, not a log."""
+    yield Hooks(load_plugins(entry_points_enabled=False), strict=True)
+
+
+@pytest.fixture
+def lenient_hooks() -> Iterator[Hooks]:
+    """As :func:`hooks`, with the policy a user gets: a failing observer is logged."""
+    yield Hooks(load_plugins(entry_points_enabled=False), strict=False)
 
 
 def writable_now(db: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -301,8 +302,22 @@ def test_the_summary_is_for_people() -> None:
         database_url="", config="", started_at="", phases=[PhaseRecord("INIT", "", 1.0)],
         redo_range={"exact": True},
     )  # fmt: skip
+    for width in (40, 80):
+        out = io.StringIO()
+        print_summary(Console(file=out, width=width), summary)
+        text = out.getvalue()
+        assert text.startswith("session 7 (orders-with-a-long-name): DONE\n"), text  # one line
+        assert "error" not in text and "positions exact yes" in text and "True" not in text
+        header = next(line for line in text.splitlines() if "phase" in line)
+        assert header.count("┃") == 3, f"two columns, no empty third: {header}"
+    failed = dataclasses.replace(
+        summary,
+        status="FAILED",
+        failed_phase="INIT",
+        error="boom",
+        phases=[PhaseRecord("INIT", "", 1.0, "boom")],
+    )
     out = io.StringIO()
-    print_summary(Console(file=out, width=40), summary)
-    text = out.getvalue()
-    assert text.startswith("session 7 (orders-with-a-long-name): DONE\n"), text
-    assert "error" not in text and "positions exact yes" in text and "True" not in text
+    print_summary(Console(file=out, width=80), failed)
+    header = next(line for line in out.getvalue().splitlines() if "phase" in line)
+    assert header.count("┃") == 4 and "error" in header, "the error column when a phase failed"

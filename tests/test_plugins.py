@@ -133,6 +133,49 @@ def test_duplicate_name_names_both_plugins() -> None:
     assert "target 'file' is registered by both plugin 'targets' and plugin 'dup-plugin'" in error
 
 
+@pytest.mark.parametrize("order", [{"tryfirst": True}, {"trylast": True}])
+def test_a_plugin_cannot_take_a_builtins_name_by_reordering_itself(order: dict[str, bool]) -> None:
+    """pluggy puts ``tryfirst``/``trylast`` implementations at either end of its list; the
+    built-ins are still asked first, so the plugin is the one reported."""
+    from splitmirror.mirror.directory import DirectoryMirror
+
+    class DirectoryAgain(DirectoryMirror):
+        name = "directory"
+
+    class Reordered:
+        @impl(**order)
+        def splitmirror_register_mirrors(self, register: Any) -> None:
+            register(DirectoryAgain)
+
+        @impl(**order)
+        def splitmirror_register_targets(self, register: Any) -> None:
+            register(FileAgain)
+
+    hooks = Hooks(load_plugins(entry_points_enabled=False))
+    hooks.register(Reordered(), "reordered")
+    assert hooks.mirrors.get("directory") is DirectoryMirror
+    assert hooks.targets.get("file") is FileTarget
+    error = hooks.plugins.record("reordered").error or ""
+    assert (
+        "mirror provider 'directory' is registered by both plugin 'directory' and plugin 'reordered'" in error
+    )
+    assert hooks.plugins.record("directory").loaded and hooks.plugins.record("targets").loaded
+
+
+def test_the_remover_register_returns_removes_the_record_too() -> None:
+    hooks = Hooks(load_plugins(entry_points_enabled=False))
+    before = [r.name for r in hooks.plugins.records]
+    remove = hooks.register(TakesTheFileName(), "dup-plugin")
+    assert hooks.plugins.record("dup-plugin").distribution == "<in-process>"
+    _ = hooks.targets  # reported broken (a taken name), which unregisters it
+    remove()
+    assert [r.name for r in hooks.plugins.records] == before
+    assert hooks.plugins.pm.get_plugin("dup-plugin") is None
+    remove = hooks.register(TakesTheFileName(), "dup-plugin")  # the name is free again
+    remove()
+    assert [r.name for r in hooks.plugins.records] == before
+
+
 def test_duplicate_name_is_fatal_in_strict_mode() -> None:
     hooks = Hooks(load_plugins({"SPLITMIRROR_STRICT_PLUGINS": "1"}, entry_points_enabled=False))
     hooks.register(TakesTheFileName(), "dup-plugin")

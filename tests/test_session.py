@@ -133,7 +133,10 @@ def test_failure_in_any_phase_unquiesces_and_records(
     assert Session(config, hooks).run().status == "DONE"
 
 
-def test_window_limit_aborts_and_unquiesces(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+def test_window_limit_aborts_and_unquiesces(ledger: Path, make_config: Any, lenient_hooks: Hooks) -> None:
+    """The alarm goes off in an observer (which holds PREPARE open): the window limit is no
+    observer's failure, so it is raised, not logged."""
+    hooks = lenient_hooks
     config = make_config(max_window="300ms")
     started = time.monotonic()
     with pytest.raises(SessionFailed) as failure:
@@ -315,23 +318,133 @@ def test_window_limit_does_not_apply_after_unquiesce(ledger: Path, make_config: 
     assert summary.window_ms is not None and summary.window_ms < 1000
 
 
-def test_failing_notifications_do_not_fail_the_backup(ledger: Path, make_config: Any, hooks: Hooks) -> None:
-    class MailServerDown:
-        @impl
-        def splitmirror_phase_finished(
-            self, session: Session, phase: Phase, duration_s: float, error: BaseException | None
-        ) -> None:
-            raise ConnectionError("mail server down")
+NOTIFICATIONS = (
+    "splitmirror_phase_started",
+    "splitmirror_phase_finished",
+    "splitmirror_progress",
+    "splitmirror_session_finished",
+)
 
-        @impl
-        def splitmirror_session_finished(self, session: Session, summary: Any) -> None:
-            raise ConnectionError("mail server down")
 
-    session = run(make_config(), hooks, MailServerDown())
+class MailServerDown:
+    """An observer whose every notification fails."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = dict.fromkeys(NOTIFICATIONS, 0)
+
+    def _fail(self, hook: str) -> None:
+        self.calls[hook] += 1
+        raise ConnectionError("mail server down")
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        self._fail("splitmirror_phase_started")
+
+    @impl
+    def splitmirror_phase_finished(
+        self, session: Session, phase: Phase, duration_s: float, error: BaseException | None
+    ) -> None:
+        self._fail("splitmirror_phase_finished")
+
+    @impl
+    def splitmirror_progress(self, session: Session, phase: Phase, done: int, total: int | None) -> None:
+        self._fail("splitmirror_progress")
+
+    @impl
+    def splitmirror_session_finished(self, session: Session, summary: Any) -> None:
+        self._fail("splitmirror_session_finished")
+
+
+def test_failing_notifications_do_not_fail_the_backup(
+    ledger: Path, make_config: Any, lenient_hooks: Hooks, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every one of the four notifications fails, every time: each failure is logged with the
+    plugin's name, the other observers still hear everything, and the backup is DONE."""
+    down, recorder = MailServerDown(), Recorder()
+    session = run(make_config(), lenient_hooks, down, recorder)
     summary = session.summary()
     assert summary is not None and summary.status == "DONE"
     assert [p.name for p in summary.phases] == [p.name for p in PHASE_ORDER], "every phase recorded"
     assert Path(summary.archive or "").exists()
+    assert all(down.calls.values()), down.calls
+    assert recorder.started == list(PHASE_ORDER) and recorder.summaries == ["DONE"], "others still hear"
+    logged = [r for r in caplog.records if r.name == "splitmirror.hooks" and r.levelname == "ERROR"]
+    for hook in NOTIFICATIONS:
+        assert any(f"plugin 'test-plugin-0' failed in {hook}" in r.getMessage() for r in logged), hook
+    assert all(isinstance(r.exc_info[1], ConnectionError) for r in logged if r.exc_info)
+
+
+class _Breaks:
+    def __init__(self, phase: Phase) -> None:
+        self.phase, self.raised = phase, 0
+
+    def _maybe(self, phase: Phase) -> None:
+        if phase is self.phase:
+            self.raised += 1
+            raise RuntimeError(f"the progress display broke in {phase.name}")
+
+
+class ProgressFailsIn(_Breaks):
+    """Raises on every progress report of one phase (SPLIT's run with the database held)."""
+
+    @impl
+    def splitmirror_progress(self, session: Session, phase: Phase, done: int, total: int | None) -> None:
+        self._maybe(phase)
+
+
+class StartFailsIn(_Breaks):
+    """Raises when one phase starts."""
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        self._maybe(phase)
+
+
+def test_a_progress_observer_failing_inside_the_window_is_logged(
+    ledger: Path, make_config: Any, lenient_hooks: Hooks, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SPLIT's final pass reports progress with the database quiesced and the primary frozen:
+    a broken progress bar there must not fail (and so abort) the backup."""
+    broken = ProgressFailsIn(Phase.SPLIT)
+    session = run(make_config(), lenient_hooks, broken)
+    summary = session.summary()
+    assert broken.raised > 0, "SPLIT reported no progress: the test proves nothing"
+    assert summary is not None and summary.status == "DONE"
+    assert "the progress display broke in SPLIT" in caplog.text
+    assert "plugin 'test-plugin-0' failed in splitmirror_progress" in caplog.text
+
+
+@pytest.mark.parametrize("phase", [Phase.QUIESCE, Phase.BACKUP])
+def test_a_phase_started_observer_failing_is_logged(
+    phase: Phase, ledger: Path, make_config: Any, lenient_hooks: Hooks, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = StartFailsIn(phase)
+    session = run(make_config(), lenient_hooks, broken)
+    summary = session.summary()
+    assert broken.raised == 1 and summary is not None and summary.status == "DONE"
+    assert "plugin 'test-plugin-0' failed in splitmirror_phase_started" in caplog.text
+
+
+def test_strict_plugin_mode_makes_a_failing_observer_fail_the_session(
+    ledger: Path, make_config: Any, hooks: Hooks
+) -> None:
+    """For plugin development and the test suite (whose ``hooks`` fixture is strict)."""
+    assert hooks.strict
+    with pytest.raises(SessionFailed) as failure:
+        run(make_config(), hooks, ProgressFailsIn(Phase.SPLIT))
+    assert failure.value.phase == "SPLIT"
+    assert failure.value.reason == (
+        "plugin 'test-plugin-0' failed in splitmirror_progress: RuntimeError: the progress display "
+        "broke in SPLIT (strict plugin mode)"
+    )
+    assert writable_now(ledger)
+
+
+def test_strict_plugin_mode_follows_the_environment() -> None:
+    from splitmirror.plugins import load_plugins
+
+    assert not Hooks(load_plugins(entry_points_enabled=False)).strict
+    assert Hooks(load_plugins({"SPLITMIRROR_STRICT_PLUGINS": "1"}, entry_points_enabled=False)).strict
 
 
 def test_existing_archive_is_never_overwritten(
@@ -417,15 +530,8 @@ def test_a_file_vanishing_in_the_window_fails_the_session_with_one_sentence(
 def test_observers_hear_of_a_failed_session_too(ledger: Path, make_config: Any, hooks: Hooks) -> None:
     """An alert built on session_finished must fire for the backup that failed."""
     recorder = Recorder()
-
-    class Broken:
-        @impl
-        def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
-            if phase is Phase.BACKUP:
-                raise RuntimeError("the tape drive is gone")
-
     with pytest.raises(SessionFailed) as failure:
-        run(make_config(), hooks, recorder, Broken())
+        run(make_config(), hooks, recorder, Fault(Phase.BACKUP))
     assert failure.value.phase == "BACKUP"
     assert recorder.summaries == ["FAILED"]
     assert isinstance(failure.value.__cause__, RuntimeError)

@@ -16,9 +16,11 @@ import pytest
 from conftest import writable_now
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.config import load_config
+from splitmirror.errors import SessionInterrupted
 from splitmirror.hooks import Hooks
 from splitmirror.plugins import load_plugins
 from splitmirror.session import Session
+from splitmirror.window import SignalGuard
 
 # A session that signals the test (a marker file) once it is inside PHASE, then sleeps there.
 SCRIPT = textwrap.dedent(
@@ -103,3 +105,21 @@ def test_sigkilled_session_leaves_no_stuck_lock_and_is_never_done(
     # The watchdog saw the pipe close and recorded why (tests/faults/ covers every phase).
     assert (killed.status, killed.failed_phase) == ("FAILED", "SPLIT"), "a killed session is never shown DONE"
     assert killed.error and "died in SPLIT" in killed.error
+
+
+def test_a_signal_after_a_nested_deferred_block_is_still_deferred() -> None:
+    """The failure path holds signals for its bookkeeping and, inside that, while it releases
+    the window: the inner block ending must not let a second Ctrl-C through the outer one."""
+    with SignalGuard(max_window=30) as guard:
+        assert guard.installed, "the guard installs its handlers in the main thread only"
+        with guard.deferred():
+            with guard.deferred():
+                pass  # the release, done
+            os.kill(os.getpid(), signal.SIGINT)  # the bookkeeping still runs
+            time.sleep(0.05)  # the handler has run by now
+            assert isinstance(guard.pending, SessionInterrupted)
+        with pytest.raises(SessionInterrupted, match="SIGINT"):
+            guard.raise_pending()
+        with pytest.raises(SessionInterrupted, match="SIGTERM"):  # outside every block: raised
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from . import __version__, preflight
 from .catalog import default_catalog_path, open_catalog
 from .config import load_config
 from .errors import SessionFailed, SessionInterrupted, UserError
@@ -214,9 +214,8 @@ def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool) -> 
 def check(config: Path, as_json: bool, take_over_mirror: bool) -> None:
     """Preflight CONFIG: connect, check privileges, mirror and target; change nothing."""
     cfg = load_config(config)
-    session = Session(cfg, Hooks(), take_over_mirror=take_over_mirror)
-    server, problems = session.check()
-    notes = session.mirror.notes() if session.mirror is not None else []
+    checked = preflight.check(cfg, Hooks(), take_over_mirror=take_over_mirror)
+    server, problems, notes = checked.server, checked.problems, checked.notes
     if as_json:
         _emit_json(
             {

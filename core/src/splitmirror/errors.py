@@ -53,8 +53,9 @@ class CatalogError(UserError):
 class SessionFailed(SplitmirrorError):
     """A session started and failed; the catalog row says ``FAILED`` with the phase.
 
-    ``reason`` is the first line of the underlying error, prefixed with the phase, e.g.
-    ``failed in SPLIT: mirror device is smaller than the primary``.
+    ``reason`` is the first line of the underlying error, as the catalog's ``error`` holds it;
+    ``phase`` is where it happened.  The message (what the CLI prints) puts them together:
+    ``session 12 failed in SPLIT: mirror device is smaller than the primary``.
     """
 
     exit_code: ClassVar[int] = 1

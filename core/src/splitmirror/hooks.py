@@ -2,17 +2,25 @@
 
 pluggy hook calls are keyword-only and return ``Any``; everything else in splitmirror calls the
 typed methods here, so a hook's signature changes in exactly two places (the spec and this).
+
+One policy for observers (:meth:`Hooks._broadcast`): each is called on its own; one that raises
+is logged with its plugin's name, the others still hear, and the session goes on, inside the
+window too.  In strict plugin mode (``SPLITMIRROR_STRICT_PLUGINS=1``, or ``Hooks(strict=True)``
+as the test suite uses) the failure raises instead.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+import pluggy
+
 from .engine import DatabaseEngine
-from .errors import PluginError, first_line
+from .errors import PluginError, SessionInterrupted, WindowExceeded, first_line
 from .mirror.base import MirrorProvider
 from .phases import Phase
 from .plugins import LoadedPlugins, PluginRecord, load_plugins
@@ -26,13 +34,33 @@ if TYPE_CHECKING:
 
 T = TypeVar("T", bound=type)
 
+log = logging.getLogger("splitmirror.hooks")
+
+#: What the session's signal guard raises wherever the session is, an observer included: a
+#: signal or the window limit, never an observer's failure.
+_STOPS = (SessionInterrupted, WindowExceeded)
+
 
 class Hooks:
-    """What the session engine and the CLI need from plugins, typed."""
+    """What the session engine and the CLI need from plugins, typed.
 
-    def __init__(self, plugins: LoadedPlugins | None = None) -> None:
+    ``strict``: an observer that raises fails the session instead of being logged; by default,
+    as the plugins were loaded (``SPLITMIRROR_STRICT_PLUGINS``).
+    """
+
+    def __init__(self, plugins: LoadedPlugins | None = None, *, strict: bool | None = None) -> None:
         self.plugins = plugins if plugins is not None else load_plugins()
+        self.strict = self.plugins.strict if strict is None else strict
         self._hook = self.plugins.pm.hook
+        self._observers: dict[
+            str, tuple[tuple[pluggy.HookImpl, ...], list[tuple[str, pluggy.HookCaller]]]
+        ] = {}
+
+    def _alone(self, hook_name: str, plugin_name: str) -> pluggy.HookCaller:
+        """``hook_name`` as one plugin implements it, without the others (its wrappers kept)."""
+        pm = self.plugins.pm
+        others = [plugin for name, plugin in pm.list_name_plugin() if name != plugin_name]
+        return pm.subset_hook_caller(hook_name, remove_plugins=others)
 
     # -- registries -------------------------------------------------------------------------
 
@@ -41,18 +69,17 @@ class Hooks:
     ) -> Registry[Any]:
         """Call each plugin's register hook on its own, so we know who registered what.
 
-        Plugins are asked in registration order, built-ins first, so a plugin cannot take a
-        built-in's name.  A plugin whose hook raises, or that registers a name already taken,
-        is reported (``splitmirror plugins``) and contributes nothing; the others still load.
+        Plugins are asked in registration order, built-ins first whatever ``tryfirst`` or
+        ``trylast`` says, so a plugin cannot take a built-in's name.  A plugin whose hook raises,
+        or that registers a name already taken, is reported (``splitmirror plugins``) and
+        contributes nothing; the others still load.
         """
         registry: Registry[Any] = Registry(family)
-        pm = self.plugins.pm
-        for hookimpl in getattr(self._hook, hook_name).get_hookimpls():
-            plugin = hookimpl.plugin_name
-            others = [p for name, p in pm.list_name_plugin() if name != plugin]
+        implementations = getattr(self._hook, hook_name).get_hookimpls()
+        for plugin in sorted((i.plugin_name for i in implementations), key=lambda p: not self._builtin(p)):
             offered: list[type] = []
             try:
-                pm.subset_hook_caller(hook_name, remove_plugins=others)(register=offered.append)
+                self._alone(hook_name, plugin)(register=offered.append)
                 trial = registry.copy()
                 for cls in offered:
                     trial.add(cls, plugin)
@@ -111,20 +138,49 @@ class Hooks:
         return self._hook.splitmirror_phase(session=session, phase=phase)
 
     def phase_started(self, session: Session, phase: Phase) -> None:
-        self._hook.splitmirror_phase_started(session=session, phase=phase)
+        self._broadcast("splitmirror_phase_started", session=session, phase=phase)
 
     def phase_finished(
         self, session: Session, phase: Phase, duration_s: float, error: BaseException | None
     ) -> None:
-        self._hook.splitmirror_phase_finished(
-            session=session, phase=phase, duration_s=duration_s, error=error
+        self._broadcast(
+            "splitmirror_phase_finished", session=session, phase=phase, duration_s=duration_s, error=error
         )
 
     def progress(self, session: Session, phase: Phase, done: int, total: int | None) -> None:
-        self._hook.splitmirror_progress(session=session, phase=phase, done=done, total=total)
+        self._broadcast("splitmirror_progress", session=session, phase=phase, done=done, total=total)
 
     def session_finished(self, session: Session, summary: SessionSummary) -> None:
-        self._hook.splitmirror_session_finished(session=session, summary=summary)
+        self._broadcast("splitmirror_session_finished", session=session, summary=summary)
+
+    def _broadcast(self, hook_name: str, **kwargs: Any) -> None:
+        """Tell every observer, each on its own and in pluggy's order: one that raises (a mail
+        server down, a broken progress bar) is logged and the others still hear; the session
+        goes on.  In strict mode its failure raises, as a :class:`PluginError` naming it."""
+        for plugin, caller in self._one_by_one(hook_name):
+            try:
+                caller(**kwargs)
+            except _STOPS:
+                raise
+            except Exception as error:
+                if self.strict:
+                    raise PluginError(
+                        f"plugin {plugin!r} failed in {hook_name}: {type(error).__name__}: "
+                        f"{first_line(error)} (strict plugin mode)"
+                    ) from error
+                log.exception("plugin %r failed in %s; the session goes on", plugin, hook_name)
+
+    def _one_by_one(self, hook_name: str) -> list[tuple[str, pluggy.HookCaller]]:
+        """Each observer of ``hook_name`` alone, in pluggy's calling order (the last registered
+        first); kept until a plugin comes or goes, since progress is reported often."""
+        implementations = tuple(getattr(self._hook, hook_name).get_hookimpls())
+        known = self._observers.get(hook_name)
+        if known is None or known[0] != implementations:
+            callers = [
+                (i.plugin_name, self._alone(hook_name, i.plugin_name)) for i in reversed(implementations)
+            ]
+            known = self._observers[hook_name] = (implementations, callers)
+        return known[1]
 
     def emergency_release(
         self, config: Config, phase: str, engine_state: Mapping[str, Any] | None
@@ -133,19 +189,30 @@ class Hooks:
         not stop at the first that fails); returns one sentence per failure."""
         failures = []
         for implementation in self._hook.splitmirror_emergency_release.get_hookimpls():
+            plugin = implementation.plugin_name
             try:
-                implementation.function(config=config, phase=phase, engine_state=engine_state)
+                self._alone("splitmirror_emergency_release", plugin)(
+                    config=config, phase=phase, engine_state=engine_state
+                )
             except Exception as error:  # noqa: BLE001 - reported; the other plugins still run
-                failures.append(f"plugin {implementation.plugin_name}: {first_line(error)}")
+                failures.append(f"plugin {plugin}: {first_line(error)}")
         return failures
 
     # -- registering plugins at run time (tests, the CLI's own observers) ------------------
 
     def register(self, plugin: object, name: str) -> Callable[[], None]:
-        """Register an in-process plugin (an observer); returns the function that removes it."""
-        self.plugins.records.append(PluginRecord(name, "<in-process>", "", builtin=False))
+        """Register an in-process plugin (an observer); returns the function that removes it,
+        and its record (``splitmirror plugins``) with it."""
+        record = PluginRecord(name, "<in-process>", "", builtin=False)
+        self.plugins.records.append(record)
         self.plugins.pm.register(plugin, name=name)
-        return lambda: self.plugins.pm.unregister(plugin)
+
+        def remove() -> None:
+            if self.plugins.pm.is_registered(plugin):  # a plugin found broken is unregistered
+                self.plugins.pm.unregister(plugin)
+            self.plugins.records[:] = [r for r in self.plugins.records if r is not record]
+
+        return remove
 
 
 def _unique_schemes(registry: Registry[Any]) -> None:

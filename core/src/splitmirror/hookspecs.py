@@ -6,6 +6,8 @@ mirror providers, targets).  The rest are for observers: progress bars, metrics,
 notifications.  Quiesce and unquiesce are deliberately **not** hooks: pluggy stops at the first
 implementation that raises, and a broadcast "unquiesce" would leave databases frozen.  They are
 methods of the engine object, bracketed by ``try/finally`` in :mod:`splitmirror.session`.
+The four notifications reach each observer on its own; one that raises is logged and the
+session goes on, except in strict plugin mode (:class:`splitmirror.hooks.Hooks`).
 
 Every hook is documented in ``docs/hooks.md``; ``tests/test_hook_docs.py`` checks that the
 signatures there match these.

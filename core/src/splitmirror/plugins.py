@@ -10,7 +10,8 @@ Environment variables:
 ``SPLITMIRROR_BLOCK_PLUGINS``
     Comma-separated plugin names (entry-point names or built-in names) not to load.
 ``SPLITMIRROR_STRICT_PLUGINS=1``
-    A plugin that fails to load is fatal (for plugin development and CI).
+    Strict plugin mode, for plugin development and CI: a plugin that fails to load is fatal,
+    and so is an observer that raises (:class:`~splitmirror.hooks.Hooks`).
 ``SPLITMIRROR_TRACE_PLUGINS=1``
     Print pluggy's trace of every hook call to standard error.
 """

@@ -207,9 +207,8 @@ class _Watch:
         return not failures
 
     def _record(self, reason: str) -> bool:
-        from .catalog.base import FAILED, STARTED
+        from .catalog.base import FAILED, STARTED, utc_now
         from .catalog.sqlite import SqliteCatalog
-        from .session import utc_now
 
         try:
             catalog = SqliteCatalog(Path(self.hello["catalog"]))

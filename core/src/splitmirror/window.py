@@ -25,7 +25,7 @@ class SignalGuard:
     def __init__(self, max_window: float) -> None:
         self.max_window = max_window
         self.pending: BaseException | None = None
-        self._deferring = False
+        self._deferring = 0  # how many deferred() blocks are open
         self._previous: dict[int, Any] = {}
         self._timer: tuple[float, float] = (0.0, 0.0)
 
@@ -72,12 +72,16 @@ class SignalGuard:
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
-        """Hold signals while releasing the database; they are kept in :attr:`pending`."""
-        self._deferring = True
+        """Hold signals while releasing the database; they are kept in :attr:`pending`.
+
+        Blocks nest (the session's failure path releases the window inside its own block):
+        signals are held until the outermost one ends.
+        """
+        self._deferring += 1
         try:
             yield
         finally:
-            self._deferring = False
+            self._deferring -= 1
 
     def raise_pending(self) -> None:
         error, self.pending = self.pending, None

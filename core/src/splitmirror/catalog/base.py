@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 STARTED, DONE, FAILED = "STARTED", "DONE", "FAILED"
+
+
+def utc_now() -> str:
+    """A timestamp as the catalog (and the manifest) records it: ISO 8601, UTC, milliseconds."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclasses.dataclass(frozen=True)

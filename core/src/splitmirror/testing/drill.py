@@ -102,8 +102,9 @@ class SessionRunner:
         return load_config(path)
 
     def hooks(self, *observers: object) -> Hooks:
-        """The plugin manager sessions and restores use: entry points, :attr:`plugins`, ``observers``."""
-        hooks = Hooks()
+        """The plugin manager sessions and restores use: entry points, :attr:`plugins`, ``observers``.
+        Strict: an observer that raises (an assertion in a test's) fails the session."""
+        hooks = Hooks(strict=True)
         for i, plugin in enumerate([*self.plugins, *observers]):
             hooks.register(plugin, f"contract-plugin-{i}")
         return hooks

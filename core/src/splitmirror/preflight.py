@@ -1,0 +1,134 @@
+"""Preflight: everything that would stop a session, asked before anything is changed.
+
+``splitmirror check`` is :func:`check`: INIT's questions without the lock, the catalog or any
+change.  INIT asks the same (:func:`choose`, then :func:`problems` once it holds the locks) and,
+after DISCOVER, asks again whether every file the database uses lies on the primary
+(:func:`outside_primary`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import placement
+from .catalog import default_catalog_path
+from .config import Config, expand_target_path, plugin_options
+from .engine import DatabaseEngine, PreflightProblem, ServerInfo
+from .mirror.base import MirrorProvider
+from .mirror.ownership import MirrorClaim
+from .targets.base import Target
+
+if TYPE_CHECKING:
+    from .hooks import Hooks
+
+
+@dataclasses.dataclass(frozen=True)
+class Chosen:
+    """The plugins a configuration names, their options validated; nothing opened yet."""
+
+    engine: DatabaseEngine
+    mirror: MirrorProvider
+    target_class: type[Target]
+    catalog_path: Path
+
+    def close(self) -> None:
+        """Close the engine and the mirror; closing must not hide the session's outcome."""
+        for part in (self.engine, self.mirror):
+            with contextlib.suppress(Exception):
+                part.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What ``splitmirror check`` prints."""
+
+    server: ServerInfo
+    problems: list[PreflightProblem]
+    notes: list[str]  # the mirror's facts (whether change tracking will be used)
+
+
+def choose(config: Config, hooks: Hooks) -> Chosen:
+    """Pick the plugins the config names and validate their options; no I/O."""
+    engine_cls = hooks.engine_for_url(config.database.url)
+    mirror_cls = hooks.mirrors.get(config.mirror.provider)
+    engine_options = plugin_options(config, "database", engine_cls.options_model)
+    mirror_options = plugin_options(config, "mirror", mirror_cls.options_model)
+    return Chosen(
+        engine=engine_cls(config.database.url, engine_options),
+        mirror=mirror_cls(config.mirror.primary, config.mirror.mirror, mirror_options),
+        target_class=hooks.target_for_path(config.target.path, config.target.kind),
+        catalog_path=default_catalog_path(config.session.catalog),
+    )
+
+
+def problems(config: Config, chosen: Chosen, claim: MirrorClaim) -> tuple[ServerInfo, list[PreflightProblem]]:
+    """Connect and ask everyone what would stop the session; changes nothing."""
+    engine, mirror, mode = chosen.engine, chosen.mirror, config.database.mode
+    server = engine.connect()
+    probe = chosen.target_class(target_path(config, 0), config.target.block_size)
+    return server, [
+        *engine.preflight(mode),
+        *mirror.preflight(),
+        *outside_primary(config, mirror, engine.layout()),
+        *probe.preflight(),
+        *placement.preflight_problems(
+            config, chosen.catalog_path, probe.name == "file", engine.freeze_paths(mode), mirror
+        ),
+        *claim.problems(),
+    ]
+
+
+def outside_primary(config: Config, mirror: MirrorProvider, paths: list[Path]) -> list[PreflightProblem]:
+    """Database files the mirror cannot carry; checked again after DISCOVER."""
+    if not config.mirror.primary.is_dir():
+        return []  # the mirror provider already says the primary is missing
+    outside = []
+    for path in paths:
+        try:
+            mirror.relative(path)
+        except ValueError:
+            outside.append(path)
+    if not outside:
+        return []
+    first, real = outside[0], outside[0].resolve()
+    where = f"{real} (reached as {first})" if real != first else str(first)
+    many = f"{len(outside)} files outside the primary, such as" if len(outside) > 1 else ""
+    return [
+        PreflightProblem(
+            f"the database uses {many or 'a file outside the primary:'} {where}, "
+            f"while [mirror] primary is {config.mirror.primary}",
+            "set [mirror] primary to a directory holding every database file "
+            "(for a server: its data directory, WAL and tablespaces)",
+        )
+    ]
+
+
+def check(config: Config, hooks: Hooks, *, take_over_mirror: bool = False) -> Checked:
+    """``splitmirror check``: INIT's checks without the lock, the catalog or any change."""
+    claim = MirrorClaim(config, take_over=take_over_mirror)
+    try:
+        chosen = choose(config, hooks)
+        try:
+            server, found = problems(config, chosen, claim)
+        finally:
+            chosen.close()
+    finally:
+        claim.release()
+    return Checked(server, found, chosen.mirror.notes())
+
+
+def target_path(config: Config, session_id: int) -> str:
+    """``[target] path`` with its placeholders filled for the session ``session_id``."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return expand_target_path(
+        config.target.path, session=session_id, name=config.session.name, timestamp=stamp
+    )
+
+
+def sentences(found: list[PreflightProblem]) -> str:
+    """Problems as the one sentence a :class:`~splitmirror.errors.PreflightError` says."""
+    return "; and ".join(problem.sentence() for problem in found)
