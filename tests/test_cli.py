@@ -191,6 +191,9 @@ def test_plugins_lists_builtins_with_versions() -> None:
     for name in ("sqlite", "directory", "targets"):
         assert name in proc.stdout
     assert __version__ in proc.stdout
+    assert "engine:sqlite (freeze, hot-backup)" in proc.stdout, "each engine's modes are shown"
+    listed = {p["name"]: p for p in json.loads(cli("plugins", "--json").stdout)}
+    assert listed["sqlite"]["modes"] == {"sqlite": ["freeze", "hot-backup"]}
 
 
 def test_help_documents_exit_codes() -> None:

@@ -251,6 +251,7 @@ def plugins(as_json: bool) -> None:
     ):
         for name, entry in registry.entries():
             provides.setdefault(entry.plugin, []).append(f"{family}:{name}")
+    modes = {name: [m.value for m in entry.cls.modes] for name, entry in hooks.engines.entries()}
 
     def status(record: PluginRecord) -> str:
         return "blocked" if record.blocked else ("error" if record.error else "loaded")
@@ -266,6 +267,11 @@ def plugins(as_json: bool) -> None:
                     "builtin": r.builtin,
                     "status": status(r),
                     "provides": provides.get(r.name, []),
+                    "modes": {
+                        name: modes[name]
+                        for name, entry in hooks.engines.entries()
+                        if entry.plugin == r.name
+                    },
                     "error": r.error,
                 }
                 for r in records
@@ -277,7 +283,11 @@ def plugins(as_json: bool) -> None:
         table.add_column(column)
     for r in records:
         shown = f"[red]error: {escape(r.error)}[/red]" if r.error else status(r)
-        table.add_row(r.name, r.distribution, r.version, shown, ", ".join(provides.get(r.name, [])))
+        shows = [
+            f"{item} ({', '.join(modes[item[7:]])})" if item.startswith("engine:") else item
+            for item in provides.get(r.name, [])
+        ]
+        table.add_row(r.name, r.distribution, r.version, shown, ", ".join(shows))
     out.print(table)
 
 

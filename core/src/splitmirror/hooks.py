@@ -22,7 +22,7 @@ import pluggy
 from .engine import DatabaseEngine
 from .errors import PluginError, SessionInterrupted, WindowExceeded, first_line
 from .mirror.base import MirrorProvider
-from .phases import Phase
+from .phases import Mode, Phase
 from .plugins import LoadedPlugins, PluginRecord, load_plugins
 from .registry import Registry
 from .targets.base import Target
@@ -93,7 +93,7 @@ class Hooks:
 
     @functools.cached_property
     def engines(self) -> Registry[type[DatabaseEngine]]:
-        return self._collect("splitmirror_register_engines", "database engine", _unique_schemes)
+        return self._collect("splitmirror_register_engines", "database engine", _engines_well_formed)
 
     @functools.cached_property
     def mirrors(self) -> Registry[type[MirrorProvider]]:
@@ -215,10 +215,16 @@ class Hooks:
         return remove
 
 
-def _unique_schemes(registry: Registry[Any]) -> None:
-    """A URL scheme picks exactly one engine."""
+def _engines_well_formed(registry: Registry[Any]) -> None:
+    """A URL scheme picks exactly one engine, and every engine declares modes it can enter."""
     seen: dict[str, str] = {}
     for name, entry in registry.entries():
+        modes = entry.cls.modes
+        if not isinstance(modes, tuple) or not modes or not all(isinstance(m, Mode) for m in modes):
+            raise PluginError(
+                f"engine {name!r} declares modes = {modes!r}; declare a non-empty tuple of "
+                "splitmirror.api.Mode members, e.g. (Mode.FREEZE,)"
+            )
         for scheme in entry.cls.url_schemes:
             if scheme in seen:
                 raise PluginError(

@@ -18,6 +18,7 @@ from . import placement
 from .catalog import default_catalog_path
 from .config import Config, expand_target_path, plugin_options
 from .engine import DatabaseEngine, PreflightProblem, ServerInfo
+from .errors import ConfigError
 from .mirror.base import MirrorProvider
 from .mirror.ownership import MirrorClaim
 from .targets.base import Target
@@ -54,6 +55,12 @@ class Checked:
 def choose(config: Config, hooks: Hooks) -> Chosen:
     """Pick the plugins the config names and validate their options; no I/O."""
     engine_cls = hooks.engine_for_url(config.database.url)
+    if config.database.mode not in engine_cls.modes:
+        declared = " or ".join(f'"{mode.value}"' for mode in engine_cls.modes)
+        raise ConfigError(
+            f"{config.source}: [database] mode: the {engine_cls.name} engine cannot take "
+            f'"{config.database.mode.value}" sessions; set mode = {declared}'
+        )
     mirror_cls = hooks.mirrors.get(config.mirror.provider)
     engine_options = plugin_options(config, "database", engine_cls.options_model)
     mirror_options = plugin_options(config, "mirror", mirror_cls.options_model)

@@ -40,10 +40,13 @@ def sync_passes(stats: Mapping[str, Any]) -> str:
     bulk, final = stats.get("bulk_sync") or {}, stats.get("final_sync") or {}
     if not bulk.get("passes") and not final.get("passes"):
         return ""
-    before = ", ".join(format_size(n) for n in bulk.get("passes", []))
-    after = ", ".join(format_size(n) for n in final.get("passes", []))
+    parts = [
+        f"{', '.join(format_size(n) for n in passes)} {where}"
+        for passes, where in ((bulk.get("passes"), "before QUIESCE"), (final.get("passes"), "in the window"))
+        if passes  # a session that failed before SPLIT has no final pass: nothing to show, not a blank
+    ]
     how = final.get("tracking") or bulk.get("tracking") or ""
-    return f"sync passes {before} before QUIESCE, {after} in the window ({escape(how)})"
+    return f"sync passes {', '.join(parts)}" + (f" ({escape(how)})" if how else "")
 
 
 def positions_text(positions: Mapping[str, Any]) -> str:

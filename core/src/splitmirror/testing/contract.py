@@ -1,8 +1,12 @@
-"""The contract suite: what every database engine must pass, in both modes.
+"""The contract suite: what every database engine must pass, in each mode it declares.
 
 Subclass :class:`DatabaseContract` in your plugin's tests and provide a ``splitmirror_database``
 fixture returning your :class:`~splitmirror.testing.LedgerDatabase`; the other fixtures come with
-splitmirror's pytest plugin.  Each test runs once per mode.
+splitmirror's pytest plugin.  Each test runs once per mode the engine declares
+(:attr:`DatabaseEngine.modes <splitmirror.engine.DatabaseEngine.modes>`), narrowed by the
+class's ``contract_modes``; the other mode's tests skip, saying why.  Sessions run inside the
+pytest process (observers are registered in it): an embedded database that one process may open
+only once must let the session's connection coexist with the test's, or close its own first.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import pytest
 
 from .. import impl
 from ..catalog import SqliteCatalog
-from ..errors import SessionFailed
-from ..phases import PHASE_ORDER, Phase
+from ..errors import ConfigError, SessionFailed
+from ..phases import PHASE_ORDER, Mode, Phase
 from ..session import Session, logical_order
 from .database import LedgerDatabase
 from .drill import DrillReport, SessionRunner
@@ -38,13 +42,52 @@ class Fault:
         return result
 
 
-class DatabaseContract:
-    """Both modes, discovery completeness, logical order, the window, unquiesce on failure and
-    the restore drill, against the database your ``splitmirror_database`` fixture provides."""
+def mode_under_test(
+    mode: str, database: LedgerDatabase, runner: SessionRunner, narrowed: tuple[str, ...] | None, suite: str
+) -> str:
+    """``mode``, or a skip saying why it is not tested: the engine does not declare it, or the
+    suite's class narrowed it away."""
+    engine = runner.hooks().engine_for_url(database.url)
+    declared = [m.value for m in engine.modes]
+    if mode not in declared:
+        pytest.skip(f"the {engine.name} engine declares {', '.join(declared)} only (its modes)")
+    if narrowed is not None and mode not in narrowed:
+        pytest.skip(f"{suite} runs {', '.join(narrowed)} only")
+    return mode
 
-    @pytest.fixture(params=["freeze", "hot-backup"])
-    def contract_mode(self, request: pytest.FixtureRequest) -> str:
-        return str(request.param)
+
+class DatabaseContract:
+    """Each declared mode, discovery completeness, logical order, the window, unquiesce on failure
+    and the restore drill, against the database your ``splitmirror_database`` fixture provides."""
+
+    #: The modes to run, if fewer than the engine declares (e.g. ``("freeze",)``); None: all.
+    contract_modes: tuple[str, ...] | None = None
+
+    @pytest.fixture(params=[m.value for m in Mode])
+    def contract_mode(
+        self,
+        request: pytest.FixtureRequest,
+        splitmirror_database: LedgerDatabase,
+        splitmirror_session: SessionRunner,
+    ) -> str:
+        return mode_under_test(
+            str(request.param),
+            splitmirror_database,
+            splitmirror_session,
+            self.contract_modes,
+            type(self).__name__,
+        )
+
+    def test_an_undeclared_mode_is_refused_when_the_configuration_is_read(
+        self, splitmirror_database: LedgerDatabase, splitmirror_session: SessionRunner
+    ) -> None:
+        engine = splitmirror_session.hooks().engine_for_url(splitmirror_database.url)
+        undeclared = [m.value for m in Mode if m not in engine.modes]
+        if not undeclared:
+            pytest.skip(f"the {engine.name} engine declares every mode")
+        with pytest.raises(ConfigError, match=r"\[database\] mode: ") as refused:
+            splitmirror_session.run(splitmirror_database, undeclared[0])
+        assert refused.value.exit_code == 2
 
     def test_session_records_every_phase_and_the_window(
         self, splitmirror_database: LedgerDatabase, splitmirror_session: SessionRunner, contract_mode: str
