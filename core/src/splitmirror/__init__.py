@@ -1,8 +1,9 @@
 """splitmirror: consistent file-level backups of live databases from a split mirror.
 
-Plugins import :data:`impl` to mark their hook implementations::
+Plugins import :data:`impl` to mark their hook implementations, from :mod:`splitmirror.api`,
+the one module of splitmirror a plugin imports (``from splitmirror import impl`` works too)::
 
-    from splitmirror import impl
+    from splitmirror.api import impl
 
     @impl
     def splitmirror_register_engines(register):

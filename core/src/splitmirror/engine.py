@@ -26,7 +26,7 @@ class NoOptions(pydantic.BaseModel):
 
 @dataclasses.dataclass(frozen=True)
 class ServerInfo:
-    """What :meth:`DatabaseEngine.describe` found: shown by ``check`` and stored in the catalog."""
+    """What :meth:`DatabaseEngine.connect` found: shown by ``check`` and stored in the catalog."""
 
     kind: str
     version: str
@@ -37,9 +37,10 @@ class ServerInfo:
 class DatabaseFile:
     """One file of the database as the database itself identifies it.
 
-    ``logical_key`` orders the archive (claim 12): a tuple the plugin chooses, e.g. PostgreSQL's
-    (tablespace, database, relfilenode, segment) or SQLite's (0,) for the main file.  ``role`` is
-    free text for people (``data``, ``wal``, ``journal``, ``label``...).
+    ``logical_key`` orders the archive (``docs/archive.md``, "Order"): a tuple the plugin
+    chooses, e.g. PostgreSQL's (tablespace, database, relfilenode, segment) or SQLite's (0,) for
+    the main file.  ``role`` is free text for people (``data``, ``wal``, ``journal``,
+    ``label``...).
 
     ``may_vanish``: the database may remove this file while the session runs and its redo log
     recreates or removes it at restore (PostgreSQL's relation files under HOT_BACKUP: a table
@@ -173,8 +174,9 @@ class DatabaseEngine(abc.ABC):
         on (what the server ran with: a binary log, a page size) belongs in them, because the
         contract suite's restore drill executes them and adds no option of its own.  A class
         method: a restore runs where the original database may not exist, so there is no URL to
-        connect to; ``manifest`` is the archive's manifest (DESIGN.md section 5); paths in it are
-        the live ones, :mod:`splitmirror.restored_paths` says where they are in ``directory``.
+        connect to; ``manifest`` is the archive's manifest (``docs/archive.md``, "The manifest";
+        what :meth:`prepare` returned is its ``metadata``); paths in it are the live ones, and
+        :mod:`splitmirror.restored_paths` says where they are in ``directory``.
         """
         return []
 

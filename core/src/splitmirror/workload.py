@@ -10,16 +10,13 @@ commits until SIGTERM, appending each ``seq`` to ACKFILE after COMMIT returned.
 
 from __future__ import annotations
 
-import argparse
-import os
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from contextlib import closing
 from pathlib import Path
-from types import FrameType
+
+from .testing import ledger
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -47,10 +44,7 @@ def create_ledger(path: Path, *, rows: int = 0, payload: int = 200, wal: bool = 
 
 def writer_command(db: Path, acks: Path, writer: int = 1, interval: float = 0.0) -> list[str]:
     """The argv of a writer process (what the contract suite's SQLite adapter starts)."""
-    return [
-        sys.executable, "-m", "splitmirror.workload", str(db), str(acks),
-        "--writer", str(writer), "--interval", str(interval),
-    ]  # fmt: skip
+    return ledger.writer_command("splitmirror.workload", str(db), acks, writer, interval)
 
 
 def start_writer(db: Path, acks: Path, writer: int = 1, interval: float = 0.0) -> subprocess.Popen[bytes]:
@@ -79,42 +73,31 @@ def ledger_rows(db: Path) -> dict[int, set[int]]:
     return rows
 
 
-def _run(db_path: Path, ack_path: Path, writer: int, interval: float) -> None:
-    stopping = False
+class _SqliteLedger:
+    """The ledger's SQL for :func:`splitmirror.testing.ledger.run_writer`."""
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
 
-    signal.signal(signal.SIGTERM, stop)
-    db = sqlite3.connect(db_path, timeout=120, isolation_level=None)
-    (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger WHERE writer = ?", (writer,)).fetchone()
-    fd = os.open(ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        while not stopping:
-            seq += 1
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(
-                "INSERT INTO ledger (writer, seq, at, payload) VALUES (?, ?, ?, randomblob(200))",
-                (writer, seq, time.time()),
-            )
-            db.execute("COMMIT")
-            os.write(fd, f"{seq}\n".encode())
-            if interval:
-                time.sleep(interval)
-    finally:
-        os.close(fd)
-        db.close()
+    def last_seq(self, writer: int) -> int:
+        (seq,) = self.db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM ledger WHERE writer = ?", (writer,)
+        ).fetchone()
+        return int(seq)
+
+    def commit_row(self, writer: int, seq: int, payload: bytes) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(
+            "INSERT INTO ledger (writer, seq, at, payload) VALUES (?, ?, ?, ?)",
+            (writer, seq, time.time(), payload),
+        )
+        self.db.execute("COMMIT")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m splitmirror.workload")
-    parser.add_argument("db", type=Path)
-    parser.add_argument("acks", type=Path)
-    parser.add_argument("--writer", type=int, default=1)
-    parser.add_argument("--interval", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    _run(args.db, args.acks, args.writer, args.interval)
+    args = ledger.writer_parser("python -m splitmirror.workload", "the SQLite database file").parse_args(argv)
+    with closing(sqlite3.connect(args.url, timeout=120, isolation_level=None)) as db:
+        ledger.run_writer(_SqliteLedger(db), args.acks, args.writer, args.interval)
 
 
 if __name__ == "__main__":

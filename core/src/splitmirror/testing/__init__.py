@@ -18,13 +18,34 @@ installing splitmirror; the contract suite is a class to subclass::
     class TestMyDatabase(DatabaseContract):
         pass
 
-See ``docs/writing-a-plugin.md``.
+The submodules: :mod:`.contract` and :mod:`.faults` (the suites), :mod:`.ledger` (the writer
+processes' loop), :mod:`.containers` (servers in containers), :mod:`.steps` (running the steps
+a restore printed), :mod:`.secrets`.  See ``docs/writing-a-plugin.md``.
+
+The names below are imported when first used, not with the package: a ledger writer process
+imports :mod:`.ledger` alone, and must not pay for the session engine and Docker's client.
 """
 
 from __future__ import annotations
 
-from .database import LedgerDatabase, RestoredLedger, SqliteLedgerDatabase
-from .drill import DrillReport, SessionRunner, Workspace, run_drill
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .database import LedgerDatabase, RestoredLedger, SqliteLedgerDatabase, committed_within
+    from .drill import DrillReport, SessionRunner, Workspace, run_drill
+
+#: Each name of ``__all__`` and the submodule that defines it.
+_WHERE = {
+    "DrillReport": "drill",
+    "LedgerDatabase": "database",
+    "RestoredLedger": "database",
+    "SessionRunner": "drill",
+    "SqliteLedgerDatabase": "database",
+    "Workspace": "drill",
+    "run_drill": "drill",
+    "committed_within": "database",
+}
 
 __all__ = [
     "DrillReport",
@@ -33,5 +54,15 @@ __all__ = [
     "SessionRunner",
     "SqliteLedgerDatabase",
     "Workspace",
+    "committed_within",
     "run_drill",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a name of ``__all__`` from its submodule on first use (PEP 562)."""
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,4 +1,5 @@
-"""Database servers in containers, for plugin tests: which image, an engine that answers, cleanup.
+"""Database servers in containers, for plugin tests: which image, an engine that answers, cleanup,
+and a server that is ready.
 
 **Which image.**  :func:`image_for` is the one place that decides.  For ``("postgres", "15")``
 it takes, in order: the image named by ``$SPLITMIRROR_IMAGE_POSTGRES_15`` (an override, used as
@@ -12,10 +13,15 @@ off by default: its image cannot be pulled everywhere), labelled ``splitmirror.t
 are published on 127.0.0.1 only.  Fixtures stop what they start in a ``finally``; whatever a
 crashed test left is stopped at interpreter exit, and ``.ci/run`` removes anything labelled
 before it starts.
+
+**Ready.**  :class:`ContainerServer` is what a plugin's test server builds on: the image started
+on a host data directory, or a restored copy started by the ``docker run`` a restore printed,
+then probed (a query, never a log line) until the server takes work.
 """
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import dataclasses
@@ -27,6 +33,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar, Self
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
@@ -299,6 +306,108 @@ class PrintedContainer:
                 ["docker", "rm", "-f", "-v", self.id], capture_output=True, timeout=120, check=False
             )
         _RUNNING.discard(self)
+
+
+class ContainerServer(abc.ABC):
+    """A database server in a container of ``image`` for a plugin's tests, its data directory
+    bind-mounted from the host directory ``datadir`` (which plays the primary disk), so that
+    splitmirror on the host reads the files through the engine's :attr:`path_map`.
+
+    A subclass says where the image keeps its data (:attr:`data`), the server's :attr:`port`
+    and how to tell it is ready (:meth:`probe`); its ``start`` calls :meth:`start_container`
+    with the image's environment and command, and a restored copy runs by
+    :meth:`running_in`.  :meth:`stop` is always safe."""
+
+    #: Where the image keeps the data directory (``/var/lib/postgresql/data``).
+    data: ClassVar[str]
+    #: The server's TCP port inside the container.
+    port: ClassVar[int]
+    #: Seconds a server may take to be ready, crash recovery of a restored copy included.
+    start_timeout: ClassVar[float] = 120.0
+
+    def __init__(self, image: str, datadir: Path, mounts: Mapping[Path, str] | None = None) -> None:
+        self.image = image
+        self.datadir = datadir
+        #: More host directories for the server (host path → container path): tablespaces, a
+        #: binary log directory of its own.
+        self.mounts: dict[Path, str] = dict(mounts or {})
+        self.container: ServerContainer | PrintedContainer | None = None
+
+    @abc.abstractmethod
+    def probe(self) -> str | None:
+        """None once the server takes work (accepts a connection, has finished recovery), else
+        what it answered instead, for the message if it never does.  Catch the driver's errors
+        here: the container runs, and the server may not listen yet."""
+
+    def start_container(self, env: Mapping[str, str], command: Sequence[str]) -> None:
+        """Start :attr:`image` with ``env`` and ``command``, the data directory (created if
+        missing) and :attr:`mounts` mounted, and return once it is ready; stopped again if it
+        is not."""
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.container = ServerContainer(
+            self.image,
+            port=self.port,
+            env=env,
+            mounts={self.datadir: self.data, **self.mounts},
+            command=command,
+        )
+        try:
+            self.container.start()
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    @contextlib.contextmanager
+    def running_in(self, started: contextlib.AbstractContextManager[PrintedContainer]) -> Iterator[Self]:
+        """This server in the container ``started`` runs (the ``docker run`` a restore printed,
+        :func:`splitmirror.testing.steps.started_in_container`), once it is ready, until the
+        block ends and ``started`` removes it."""
+        with started as container:
+            self.container = container
+            try:
+                self.wait_until_ready()
+                yield self
+            finally:
+                self.container = None
+
+    @property
+    def host_port(self) -> int:
+        """The port on 127.0.0.1 that reaches the server."""
+        if self.container is None:
+            raise RuntimeError("start() first")
+        return self.container.host_port
+
+    @property
+    def path_map(self) -> dict[str, str]:
+        """The engine's ``path_map``: where the server's directories are on this host."""
+        return {self.data: str(self.datadir), **{inside: str(host) for host, inside in self.mounts.items()}}
+
+    def wait_until_ready(self) -> None:
+        """Probe until the server is ready; RuntimeError with the container's log when it
+        exits or is not ready within :attr:`start_timeout`."""
+        container = self.container
+        if container is None:
+            raise RuntimeError("start() first")
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if not container.running:
+                raise RuntimeError(f"the {self.image} container on {self.datadir} exited\n{container.logs()}")
+            answer = self.probe()
+            if answer is None:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the server in {self.image} on {self.datadir} was not ready in "
+                    f"{self.start_timeout:.0f} s ({answer})\n{container.logs()}"
+                )
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Remove the container, if one runs."""
+        if self.container is not None:
+            self.container.stop()
+            self.container = None
 
 
 def leftovers() -> list[str]:

@@ -10,7 +10,8 @@ import abc
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,29 @@ class LedgerDatabase(abc.ABC):
         """A context manager holding what makes ``mode``'s quiesce wait (an open write
         transaction, a table lock), or None when nothing a client does can make it wait."""
         return None
+
+
+def committed_within(timeout: float, write: Callable[[], None], errors: tuple[type[Exception], ...]) -> bool:
+    """Whether ``write`` (a committed write to the live database, on a connection of its own)
+    returned within ``timeout`` seconds without raising one of the driver's ``errors``: what a
+    server database's :meth:`LedgerDatabase.accepts_writes` answers.  The COMMIT matters: an
+    uncommitted write only touches the server's buffers and succeeds even on a frozen
+    filesystem.  The write runs in a daemon thread, because a server stuck on a frozen
+    filesystem ignores its own statement timeouts (a backend in ``fsync``); a late write is
+    abandoned, and finishes once the database is released."""
+    outcome: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            write()
+            outcome.append(True)
+        except errors:
+            outcome.append(False)
+
+    thread = threading.Thread(target=attempt, name="accepts_writes", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(outcome) and outcome[0]
 
 
 class SqliteLedgerDatabase(LedgerDatabase):

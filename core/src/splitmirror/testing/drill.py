@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,9 +78,25 @@ class SessionRunner:
         self._configs = 0
 
     def config(self, database: LedgerDatabase, mode: str, *, max_window: str = "30s") -> Config:
+        """A session config for ``database`` in ``mode``, written and loaded."""
+        path = self.config_file(database.url, mode, database.options, database.primary, max_window=max_window)
+        return load_config(path)
+
+    def config_file(
+        self,
+        url: str,
+        mode: str,
+        options: Mapping[str, Any] | None = None,
+        primary: Path | None = None,
+        *,
+        max_window: str = "30s",
+    ) -> Path:
+        """Write a session config (``[database] url``, ``mode`` and the engine's ``options``;
+        ``primary`` by default the workspace's) without loading it: for a test of what
+        loading or ``check`` says about it (:meth:`command`)."""
         self._configs += 1
         ws = self.workspace
-        database_keys = {"url": database.url, "mode": mode, **database.options}
+        database_keys = {"url": url, "mode": mode, **(options or {})}
         text = "\n".join(
             [
                 "[session]",
@@ -89,7 +106,7 @@ class SessionRunner:
                 "[database]",
                 *(f"{key} = {_toml(value)}" for key, value in database_keys.items()),
                 "[mirror]",
-                f"primary = {_toml(database.primary)}",
+                f"primary = {_toml(primary or ws.primary)}",
                 f"mirror = {_toml(ws.mirror)}",
                 *(f"{key} = {_toml(value)}" for key, value in self.mirror_options.items()),
                 "[target]",
@@ -99,7 +116,14 @@ class SessionRunner:
         path = ws.root / f"session-{self._configs}.toml"
         path.write_text(text + "\n")
         path.chmod(0o600)
-        return load_config(path)
+        return path
+
+    @staticmethod
+    def command(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        """``splitmirror ARGS`` in a process of its own, as a DBA runs it (the plugins it loads
+        are the installed ones): its exit code, standard output and standard error."""
+        argv = [sys.executable, "-m", "splitmirror", *(str(arg) for arg in args)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
     def hooks(self, *observers: object) -> Hooks:
         """The plugin manager sessions and restores use: entry points, :attr:`plugins`, ``observers``.

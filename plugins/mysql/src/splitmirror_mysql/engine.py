@@ -32,12 +32,19 @@ from typing import Any, Literal
 import pydantic
 import pymysql
 
-from splitmirror.config import Duration, redact_url
-from splitmirror.engine import DatabaseEngine, DatabaseFile, PreflightProblem, ServerInfo, UnquiesceResult
-from splitmirror.errors import PreflightError, first_line
-from splitmirror.fsfreeze import mount_point
-from splitmirror.phases import Mode
-from splitmirror.restore_steps import RestoreStep
+from splitmirror.api import (
+    DatabaseFile,
+    Duration,
+    Mode,
+    PreflightError,
+    PreflightProblem,
+    RestoreStep,
+    ServerEngine,
+    ServerInfo,
+    ServerOptions,
+    UnquiesceResult,
+    first_line,
+)
 
 from . import layout, locks, restore
 from .connection import UrlError, connect
@@ -47,14 +54,11 @@ log = logging.getLogger(__name__)
 MARIADB, MYSQL = "MariaDB", "MySQL"
 
 
-class MysqlOptions(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+class MysqlOptions(ServerOptions):
+    """``path_map`` (``"/var/lib/mysql" = "/srv/mysql"``) and ``connect_timeout``, and:"""
 
-    #: Server path → host path, for servers in containers (``"/var/lib/mysql" = "/srv/mysql"``).
-    path_map: dict[str, Path] = {}
     #: An option file whose ``[client]`` group holds the password (default ``~/.my.cnf``).
     option_file: Path | None = None
-    connect_timeout: Duration = 10.0
     #: How long one lock statement may wait before the session gives up and releases the server.
     lock_timeout: Duration = 5.0
     #: ``check`` and INIT refuse while a statement has been running this long (it would block the lock).
@@ -63,17 +67,18 @@ class MysqlOptions(pydantic.BaseModel):
     freeze_lock: Literal["backup-stage", "ftwrl"] = "backup-stage"
 
 
-class MysqlEngine(DatabaseEngine):
+class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
     name = "mysql"
     url_schemes = ("mysql", "mariadb")
     options_model = MysqlOptions
+    server_name = "MySQL/MariaDB"
+    password_sources = "MYSQL_PWD or the [client] group of an option file (option_file, or ~/.my.cnf)"
+    driver_errors = (pymysql.Error,)
+    frozen_files = "the data directory, InnoDB's files and the binary logs"
+    freeze_reason = "InnoDB needs an atomic split, so both modes freeze the data filesystem"
 
     def __init__(self, url: str, options: pydantic.BaseModel) -> None:
         super().__init__(url, options)
-        assert isinstance(options, MysqlOptions)
-        self.settings = options
-        self._conn: locks.Connection | None = None
-        self._mode: Mode | None = None
         self._held: str | None = None  # "backup-stage", "ftwrl" or "instance"
         self._redo_archive = False
         self.flavour = ""
@@ -83,38 +88,26 @@ class MysqlEngine(DatabaseEngine):
 
     # -- connection and facts -------------------------------------------------------------
 
-    def _connect(self) -> locks.Connection:
-        return connect(
-            self.url,
-            option_file=self.settings.option_file,
-            timeout=self.settings.connect_timeout,
-            database="",
-        )
-
-    @property
-    def conn(self) -> locks.Connection:
-        assert self._conn is not None, "connect() first"
-        return self._conn
+    def open_connection(self) -> locks.Connection:
+        try:
+            return connect(
+                self.url,
+                option_file=self.settings.option_file,
+                timeout=self.settings.connect_timeout,
+                database="",
+            )
+        except UrlError as error:
+            raise PreflightError(str(error)) from None
 
     def _rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cursor:
             cursor.execute(sql, params or None)
             return list(cursor.fetchall())
 
-    def _one(self, sql: str, *params: Any) -> Any:
-        rows = self._rows(sql, *params)
-        return rows[0][0] if rows else None
+    def error_message(self, error: Exception) -> str:
+        return _message(error)
 
-    def connect(self) -> ServerInfo:
-        try:
-            self._conn = self._connect()
-        except UrlError as error:
-            raise PreflightError(str(error)) from None
-        except pymysql.Error as error:
-            raise PreflightError(
-                f"cannot connect to MySQL/MariaDB at {redact_url(self.url)}: {_message(error)}; "
-                "check the URL, that the server is running, and MYSQL_PWD or the option file"
-            ) from None
+    def describe_server(self) -> ServerInfo:
         version, comment = self._rows("SELECT VERSION(), @@version_comment")[0]
         self.flavour = MARIADB if self._is_mariadb(str(version), str(comment)) else MYSQL
         self.version = tuple(int(n) for n in re.findall(r"\d+", str(version))[:3])
@@ -136,15 +129,6 @@ class MysqlEngine(DatabaseEngine):
         except pymysql.err.OperationalError:
             return False
 
-    def host_path(self, server_path: str | Path) -> Path:
-        """Where a server path is on this host (``path_map``, longest prefix first)."""
-        path = os.path.normpath(str(server_path))
-        for prefix in sorted(self.settings.path_map, key=len, reverse=True):
-            clean = os.path.normpath(prefix)
-            if path == clean or path.startswith(clean.rstrip("/") + "/"):
-                return self.settings.path_map[prefix] / os.path.relpath(path, clean)
-        return Path(path)
-
     def _server_dir(self, name: str) -> Path | None:
         """A directory variable, relative values taken from the data directory as the server does."""
         value = self.variables.get(name)
@@ -152,9 +136,9 @@ class MysqlEngine(DatabaseEngine):
             return None
         return Path(os.path.normpath(os.path.join(str(self.variables["datadir"]), str(value))))
 
-    @property
-    def datadir(self) -> Path:
-        return self.host_path(str(self.variables["datadir"]))
+    def server_data_directory(self) -> str | None:
+        value = self.variables.get("datadir")
+        return None if value is None else str(value)
 
     def server_dirs(self) -> list[Path]:
         """Every server directory holding the database's files: data, InnoDB's, binary logs."""
@@ -194,37 +178,11 @@ class MysqlEngine(DatabaseEngine):
                 )
             )
         problems += self._privilege_problems(mode)
-        if not self.datadir.is_dir() or not os.access(self.datadir, os.R_OK | os.X_OK):
-            problems.append(
-                PreflightProblem(
-                    f"the data directory {self.variables['datadir']} is not readable here as {self.datadir}",
-                    "run splitmirror as root on the database host, or set [database] path_map for a server "
-                    "in a container",
-                )
-            )
-        else:
-            problems += self._identity_problems()
+        problems += self.data_directory_problems()
         problems += self._long_query_problems()
-        if os.geteuid() != 0:
-            problems.append(
-                PreflightProblem(
-                    "InnoDB needs an atomic split, so both modes freeze the data filesystem, "
-                    "which needs root",
-                    "run splitmirror as root",
-                )
-            )
-        for path in self.freeze_paths(mode):
-            if path.exists() and mount_point(path) == Path("/"):
-                problems.append(
-                    PreflightProblem(
-                        f"{path} is on the root filesystem, which cannot be frozen for the split "
-                        "InnoDB needs",
-                        "put the data directory, InnoDB's files and the binary logs on their own filesystem",
-                    )
-                )
-        return problems
+        return problems + self.freeze_problems(mode)
 
-    def _identity_problems(self) -> list[PreflightProblem]:
+    def identity_problems(self) -> list[PreflightProblem]:
         """The data directory here is the running server's, not an old copy or another server's
         (a config left pointing at one quiesced the live server and failed late).  MySQL: the
         server's UUID against its ``auto.cnf``; MariaDB, which keeps no UUID file: the binary
@@ -250,14 +208,7 @@ class MysqlEngine(DatabaseEngine):
             return []  # unreadable files are reported above; without the facts, no comparison
         if found is None:
             return []
-        return [
-            PreflightProblem(
-                f"the data directory {self.datadir} holds {found}, not the files of the server at "
-                f"{redact_url(self.url)}",
-                "point [mirror] primary (and [database] path_map, for a server in a container) at the "
-                "server's own data directory",
-            )
-        ]
+        return [self.foreign_data_directory(found)]
 
     def _grants(self) -> set[str]:
         """Global privileges of the current account (``ALL PRIVILEGES`` kept as such)."""
@@ -332,7 +283,7 @@ class MysqlEngine(DatabaseEngine):
     # -- the mode -------------------------------------------------------------------------
 
     def _take(self, statement: str) -> None:
-        locks.take(self.conn, statement, self.settings.lock_timeout, self._connect)
+        locks.take(self.conn, statement, self.settings.lock_timeout, self.open_connection)
 
     def quiesce(self, mode: Mode) -> None:
         self._mode = mode
@@ -409,11 +360,12 @@ class MysqlEngine(DatabaseEngine):
 
     def unquiesce(self) -> UnquiesceResult:
         mode, self._mode = self._mode, None
-        self._release()
+        self.release(mode)
         label = f"{self.flavour.lower()} {'freeze' if mode is Mode.FREEZE else 'hot-backup'} (crash image)"
         return UnquiesceResult(label=label, redo_range=dict(self.positions))
 
-    def _release(self) -> None:
+    def release(self, mode: Mode | None) -> None:
+        """Whatever :meth:`quiesce` took, in either mode; closing the connection releases it too."""
         held, self._held = self._held, None
         statements = {
             "backup-stage": "BACKUP STAGE END",
@@ -426,16 +378,6 @@ class MysqlEngine(DatabaseEngine):
         if held is not None:
             self._one(statements[held])
 
-    def abort(self) -> None:
-        self._mode = None
-        if self._conn is None:
-            return
-        try:
-            self._release()
-        except pymysql.Error:
-            self._conn.close()  # a closed connection releases every lock it held
-            self._conn = None
-
     @classmethod
     def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
         """Remove what interrupted ALTERs leave (``#sql*``; the backup skips them, but a restore
@@ -444,15 +386,6 @@ class MysqlEngine(DatabaseEngine):
             if leftover.is_file():
                 leftover.unlink()
         return restore.restore_steps(directory, manifest)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self.abort()
-            finally:
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
 
 
 def _message(error: BaseException) -> str:

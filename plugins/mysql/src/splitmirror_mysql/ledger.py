@@ -1,21 +1,21 @@
-"""The ledger workload against MySQL/MariaDB: the same protocol as core's ``splitmirror.workload``.
+"""The ledger workload against MySQL/MariaDB: its SQL (``splitmirror_ledger.ledger``, InnoDB)
+for the writer loop of :mod:`splitmirror.testing.ledger`, which says the protocol.
 
-Each writer numbers its own rows 1, 2, 3... (``writer``, ``seq``) in ``splitmirror_ledger.ledger``
-(InnoDB), commits each row in its own transaction and, only after COMMIT returned, appends the
-``seq`` to its acknowledgement file.  Run one with ``python -m splitmirror_mysql.ledger URL
-ACKFILE --writer N``; the URL carries no password (``MYSQL_PWD`` or the option file does).
+Run one with ``python -m splitmirror_mysql.ledger URL ACKFILE --writer N``; the URL carries no
+password (``MYSQL_PWD`` or the option file does).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import signal
-import sys
 from pathlib import Path
-from types import FrameType
+from typing import TYPE_CHECKING
+
+from splitmirror.testing import ledger
 
 from .connection import connect
+
+if TYPE_CHECKING:  # not imported at run time: a writer process loads as little as it can
+    from .locks import Connection
 
 DATABASE = "splitmirror_ledger"
 SCHEMA = f"""
@@ -27,7 +27,6 @@ CREATE TABLE IF NOT EXISTS {DATABASE}.ledger (
     PRIMARY KEY (writer, seq)
 ) ENGINE=InnoDB
 """
-PAYLOAD = 200
 
 
 def create_ledger(url: str, option_file: Path | None = None) -> None:
@@ -47,50 +46,43 @@ def ledger_rows(url: str, option_file: Path | None = None) -> dict[int, set[int]
 
 
 def writer_command(url: str, acks: Path, writer: int, option_file: Path | None = None) -> list[str]:
-    argv = [sys.executable, "-m", "splitmirror_mysql.ledger", url, str(acks), "--writer", str(writer)]
-    return argv + (["--option-file", str(option_file)] if option_file else [])
+    options = ["--option-file", str(option_file)] if option_file else []
+    return ledger.writer_command("splitmirror_mysql.ledger", url, acks, writer, 0.0, *options)
 
 
-def run_writer(url: str, acks: Path, writer: int, option_file: Path | None = None) -> None:
-    """Commit rows until SIGTERM; acknowledge each only after its COMMIT returned."""
-    stopping = False
+class MysqlLedger:
+    """The ledger's SQL for :func:`splitmirror.testing.ledger.run_writer` (autocommit off)."""
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
-    signal.signal(signal.SIGTERM, stop)
-    with connect(url, option_file=option_file, database="") as conn:
-        conn.autocommit(False)
-        with conn.cursor() as cursor:
+    def last_seq(self, writer: int) -> int:
+        with self.conn.cursor() as cursor:
             cursor.execute(
                 f"SELECT COALESCE(MAX(seq), 0) FROM {DATABASE}.ledger WHERE writer = %s", (writer,)
             )
             row = cursor.fetchone()
-            conn.commit()
-            seq = int(row[0]) if row else 0
-            fd = os.open(acks, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                while not stopping:
-                    seq += 1
-                    cursor.execute(
-                        f"INSERT INTO {DATABASE}.ledger (writer, seq, payload) VALUES (%s, %s, %s)",
-                        (writer, seq, os.urandom(PAYLOAD)),
-                    )
-                    conn.commit()
-                    os.write(fd, f"{seq}\n".encode())
-            finally:
-                os.close(fd)
+        self.conn.commit()
+        return int(row[0]) if row else 0
+
+    def commit_row(self, writer: int, seq: int, payload: bytes) -> None:
+        with self.conn.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {DATABASE}.ledger (writer, seq, payload) VALUES (%s, %s, %s)",
+                (writer, seq, payload),
+            )
+        self.conn.commit()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m splitmirror_mysql.ledger")
-    parser.add_argument("url", help="mysql:// or mariadb:// URL, without a password")
-    parser.add_argument("acks", type=Path, help="file each acknowledged seq is appended to")
-    parser.add_argument("--writer", type=int, default=1)
+    parser = ledger.writer_parser(
+        "python -m splitmirror_mysql.ledger", "mysql:// or mariadb:// URL, without a password"
+    )
     parser.add_argument("--option-file", type=Path, default=None)
     args = parser.parse_args(argv)
-    run_writer(args.url, args.acks, args.writer, args.option_file)
+    with connect(args.url, option_file=args.option_file, database="") as conn:
+        conn.autocommit(False)
+        ledger.run_writer(MysqlLedger(conn), args.acks, args.writer, args.interval)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pymysql
 import pymysql.connections
 
-from splitmirror.errors import SplitmirrorError
+from splitmirror.api import SplitmirrorError
 
 #: Server errors that mean "the lock statement gave up": lock wait timeout, query interrupted
 #: (our watchdog's KILL QUERY), statement time limits of MariaDB and MySQL.

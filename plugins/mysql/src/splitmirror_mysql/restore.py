@@ -26,8 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from splitmirror.restore_steps import RestoreStep
-from splitmirror.restored_paths import restored_location
+from splitmirror.api import RestoreStep, container_steps, ran_in_container, restored_location
 
 from . import binlog_index
 
@@ -40,8 +39,8 @@ RECORDED = (
 )  # fmt: skip
 #: MySQL only (MariaDB's GTIDs need no start option).
 RECORDED_MYSQL = ("gtid_mode", "enforce_gtid_consistency")
-#: The upstream images' data directory, and the uid and gid of their mysql user.
-IMAGE_DATADIR, IMAGE_UID = "/var/lib/mysql", 999
+#: The upstream images' data directory.
+IMAGE_DATADIR = "/var/lib/mysql"
 _DEFAULT_PAGE_SIZE = 16384
 _DEFAULT_DATA_FILE_PATH = "ibdata1:12M:autoextend"
 _DIRECTORY_OPTIONS = {
@@ -145,7 +144,7 @@ class RestoredServer:
     @property
     def in_container(self) -> bool:
         """The server saw its files elsewhere than this host (``path_map``): it ran in a container."""
-        return any(server != os.path.normpath(host) for server, host in self.directories)
+        return ran_in_container(self.directories)
 
     def steps(self, binlogs: binlog_index.Prepared | None = None) -> list[RestoreStep]:
         """Start the copy on this host, or in a container, with the options it needs; then the
@@ -171,20 +170,9 @@ class RestoredServer:
         if self.in_container:
             mounts = [(self.restored(s), s) for s in sorted({s for s, _h in self.directories})]
             others = [host for host, inside in _outermost(mounts) if inside != self.server_dir]
-            if others:  # the images' entrypoints hand only the data directory to their mysql user
-                steps.append(
-                    RestoreStep.run(
-                        "chown", "-R", f"{IMAGE_UID}:{IMAGE_UID}", *others,
-                        comment="the mysql user of the upstream images", route="container",
-                    )
-                )  # fmt: skip
             extra = [] if self.server_dir == IMAGE_DATADIR else [f"--datadir={self.server_dir}"]
-            steps.append(
-                RestoreStep.container(
-                    _outermost(mounts),
-                    [*extra, *options(lambda path: path)],
-                    comment="IMAGE: the server's image; it hands the files to its mysql user",
-                )
+            steps += container_steps(
+                _outermost(mounts), [*extra, *options(lambda path: path)], os_user="mysql", outside=others
             )
         end = binlogs.end if binlogs else None
         if end is not None:

@@ -14,17 +14,15 @@ recovery, and every table must pass ``CHECK TABLE``.
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pymysql
 
-from splitmirror.restore import RestoreResult
-from splitmirror.testing import LedgerDatabase, RestoredLedger
-from splitmirror.testing.containers import PrintedContainer, ServerContainer, image_for
+from splitmirror.api import RestoreResult
+from splitmirror.testing import LedgerDatabase, RestoredLedger, committed_within
+from splitmirror.testing.containers import ContainerServer, image_for
 from splitmirror.testing.steps import host_steps_in_container, started_in_container
 
 from . import ledger
@@ -46,13 +44,17 @@ def write_option_file(path: Path, password: str) -> Path:
     return path
 
 
-class ContainerMysql:
+class ContainerMysql(ContainerServer):
     """``database`` (``mariadb`` or ``mysql``) ``version`` in a container on the host
     directory ``datadir``, initialised when empty (root's password ``password``).  ``binlog``:
     True for ``--log-bin=binlog`` (the compose file's), a string for that ``--log-bin`` value,
     False for none; ``mounts`` are more host directories for the server (a binary log
     directory of its own).  :meth:`start` returns once the server takes connections;
     :meth:`restored` starts a restored copy as the restore printed."""
+
+    data = DATA
+    port = PORT
+    start_timeout = START_TIMEOUT
 
     def __init__(
         self,
@@ -64,13 +66,10 @@ class ContainerMysql:
         binlog: bool | str = True,
         mounts: Mapping[Path, str] | None = None,
     ) -> None:
+        super().__init__(image_for(database, version), datadir, mounts)
         self.database, self.version = database, version
-        self.datadir = datadir
         self.password = password
         self.binlog = binlog
-        self.mounts = dict(mounts or {})
-        self.image = image_for(database, version)
-        self.container: ServerContainer | PrintedContainer | None = None
 
     def _binlog_options(self) -> list[str]:
         if self.binlog is False:  # MySQL 8+ logs by default, MariaDB does not: say so, both ways
@@ -79,76 +78,44 @@ class ContainerMysql:
 
     def start(self, *arguments: str) -> ContainerMysql:
         binary, password_variable = FLAVOURS[self.database]
-        self.datadir.mkdir(parents=True, exist_ok=True)
-        self.container = ServerContainer(
-            self.image,
-            port=PORT,
-            env={password_variable: self.password},
-            mounts={self.datadir: DATA, **self.mounts},
-            command=[binary, *self._binlog_options(), *arguments],
+        self.start_container(
+            {password_variable: self.password}, [binary, *self._binlog_options(), *arguments]
         )
-        try:
-            self.container.start()
-            self._wait_until_ready()
-        except BaseException:
-            self.stop()
-            raise
         return self
 
-    @contextlib.contextmanager
-    def restored(self, restore: RestoreResult, route: str = "container") -> Iterator[ContainerMysql]:
+    def restored(
+        self, restore: RestoreResult, route: str = "container"
+    ) -> contextlib.AbstractContextManager[ContainerMysql]:
         """A copy of this server restored by ``restore``, started by the printed steps until
         the block ends: the ``docker run`` step in this server's image (nothing added but a
         published port), or with ``route="host"`` the chown and bare server line, run in a
         container of this image that stands in for the database host."""
         copy = ContainerMysql(self.database, self.version, restore.directory, self.password)
         if route == "host":
-            started = host_steps_in_container(restore.steps, self.image, PORT, restore.directory)
-        else:
-            started = started_in_container(restore.steps, self.image, PORT)
-        with started as container:
-            copy.container = container
-            copy._wait_until_ready()
-            yield copy
+            return copy.running_in(
+                host_steps_in_container(restore.steps, self.image, PORT, restore.directory)
+            )
+        return copy.running_in(started_in_container(restore.steps, self.image, PORT))
 
     @property
     def url(self) -> str:
-        assert self.container is not None, "start() first"
-        return f"{self.database}://root@127.0.0.1:{self.container.host_port}/"
-
-    @property
-    def path_map(self) -> dict[str, str]:
-        return {DATA: str(self.datadir), **{inside: str(host) for host, inside in self.mounts.items()}}
+        return f"{self.database}://root@127.0.0.1:{self.host_port}/"
 
     def connection(self) -> Any:
         """A root connection (password given directly: test code only)."""
-        assert self.container is not None, "start() first"
         return pymysql.connect(
-            host="127.0.0.1", port=self.container.host_port, user="root", password=self.password,
+            host="127.0.0.1", port=self.host_port, user="root", password=self.password,
             autocommit=True, connect_timeout=2,
         )  # fmt: skip
 
-    def _wait_until_ready(self) -> None:
-        assert self.container is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        last = "no answer yet"
-        while True:
-            if not self.container.running:
-                raise RuntimeError(
-                    f"the {self.image} container on {self.datadir} exited\n{self.container.logs()}"
-                )
-            try:
-                with self.connection() as conn, conn.cursor() as cursor:
-                    cursor.execute("SELECT 1")
-                    return
-            except pymysql.Error as error:
-                last = str(error)
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{self.image} on {self.datadir} did not take connections in {START_TIMEOUT} s ({last})\n"
-                    f"{self.container.logs()}"
-                )
-            time.sleep(0.3)
+    def probe(self) -> str | None:
+        """Takes connections: ``SELECT 1`` answers."""
+        try:
+            with self.connection() as conn, conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                return None
+        except pymysql.Error as error:
+            return str(error)
 
     def check_tables(self) -> tuple[bool, str]:
         """``CHECK TABLE`` on every base table outside the server's own virtual schemas:
@@ -167,11 +134,6 @@ class ContainerMysql:
                     if kind == "error" or (kind == "status" and text != "OK"):
                         complaints.append(f"{schema}.{name}: {kind} {text}")
         return (not complaints, "\n".join(complaints) or f"ok ({len(tables)} tables)")
-
-    def stop(self) -> None:
-        if self.container is not None:
-            self.container.stop()
-            self.container = None
 
 
 class MysqlLedgerDatabase(LedgerDatabase):
@@ -202,30 +164,21 @@ class MysqlLedgerDatabase(LedgerDatabase):
         return ledger.writer_command(self.url, acks, writer, self.option_file)
 
     def accepts_writes(self, timeout: float = 3.0) -> bool:
-        """A committed write (insert and delete of a row no writer uses) within ``timeout``: in a
-        thread, because a server stuck on a frozen filesystem ignores statement timeouts."""
-        outcome: list[bool] = []
+        """A committed write (insert and delete of a row no writer uses) within ``timeout``
+        (:func:`~splitmirror.testing.committed_within`)."""
 
-        def attempt() -> None:
-            try:
-                with connect(self.url, option_file=self.option_file, timeout=2, database="") as conn:
-                    conn.autocommit(False)
-                    with conn.cursor() as cursor:
-                        cursor.execute("SET SESSION innodb_lock_wait_timeout = 1, lock_wait_timeout = 1")
-                        cursor.execute(
-                            f"INSERT INTO {ledger.DATABASE}.ledger (writer, seq) "
-                            "VALUES (-1, -CONNECTION_ID())"
-                        )
-                        cursor.execute(f"DELETE FROM {ledger.DATABASE}.ledger WHERE writer = -1")
-                    conn.commit()
-                outcome.append(True)
-            except pymysql.Error:
-                outcome.append(False)
+        def write() -> None:
+            with connect(self.url, option_file=self.option_file, timeout=2, database="") as conn:
+                conn.autocommit(False)
+                with conn.cursor() as cursor:
+                    cursor.execute("SET SESSION innodb_lock_wait_timeout = 1, lock_wait_timeout = 1")
+                    cursor.execute(
+                        f"INSERT INTO {ledger.DATABASE}.ledger (writer, seq) VALUES (-1, -CONNECTION_ID())"
+                    )
+                    cursor.execute(f"DELETE FROM {ledger.DATABASE}.ledger WHERE writer = -1")
+                conn.commit()
 
-        thread = threading.Thread(target=attempt, name="accepts_writes", daemon=True)
-        thread.start()
-        thread.join(timeout)
-        return bool(outcome) and outcome[0]
+        return committed_within(timeout, write, (pymysql.Error,))
 
     _OTHERS = (
         "SELECT ID, COMMAND, STATE, LEFT(COALESCE(INFO, ''), 60) FROM information_schema.PROCESSLIST"

@@ -43,7 +43,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from splitmirror.restore import RestoreResult
+from splitmirror.api import RestoreResult
 from splitmirror.testing import containers
 from splitmirror.testing.steps import run_host_steps
 

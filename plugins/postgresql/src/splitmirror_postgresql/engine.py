@@ -19,54 +19,52 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pydantic
 
-from splitmirror.config import Duration, redact_url
-from splitmirror.engine import (
-    DatabaseEngine,
+from splitmirror.api import (
     DatabaseFile,
     ExtraMember,
+    Mode,
     PreflightProblem,
+    RestoreStep,
+    ServerEngine,
     ServerInfo,
+    ServerOptions,
+    SplitmirrorError,
     UnquiesceResult,
+    first_line,
 )
-from splitmirror.errors import PreflightError, SplitmirrorError, first_line
-from splitmirror.fsfreeze import mount_point
-from splitmirror.phases import Mode
-from splitmirror.restore_steps import RestoreStep
 
 from . import identity, layout, restored_paths
 from .restore import restore_steps
 
 
-class PostgresOptions(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+class PostgresOptions(ServerOptions):
+    """``path_map`` (``"/var/lib/postgresql/data" = "/srv/pg"``) and ``connect_timeout``, and:"""
 
-    #: Server path → host path, for servers in containers (``"/var/lib/postgresql/data" = "/srv/pg"``).
-    path_map: dict[str, Path] = {}
     #: ``pg_backup_start(fast => true)``: an immediate checkpoint, for a short window.
     fast_checkpoint: bool = True
-    connect_timeout: Duration = 10.0
 
 
 class BackupFailed(SplitmirrorError):
     """PostgreSQL refused to start or stop the backup."""
 
 
-class PostgresEngine(DatabaseEngine):
+class PostgresEngine(ServerEngine[psycopg.Connection[Any], PostgresOptions]):
     name = "postgresql"
     url_schemes = ("postgresql", "postgres")
     options_model = PostgresOptions
+    server_name = "PostgreSQL"
+    password_sources = "PGPASSWORD or ~/.pgpass (PGPASSFILE)"
+    driver_errors = (psycopg.Error,)
+    frozen_files = "the data directory, pg_wal and tablespaces"
+    freeze_reason = "FREEZE freezes filesystems"
+    freeze_alternative = 'mode = "hot-backup"'
 
     def __init__(self, url: str, options: pydantic.BaseModel) -> None:
         super().__init__(url, options)
-        assert isinstance(options, PostgresOptions)
-        self.settings = options
-        self._conn: psycopg.Connection[Any] | None = None
-        self._mode: Mode | None = None
         self._in_backup = False
         self.version = 0
         self.server: dict[str, Any] = {}
@@ -74,30 +72,15 @@ class PostgresEngine(DatabaseEngine):
 
     # -- connection and facts -------------------------------------------------------------
 
-    @property
-    def conn(self) -> psycopg.Connection[Any]:
-        assert self._conn is not None, "connect() first"
-        return self._conn
+    def open_connection(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self.url, autocommit=True, connect_timeout=max(1, int(self.settings.connect_timeout))
+        )
 
-    def _one(self, sql: str, *params: Any) -> Any:
-        row = self.conn.execute(sql, params or None).fetchone()
-        return None if row is None else row[0]
+    def _rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        return list(self.conn.execute(sql, params or None).fetchall())
 
-    def connect(self) -> ServerInfo:
-        if urlsplit(self.url).password:
-            raise PreflightError(
-                "the [database] url carries a password; remove it and put the password in "
-                "PGPASSWORD or ~/.pgpass (PGPASSFILE), which splitmirror never writes anywhere"
-            )
-        try:
-            self._conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(1, int(self.settings.connect_timeout))
-            )
-        except psycopg.Error as error:
-            raise PreflightError(
-                f"cannot connect to PostgreSQL at {redact_url(self.url)}: {first_line(error)}; check "
-                f"the URL, that the server is running, and PGPASSWORD or ~/.pgpass"
-            ) from None
+    def describe_server(self) -> ServerInfo:
         self.version = self.conn.info.server_version
         rows = self.conn.execute(
             "SELECT name, setting FROM pg_settings WHERE name IN ('data_directory', 'wal_level', "
@@ -109,17 +92,8 @@ class PostgresEngine(DatabaseEngine):
         ).fetchall()
         return ServerInfo("postgresql", str(self._one("SHOW server_version")), "")
 
-    def host_path(self, server_path: str | Path) -> Path:
-        """Where a server path is on this host (``path_map``, longest prefix first)."""
-        path = str(server_path)
-        for prefix in sorted(self.settings.path_map, key=len, reverse=True):
-            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-                return self.settings.path_map[prefix] / os.path.relpath(path, prefix)
-        return Path(path)
-
-    @property
-    def datadir(self) -> Path:
-        return self.host_path(self.server["data_directory"])
+    def server_data_directory(self) -> str | None:
+        return self.server.get("data_directory")
 
     # -- preflight ------------------------------------------------------------------------
 
@@ -142,24 +116,14 @@ class PostgresEngine(DatabaseEngine):
                 )
             )
             return problems
-        if not self.datadir.is_dir() or not os.access(self.datadir, os.R_OK | os.X_OK):
-            problems.append(
-                PreflightProblem(
-                    f"the data directory {self.server['data_directory']} is not readable here as "
-                    f"{self.datadir}",
-                    "run splitmirror on the database host, or set [database] path_map for a server "
-                    "in a container",
-                )
-            )
-        else:
-            problems += self._identity_problems()
+        problems += self.data_directory_problems()
         if mode is Mode.HOT_BACKUP:
             problems += self._hot_problems(str(user), superuser)
         else:
             problems += self._freeze_problems(str(user), superuser)
         return problems
 
-    def _identity_problems(self) -> list[PreflightProblem]:
+    def identity_problems(self) -> list[PreflightProblem]:
         """The files are the running server's (:mod:`.identity`); a checkpoint between the two
         reads moves the LSN, so a mismatch is read once more before it counts."""
         for _attempt in range(3):
@@ -178,14 +142,7 @@ class PostgresEngine(DatabaseEngine):
             if system != live_system
             else "an older copy of the server's cluster (its last checkpoint is not the server's)"
         )
-        return [
-            PreflightProblem(
-                f"the data directory {self.datadir} holds {what}, not the files of the server at "
-                f"{redact_url(self.url)}",
-                "point [mirror] primary (and [database] path_map, for a server in a container) at the "
-                "server's own data directory",
-            )
-        ]
+        return [self.foreign_data_directory(what)]
 
     def _hot_problems(self, user: str, superuser: bool) -> list[PreflightProblem]:
         problems = []
@@ -227,20 +184,7 @@ class PostgresEngine(DatabaseEngine):
             problems.append(
                 PreflightProblem(f"role {user} may not CHECKPOINT", f"GRANT pg_checkpoint TO {user}")
             )
-        hot = 'or use mode = "hot-backup"'
-        if os.geteuid() != 0:
-            problems.append(
-                PreflightProblem("FREEZE freezes filesystems, which needs root", f"run as root, {hot}")
-            )
-        for path in self.freeze_paths(Mode.FREEZE):
-            if path.exists() and mount_point(path) == Path("/"):
-                problems.append(
-                    PreflightProblem(
-                        f"{path} is on the root filesystem, which cannot be frozen",
-                        f"put the data directory, pg_wal and tablespaces on their own filesystems, {hot}",
-                    )
-                )
-        return problems
+        return problems + self.freeze_problems(Mode.FREEZE)
 
     # -- files ----------------------------------------------------------------------------
 
@@ -351,16 +295,13 @@ class PostgresEngine(DatabaseEngine):
         """``backup_label`` / ``tablespace_map``, archived in the data directory's root."""
         return ExtraMember(name, text.encode(), (3, name), "label", path=self.datadir / name)
 
-    def abort(self) -> None:
-        mode, self._mode = self._mode, None
-        if mode is not Mode.HOT_BACKUP or not self._in_backup or self._conn is None:
+    def release(self, mode: Mode | None) -> None:
+        """End a backup :meth:`quiesce` started; closing the connection ends it too (and drops
+        the temporary slot)."""
+        if mode is not Mode.HOT_BACKUP or not self._in_backup:
             return
         self._in_backup = False
-        try:
-            self._conn.execute("SELECT pg_backup_stop(false)")
-        except psycopg.Error:
-            self._conn.close()  # closing the session that started it aborts the backup too
-            self._conn = None
+        self.conn.execute("SELECT pg_backup_stop(false)")
 
     @classmethod
     def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
@@ -379,15 +320,6 @@ class PostgresEngine(DatabaseEngine):
         return restore_steps(
             directory, datadir, manifest, [t for t in tablespaces if not t.is_relative_to(datadir)]
         )
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self.abort()
-            finally:
-                if self._conn is not None:
-                    self._conn.close()  # also drops the temporary slot
-                self._conn = None
 
 
 def _tablespace_on_host(location: Path) -> dict[str, Any]:

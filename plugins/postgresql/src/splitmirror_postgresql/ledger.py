@@ -1,9 +1,5 @@
-"""The ledger workload against PostgreSQL: the same protocol as core's ``splitmirror.workload``.
-
-Each writer process numbers its own rows 1, 2, 3... (``writer``, ``seq``), commits each row in its
-own transaction and, only after COMMIT returned, appends the ``seq`` to its acknowledgement file.
-A restored ledger must then hold every ``seq`` acknowledged before QUIESCE and no gap below a
-writer's highest ``seq``, which a lost or torn commit would break.
+"""The ledger workload against PostgreSQL: its SQL for the writer loop of
+:mod:`splitmirror.testing.ledger`, which says the protocol.
 
 Run a writer with ``python -m splitmirror_postgresql.ledger CONNINFO ACKFILE --writer N``; it
 commits until SIGTERM.  CONNINFO is a libpq connection string or ``postgresql://`` URL; it never
@@ -13,15 +9,12 @@ engine), so the argv a test shows is safe to print.
 
 from __future__ import annotations
 
-import argparse
-import os
-import signal
-import sys
-import time
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
 import psycopg
+
+from splitmirror.testing import ledger
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -32,9 +25,6 @@ CREATE TABLE IF NOT EXISTS ledger (
     PRIMARY KEY (writer, seq)
 )
 """
-
-#: Bytes of random payload per row: enough that rows spread over pages as real data would.
-PAYLOAD = 200
 
 
 def create_ledger(conninfo: str) -> None:
@@ -54,50 +44,37 @@ def ledger_rows(conninfo: str) -> dict[int, set[int]]:
 
 def writer_command(conninfo: str, acks: Path, writer: int = 1, interval: float = 0.0) -> list[str]:
     """The argv of a writer process (what the contract suite's adapter starts)."""
-    return [
-        sys.executable, "-m", "splitmirror_postgresql.ledger", conninfo, str(acks),
-        "--writer", str(writer), "--interval", str(interval),
-    ]  # fmt: skip
+    return ledger.writer_command("splitmirror_postgresql.ledger", conninfo, acks, writer, interval)
 
 
-def run_writer(conninfo: str, acks: Path, writer: int, interval: float = 0.0) -> None:
-    """Commit rows until SIGTERM.  The acknowledgement is written after ``commit()`` returned,
-    never before: that is the promise a restore is checked against."""
-    stopping = False
+class PostgresLedger:
+    """The ledger's SQL for :func:`splitmirror.testing.ledger.run_writer`."""
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
 
-    signal.signal(signal.SIGTERM, stop)
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger WHERE writer = %s", (writer,)).fetchone()
-        conn.commit()
-        seq = int(row[0]) if row else 0
-        fd = os.open(acks, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            while not stopping:
-                seq += 1
-                conn.execute(
-                    "INSERT INTO ledger (writer, seq, payload) VALUES (%s, %s, %s)",
-                    (writer, seq, os.urandom(PAYLOAD)),
-                )
-                conn.commit()
-                os.write(fd, f"{seq}\n".encode())
-                if interval:
-                    time.sleep(interval)
-        finally:
-            os.close(fd)
+    def last_seq(self, writer: int) -> int:
+        row = self.conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM ledger WHERE writer = %s", (writer,)
+        ).fetchone()
+        self.conn.commit()
+        return int(row[0]) if row else 0
+
+    def commit_row(self, writer: int, seq: int, payload: bytes) -> None:
+        self.conn.execute(
+            "INSERT INTO ledger (writer, seq, payload) VALUES (%s, %s, %s)", (writer, seq, payload)
+        )
+        self.conn.commit()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m splitmirror_postgresql.ledger")
-    parser.add_argument("conninfo", help="libpq connection string or postgresql:// URL, without a password")
-    parser.add_argument("acks", type=Path, help="file each acknowledged seq is appended to")
-    parser.add_argument("--writer", type=int, default=1)
-    parser.add_argument("--interval", type=float, default=0.0, help="seconds to sleep between commits")
+    parser = ledger.writer_parser(
+        "python -m splitmirror_postgresql.ledger",
+        "libpq connection string or postgresql:// URL, without a password",
+    )
     args = parser.parse_args(argv)
-    run_writer(args.conninfo, args.acks, args.writer, args.interval)
+    with psycopg.connect(args.url) as conn:
+        ledger.run_writer(PostgresLedger(conn), args.acks, args.writer, args.interval)
 
 
 if __name__ == "__main__":

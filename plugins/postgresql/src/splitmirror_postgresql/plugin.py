@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from splitmirror import impl
-from splitmirror.engine import DatabaseEngine
+from splitmirror.api import DatabaseEngine, impl
 
 from .engine import PostgresEngine
 

@@ -15,12 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from splitmirror.restore_steps import RestoreStep
+from splitmirror.api import RestoreStep, container_steps, ran_in_container
 
 #: Keeps a restored copy out of the live server's WAL archive (see the module docstring).
 ARCHIVE_OFF = ("-c", "archive_mode=off")
-#: The uid and gid of the upstream images' postgres user.
-IMAGE_UID = 999
 
 
 def restore_steps(
@@ -45,21 +43,13 @@ def restore_steps(
         ),
     ]  # fmt: skip
     server_path = metadata.get("data_directory")
-    if server_path and metadata.get("data_directory_host") not in (None, server_path):
-        # The server saw its files elsewhere (path_map): it ran in a container.
-        if tablespaces:  # the images' entrypoints hand only PGDATA to their postgres user
-            steps.append(
-                RestoreStep.run(
-                    "chown", "-R", f"{IMAGE_UID}:{IMAGE_UID}", *tablespaces,
-                    comment="the postgres user of the upstream images", route="container",
-                )
-            )  # fmt: skip
-        steps.append(
-            RestoreStep.container(
-                [(datadir, server_path), *((t, t) for t in tablespaces)],
-                ["postgres", *options] if options else [],
-                comment=f"IMAGE: the server's image; it hands the files to its postgres user{why}",
-                env={"PGDATA": server_path},
-            )
+    if server_path and ran_in_container([(server_path, metadata.get("data_directory_host"))]):
+        steps += container_steps(
+            [(datadir, server_path), *((t, t) for t in tablespaces)],
+            ["postgres", *options] if options else [],
+            os_user="postgres",
+            outside=tablespaces,
+            why=why,
+            env={"PGDATA": server_path},
         )
     return steps

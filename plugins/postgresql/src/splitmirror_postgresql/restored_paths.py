@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from splitmirror.restored_paths import primary_at_backup
+from splitmirror.api import primary_at_backup
 
 #: The logical key of the data directory's own PG_VERSION (``layout.logical_key``).
 _PG_VERSION_KEY = [1, "PG_VERSION"]

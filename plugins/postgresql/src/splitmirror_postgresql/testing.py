@@ -13,15 +13,14 @@ import abc
 import contextlib
 import dataclasses
 import os
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
 
-from splitmirror.restore import RestoreResult
-from splitmirror.testing import LedgerDatabase, RestoredLedger
+from splitmirror.api import RestoreResult
+from splitmirror.testing import LedgerDatabase, RestoredLedger, committed_within
 
 from . import ledger
 from .cluster import (
@@ -139,27 +138,16 @@ class PostgresLedgerDatabase(LedgerDatabase):
     def accepts_writes(self, timeout: float = 3.0) -> bool:
         """A committed write to the ledger (insert and delete of a row no writer uses, so the
         ledger is unchanged) within ``timeout`` seconds: up to 2 s to connect, 1 s of statement
-        time.  The COMMIT matters: an uncommitted or rolled-back insert only touches shared
-        buffers and succeeds even on a frozen filesystem; a commit must flush WAL.  The attempt
-        runs in a thread because a backend stuck in ``fsync`` ignores statement_timeout; a late
-        attempt is abandoned (it finishes once the database is released)."""
-        outcome: list[bool] = []
+        time (:func:`~splitmirror.testing.committed_within`)."""
 
-        def attempt() -> None:
-            try:
-                with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
-                    conn.execute("SET statement_timeout = 1000")
-                    with conn.transaction():
-                        conn.execute("INSERT INTO ledger (writer, seq) VALUES (-1, -pg_backend_pid())")
-                        conn.execute("DELETE FROM ledger WHERE writer = -1 AND seq = -pg_backend_pid()")
-                outcome.append(True)
-            except psycopg.Error:
-                outcome.append(False)
+        def write() -> None:
+            with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
+                conn.execute("SET statement_timeout = 1000")
+                with conn.transaction():
+                    conn.execute("INSERT INTO ledger (writer, seq) VALUES (-1, -pg_backend_pid())")
+                    conn.execute("DELETE FROM ledger WHERE writer = -1 AND seq = -pg_backend_pid()")
 
-        thread = threading.Thread(target=attempt, name="accepts_writes", daemon=True)
-        thread.start()
-        thread.join(timeout)
-        return bool(outcome) and outcome[0]
+        return committed_within(timeout, write, (psycopg.Error,))
 
     def files_in_use(self) -> set[Path]:
         """Every regular file of the cluster a backup needs, by walking the data directory (and
