@@ -268,9 +268,7 @@ def plugins(as_json: bool) -> None:
                     "status": status(r),
                     "provides": provides.get(r.name, []),
                     "modes": {
-                        name: modes[name]
-                        for name, entry in hooks.engines.entries()
-                        if entry.plugin == r.name
+                        name: modes[name] for name, entry in hooks.engines.entries() if entry.plugin == r.name
                     },
                     "error": r.error,
                 }

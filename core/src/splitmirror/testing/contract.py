@@ -42,17 +42,27 @@ class Fault:
         return result
 
 
-def mode_under_test(
-    mode: str, database: LedgerDatabase, runner: SessionRunner, narrowed: tuple[str, ...] | None, suite: str
-) -> str:
-    """``mode``, or a skip saying why it is not tested: the engine does not declare it, or the
-    suite's class narrowed it away."""
-    engine = runner.hooks().engine_for_url(database.url)
-    declared = [m.value for m in engine.modes]
-    if mode not in declared:
-        pytest.skip(f"the {engine.name} engine declares {', '.join(declared)} only (its modes)")
-    if narrowed is not None and mode not in narrowed:
-        pytest.skip(f"{suite} runs {', '.join(narrowed)} only")
+def modes_fixture(narrowing: str) -> Any:
+    """The fixture giving a suite's mode: one parameter per mode, each skipped (saying why) when
+    the engine does not declare it (:attr:`~splitmirror.engine.DatabaseEngine.modes`) or the
+    suite's class attribute ``narrowing`` leaves it out."""
+
+    @pytest.fixture(params=[m.value for m in Mode])
+    def mode(
+        self: object,
+        request: pytest.FixtureRequest,
+        splitmirror_database: LedgerDatabase,
+        splitmirror_session: SessionRunner,
+    ) -> str:
+        engine = splitmirror_session.hooks().engine_for_url(splitmirror_database.url)
+        declared = [m.value for m in engine.modes]
+        narrowed: tuple[str, ...] | None = getattr(self, narrowing)
+        if request.param not in declared:
+            pytest.skip(f"the {engine.name} engine declares {', '.join(declared)} only (its modes)")
+        if narrowed is not None and request.param not in narrowed:
+            pytest.skip(f"{type(self).__name__} runs {', '.join(narrowed)} only ({narrowing})")
+        return str(request.param)
+
     return mode
 
 
@@ -63,20 +73,7 @@ class DatabaseContract:
     #: The modes to run, if fewer than the engine declares (e.g. ``("freeze",)``); None: all.
     contract_modes: tuple[str, ...] | None = None
 
-    @pytest.fixture(params=[m.value for m in Mode])
-    def contract_mode(
-        self,
-        request: pytest.FixtureRequest,
-        splitmirror_database: LedgerDatabase,
-        splitmirror_session: SessionRunner,
-    ) -> str:
-        return mode_under_test(
-            str(request.param),
-            splitmirror_database,
-            splitmirror_session,
-            self.contract_modes,
-            type(self).__name__,
-        )
+    contract_mode = modes_fixture("contract_modes")
 
     def test_an_undeclared_mode_is_refused_when_the_configuration_is_read(
         self, splitmirror_database: LedgerDatabase, splitmirror_session: SessionRunner

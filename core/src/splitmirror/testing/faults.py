@@ -26,11 +26,11 @@ import pytest
 from .. import impl
 from ..errors import SessionFailed
 from ..fsfreeze import FIFREEZE, FITHAW, _ioctl, mount_point
-from ..phases import Mode, Phase
+from ..phases import Phase
 from ..session import Session
 from ..tracking import left_behind
 from ..watchdog import DISABLE_ENV
-from .contract import mode_under_test
+from .contract import modes_fixture
 from .database import LedgerDatabase
 from .drill import SessionRunner
 
@@ -207,20 +207,7 @@ class FaultMatrix:
     #: (:attr:`~splitmirror.engine.DatabaseEngine.modes`); override to narrow a slow suite.
     fault_modes: tuple[str, ...] | None = None
 
-    @pytest.fixture(params=[m.value for m in Mode])
-    def fault_mode(
-        self,
-        request: pytest.FixtureRequest,
-        splitmirror_database: LedgerDatabase,
-        splitmirror_session: SessionRunner,
-    ) -> str:
-        return mode_under_test(
-            str(request.param),
-            splitmirror_database,
-            splitmirror_session,
-            self.fault_modes,
-            type(self).__name__,
-        )
+    fault_mode = modes_fixture("fault_modes")
 
     def _after(
         self, database: LedgerDatabase, runner: SessionRunner, session_id: int, phase: str, mode: str
