@@ -1,4 +1,4 @@
-"""Engines declare their modes; a configuration asking for another is refused when it is read."""
+"""What engines declare (their modes) and refuse (their URL) is judged when the configuration is read."""
 
 from __future__ import annotations
 
@@ -86,3 +86,19 @@ def test_an_engine_declaring_modes_badly_is_reported_not_loaded(modes: Any) -> N
 def test_built_in_engines_declare_both_modes() -> None:
     hooks = Hooks(load_plugins(entry_points_enabled=False))
     assert hooks.engines.get("sqlite").modes == (Mode.FREEZE, Mode.HOT_BACKUP)
+
+
+class RefusesItsUrl(FreezeOnly):
+    def __init__(self, url: str, options: Any) -> None:
+        raise ConfigError("url: the path is missing; write freezeonly:///path/to/ledger.db")
+
+
+def test_an_engine_refusing_its_url_is_named_with_the_file_and_section(
+    ledger: Path, write_config: Any
+) -> None:
+    path = freeze_only_config(write_config, "freeze")
+    with pytest.raises(ConfigError) as refused:
+        check(load_config(path), hooks_with(RefusesItsUrl))
+    assert str(refused.value) == (
+        f"{path}: [database] url: the path is missing; write freezeonly:///path/to/ledger.db"
+    )

@@ -1,4 +1,4 @@
-"""Loading and validating the TOML session configuration (DESIGN.md section 6).
+"""Loading and validating the TOML session configuration (docs/configuration.md).
 
 Every problem becomes one :class:`~splitmirror.errors.ConfigError` sentence that names the file,
 the section and the key, and says what to do, e.g.::

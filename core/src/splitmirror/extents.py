@@ -1,4 +1,4 @@
-"""Where a file's bytes are on its block device: FIEMAP extent maps (claim 1's "map").
+"""Where a file's bytes are on its block device: FIEMAP extent maps (the "map" of MAP and CHECK).
 
 ``FS_IOC_FIEMAP`` fills an array of ``struct fiemap_extent`` after a ``struct fiemap`` header::
 

@@ -92,7 +92,8 @@ def splitmirror_phase(session: Session, phase: Phase) -> object | None:
 
 @_spec
 def splitmirror_phase_started(session: Session, phase: Phase) -> None:
-    """A phase is about to start.  Called for every phase, in DESIGN.md's order.
+    """A phase is about to start.  Called for every phase, in the order of
+    :data:`~splitmirror.phases.PHASE_ORDER`.
 
     :param session: the running session.
     :param phase: the phase that starts.

@@ -1,8 +1,8 @@
-"""The eleven session phases, in the order DESIGN.md section 2 (and the patent) fixes.
+"""The eleven session phases, in the order the design fixes (docs/architecture.md).
 
-The order is part of the contract: extent mapping before the split (claim 1) and before quiescing
-(claim 7), discovery and prepare after quiescing, unquiesce after the map check (claim 10), files
-backed up from the split mirror afterwards, in logical order (claim 12).
+The order is part of the contract: extent mapping before the split and before quiescing,
+discovery and prepare after quiescing, unquiesce after the map check, files backed up from the
+split mirror afterwards, in logical order.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ PHASE_ORDER: tuple[Phase, ...] = tuple(Phase)
 
 
 class Mode(enum.Enum):
-    """The two quiesce modes (DESIGN.md section 4)."""
+    """The two quiesce modes (docs/architecture.md, "The session")."""
 
     FREEZE = "freeze"
     HOT_BACKUP = "hot-backup"

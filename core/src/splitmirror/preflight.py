@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from . import placement
 from .catalog import default_catalog_path
@@ -25,6 +26,8 @@ from .targets.base import Target
 
 if TYPE_CHECKING:
     from .hooks import Hooks
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +67,25 @@ def choose(config: Config, hooks: Hooks) -> Chosen:
     mirror_cls = hooks.mirrors.get(config.mirror.provider)
     engine_options = plugin_options(config, "database", engine_cls.options_model)
     mirror_options = plugin_options(config, "mirror", mirror_cls.options_model)
+    engine = _built(config, "database", lambda: engine_cls(config.database.url, engine_options))
+    mirror = _built(
+        config, "mirror", lambda: mirror_cls(config.mirror.primary, config.mirror.mirror, mirror_options)
+    )
     return Chosen(
-        engine=engine_cls(config.database.url, engine_options),
-        mirror=mirror_cls(config.mirror.primary, config.mirror.mirror, mirror_options),
+        engine=engine,
+        mirror=mirror,
         target_class=hooks.target_for_path(config.target.path, config.target.kind),
         catalog_path=default_catalog_path(config.session.catalog),
     )
+
+
+def _built(config: Config, section: str, make: Callable[[], T]) -> T:
+    """A plugin refusing its URL or options raises ``ConfigError`` with what is wrong (``"url: the
+    host is missing; write ..."``); the file and section are said here, as for the core's keys."""
+    try:
+        return make()
+    except ConfigError as error:
+        raise ConfigError(f"{config.source}: [{section}] {error}") from None
 
 
 def problems(config: Config, chosen: Chosen, claim: MirrorClaim) -> tuple[ServerInfo, list[PreflightProblem]]:

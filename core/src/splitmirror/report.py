@@ -14,7 +14,7 @@ from .units import format_size
 
 
 def summary_json(summary: SessionSummary, files: list[FileRecord] | None = None) -> dict[str, Any]:
-    """The ``--json`` shape of DESIGN.md section 6 (``id``, ``status``, ``mode``, ``window_ms``,
+    """The ``--json`` shape of a session (docs/cli.md) (``id``, ``status``, ``mode``, ``window_ms``,
     ``phases``, ``files``, ``bytes``, ``archive`` ...); ``show`` adds the members."""
     data = summary.to_json()
     data["phases"] = [

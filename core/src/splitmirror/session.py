@@ -1,4 +1,4 @@
-"""The session engine: the eleven phases in DESIGN.md's order, and the window's guarantees.
+"""The session engine: the eleven phases in their fixed order (:mod:`.phases`), and the window's guarantees.
 
 Read :meth:`Session.run` first; it is the whole contract in twenty lines:
 

@@ -1,6 +1,6 @@
 """BACKUP's archive, member by member: what goes in, in which order, read from where.
 
-The order is DESIGN.md's (claim 12): the database's files in the engine's logical order (read
+The order is the design's (docs/archive.md, "Order"): the database's files in the engine's logical order (read
 from the split mirror, by extent where it can), then the redo/WAL of the window (from the split
 mirror too), then what the engine collected from the primary after the window, then the
 members it generated (labels), and last the manifest (:data:`MANIFEST_FORMAT`), which lists

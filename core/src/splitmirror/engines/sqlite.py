@@ -1,6 +1,6 @@
 """The built-in SQLite engine (standard library only).
 
-FREEZE (reference/databases.md 5.3): ``BEGIN IMMEDIATE`` holds every writer off, then a PASSIVE
+FREEZE: ``BEGIN IMMEDIATE`` holds every writer off, then a PASSIVE
 checkpoint copies every committed WAL frame into the main file, so the main file alone is the
 consistent image and nothing can change it until we let go (every frame is already in it; the
 WAL travels too and replays to the same pages).  The reference's order (TRUNCATE checkpoint,

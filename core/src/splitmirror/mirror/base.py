@@ -1,4 +1,4 @@
-"""The interface a mirror provider implements (DESIGN.md section 3, "Mirror providers")."""
+"""The interface a mirror provider implements (docs/mirrors.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The ``block`` mirror provider: a block-level mirror of the primary filesystem's device, read
-by extent and never mounted (claim 1).
+by extent and never mounted.
 
 ``[mirror] primary`` is the mount point of the primary filesystem (where the database's files
 are), ``mirror`` the mirror device or image file, ``device`` the primary's block device (found

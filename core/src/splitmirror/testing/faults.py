@@ -193,8 +193,9 @@ class _Act:
 
 
 class FaultMatrix:
-    """DESIGN.md's invariants under faults, against your ``splitmirror_database``: subclass it in
-    your plugin's tests, as :class:`~splitmirror.testing.contract.DatabaseContract`.
+    """The reliability guarantees (docs/reliability.md) under faults, against your
+    ``splitmirror_database``: subclass it in your plugin's tests, as
+    :class:`~splitmirror.testing.contract.DatabaseContract`.
 
     After every fault: the database takes a write within a second, nothing of the session is
     left held (:meth:`LedgerDatabase.leftovers`) or frozen, the catalog row is ``FAILED`` with

@@ -10,36 +10,28 @@ data directory is bind-mounted from), ``splitmirror_session`` (a
 :class:`~splitmirror.testing.SessionRunner`),
 ``splitmirror_writers`` (how many ledger writers a drill starts; 4) and ``splitmirror_drill``
 (runs a restore drill against the ``splitmirror_database`` your plugin provides).
+
+Fixtures only: nothing here is autouse, and the session engine is imported by the fixtures that
+use it, not when pytest loads this plugin in every project where splitmirror is installed.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from ..tracking import PREFIX, TRACEFS, remove_instance
-from .database import LedgerDatabase
-from .drill import DrillReport, SessionRunner, Workspace, run_drill
-from .loopfs import loop_filesystem, loop_filesystem_unavailable
-
-
-@pytest.fixture(autouse=True)
-def _no_tracing_instance_left() -> Iterator[None]:
-    """No test may leave a change-tracking instance of this process behind (the kernel keeps
-    tracing until it is removed): it is removed, and the test fails naming it."""
-    yield
-    instances = TRACEFS / "instances"
-    left = sorted(instances.glob(f"{PREFIX}{os.getpid()}-*")) if instances.is_dir() else []
-    for instance in left:
-        remove_instance(instance)
-    assert not left, f"the test left tracing instances: {[p.name for p in left]}"
+if TYPE_CHECKING:
+    from .database import LedgerDatabase
+    from .drill import DrillReport, SessionRunner, Workspace
 
 
 @pytest.fixture
 def splitmirror_workspace(tmp_path: Path) -> Workspace:
+    from .drill import Workspace
+
     return Workspace(tmp_path / "splitmirror").create()
 
 
@@ -51,6 +43,8 @@ def splitmirror_catalog(splitmirror_workspace: Workspace, monkeypatch: pytest.Mo
 
 @pytest.fixture
 def splitmirror_session(splitmirror_workspace: Workspace, splitmirror_catalog: Path) -> SessionRunner:
+    from .drill import SessionRunner
+
     return SessionRunner(splitmirror_workspace)
 
 
@@ -64,6 +58,8 @@ def splitmirror_writers() -> int:
 def splitmirror_drill(
     splitmirror_database: LedgerDatabase, splitmirror_session: SessionRunner, splitmirror_writers: int
 ) -> Callable[[str], DrillReport]:
+    from .drill import run_drill
+
     def drill(mode: str) -> DrillReport:
         return run_drill(splitmirror_database, splitmirror_session, mode, writers=splitmirror_writers)
 
@@ -80,6 +76,8 @@ def splitmirror_loop_size() -> int:
 def splitmirror_loop_filesystem(tmp_path: Path, splitmirror_loop_size: int) -> Iterator[Path]:
     """An ext4 on a loop device (``splitmirror_loop_size`` bytes), mounted; thawed, unmounted and
     detached afterwards, pass or fail."""
+    from .loopfs import loop_filesystem, loop_filesystem_unavailable
+
     reason = loop_filesystem_unavailable()
     if reason:
         pytest.skip(reason)
@@ -92,6 +90,8 @@ def splitmirror_primary_disk(request: pytest.FixtureRequest, tmp_path: Path) -> 
     """The host filesystem that plays the primary disk for a server in a container: a loop-device
     ext4 of its own when running as root (so FREEZE can freeze it and nothing of splitmirror's
     is on it), a plain directory otherwise."""
+    from .loopfs import loop_filesystem_unavailable
+
     if loop_filesystem_unavailable() is None:
         return Path(request.getfixturevalue("splitmirror_loop_filesystem"))
     disk = tmp_path / "primary-disk"

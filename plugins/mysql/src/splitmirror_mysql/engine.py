@@ -1,4 +1,4 @@
-"""The MySQL / MariaDB engine (reference/databases.md sections 2 and 3): one engine, two flavours.
+"""The MySQL / MariaDB engine (docs/databases/mysql.md): one engine, two flavours.
 
 InnoDB cannot be repaired from a copy taken file by file: its redo log is circular and records
 checkpoints the copied pages may not reflect.  So in **both** modes SPLIT freezes every

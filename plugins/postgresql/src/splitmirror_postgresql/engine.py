@@ -1,4 +1,4 @@
-"""The PostgreSQL engine (reference/databases.md section 1).
+"""The PostgreSQL engine (docs/databases/postgresql.md).
 
 HOT_BACKUP: on the one connection held for the session, a temporary physical replication slot
 keeps every WAL segment from now on, then ``pg_backup_start(label, fast)``; the split happens;
