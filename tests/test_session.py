@@ -412,6 +412,30 @@ def test_a_progress_observer_failing_inside_the_window_is_logged(
     assert summary is not None and summary.status == "DONE"
     assert "the progress display broke in SPLIT" in caplog.text
     assert "plugin 'test-plugin-0' failed in splitmirror_progress" in caplog.text
+    tracebacks = [r for r in caplog.records if r.name == "splitmirror.hooks" and r.exc_info]
+    assert len(tracebacks) == 1, "logged once: a traceback per block would lengthen the window"
+
+
+def test_a_progress_observer_failing_on_every_block_is_logged_once(
+    ledger: Path, make_config: Any, lenient_hooks: Hooks, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many reports inside the window (a small block size, a bigger database): one traceback."""
+    with closing(sqlite3.connect(ledger)) as db, db:
+        db.executemany(
+            "INSERT INTO ledger (writer, seq, at, payload) VALUES (1, ?, 0, randomblob(2000))",
+            ((seq,) for seq in range(1, 2001)),
+        )
+    broken = ProgressFailsIn(Phase.SPLIT)
+    session = run(make_config(block_size="16KiB"), lenient_hooks, broken, ProgressFailsIn(Phase.BACKUP))
+    summary = session.summary()
+    assert summary is not None and summary.status == "DONE"
+    assert broken.raised > 1, "SPLIT reported progress once: the test proves nothing"
+    logged = [r.getMessage() for r in caplog.records if r.name == "splitmirror.hooks" and r.exc_info]
+    assert sorted(logged) == sorted(
+        f"plugin 'test-plugin-{i}' failed in splitmirror_progress; the session goes on (its further "
+        "failures there are not logged)"
+        for i in (0, 1)
+    )
 
 
 @pytest.mark.parametrize("phase", [Phase.QUIESCE, Phase.BACKUP])
@@ -438,6 +462,40 @@ def test_strict_plugin_mode_makes_a_failing_observer_fail_the_session(
         "broke in SPLIT (strict plugin mode)"
     )
     assert writable_now(ledger)
+
+
+class FinishFailsIn(_Breaks):
+    """Raises when one phase's outcome is reported."""
+
+    @impl
+    def splitmirror_phase_finished(
+        self, session: Session, phase: Phase, duration_s: float, error: BaseException | None
+    ) -> None:
+        self._maybe(phase)
+
+
+def test_strict_mode_never_undoes_a_done_session(ledger: Path, make_config: Any, hooks: Hooks) -> None:
+    """CLEANUP's observer fails after the row is DONE: the failure is raised, the archive stays."""
+    from splitmirror.errors import PluginError
+
+    config = make_config()
+    with pytest.raises(PluginError, match="failed in splitmirror_phase_finished: RuntimeError: the "):
+        run(config, hooks, FinishFailsIn(Phase.CLEANUP))
+    (row,) = SqliteCatalog(config.session.catalog).sessions()
+    assert row.status == "DONE" and Path(row.archive or "").exists()
+
+
+def test_strict_mode_never_hides_the_error_that_failed_the_session(
+    ledger: Path, make_config: Any, hooks: Hooks
+) -> None:
+    """An observer failing on QUIESCE's outcome (reported when the window closes) while SPLIT
+    failed: the session's error is SPLIT's, and every phase of the window is recorded."""
+    config = make_config()
+    with pytest.raises(SessionFailed) as failure:
+        run(config, hooks, FinishFailsIn(Phase.QUIESCE), Fault(Phase.SPLIT))
+    assert (failure.value.phase, failure.value.reason) == ("SPLIT", "injected fault in SPLIT")
+    recorded = [p.name for p in SqliteCatalog(config.session.catalog).get(failure.value.session_id).phases]
+    assert recorded == ["INIT", "MAP", "SYNC", "QUIESCE", "DISCOVER", "PREPARE", "SPLIT"]
 
 
 def test_strict_plugin_mode_follows_the_environment() -> None:
@@ -556,3 +614,27 @@ def test_the_directory_mirrors_sync_reports_a_total(
     assert len(totals) == 1 and None not in totals, totals
     (total,) = totals
     assert total >= before and max(done for done, _total in seen) == total  # nothing wrote meanwhile
+
+
+def test_init_failing_after_the_row_is_inserted_records_it_failed(
+    ledger: Path, make_config: Any, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the catalog row and the session's parts (the target, named by the row's id), a
+    Ctrl-C or an error must still leave the row FAILED in INIT, not STARTED for the next
+    session to guess about."""
+    from splitmirror import preflight
+    from splitmirror.catalog import SqliteCatalog
+
+    config = make_config()
+    real = preflight.target_path
+
+    def interrupted(cfg: Any, session_id: int) -> str:
+        if session_id:
+            raise KeyboardInterrupt
+        return real(cfg, session_id)
+
+    monkeypatch.setattr(preflight, "target_path", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Session(config, hooks).run()
+    (row,) = SqliteCatalog(config.session.catalog).sessions()
+    assert (row.status, row.failed_phase, row.error) == ("FAILED", "INIT", "KeyboardInterrupt")

@@ -4,9 +4,14 @@ pluggy hook calls are keyword-only and return ``Any``; everything else in splitm
 typed methods here, so a hook's signature changes in exactly two places (the spec and this).
 
 One policy for observers (:meth:`Hooks._broadcast`): each is called on its own; one that raises
-is logged with its plugin's name, the others still hear, and the session goes on, inside the
-window too.  In strict plugin mode (``SPLITMIRROR_STRICT_PLUGINS=1``, or ``Hooks(strict=True)``
-as the test suite uses) the failure raises instead.
+is logged with its plugin's name (once per plugin and hook: a broken progress bar called for
+every block of a final pass must not fill the window with tracebacks), the others still hear,
+and the session goes on, inside the window too.  In strict plugin mode
+(``SPLITMIRROR_STRICT_PLUGINS=1``, or ``Hooks(strict=True)`` as the test suite uses) the failure
+raises instead: inside a phase (``phase_started``, ``progress``) where it happens, failing the
+session in that phase; after an outcome is recorded (``phase_finished``, ``session_finished``)
+it is kept (:meth:`Hooks.take_late_failures`) and raised once the session's outcome is settled,
+so it can neither undo a DONE session nor hide a failed one's error.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class Hooks:
         self._observers: dict[
             str, tuple[tuple[pluggy.HookImpl, ...], list[tuple[str, pluggy.HookCaller]]]
         ] = {}
+        self._logged: set[tuple[str, str]] = set()  # (plugin, hook) whose failure was logged
+        self._late: list[PluginError] = []  # strict mode's failures after an outcome was recorded
 
     def _alone(self, hook_name: str, plugin_name: str) -> pluggy.HookCaller:
         """``hook_name`` as one plugin implements it, without the others (its wrappers kept)."""
@@ -144,19 +151,26 @@ class Hooks:
         self, session: Session, phase: Phase, duration_s: float, error: BaseException | None
     ) -> None:
         self._broadcast(
-            "splitmirror_phase_finished", session=session, phase=phase, duration_s=duration_s, error=error
+            "splitmirror_phase_finished",
+            late=True,
+            session=session,
+            phase=phase,
+            duration_s=duration_s,
+            error=error,
         )
 
     def progress(self, session: Session, phase: Phase, done: int, total: int | None) -> None:
         self._broadcast("splitmirror_progress", session=session, phase=phase, done=done, total=total)
 
     def session_finished(self, session: Session, summary: SessionSummary) -> None:
-        self._broadcast("splitmirror_session_finished", session=session, summary=summary)
+        self._broadcast("splitmirror_session_finished", late=True, session=session, summary=summary)
 
-    def _broadcast(self, hook_name: str, **kwargs: Any) -> None:
+    def _broadcast(self, hook_name: str, *, late: bool = False, **kwargs: Any) -> None:
         """Tell every observer, each on its own and in pluggy's order: one that raises (a mail
         server down, a broken progress bar) is logged and the others still hear; the session
-        goes on.  In strict mode its failure raises, as a :class:`PluginError` naming it."""
+        goes on.  In strict mode its failure raises, as a :class:`PluginError` naming it, or,
+        ``late`` (the outcome it reports is already recorded), is kept for
+        :meth:`take_late_failures`."""
         for plugin, caller in self._one_by_one(hook_name):
             try:
                 caller(**kwargs)
@@ -164,11 +178,27 @@ class Hooks:
                 raise
             except Exception as error:
                 if self.strict:
-                    raise PluginError(
+                    failure = PluginError(
                         f"plugin {plugin!r} failed in {hook_name}: {type(error).__name__}: "
                         f"{first_line(error)} (strict plugin mode)"
-                    ) from error
-                log.exception("plugin %r failed in %s; the session goes on", plugin, hook_name)
+                    )
+                    failure.__cause__ = error
+                    if not late:
+                        raise failure from error
+                    self._late.append(failure)
+                elif (plugin, hook_name) not in self._logged:
+                    self._logged.add((plugin, hook_name))
+                    log.exception(
+                        "plugin %r failed in %s; the session goes on (its further failures there are "
+                        "not logged)",
+                        plugin,
+                        hook_name,
+                    )
+
+    def take_late_failures(self) -> list[PluginError]:
+        """Strict mode's observer failures reported after an outcome was recorded; cleared."""
+        late, self._late = self._late, []
+        return late
 
     def _one_by_one(self, hook_name: str) -> list[tuple[str, pluggy.HookCaller]]:
         """Each observer of ``hook_name`` alone, in pluggy's calling order (the last registered

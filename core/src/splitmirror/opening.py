@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 from . import placement, preflight
 from .catalog.abandoned import fail_abandoned
-from .catalog.base import Catalog, utc_now
+from .catalog.base import FAILED, Catalog, utc_now
 from .catalog.sqlite import SqliteCatalog
 from .config import Config, redact_url
 from .engine import DatabaseEngine, ServerInfo
-from .errors import PreflightError
+from .errors import PreflightError, first_line
 from .lock import SessionLock
 from .mirror.base import MirrorProvider
 from .mirror.ownership import MirrorClaim
@@ -70,15 +70,27 @@ class Opening:
             raise PreflightError(preflight.sentences(problems))
         catalog = SqliteCatalog(chosen.catalog_path)
         fail_abandoned(catalog, str(cfg.source))
-        session_id = catalog.start_session(
-            name=cfg.session.name,
-            mode=cfg.database.mode.value,
-            database=chosen.engine.name,
-            database_url=redact_url(cfg.database.url),
-            config=str(cfg.source),
-            started_at=utc_now(),
-        )
-        target = chosen.target_class(preflight.target_path(cfg, session_id), cfg.target.block_size)
+        session_id: int | None = None
+        try:
+            session_id = catalog.start_session(
+                name=cfg.session.name,
+                mode=cfg.database.mode.value,
+                database=chosen.engine.name,
+                database_url=redact_url(cfg.database.url),
+                config=str(cfg.source),
+                started_at=utc_now(),
+            )
+            target = chosen.target_class(preflight.target_path(cfg, session_id), cfg.target.block_size)
+        except BaseException as error:  # a row without its parts: the session cannot record it later
+            if session_id is not None:
+                catalog.finish_session(
+                    session_id,
+                    status=FAILED,
+                    finished_at=utc_now(),
+                    failed_phase="INIT",
+                    error=first_line(error),
+                )
+            raise
         parts = self.parts = Parts(
             chosen.engine, chosen.mirror, server, catalog, session_id, target, chosen.catalog_path
         )

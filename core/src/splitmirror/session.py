@@ -115,6 +115,7 @@ class Session:
 
     def run(self) -> SessionSummary:
         failure: SessionFailed | None = None
+        self.hooks.take_late_failures()  # an earlier session's are not this one's
         with self._guard:
             try:
                 self._phase(Phase.INIT)
@@ -136,8 +137,11 @@ class Session:
             if failure is None:
                 self._guard.raise_pending()
         summary = self._finished()  # observers hear of a FAILED session as of a DONE one
+        late = self.hooks.take_late_failures()  # strict mode: raised once the outcome is settled
         if failure is not None:
             raise failure
+        if late:
+            raise late[0]
         return summary
 
     def _window(self) -> None:
@@ -215,8 +219,9 @@ class Session:
 
     def _report_pending(self) -> None:
         pending, self._pending = self._pending or [], None
-        for item in pending:
-            self._report(item.phase, item.record, item.duration_s, item.error)
+        with self._guard.deferred():  # a Ctrl-C now must not lose the window's phase records
+            for item in pending:
+                self._report(item.phase, item.record, item.duration_s, item.error)
 
     def run_phase_body(self, phase: Phase) -> None:
         """Called by the core's ``splitmirror_phase`` implementation."""
