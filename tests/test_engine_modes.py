@@ -1,4 +1,4 @@
-"""What engines declare (their modes) and refuse (their URL) is judged when the configuration is read."""
+"""What engines declare (their modes) and refuse (their URL) is judged before anything connects."""
 
 from __future__ import annotations
 

@@ -120,6 +120,10 @@ tracking.EVENT = Path("events/block/splitmirror_no_such_event")
 answers.append(tracking.unavailable())
 tracking.TRACEFS = Path("/proc/splitmirror-no-such-directory")
 answers.append(tracking.unavailable())
+# A sandbox that refuses namespaces (unshare exits 1) but allows mounts: asked by mounting.
+tracking.EVENT, tracking.TRACEFS = Path("events/block/block_bio_queue"), Path("/sys/kernel/tracing")
+tracking._NAMESPACE = ["sh", "-c", "exit 1", "refused"]
+answers.append(tracking.unavailable())
 after = Path("/proc/self/mountinfo").read_text()
 print(json.dumps({"before": before, "after": after, "answers": answers}))
 """
@@ -169,8 +173,9 @@ def test_the_probe_without_tracefs_mounted_answers_and_leaves_nothing() -> None:
     if reason:
         pytest.skip(reason)
     seen = without_tracefs(PROBE_WITHOUT_TRACEFS)
-    there, missing, unmountable = seen["answers"]
+    there, missing, unmountable, sandboxed = seen["answers"]
     assert (there, missing) == (None, NO_TRACEPOINT)
     cannot = "the tracing filesystem cannot be mounted at /proc/splitmirror-no-such-directory ("
     assert unmountable.startswith(cannot), unmountable
-    assert tracefs_mounts(seen["after"]) == [], "the probe left tracefs mounted"
+    assert sandboxed is None, "without namespaces, tracking is asked about by mounting, not refused"
+    assert tracefs_mounts(seen["after"]) == ["/sys/kernel/tracing"], "mounted as a tracker would"

@@ -28,14 +28,17 @@ The names, by what a plugin does with them:
 * **files**: :func:`mount_point` and :func:`same_filesystem`.
 * **restore**: :class:`RestoreStep` (and :data:`IMAGE`, :data:`Kind`, :data:`Route`) for
   ``prepare_restore``; :func:`restored_location` and :func:`primary_at_backup` for where a path
-  lands in a restore; :class:`RestoreResult`, what ``splitmirror restore`` did (test adapters
-  take it).
+  lands in a restore.  (What ``splitmirror restore`` did, ``RestoreResult``, which test adapters
+  take, is :mod:`splitmirror.testing`'s.)
+* **observe** a session: :class:`Session` (what observers read of it: ``id``, ``config``,
+  ``mode``, ``engine``, ``files``, ``stats``), :class:`SessionSummary`, :class:`Config`.
 """
 
 from __future__ import annotations
 
 from . import impl
-from .config import Duration, Size, redact_url
+from .catalog.base import SessionSummary
+from .config import Config, Duration, Size, redact_url
 from .engine import (
     DatabaseEngine,
     DatabaseFile,
@@ -52,25 +55,23 @@ from .fsfreeze import mount_point, same_filesystem
 from .mirror.base import MirrorProvider, SplitStat, SyncStats
 from .phases import Mode, Phase
 from .progress import Progress
-from .restore import RestoreResult
 from .restore_steps import IMAGE, Kind, RestoreStep, Route
 from .restored_paths import primary_at_backup, restored_location
 from .server import (
-    UPSTREAM_IMAGE_UID,
     PathMap,
     ServerEngine,
     ServerOptions,
     container_steps,
     host_path,
-    normalised_path_map,
     ran_in_container,
 )
+from .session import Session
 from .targets.base import Target, TargetError, TargetFull
 from .units import format_size, parse_duration, parse_size
 
 __all__ = [
     "IMAGE",
-    "UPSTREAM_IMAGE_UID",
+    "Config",
     "ConfigError",
     "DatabaseEngine",
     "DatabaseFile",
@@ -88,12 +89,13 @@ __all__ = [
     "PreflightError",
     "PreflightProblem",
     "Progress",
-    "RestoreResult",
     "RestoreStep",
     "Route",
     "ServerEngine",
     "ServerInfo",
     "ServerOptions",
+    "Session",
+    "SessionSummary",
     "Size",
     "SplitStat",
     "SplitmirrorError",
@@ -109,7 +111,6 @@ __all__ = [
     "host_path",
     "impl",
     "mount_point",
-    "normalised_path_map",
     "parse_duration",
     "parse_size",
     "primary_at_backup",

@@ -115,9 +115,10 @@ class DatabaseEngine(abc.ABC):
     url_schemes: ClassVar[tuple[str, ...]]
     #: Pydantic model validating the engine-specific keys of ``[database]``.
     options_model: ClassVar[type[pydantic.BaseModel]] = NoOptions
-    #: The modes this engine can enter.  A configuration asking for another is refused when it is
-    #: read (exit 2), before anything connects; an engine that can only hold writes (an embedded
-    #: database without a redo log) declares ``(Mode.FREEZE,)``.
+    #: The modes this engine can enter.  A configuration asking for another is refused as a
+    #: configuration error (exit 2) by ``check`` and INIT, before anything connects; an engine
+    #: that can only hold writes (an embedded database without a redo log) declares
+    #: ``(Mode.FREEZE,)``.
     modes: ClassVar[tuple[Mode, ...]] = (Mode.FREEZE, Mode.HOT_BACKUP)
 
     def __init__(self, url: str, options: pydantic.BaseModel) -> None:

@@ -146,7 +146,8 @@ def unavailable() -> str | None:
     """Why change tracking cannot run here, or None when it can.  Changes nothing (``splitmirror
     check`` asks): where tracefs is not mounted, it is mounted to look only in a private mount
     namespace (``unshare``), whose mounts go when its one process exits, so no mount is left
-    behind and none that another session's tracker finds can be taken away under it."""
+    behind and none that another session's tracker finds can be taken away under it.  Where
+    namespaces are refused, it mounts tracefs as a tracker would, rather than answer wrongly."""
     if os.geteuid() != 0:
         return NEEDS_ROOT
     if (TRACEFS / "instances").is_dir():
@@ -158,11 +159,25 @@ def unavailable() -> str | None:
             text=True,
             check=False,
         )
-    except OSError as error:  # no unshare (util-linux, as mount and findmnt)
-        return _cannot_mount(f"unshare: {error.strerror}")
+    except OSError:  # no unshare (util-linux, as mount and findmnt)
+        return _looked_at_by_mounting()
     if probe.returncode == 3:
         return NO_TRACEPOINT
-    return _cannot_mount(probe.stderr) if probe.returncode else None
+    if probe.returncode == 2:
+        return _cannot_mount(probe.stderr)
+    if probe.returncode:  # unshare refused (a sandbox forbidding namespaces, not mounts)
+        return _looked_at_by_mounting()
+    return None
+
+
+def _looked_at_by_mounting() -> str | None:
+    """Where no private namespace can be had, ask as a tracker would: mount tracefs (left
+    mounted, as a tracker leaves it), then look for the event."""
+    try:
+        root = ensure_tracefs()
+    except TrackingUnavailable as why:
+        return str(why)
+    return None if (root / EVENT).is_dir() else NO_TRACEPOINT
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .database import LedgerDatabase, RestoredLedger, SqliteLedgerDatabase, committed_within
+    from .database import (
+        LedgerDatabase,
+        RestoredLedger,
+        RestoreResult,
+        SqliteLedgerDatabase,
+        committed_within,
+    )
     from .drill import DrillReport, SessionRunner, Workspace, run_drill
 
 #: Each name of ``__all__`` and the submodule that defines it.
@@ -40,6 +46,7 @@ _WHERE = {
     "DrillReport": "drill",
     "LedgerDatabase": "database",
     "RestoredLedger": "database",
+    "RestoreResult": "database",
     "SessionRunner": "drill",
     "SqliteLedgerDatabase": "database",
     "Workspace": "drill",
@@ -50,6 +57,7 @@ _WHERE = {
 __all__ = [
     "DrillReport",
     "LedgerDatabase",
+    "RestoreResult",
     "RestoredLedger",
     "SessionRunner",
     "SqliteLedgerDatabase",

@@ -56,7 +56,8 @@ def modes_fixture(narrowing: str) -> Any:
     ) -> str:
         engine = splitmirror_session.hooks().engine_for_url(splitmirror_database.url)
         declared = [m.value for m in engine.modes]
-        narrowed: tuple[str, ...] | None = getattr(self, narrowing)
+        narrowing_to = getattr(self, narrowing)  # mode names or Mode members
+        narrowed = None if narrowing_to is None else tuple(Mode(m).value for m in narrowing_to)
         if request.param not in declared:
             pytest.skip(f"the {engine.name} engine declares {', '.join(declared)} only (its modes)")
         if narrowed is not None and request.param not in narrowed:
@@ -70,12 +71,13 @@ class DatabaseContract:
     """Each declared mode, discovery completeness, logical order, the window, unquiesce on failure
     and the restore drill, against the database your ``splitmirror_database`` fixture provides."""
 
-    #: The modes to run, if fewer than the engine declares (e.g. ``("freeze",)``); None: all.
-    contract_modes: tuple[str, ...] | None = None
+    #: The modes to run, if fewer than the engine declares (``("freeze",)`` or
+    #: ``(Mode.FREEZE,)``); None: all.
+    contract_modes: tuple[str | Mode, ...] | None = None
 
     contract_mode = modes_fixture("contract_modes")
 
-    def test_an_undeclared_mode_is_refused_when_the_configuration_is_read(
+    def test_an_undeclared_mode_is_refused_before_connecting(
         self, splitmirror_database: LedgerDatabase, splitmirror_session: SessionRunner
     ) -> None:
         engine = splitmirror_session.hooks().engine_for_url(splitmirror_database.url)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import workload
-from ..restore import RestoreResult
+from ..restore import RestoreResult as RestoreResult  # re-exported by splitmirror.testing
 from .steps import run_host_steps
 
 

@@ -26,7 +26,7 @@ import pytest
 from .. import impl
 from ..errors import SessionFailed
 from ..fsfreeze import FIFREEZE, FITHAW, _ioctl, mount_point
-from ..phases import Phase
+from ..phases import Mode, Phase
 from ..session import Session
 from ..tracking import left_behind
 from ..watchdog import DISABLE_ENV
@@ -206,7 +206,7 @@ class FaultMatrix:
 
     #: Modes the matrix runs its window faults in, if fewer than the engine declares
     #: (:attr:`~splitmirror.engine.DatabaseEngine.modes`); override to narrow a slow suite.
-    fault_modes: tuple[str, ...] | None = None
+    fault_modes: tuple[str | Mode, ...] | None = None
 
     fault_mode = modes_fixture("fault_modes")
 

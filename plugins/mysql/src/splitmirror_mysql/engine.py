@@ -372,11 +372,13 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
             "ftwrl": "UNLOCK TABLES",
             "instance": "UNLOCK INSTANCE",
         }
-        if self._redo_archive:
-            self._redo_archive = False
-            self._one("SELECT innodb_redo_log_archive_stop()")
-        if held is not None:
-            self._one(statements[held])
+        try:
+            if self._redo_archive:
+                self._redo_archive = False
+                self._one("SELECT innodb_redo_log_archive_stop()")
+        finally:  # the lock goes even when stopping the redo archive fails
+            if held is not None:
+                self._one(statements[held])
 
     @classmethod
     def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:

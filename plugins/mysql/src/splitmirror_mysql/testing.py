@@ -20,8 +20,7 @@ from typing import Any
 
 import pymysql
 
-from splitmirror.api import RestoreResult
-from splitmirror.testing import LedgerDatabase, RestoredLedger, committed_within
+from splitmirror.testing import LedgerDatabase, RestoredLedger, RestoreResult, committed_within
 from splitmirror.testing.containers import ContainerServer, image_for
 from splitmirror.testing.steps import host_steps_in_container, started_in_container
 

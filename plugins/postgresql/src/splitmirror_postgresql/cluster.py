@@ -43,8 +43,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from splitmirror.api import RestoreResult
-from splitmirror.testing import containers
+from splitmirror.testing import RestoreResult, containers
 from splitmirror.testing.steps import run_host_steps
 
 from . import restored_paths

@@ -21,7 +21,8 @@ from typing import Any
 
 import psycopg
 
-from splitmirror.api import RestoreResult, first_line
+from splitmirror.api import first_line
+from splitmirror.testing import RestoreResult
 from splitmirror.testing.containers import ContainerServer, image_for
 from splitmirror.testing.steps import started_in_container
 

@@ -19,8 +19,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from splitmirror.api import RestoreResult
-from splitmirror.testing import LedgerDatabase, RestoredLedger, committed_within
+from splitmirror.testing import LedgerDatabase, RestoredLedger, RestoreResult, committed_within
 
 from . import ledger
 from .cluster import (
