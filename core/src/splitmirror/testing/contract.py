@@ -43,28 +43,39 @@ class Fault:
 
 
 def modes_fixture(narrowing: str) -> Any:
-    """The fixture giving a suite's mode: one parameter per mode, each skipped (saying why) when
-    the engine does not declare it (:attr:`~splitmirror.engine.DatabaseEngine.modes`) or the
-    suite's class attribute ``narrowing`` leaves it out."""
+    """The fixture giving a suite's mode: one parameter per mode, skipped (saying why) when the
+    suite's class attribute ``narrowing`` leaves it out.  It asks nothing of the database (a
+    database fixture may ask for the mode: a FREEZE server on a disk of its own);
+    :func:`declared_modes_guard` skips the modes the engine does not declare."""
 
     @pytest.fixture(params=[m.value for m in Mode])
-    def mode(
-        self: object,
-        request: pytest.FixtureRequest,
-        splitmirror_database: LedgerDatabase,
-        splitmirror_session: SessionRunner,
-    ) -> str:
-        engine = splitmirror_session.hooks().engine_for_url(splitmirror_database.url)
-        declared = [m.value for m in engine.modes]
+    def mode(self: object, request: pytest.FixtureRequest) -> str:
         narrowing_to = getattr(self, narrowing)  # mode names or Mode members
         narrowed = None if narrowing_to is None else tuple(Mode(m).value for m in narrowing_to)
-        if request.param not in declared:
-            pytest.skip(f"the {engine.name} engine declares {', '.join(declared)} only (its modes)")
         if narrowed is not None and request.param not in narrowed:
             pytest.skip(f"{type(self).__name__} runs {', '.join(narrowed)} only ({narrowing})")
         return str(request.param)
 
     return mode
+
+
+def declared_modes_guard(mode_fixture: str) -> Any:
+    """An autouse fixture skipping, saying why, a test whose ``mode_fixture`` is a mode the
+    engine does not declare (:attr:`~splitmirror.api.DatabaseEngine.modes`)."""
+
+    @pytest.fixture(autouse=True)
+    def guard(self: object, request: pytest.FixtureRequest) -> None:
+        if mode_fixture not in request.fixturenames:
+            return
+        mode = request.getfixturevalue(mode_fixture)
+        database: LedgerDatabase = request.getfixturevalue("splitmirror_database")
+        runner: SessionRunner = request.getfixturevalue("splitmirror_session")
+        engine = runner.hooks().engine_for_url(database.url)
+        declared = [m.value for m in engine.modes]
+        if mode not in declared:
+            pytest.skip(f"the {engine.name} engine declares {', '.join(declared)} only (its modes)")
+
+    return guard
 
 
 class DatabaseContract:
@@ -76,6 +87,7 @@ class DatabaseContract:
     contract_modes: tuple[str | Mode, ...] | None = None
 
     contract_mode = modes_fixture("contract_modes")
+    _declared_modes_only = declared_modes_guard("contract_mode")
 
     def test_an_undeclared_mode_is_refused_before_connecting(
         self, splitmirror_database: LedgerDatabase, splitmirror_session: SessionRunner

@@ -30,7 +30,7 @@ from ..phases import Mode, Phase
 from ..session import Session
 from ..tracking import left_behind
 from ..watchdog import DISABLE_ENV
-from .contract import modes_fixture
+from .contract import declared_modes_guard, modes_fixture
 from .database import LedgerDatabase
 from .drill import SessionRunner
 
@@ -209,6 +209,7 @@ class FaultMatrix:
     fault_modes: tuple[str | Mode, ...] | None = None
 
     fault_mode = modes_fixture("fault_modes")
+    _declared_modes_only = declared_modes_guard("fault_mode")
 
     def _after(
         self, database: LedgerDatabase, runner: SessionRunner, session_id: int, phase: str, mode: str
