@@ -236,3 +236,23 @@ def test_a_partition_is_traced_on_its_disk_and_shifted_back(tmp_path: Path) -> N
         subprocess.run(["losetup", "-d", loop], check=True)
         for node in made:
             node.unlink()
+
+
+def test_an_instance_being_removed_by_another_process_is_left_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead session's instance is removed by its watchdog and by the next tracker, maybe at
+    once; tracefs then answers ENODEV for the files of the instance going away (seen in CI)."""
+    import errno
+
+    from splitmirror import tracking
+
+    instance = tmp_path / "splitmirror-1-0"
+    instance.mkdir()
+
+    def going(self: Path, *args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENODEV, "No such device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", going)
+    tracking.remove_instance(instance)
+    assert not instance.exists()

@@ -246,17 +246,24 @@ def remove_stale_instances(root: Path = TRACEFS, *, dead: int | None = None) -> 
 
 
 def remove_instance(instance: Path) -> None:
-    """Stop tracing in ``instance`` and remove it; nothing if it is already gone."""
-    with contextlib.suppress(FileNotFoundError):
+    """Stop tracing in ``instance`` and remove it; nothing if it is already gone, or going: a
+    dead process's instance may be removed by its watchdog and by the next tracker at once, and
+    tracefs answers ENODEV for the files of an instance being removed."""
+    try:
         (instance / "tracing_on").write_text("0")
         (instance / EVENT / "enable").write_text("0")
+    except OSError as error:
+        if error.errno not in (errno.ENOENT, errno.ENODEV):
+            raise
     for attempt in range(50):  # EBUSY while a reader still has trace_pipe open
         try:
             instance.rmdir()
             return
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as error:
+            if error.errno == errno.ENODEV:
+                return
             if error.errno != errno.EBUSY or attempt == 49:
                 raise
             time.sleep(0.02)
