@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 
 from splitmirror import impl
 from splitmirror.config import load_config
 from splitmirror.engine import ServerInfo
 from splitmirror.engines.sqlite import SqliteEngine
-from splitmirror.errors import ConfigError
+from splitmirror.errors import ConfigError, PluginError
 from splitmirror.hooks import Hooks
 from splitmirror.phases import Mode
 from splitmirror.plugins import load_plugins
@@ -70,7 +71,7 @@ def test_a_mode_the_engine_does_not_declare_is_a_configuration_error(ledger: Pat
 
 def test_a_declared_mode_goes_on_to_connect(ledger: Path, write_config: Any) -> None:
     config = load_config(freeze_only_config(write_config, "freeze"))
-    with pytest.raises(AssertionError, match="before connecting"):
+    with pytest.raises(PluginError, match=r"connect failed with AssertionError: .* before connecting"):
         check(config, hooks_with(FreezeOnly))
 
 
@@ -102,3 +103,75 @@ def test_an_engine_refusing_its_url_is_named_with_the_file_and_section(
     assert str(refused.value) == (
         f"{path}: [database] url: the path is missing; write freezeonly:///path/to/ledger.db"
     )
+
+
+class LaxOptions(pydantic.BaseModel):
+    """A plugin's options model as an author first writes it: pydantic ignores unknown keys."""
+
+    lock_timeout: float = 5.0
+
+
+class WithLaxOptions(FreezeOnly):
+    options_model = LaxOptions
+
+
+def test_a_misspelt_engine_option_is_refused_whatever_the_model_allows(
+    ledger: Path, write_config: Any
+) -> None:
+    path = freeze_only_config(write_config, "freeze")
+    path.write_text(path.read_text().replace('mode = "freeze"', 'mode = "freeze"\nlock_timeot = 3'))
+    with pytest.raises(ConfigError) as refused:
+        check(load_config(path), hooks_with(WithLaxOptions))
+    assert str(refused.value) == f"{path}: [database] has no key 'lock_timeot'; did you mean 'lock_timeout'?"
+
+
+def test_a_url_whose_plugin_failed_to_load_says_so_not_install_it() -> None:
+    broken = type("Broken", (SqliteEngine,), {"name": "broken", "url_schemes": ("broken",), "modes": ()})
+    hooks = hooks_with(broken)
+    with pytest.raises(PluginError) as refused:
+        hooks.engine_for_url("broken:///srv/ledger.db")
+    assert str(refused.value) == (
+        "no loaded database engine handles broken:// URLs (loaded: sqlite), and plugin(s) test-engines "
+        "failed to load; `splitmirror plugins` says why"
+    )
+
+
+class ConnectsCarelessly(SqliteEngine):
+    name = "careless"
+    url_schemes = ("freezeonly",)
+
+    def connect(self) -> ServerInfo:
+        raise FileNotFoundError(2, "No such file or directory", "/srv/ledger.db")
+
+
+class AnswersWithWords(SqliteEngine):
+    name = "wordy"
+    url_schemes = ("freezeonly",)
+
+    def preflight(self, mode: Mode) -> Any:
+        return "the database is not ready"
+
+
+@pytest.mark.parametrize(
+    ("engine", "said"),
+    [
+        (
+            ConnectsCarelessly,
+            "the careless engine's connect failed with FileNotFoundError: [Errno 2] No such file or "
+            "directory: '/srv/ledger.db'; this is a bug in its plugin",
+        ),
+        (
+            AnswersWithWords,
+            "the wordy engine's preflight returned 'the database is not ready', not a list of "
+            "PreflightProblem; a bug in its plugin",
+        ),
+    ],
+)
+def test_a_plugin_failing_other_than_as_documented_is_named_as_a_bug(
+    engine: type, said: str, ledger: Path, write_config: Any
+) -> None:
+    config = load_config(freeze_only_config(write_config, "freeze"))
+    with pytest.raises(PluginError) as refused:
+        check(config, hooks_with(engine))
+    assert str(refused.value).startswith(said), str(refused.value)
+    assert refused.value.exit_code == 2

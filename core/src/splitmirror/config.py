@@ -202,11 +202,19 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def plugin_options(
     config: Config, section: Literal["database", "mirror"], model: type[pydantic.BaseModel]
 ) -> pydantic.BaseModel:
-    """Validate the plugin-specific keys of ``[database]`` or ``[mirror]``."""
+    """Validate the plugin-specific keys of ``[database]`` or ``[mirror]``.  A key the model does
+    not name is refused whatever the model's own ``extra`` setting: a misspelt option silently
+    ignored is a backup that does not do what its configuration says."""
+    core = tuple(DatabaseConfig.model_fields if section == "database" else MirrorConfig.model_fields)
+    extras = config.extras(section)
+    known = set(model.model_fields) | {field.alias for field in model.model_fields.values() if field.alias}
+    for key in extras:
+        if key not in known:
+            unknown = {"type": "extra_forbidden", "loc": (key,), "msg": ""}
+            raise ConfigError(_describe(unknown, model, str(config.source), (section,), core))
     try:
-        return model.model_validate(config.extras(section))
+        return model.model_validate(extras)
     except pydantic.ValidationError as error:
-        core = tuple(DatabaseConfig.model_fields if section == "database" else MirrorConfig.model_fields)
         raise ConfigError(_describe(error.errors()[0], model, str(config.source), (section,), core)) from None
 
 

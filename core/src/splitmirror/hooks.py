@@ -116,6 +116,13 @@ class Hooks:
             if scheme in entry.cls.url_schemes:
                 return entry.cls
         schemes = sorted(s for _n, e in self.engines.entries() for s in e.cls.url_schemes)
+        broken = [r.name for r in self.plugins.records if r.error]
+        if broken:  # the engine may be there, in a plugin that failed to load
+            raise PluginError(
+                f"no loaded database engine handles {scheme or 'this'}:// URLs (loaded: "
+                f"{', '.join(schemes) or 'none'}), and plugin(s) {', '.join(broken)} failed to load; "
+                "`splitmirror plugins` says why"
+            )
         raise PluginError(
             f"no installed database engine handles {scheme or 'this'}:// URLs "
             f"(installed: {', '.join(schemes) or 'none'}); install the plugin for your database, "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -19,7 +19,7 @@ from . import placement
 from .catalog import default_catalog_path
 from .config import Config, expand_target_path, plugin_options
 from .engine import DatabaseEngine, PreflightProblem, ServerInfo
-from .errors import ConfigError
+from .errors import ConfigError, PluginError, SplitmirrorError, first_line
 from .mirror.base import MirrorProvider
 from .mirror.ownership import MirrorClaim
 from .targets.base import Target
@@ -88,15 +88,44 @@ def _built(config: Config, section: str, make: Callable[[], T]) -> T:
         raise ConfigError(f"{config.source}: [{section}] {error}") from None
 
 
+@contextlib.contextmanager
+def _plugin(what: str) -> Iterator[None]:
+    """A plugin's method failing other than as documented (``PreflightError``, one sentence) is a
+    bug in the plugin: said as one, naming it, not as a traceback from ``check``."""
+    try:
+        yield
+    except SplitmirrorError:
+        raise
+    except Exception as error:
+        raise PluginError(
+            f"{what} failed with {type(error).__name__}: {first_line(error)}; this is a bug in its "
+            "plugin (which should say what is wrong in a PreflightError or PreflightProblem)"
+        ) from error
+
+
+def _asked(what: str, answer: object) -> list[PreflightProblem]:
+    if not isinstance(answer, list) or not all(isinstance(p, PreflightProblem) for p in answer):
+        raise PluginError(f"{what} returned {answer!r}, not a list of PreflightProblem; a bug in its plugin")
+    return answer
+
+
 def problems(config: Config, chosen: Chosen, claim: MirrorClaim) -> tuple[ServerInfo, list[PreflightProblem]]:
     """Connect and ask everyone what would stop the session; changes nothing."""
     engine, mirror, mode = chosen.engine, chosen.mirror, config.database.mode
-    server = engine.connect()
+    name, provider = f"the {engine.name} engine's", f"the {config.mirror.provider} mirror's"
+    with _plugin(f"{name} connect"):
+        server = engine.connect()
+    with _plugin(f"{name} preflight"):
+        engine_problems = _asked(f"{name} preflight", engine.preflight(mode))
+    with _plugin(f"{provider} preflight"):
+        mirror_problems = _asked(f"{provider} preflight", mirror.preflight())
+    with _plugin(f"{name} layout"):
+        layout = engine.layout()
     probe = chosen.target_class(target_path(config, 0), config.target.block_size)
     return server, [
-        *engine.preflight(mode),
-        *mirror.preflight(),
-        *outside_primary(config, mirror, engine.layout()),
+        *engine_problems,
+        *mirror_problems,
+        *outside_primary(config, mirror, layout),
         *probe.preflight(),
         *placement.preflight_problems(
             config, chosen.catalog_path, probe.name == "file", engine.freeze_paths(mode), mirror

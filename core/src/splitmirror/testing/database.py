@@ -46,7 +46,9 @@ class LedgerDatabase(abc.ABC):
 
     @abc.abstractmethod
     def create_ledger(self) -> None:
-        """Create the database (if needed) and an empty ledger table."""
+        """Create the database (if needed) and an empty ledger table.  Its files must not be
+        empty (a real database's have a header at least): the fault matrix acts on BACKUP's
+        first bytes."""
 
     @abc.abstractmethod
     def writer_command(self, writer: int, acks: Path) -> list[str]:
