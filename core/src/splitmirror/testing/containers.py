@@ -67,7 +67,7 @@ _NOT_IN_DEBIAN = "Debian bookworm does not package it"
 IMAGES: Mapping[tuple[str, str], ImageChoice] = {
     ("postgres", "15"): ImageChoice("postgres:15", "splitmirror-offline/postgres:15"),
     ("postgres", "16"): ImageChoice("postgres:16", None, f"{_NOT_IN_DEBIAN} (bookworm has PostgreSQL 15)"),
-    ("postgres", "17"): ImageChoice("postgres:17", None, f"{_NOT_IN_DEBIAN} (bookworm has PostgreSQL 15)"),
+    ("postgres", "17"): ImageChoice("postgres:17", "splitmirror-offline/postgres:17"),
     ("mariadb", "10.11"): ImageChoice("mariadb:10.11", "splitmirror-offline/mariadb:10.11"),
     ("mariadb", "11"): ImageChoice("mariadb:11", None, f"{_NOT_IN_DEBIAN} (bookworm has MariaDB 10.11)"),
     ("mysql", "8.4"): ImageChoice("mysql:8.4", None, "MySQL has no Debian package"),
