@@ -20,7 +20,7 @@ from splitmirror.testing.secrets import sentinel_password
 from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
 
 #: (image family, version) the suite runs against; each skips with its reason when unavailable.
-SERVERS = [("mariadb", "10.11"), ("mysql", "8.4")]
+SERVERS = [("mariadb", "10.11"), ("mariadb", "11.8"), ("mysql", "8.4"), ("mysql", "9")]
 
 
 @pytest.fixture

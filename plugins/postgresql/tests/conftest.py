@@ -51,7 +51,7 @@ def splitmirror_database(host_postgres: HostPostgres) -> HostLedgerDatabase:
 
 
 #: Versions the plugin supports; those without an image here skip with the reason.
-VERSIONS = ["15", "16", "17"]
+VERSIONS = ["15", "16", "17", "18"]
 
 
 @pytest.fixture(params=VERSIONS)

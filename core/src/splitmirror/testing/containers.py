@@ -63,14 +63,18 @@ class ImageChoice:
     why_not_offline: str = ""
 
 
-_NOT_IN_DEBIAN = "Debian bookworm does not package it"
+_NOT_IN_DEBIAN = "no Debian suite packages it"
 IMAGES: Mapping[tuple[str, str], ImageChoice] = {
     ("postgres", "15"): ImageChoice("postgres:15", "splitmirror-offline/postgres:15"),
-    ("postgres", "16"): ImageChoice("postgres:16", None, f"{_NOT_IN_DEBIAN} (bookworm has PostgreSQL 15)"),
+    ("postgres", "16"): ImageChoice(
+        "postgres:16", None, f"{_NOT_IN_DEBIAN} (bookworm has PostgreSQL 15, trixie 17, sid 18)"
+    ),
     ("postgres", "17"): ImageChoice("postgres:17", "splitmirror-offline/postgres:17"),
+    ("postgres", "18"): ImageChoice("postgres:18", "splitmirror-offline/postgres:18"),
     ("mariadb", "10.11"): ImageChoice("mariadb:10.11", "splitmirror-offline/mariadb:10.11"),
-    ("mariadb", "11"): ImageChoice("mariadb:11", None, f"{_NOT_IN_DEBIAN} (bookworm has MariaDB 10.11)"),
-    ("mysql", "8.4"): ImageChoice("mysql:8.4", None, "MySQL has no Debian package"),
+    ("mariadb", "11.8"): ImageChoice("mariadb:11.8", "splitmirror-offline/mariadb:11.8"),
+    ("mysql", "8.4"): ImageChoice("mysql:8.4", None, f"{_NOT_IN_DEBIAN} (sid has MySQL 9)"),
+    ("mysql", "9"): ImageChoice("mysql:9", "splitmirror-offline/mysql:9"),
     ("oracle", "23"): ImageChoice(
         "container-registry.oracle.com/database/free:latest", None, "Oracle Database has no Debian package"
     ),
