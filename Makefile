@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint typecheck unit images bench clean
+.PHONY: install demo test lint typecheck unit versions images bench clean
 
 $(STAMP): constraints.txt requirements-dev.txt core/pyproject.toml plugins/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The run also writes which database versions ran where (splitmirror.testing.versions), which
+# `make versions` turns into the tables of docs/databases/.
 unit: $(STAMP)
-	$(BIN)/pytest
+	SPLITMIRROR_VERSIONS_REPORT=build/tested-versions.json $(BIN)/pytest
+
+versions: $(STAMP)
+	$(BIN)/python -m splitmirror.testing.versions build/tested-versions.json docs/databases/postgresql.md docs/databases/mysql.md
 
 # The offline database images (compose/build-images) when a Docker engine answers; without one
 # the container tests skip, saying so.  .ci/run starts an engine first.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from splitmirror.testing import containers
+from splitmirror.testing import containers, images
 from splitmirror.testing.loopfs import loop_filesystem_unavailable
 
 pytest_plugins = ["pytester"]
@@ -46,7 +46,7 @@ def test_a_failing_test_cleans_up_its_container_mount_and_loop(pytester: pytest.
         engine = containers.client()
     except containers.Unavailable as why:
         pytest.skip(str(why))
-    if not containers._present(BASE):
+    if not images._present(BASE):
         pytest.skip(f"{BASE} is not built; run `make images`")
     pytester.makepyfile(INNER)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from splitmirror.testing import containers
+from splitmirror.testing import containers, images
 from splitmirror.testing.containers import ServerContainer, Unavailable, image_for, leftovers
 
 BASE = "splitmirror-offline/debian:bookworm"
@@ -15,10 +15,10 @@ BASE = "splitmirror-offline/debian:bookworm"
 @pytest.fixture(autouse=True)
 def fresh_answers() -> Iterator[None]:
     """image_for and the client are cached per process; each test asks afresh."""
-    for cached in (containers.client, containers.image_for, containers._pull):
+    for cached in (images.client, images._choose, images._pull, images._exact_version):
         cached.cache_clear()
     yield
-    for cached in (containers.client, containers.image_for, containers._pull):
+    for cached in (images.client, images._choose, images._pull, images._exact_version):
         cached.cache_clear()
 
 
@@ -32,7 +32,7 @@ def engine() -> None:
 
 @pytest.fixture
 def base_image(engine: None) -> str:
-    if not containers._present(BASE):
+    if not images._present(BASE):
         pytest.skip(f"{BASE} is not built; run `make images`")
     return BASE
 
@@ -73,21 +73,21 @@ def test_an_unknown_database_names_the_known_ones(engine: None) -> None:
 def test_upstream_first_then_the_offline_build(engine: None) -> None:
     """postgres:15 when it is here or can be pulled; otherwise our Debian build, or a sentence
     telling how to build it.  (Which branch runs depends on the machine; each is checked.)"""
-    upstream_here = containers._present("postgres:15")
+    upstream_here = images._present("postgres:15")
     try:
         chosen = image_for("postgres", "15")
     except Unavailable as reason:
         assert "run `make images`" in str(reason)
-        assert not containers._present("splitmirror-offline/postgres:15")
+        assert not images._present("splitmirror-offline/postgres:15")
         return
-    if upstream_here or containers._pull("postgres:15") is None:
+    if upstream_here or images._pull("postgres:15") is None:
         assert chosen == "postgres:15"
     else:
         assert chosen == "splitmirror-offline/postgres:15"
 
 
 def test_a_version_debian_lacks_skips_with_the_pull_error(engine: None) -> None:
-    if containers._present("mysql:8.4") or containers._pull("mysql:8.4") is None:
+    if images._present("mysql:8.4") or images._pull("mysql:8.4") is None:
         pytest.skip("mysql:8.4 can be pulled here")
     expected = r"^mysql:8.4 cannot be pulled \(.+\) and no Debian suite packages it \(sid has MySQL 9\)"
     with pytest.raises(Unavailable, match=expected):
@@ -113,3 +113,27 @@ def test_a_container_that_cannot_start_leaves_nothing(base_image: str) -> None:
     with pytest.raises(Exception, match="no/such/program"):
         server.start()
     assert not leftovers() and server not in containers._RUNNING
+
+
+def test_versions_are_in_numeric_order_and_the_newest_is_last() -> None:
+    assert containers.versions("postgres") == sorted(containers.versions("postgres"), key=int)
+    assert containers.versions("mariadb")[:2] == ["10.11", "11.8"]
+    assert containers.newest("mysql") == "9"  # not "8.4", which sorts after "9" as text
+    with pytest.raises(ValueError, match="no image of 'db2'"):
+        containers.versions("db2")
+
+
+def test_each_answer_is_noted_with_the_image_or_why_not(
+    engine: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images.take_choices()
+    with pytest.raises(Unavailable):
+        image_for("db2", "11")
+    assert [(c.database, c.version, c.image) for c in images.take_choices()] == [("db2", "11", None)]
+    if not images._present(BASE):
+        pytest.skip(f"{BASE} is not built; run `make images`")
+    monkeypatch.setenv("SPLITMIRROR_IMAGE_DEBIAN_12", BASE)
+    assert image_for("debian", "12") == BASE
+    (choice,) = images.take_choices()
+    assert choice.image == BASE and choice.offline and not choice.unavailable
+    assert images.take_choices() == []

@@ -1,7 +1,7 @@
 """Fixtures for the MySQL/MariaDB plugin's tests: real servers in containers.
 
-``mariadb`` starts MariaDB 10.11 (and ``mysql_server`` MySQL 8.4 where its image can be
-pulled; here it skips with the reason) with its data directory on ``splitmirror_primary_disk``
+``server`` starts each MariaDB and MySQL version the images know (one that has no image here
+skips with the reason) with its data directory on ``splitmirror_primary_disk``
 (a loop-device ext4 as root: both modes freeze it for InnoDB's atomic split), root's password
 in an option file of the workspace.  Containers are removed in teardown, pass or fail.
 """
@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from splitmirror.testing import Workspace
-from splitmirror.testing.containers import Unavailable
+from splitmirror.testing.containers import Unavailable, versions
 from splitmirror.testing.secrets import sentinel_password
 from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
 
-#: (image family, version) the suite runs against; each skips with its reason when unavailable.
-SERVERS = [("mariadb", "10.11"), ("mariadb", "11.8"), ("mysql", "8.4"), ("mysql", "9")]
+#: (image family, version) the suite runs against: every version the images know; each skips with
+#: its reason when unavailable.
+SERVERS = [(name, version) for name in ("mariadb", "mysql") for version in versions(name)]
 
 
 @pytest.fixture

@@ -232,11 +232,19 @@ def test_tablespaces_are_archived_in_innodb_space_id_order(
     with server.connection() as conn, conn.cursor() as cursor:
         cursor.execute("SELECT NAME, SPACE FROM information_schema.INNODB_SYS_TABLESPACES WHERE SPACE > 0")
         rows = cursor.fetchall()
-    # The temporary tablespace (ibtmp1) is recreated at every start and never archived.
-    by_name = {f"{name}.ibd": int(space) for name, space in rows if name != "innodb_temporary"}
+    # The temporary tablespace (ibtmp1) is recreated at every start and never archived; undo
+    # tablespaces (separate files by default since MariaDB 11.0: innodb_undo001 is undo001)
+    # are system files, archived after the tables.
+    undo = {f"undo{name[len('innodb_undo') :]}" for name, _ in rows if name.startswith("innodb_undo")}
+    by_name = {
+        f"{name}.ibd": int(space)
+        for name, space in rows
+        if name != "innodb_temporary" and not name.startswith("innodb_undo")
+    }
     summary = splitmirror_session.run(splitmirror_database, "freeze")
     files = SqliteCatalog(splitmirror_session.workspace.catalog).files(summary.id)
     archived = [f.member for f in files if f.member.endswith(".ibd")]
+    assert undo <= {f.member for f in files if f.role == "system"}, undo
     assert f"{DATABASE}/ledger.ibd" in archived
     assert set(archived) == set(by_name), set(archived) ^ set(by_name)
     assert archived == sorted(archived, key=by_name.__getitem__)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from splitmirror.testing import Workspace
-from splitmirror.testing.containers import Unavailable, leftovers
+from splitmirror.testing.containers import Unavailable, leftovers, versions
 from splitmirror.testing.secrets import sentinel_password
 from splitmirror_postgresql.container import ContainerPostgres, write_pgpass
 from splitmirror_postgresql.testing import HostLedgerDatabase, HostPostgres, unavailable
@@ -50,8 +50,9 @@ def splitmirror_database(host_postgres: HostPostgres) -> HostLedgerDatabase:
     return HostLedgerDatabase(host_postgres)
 
 
-#: Versions the plugin supports; those without an image here skip with the reason.
-VERSIONS = ["15", "16", "17", "18"]
+#: Versions the plugin supports (every PostgreSQL the images know); those without an image here
+#: skip with the reason.
+VERSIONS = versions("postgres")
 
 
 @pytest.fixture(params=VERSIONS)

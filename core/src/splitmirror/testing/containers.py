@@ -1,12 +1,9 @@
 """Database servers in containers, for plugin tests: which image, an engine that answers, cleanup,
 and a server that is ready.
 
-**Which image.**  :func:`image_for` is the one place that decides.  For ``("postgres", "15")``
-it takes, in order: the image named by ``$SPLITMIRROR_IMAGE_POSTGRES_15`` (an override, used as
-given); the upstream image (``postgres:15``) when it is present or can be pulled; the offline
-image built by ``compose/build-images`` from Debian's packages
-(``splitmirror-offline/postgres:15``), when Debian packages that version.  When none is usable it
-raises :class:`Unavailable` with a sentence saying why and what to do; tests skip with it.
+**Which image.**  :func:`~splitmirror.testing.images.image_for` (imported here too) is the one
+place that decides: the override variable, the upstream image, the offline one; when none is
+usable it raises :class:`Unavailable` with a sentence saying why and what to do.
 
 **Cleanup.**  :class:`ServerContainer` starts a container with testcontainers (the Ryuk reaper is
 off by default: its image cannot be pulled everywhere), labelled ``splitmirror.testing``; ports
@@ -24,8 +21,6 @@ from __future__ import annotations
 import abc
 import atexit
 import contextlib
-import dataclasses
-import functools
 import os
 import shutil
 import socket
@@ -43,119 +38,17 @@ import docker.errors
 import docker.models.containers
 from testcontainers.core.container import DockerContainer
 
+from .images import IMAGES as IMAGES
+from .images import ImageChoice as ImageChoice
+from .images import Unavailable as Unavailable
+from .images import client as client
+from .images import image_for as image_for
+from .images import newest as newest
+from .images import override_variable as override_variable
+from .images import versions as versions
+
 #: Label on every container the tests start (``docker ps -f label=splitmirror.testing``).
 LABEL = "splitmirror.testing"
-
-
-class Unavailable(Exception):
-    """No image or engine for a container test here; the message is the skip reason."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageChoice:
-    """Where each (database, version) comes from."""
-
-    upstream: str
-    #: The tag ``compose/build-images`` gives its Debian-package equivalent, or None when Debian
-    #: does not package that version (then only the upstream image can test it).
-    offline: str | None
-    #: Why there is no offline image, for the skip reason.
-    why_not_offline: str = ""
-
-
-_NOT_IN_DEBIAN = "no Debian suite packages it"
-IMAGES: Mapping[tuple[str, str], ImageChoice] = {
-    ("postgres", "15"): ImageChoice("postgres:15", "splitmirror-offline/postgres:15"),
-    ("postgres", "16"): ImageChoice(
-        "postgres:16", None, f"{_NOT_IN_DEBIAN} (bookworm has PostgreSQL 15, trixie 17, sid 18)"
-    ),
-    ("postgres", "17"): ImageChoice("postgres:17", "splitmirror-offline/postgres:17"),
-    ("postgres", "18"): ImageChoice("postgres:18", "splitmirror-offline/postgres:18"),
-    ("mariadb", "10.11"): ImageChoice("mariadb:10.11", "splitmirror-offline/mariadb:10.11"),
-    ("mariadb", "11.8"): ImageChoice("mariadb:11.8", "splitmirror-offline/mariadb:11.8"),
-    ("mysql", "8.4"): ImageChoice("mysql:8.4", None, f"{_NOT_IN_DEBIAN} (sid has MySQL 9)"),
-    ("mysql", "9"): ImageChoice("mysql:9", "splitmirror-offline/mysql:9"),
-    ("oracle", "23"): ImageChoice(
-        "container-registry.oracle.com/database/free:latest", None, "Oracle Database has no Debian package"
-    ),
-}
-
-
-def override_variable(database: str, version: str) -> str:
-    """``SPLITMIRROR_IMAGE_POSTGRES_15``: the variable that overrides one image."""
-    suffix = f"{database}_{version}".upper().replace(".", "_").replace("-", "_")
-    return f"SPLITMIRROR_IMAGE_{suffix}"
-
-
-@functools.cache
-def client() -> docker.DockerClient:
-    """A client of the engine, or :class:`Unavailable` when none answers."""
-    try:
-        engine = docker.from_env(timeout=10)
-        engine.ping()
-    except docker.errors.DockerException as error:
-        raise Unavailable(
-            f"no Docker engine answers ({_first_line(error)}); start one (.ci/run installs and starts "
-            "Debian's docker.io) to run the container tests"
-        ) from None
-    return engine
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _present(name: str) -> bool:
-    try:
-        client().images.get(name)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
-
-
-@functools.cache
-def _pull(name: str) -> str | None:
-    """Pull ``name``; None when it worked, else why not (one line).  Asked once per process."""
-    repository, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
-    try:
-        client().images.pull(repository, tag=tag)
-        return None
-    except docker.errors.APIError as error:
-        return _first_line(Exception(error.explanation or error))  # the registry's words, not the URL
-    except docker.errors.DockerException as error:
-        return _first_line(error)
-
-
-@functools.cache
-def image_for(database: str, version: str) -> str:
-    """The image to test ``database`` ``version`` with (see the module docstring)."""
-    variable = override_variable(database, version)
-    choice = IMAGES.get((database, version))
-    override = os.environ.get(variable)
-    if override:
-        if _present(override) or _pull(override) is None:
-            return override
-        raise Unavailable(f"${variable} names {override}, which is not here and cannot be pulled")
-    if choice is None:
-        known = ", ".join(f"{d} {v}" for d, v in IMAGES)
-        raise Unavailable(f"no image is known for {database} {version} (known: {known}); set ${variable}")
-    if _present(choice.upstream):
-        return choice.upstream
-    failure = _pull(choice.upstream)
-    if failure is None:
-        return choice.upstream
-    if choice.offline is None:
-        raise Unavailable(
-            f"{choice.upstream} cannot be pulled ({failure}) and {choice.why_not_offline}; these tests run "
-            f"where the image can be pulled, or set ${variable}"
-        )
-    if _present(choice.offline):
-        return choice.offline
-    raise Unavailable(
-        f"{choice.upstream} cannot be pulled and the offline image {choice.offline} is not built; "
-        "run `make images` (compose/build-images)"
-    )
 
 
 #: Every container started and not yet stopped, stopped at exit as a last resort.
