@@ -9,13 +9,10 @@ take CI past its time; the contract suite, the drills and the bad-input cases ru
 
 from __future__ import annotations
 
-import pytest
-
-from splitmirror.testing.containers import newest
+from splitmirror.testing.containers import on_newest
 from splitmirror.testing.faults import FaultMatrix
 
-NEWEST = [("mariadb", newest("mariadb")), ("mysql", newest("mysql"))]
-pytestmark = pytest.mark.parametrize("server", NEWEST, indirect=True, ids=[f"{n}-{v}" for n, v in NEWEST])
+pytestmark = on_newest("server", "mariadb", "mysql")
 
 
 class TestMysqlFaultMatrix(FaultMatrix):

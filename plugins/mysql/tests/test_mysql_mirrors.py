@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 
 from splitmirror.testing import SessionRunner, run_drill
+from splitmirror.testing.containers import on_newest
 from splitmirror.tracking import unavailable
 from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase
+
+#: Mirrors and secrets do not change with the server's version: the newest of each database only.
+pytestmark = on_newest("server", "mariadb", "mysql")
 
 MIRRORS = {
     "block": {"provider": "block", "tracking": "on"},

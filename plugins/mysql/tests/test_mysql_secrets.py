@@ -5,8 +5,12 @@ exception text, the catalog, the archive or the mirror.  Catalog and archive are
 from __future__ import annotations
 
 from splitmirror.testing import SessionRunner
+from splitmirror.testing.containers import on_newest
 from splitmirror.testing.secrets import SENTINEL, found_in_files, leaks, private
 from splitmirror_mysql.testing import MysqlLedgerDatabase
+
+#: Mirrors and secrets do not change with the server's version: the newest of each database only.
+pytestmark = on_newest("server", "mariadb", "mysql")
 
 
 def test_the_password_never_leaves_the_option_file(

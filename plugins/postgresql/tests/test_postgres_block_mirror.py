@@ -12,7 +12,11 @@ import pytest
 
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.testing import SessionRunner, run_drill
+from splitmirror.testing.containers import on_newest
 from splitmirror_postgresql.container import ContainerLedgerDatabase, ContainerPostgres
+
+#: Mirrors and secrets do not change with the server's version: the newest of each database only.
+pytestmark = on_newest("container_postgres", "postgres")
 
 
 @pytest.mark.parametrize("mode", ["freeze", "hot-backup"])

@@ -14,7 +14,7 @@ import os
 import pytest
 
 from splitmirror.testing import LedgerDatabase
-from splitmirror.testing.containers import newest
+from splitmirror.testing.containers import on_newest
 from splitmirror.testing.faults import FaultMatrix
 from splitmirror_postgresql.container import ContainerLedgerDatabase, ContainerPostgres
 
@@ -26,7 +26,7 @@ def splitmirror_database(container_postgres: ContainerPostgres) -> LedgerDatabas
     return ContainerLedgerDatabase(container_postgres)
 
 
-pytestmark = pytest.mark.parametrize("container_postgres", [newest("postgres")], indirect=True)
+pytestmark = on_newest("container_postgres", "postgres")
 
 
 class TestPostgresFaultMatrix(FaultMatrix):

@@ -8,8 +8,12 @@ import os
 from pathlib import Path
 
 from splitmirror.testing import SessionRunner
+from splitmirror.testing.containers import on_newest
 from splitmirror.testing.secrets import SENTINEL, found_in_files, leaks, private
 from splitmirror_postgresql.container import ContainerLedgerDatabase, ContainerPostgres
+
+#: Mirrors and secrets do not change with the server's version: the newest of each database only.
+pytestmark = on_newest("container_postgres", "postgres")
 
 
 def test_the_password_never_leaves_the_pgpass_file(

@@ -44,6 +44,7 @@ from .images import Unavailable as Unavailable
 from .images import client as client
 from .images import image_for as image_for
 from .images import newest as newest
+from .images import on_newest as on_newest
 from .images import override_variable as override_variable
 from .images import versions as versions
 

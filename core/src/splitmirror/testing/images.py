@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import docker
 import docker.errors
+import pytest
 
 
 class Unavailable(Exception):
@@ -69,6 +70,17 @@ def newest(database: str) -> str:
     """The newest version of ``database``: the one the slow suites (the fault matrix, the
     benchmarks) run on, where every version would take too long."""
     return versions(database)[-1]
+
+
+def on_newest(fixture: str, *databases: str) -> pytest.MarkDecorator:
+    """A mark that runs a test, or a module (as its ``pytestmark``), on the newest version of each
+    of ``databases`` only, by parametrizing the server ``fixture`` indirectly (which overrides the
+    fixture's own list of versions).  One database gives the version as the parameter
+    (``"18"``); several give ``(database, version)`` pairs (``("mysql", "9")``)."""
+    if len(databases) == 1:
+        return pytest.mark.parametrize(fixture, [newest(databases[0])], indirect=True)
+    pairs = [(database, newest(database)) for database in databases]
+    return pytest.mark.parametrize(fixture, pairs, indirect=True, ids=[f"{d}-{v}" for d, v in pairs])
 
 
 def override_variable(database: str, version: str) -> str:
