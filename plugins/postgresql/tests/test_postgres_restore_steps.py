@@ -61,6 +61,20 @@ def test_tablespaces_are_mounted_where_their_links_point() -> None:
     ]
 
 
+def test_the_container_line_names_the_servers_own_data_directory_as_pgdata() -> None:
+    """Upstream postgres:18 keeps its data in /var/lib/postgresql/18/docker by default and
+    refuses a cluster mounted at /var/lib/postgresql/data unless PGDATA says so: the line mounts
+    the copy where the server had it and names that path, whatever the image's default."""
+    steps = restore_steps(
+        Path("/r"), Path("/r/data"), manifest("off", host="/srv/pg") | {"metadata": {
+            "data_directory": "/var/lib/postgresql/18/docker", "data_directory_host": "/srv/pg/18/docker",
+        }},
+    )  # fmt: skip
+    assert " ".join(steps[-1].argv) == (
+        "docker run -d -e PGDATA=/var/lib/postgresql/18/docker -v /r/data:/var/lib/postgresql/18/docker IMAGE"
+    )
+
+
 def test_a_server_on_this_host_gets_no_container_line() -> None:
     assert len(lines("off", host="/var/lib/postgresql/data")) == 2
 

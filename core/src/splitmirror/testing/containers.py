@@ -309,8 +309,10 @@ class ContainerServer(abc.ABC):
 
 
 def leftovers() -> list[str]:
-    """IDs of containers labelled :data:`LABEL` that still exist (a test's cleanup check)."""
-    return [c.short_id for c in client().containers.list(all=True, filters={"label": LABEL})]
+    """IDs of containers this process labelled :data:`LABEL` that still exist (a test's cleanup
+    check).  Only this process's: another test run on the same engine has its own, still running."""
+    label = f"{LABEL}={os.getpid()}"
+    return [c.short_id for c in client().containers.list(all=True, filters={"label": label})]
 
 
 def free_port() -> int:

@@ -28,7 +28,10 @@ from splitmirror.testing.steps import started_in_container
 
 from .testing import START_TIMEOUT, PostgresLedgerDatabase, RestoredServer
 
-#: Where the server's data directory is inside the container (upstream image and ours).
+#: Where the server's data directory is inside the container, passed as ``PGDATA``.  It is the
+#: upstream images' default up to 17 and ours' for every version; upstream ``postgres:18`` moved
+#: its default to ``/var/lib/postgresql/18/docker`` and refuses to start while a mount or a
+#: cluster sits at this path instead, so the harness names it explicitly, as the printed restore does.
 DATA = "/var/lib/postgresql/data"
 PORT = 5432
 
@@ -68,7 +71,8 @@ class ContainerPostgres(ContainerServer):
         for setting in settings:
             command += ["-c", setting]
         self.start_container(
-            {"POSTGRES_PASSWORD": self.password, "POSTGRES_INITDB_ARGS": "--data-checksums"}, command
+            {"POSTGRES_PASSWORD": self.password, "POSTGRES_INITDB_ARGS": "--data-checksums", "PGDATA": DATA},
+            command,
         )
         return self
 

@@ -310,7 +310,8 @@ class PostgresEngine(ServerEngine[psycopg.Connection[Any], PostgresOptions]):
         link, pointed at the tablespace's *restored* copy (never at the live one; a
         ``tablespace_map`` is rewritten to match).  The WAL and backup_label are in place."""
         datadir = restored_paths.data_directory(directory, manifest)
-        for name in layout.REQUIRED_DIRS:
+        version = int(manifest.get("metadata", {}).get("server_version_num") or 0)
+        for name in layout.required_dirs(version):
             (datadir / name).mkdir(parents=True, exist_ok=True)
         for path in (datadir, *datadir.rglob("*")):
             if path.is_dir() and not path.is_symlink():

@@ -1,8 +1,11 @@
 """PostgreSQL's data directory as a backup sees it: what to leave out, the logical order, WAL names.
 
-Exclusions follow the documentation's list for base backups: files the server recreates or that
-are meaningless in a copy.  The logical key puts relation files first by (tablespace, database,
-relfilenode, fork, segment), then the cluster's other files by path, then WAL by segment name.
+Exclusions follow pg_basebackup's (``excludeDirContents`` and ``excludeFiles`` in
+src/backend/backup/basebackup.c, read in 18.4's; tests/test_versions.py holds a restore against
+pg_basebackup's output on 15, 17 and 18): files the server recreates or that are meaningless
+in a copy.  The logical key puts relation files first by (tablespace,
+database, relfilenode, fork, segment), then the cluster's other files by path, then WAL by
+segment name.
 """
 
 from __future__ import annotations
@@ -16,8 +19,17 @@ DEFAULT_TABLESPACE, GLOBAL_TABLESPACE = 1663, 1664
 #: The control file: a restore cannot start without it, so it may never vanish from a backup.
 PG_CONTROL = Path("global/pg_control")
 
-#: Files never copied (the server recreates them or they describe the running server).
-EXCLUDED_FILES = frozenset({"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map"})
+#: Files never copied, in any directory, as pg_basebackup's ``excludeFiles``: they describe the
+#: running server, are half-written temporaries, or belong to another backup.  A
+#: ``backup_manifest`` is the one pg_basebackup (or pg_combinebackup, 17+) wrote for the backup
+#: this server was started from: it does not describe this copy, and 17's ``pg_basebackup
+#: --incremental=`` or pg_verifybackup given it would take the copy for that older backup.
+EXCLUDED_FILES = frozenset({
+    "postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest",
+    "postgresql.auto.conf.tmp", "current_logfiles.tmp",
+})  # fmt: skip
+#: The relation cache's init file and its temporaries (``pg_internal.init.<pid>``): rebuilt on start.
+RELCACHE_INIT = "pg_internal.init"
 #: Directories whose contents are never copied; the directories themselves are recreated.
 EMPTIED_DIRS = (
     "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans",
@@ -28,6 +40,24 @@ REQUIRED_DIRS = (
     "pg_logical/snapshots", "pg_multixact/members", "pg_multixact/offsets", "pg_stat", "pg_tblspc",
     "pg_twophase", "pg_xact", "global", "base",
 )  # fmt: skip
+#: PostgreSQL 17 keeps WAL summaries (``summarize_wal``, for incremental backups) in
+#: ``pg_wal/summaries``; a base backup carries it empty, as it carries ``archive_status``.
+#: Without it a restored 17+ copy starts, but only after logging that it created it.
+WAL_SUMMARIES_DIR, WAL_SUMMARIES_SINCE = "pg_wal/summaries", 170000
+
+
+def required_dirs(server_version_num: int) -> tuple[str, ...]:
+    """The directories a restored cluster of this server version must have, as pg_basebackup
+    of that version makes them."""
+    summaries = (WAL_SUMMARIES_DIR,) if server_version_num >= WAL_SUMMARIES_SINCE else ()
+    return (*REQUIRED_DIRS, *summaries)
+
+
+def excluded(name: str) -> bool:
+    """A file a base backup leaves out wherever it is (pg_basebackup's ``excludeFiles``, and
+    its ``pgsql_tmp`` prefix for temporary files)."""
+    return name in EXCLUDED_FILES or name.startswith((RELCACHE_INIT, "pgsql_tmp"))
+
 
 _RELATION = re.compile(r"^(\d+)(?:_(fsm|vm|init))?(?:\.(\d+))?$")
 _FORKS = {None: 0, "fsm": 1, "vm": 2, "init": 3}
@@ -55,9 +85,7 @@ def walk(
                 dirs.remove(name)
                 files.append(name)
         for name in files:
-            if rel == Path(".") and name in EXCLUDED_FILES:
-                continue
-            if name.startswith("pgsql_tmp") or name == "pg_internal.init":
+            if excluded(name):
                 continue
             path = Path(top) / name
             if path.is_symlink():
@@ -78,7 +106,7 @@ def _walk_plain(directory: Path) -> Iterator[tuple[Path, Path]]:
         dirs[:] = [d for d in dirs if not d.startswith("pgsql_tmp")]
         for name in files:
             path = Path(top) / name
-            if not name.startswith("pgsql_tmp") and path.is_file():
+            if not excluded(name) and path.is_file():
                 yield path, path.relative_to(directory)
 
 

@@ -7,6 +7,11 @@ does it, so the steps add only one server option, and only where the live server
 WAL: ``archive_mode=off``.  The restored ``postgresql.conf`` is the live one, so a copy started
 beside the live server would otherwise run the live ``archive_command`` and write segments of
 the same timeline and names into the live archive.  A DBA replacing the lost server drops it.
+
+The container line mounts the restored data directory where the server had it and names that
+path as ``PGDATA``: the image's own default is not to be trusted.  Upstream ``postgres:18``
+moved it from ``/var/lib/postgresql/data`` to ``/var/lib/postgresql/18/docker`` and refuses to
+start, pointing at pg_upgrade, when it finds a cluster at the old path instead.
 """
 
 from __future__ import annotations
@@ -50,6 +55,6 @@ def restore_steps(
             os_user="postgres",
             outside=tablespaces,
             why=why,
-            env={"PGDATA": server_path},
+            env={"PGDATA": server_path},  # whatever the image's default (see the module docstring)
         )
     return steps
