@@ -1,44 +1,43 @@
-"""Commits per second during MariaDB backup sessions against the same workload alone: the window
-splitmirror holds and the write throughput the server keeps (issue 5's benchmark, not a test).
+"""Commits per second during MariaDB and MySQL backup sessions against the same workload alone:
+the window splitmirror holds and the write throughput the server keeps (issue 5's benchmark, not
+a test).
 
-MariaDB 10.11 in a container (the image the tests use), its data directory on a loop-device
-ext4 of its own (both modes freeze it for InnoDB's atomic split), seeded with a bulk table.
-Ledger writers commit one row per transaction for ``SECONDS``; the baseline runs them alone,
-the other runs start one HOT_BACKUP or FREEZE session ``LEAD`` seconds in.  Variants are
-interleaved; the mirror persists, so the first session is a full copy.  The result replaces its
-own section (``<!-- mysql -->``) of docs/performance.md.  Run as root with a Docker engine:
-``.venv/bin/python benchmarks/mysql.py``.
+Each server (``--server NAME-VERSION``, repeatable; by default the newest MariaDB and the newest
+MySQL the images know) runs in a container (the image the tests use), its data directory on a
+loop-device ext4 of its own (both modes freeze it for InnoDB's atomic split), seeded with a bulk
+table.  Ledger writers commit one row per transaction for ``SECONDS``; the baseline runs them
+alone, the other runs start one HOT_BACKUP or FREEZE session ``LEAD`` seconds in.  Variants are
+interleaved; the mirror persists, so the first session is a full copy.  Each server's result
+replaces its own section (``<!-- mysql: mariadb-11.8 -->``) of docs/performance.md.  Run as root
+with a Docker engine: ``.venv/bin/python benchmarks/mysql.py [--server mysql-9]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import datetime
 import os
-import platform
+import re
 import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import splitmirror
-from report import replace_section
+from report import each_server, replace_section, server_section, shared_machine, tools
 from splitmirror.catalog.base import SessionSummary
-from splitmirror.testing.containers import Unavailable
+from splitmirror.testing.containers import newest, versions
 from splitmirror.testing.drill import SessionRunner, Workspace
 from splitmirror.testing.loopfs import loop_filesystem
 from splitmirror_mysql.ledger import DATABASE
-from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
+from splitmirror_mysql.testing import FLAVOURS, ContainerMysql, MysqlLedgerDatabase, write_option_file
 
-MARKER = "<!-- mysql -->"
+#: Every server's section starts with ``<!-- mysql: NAME-VERSION -->``; a new one goes after the others.
+GROUP = "<!-- mysql"
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 WRITERS, SECONDS, LEAD, BULK_MIB, DISK = 4, 12, 3.0, 256, 2 << 30
 
@@ -113,23 +112,41 @@ def seed(server: ContainerMysql) -> None:
             rows *= 2
 
 
-def facts(server: ContainerMysql, size_mib: float) -> list[str]:
-    cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln), ":?")
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) / (1 << 20)
+def marker(server: str) -> str:
+    return f"{GROUP}: {server} -->"
+
+
+def server_name(text: str) -> str:
+    """``mariadb-11.8``: a flavour and a version the images know (``--server``'s type)."""
+    flavour, _, version = text.partition("-")
+    if flavour not in FLAVOURS or version not in versions(flavour):
+        known = ", ".join(f"{name}-{v}" for name in FLAVOURS for v in versions(name))
+        raise argparse.ArgumentTypeError(f"no image of {text!r} is known (known: {known})")
+    return text
+
+
+def describe(server: ContainerMysql, size_mib: float) -> tuple[str, list[str]]:
+    """The server as it names itself (``MariaDB 11.8``, ``MySQL 9.7``: its flavour from
+    ``VERSION()``, not from the image's name), and the run's facts."""
     with server.connection() as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit")
-        version, pool, flush = cursor.fetchone() or ("?", 0, "?")
-    return [
-        f"machine: {os.cpu_count()} × {cpu.split(':')[1].strip()}, {mem:.0f} GiB RAM, "
-        f"{platform.system()} {platform.release()}; shared with other work",
-        f"server: MariaDB {version} in a container ({server.image}), innodb_buffer_pool_size "
-        f"{int(pool) >> 20} MiB, innodb_flush_log_at_trx_commit {flush}, binary log on; data directory "
-        f"({size_mib:.0f} MiB) on a loop-device ext4, mirror and archives on /var/tmp",
-        f"tools: Python {platform.python_version()}, splitmirror {splitmirror.__version__}",
+        cursor.execute(
+            "SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_flush_log_at_trx_commit, @@log_bin"
+        )
+        version, pool, flush, log_bin = cursor.fetchone() or ("?", 0, "?", 0)
+    flavour = "MariaDB" if "mariadb" in str(version).lower() else "MySQL"
+    release = re.match(r"\d+(\.\d+)?", str(version))
+    name = f"{flavour} {release[0] if release else version}"
+    return name, [
+        shared_machine(),
+        f"server: {flavour} {version} in a container ({server.image}), innodb_buffer_pool_size "
+        f"{int(pool) >> 20} MiB, innodb_flush_log_at_trx_commit {flush}, binary log "
+        f"{'on' if int(log_bin) else 'off'}; data directory ({size_mib:.0f} MiB) on a loop-device ext4, "
+        "mirror and archives on /var/tmp",
+        tools(),
     ]
 
 
-def render(found: list[str], runs: list[Run]) -> str:
+def render(server: str, name: str, found: list[str], runs: list[Run]) -> str:
     med = statistics.median
     base = [r for r in runs if r.variant == "baseline"]
     base_rate = med([r.rate for r in base])
@@ -180,23 +197,70 @@ def render(found: list[str], runs: list[Run]) -> str:
         f"{better} had the better slowest second. The final pass, not the locks, dominates the window: "
         'change-block tracking (`tracking = "on"`, measured in the window section) is what shortens it.'
     )
-    head = [
-        MARKER,
-        "## MariaDB: commits during HOT_BACKUP and FREEZE sessions",
+    intro = (
         "Generated by `benchmarks/mysql.py` (as root, with a Docker engine); rerun it rather than "
         f"editing the numbers. {WRITERS} ledger writers, each committing one row per transaction "
         f"for {SECONDS} s, alone (baseline) and with one session started {LEAD:.0f} s in, "
         f"{len(base)} repetitions of each variant, interleaved in one run. Commits per second come "
-        "from the ledger's own commit-time column.",
-        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n"
-        + "\n".join(f"- {fact}" for fact in found),
-    ]
-    wrapped = [p if p[0] in "<#-|" else textwrap.fill(p, 100, break_on_hyphens=False) for p in head]
-    return "\n\n".join([*wrapped, "\n".join(rows), textwrap.fill(prose, 100)]) + "\n"
+        "from the ledger's own commit-time column."
+    )
+    heading = f"## {name}: commits during HOT_BACKUP and FREEZE sessions"
+    return server_section(marker(server), heading, intro, found, "\n".join(rows), prose)
+
+
+def measure(server: str, reps: int, out: Path) -> None:
+    """Run every variant ``reps`` times on ``server`` (``mariadb-11.8``) and write its section."""
+    flavour, _, version = server.partition("-")
+    scratch = Path(tempfile.mkdtemp(prefix="splitmirror-mysqlbench-", dir="/var/tmp"))
+    try:
+        with loop_filesystem(scratch, DISK) as disk:
+            container = ContainerMysql(flavour, version, disk / "mysql", secrets.token_urlsafe(16))
+            try:  # stopped before the disk under its bind mount goes away
+                container.start()
+                runs = interleaved(container, scratch, reps)
+                size_mib = sum(p.stat().st_size for p in (disk / "mysql").rglob("*") if p.is_file())
+                name, found = describe(container, size_mib / (1 << 20))
+            finally:
+                container.stop()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    section = render(server, name, found, runs)
+    print("\n" + section)
+    replace_section(out, marker(server), section, group=GROUP)
+    print(f"wrote {out}")
+
+
+def interleaved(server: ContainerMysql, scratch: Path, reps: int) -> list[Run]:
+    """Seed ``server``, then ``reps`` rounds of every variant, the order rotating each round."""
+    ws = Workspace(scratch / "ws").create()
+    database = MysqlLedgerDatabase(server, write_option_file(scratch / "my.cnf", server.password))
+    database.create_ledger()
+    print(f"seeding about {BULK_MIB} MiB ...", flush=True)
+    seed(server)
+    runner = SessionRunner(ws)
+    runs: list[Run] = []
+    variants = ["baseline", "hot-backup", "freeze"]
+    for rep in range(reps):
+        for variant in variants[rep % 3 :] + variants[: rep % 3]:
+            run = workload(database, ws, None if variant == "baseline" else runner, variant)
+            runs.append(run)
+            window = f", window {run.session.window_ms:.0f} ms" if run.session else ""
+            line = f"  rep {rep + 1} {variant:<10} {run.rate:7.0f} commits/s, worst second {run.worst}"
+            print(line + window, flush=True)
+            for archive in ws.archives.iterdir():  # only the mirror needs to persist
+                archive.unlink()
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n\n")[0])
+    parser.add_argument(
+        "--server",
+        action="append",
+        type=server_name,
+        help="NAME-VERSION of an image the tests know, repeatable (default: "
+        f"mariadb-{newest('mariadb')} and mysql-{newest('mysql')})",
+    )
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each variant (default 3)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="page (default docs/performance.md)")
     args = parser.parse_args()
@@ -204,44 +268,8 @@ def main() -> None:
         sys.exit(
             "cannot run the MySQL benchmark: it needs root (a loop device, freezing, the server's files)."
         )
-    stack = contextlib.ExitStack()
-    scratch = Path(tempfile.mkdtemp(prefix="splitmirror-mysqlbench-", dir="/var/tmp"))
-    server: ContainerMysql | None = None
-    try:
-        disk = stack.enter_context(loop_filesystem(scratch, DISK))
-        try:
-            server = ContainerMysql("mariadb", "10.11", disk / "mysql", secrets.token_urlsafe(16))
-        except Unavailable as reason:
-            sys.exit(f"cannot run the MySQL benchmark: {reason}.")
-        server.start()
-        ws = Workspace(scratch / "ws").create()
-        database = MysqlLedgerDatabase(server, write_option_file(scratch / "my.cnf", server.password))
-        database.create_ledger()
-        print(f"seeding about {BULK_MIB} MiB ...", flush=True)
-        seed(server)
-        runner = SessionRunner(ws)
-        runs: list[Run] = []
-        variants = ["baseline", "hot-backup", "freeze"]
-        for rep in range(args.reps):
-            for variant in variants[rep % 3 :] + variants[: rep % 3]:
-                run = workload(database, ws, None if variant == "baseline" else runner, variant)
-                runs.append(run)
-                window = f", window {run.session.window_ms:.0f} ms" if run.session else ""
-                line = f"  rep {rep + 1} {variant:<10} {run.rate:7.0f} commits/s, worst second {run.worst}"
-                print(line + window, flush=True)
-                for archive in ws.archives.iterdir():  # only the mirror needs to persist
-                    archive.unlink()
-        size_mib = sum(p.stat().st_size for p in (disk / "mysql").rglob("*") if p.is_file()) / (1 << 20)
-        found = facts(server, size_mib)
-    finally:
-        if server is not None:
-            server.stop()  # before the disk under its bind mount goes away
-        stack.close()
-        shutil.rmtree(scratch, ignore_errors=True)
-    section = render(found, runs)
-    print("\n" + section)
-    replace_section(args.out, MARKER, section)
-    print(f"wrote {args.out}")
+    servers = args.server or [f"mariadb-{newest('mariadb')}", f"mysql-{newest('mysql')}"]
+    each_server(servers, lambda server: measure(server, args.reps, args.out))
 
 
 if __name__ == "__main__":

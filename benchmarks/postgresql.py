@@ -1,35 +1,45 @@
 """pgbench during a HOT_BACKUP session against pgbench alone: the window splitmirror holds and the
 throughput the database keeps while a session runs (issue 4's benchmark, not a test).
 
-A throw-away cluster from the host's binaries (``HostPostgres``) in a scratch directory under
-/var/tmp; baseline and session runs are interleaved in one run, and the directory mirror persists
-between repetitions, so the first session is a full copy and the later ones are incremental.  The
-result replaces its own section (``<!-- postgresql -->``) of docs/performance.md.  Run as root:
-``.venv/bin/python benchmarks/postgresql.py``.
+Each server (``--server``, repeatable) is a throw-away cluster: ``host``, from the host's binaries
+(``HostPostgres``) in a scratch directory under /var/tmp, or ``container-VERSION``, in a container
+of the image the tests use (``ContainerPostgres``), its data directory on a loop-device ext4 of
+its own; by default both, the container on the newest PostgreSQL the images know.  pgbench is the
+server's own: the host's binaries, or the container's run by ``docker exec``, so both talk to the
+server over its Unix socket (the host's pgbench over TCP would go through the engine's port proxy,
+a process of its own competing for the 2 CPUs, which the host run does not have).  Baseline and
+session runs are interleaved in one run, and the directory mirror persists between repetitions, so
+the first session is a full copy and the later ones are incremental.  Each server's result replaces
+its own section (``<!-- postgresql: container-18 -->``) of docs/performance.md.  Run as root
+(with a Docker engine for a container): ``.venv/bin/python benchmarks/postgresql.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import datetime
 import os
-import platform
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import splitmirror
-from report import replace_section
+import psycopg
+
+from report import each_server, replace_section, server_section, shared_machine, tools
 from splitmirror.catalog.base import SessionSummary
+from splitmirror.testing.containers import newest, versions
 from splitmirror.testing.drill import SessionRunner, Workspace
+from splitmirror.testing.loopfs import loop_filesystem
+from splitmirror_postgresql.container import ContainerLedgerDatabase, ContainerPostgres, write_pgpass
 from splitmirror_postgresql.testing import (
     HostLedgerDatabase,
     HostPostgres,
@@ -38,9 +48,10 @@ from splitmirror_postgresql.testing import (
     unavailable,
 )
 
-MARKER = "<!-- postgresql -->"
+#: Every server's section starts with ``<!-- postgresql: host-15 -->`` (or ``container-18``).
+GROUP = "<!-- postgresql"
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
-SCALE, CLIENTS, THREADS, SECONDS, LEAD = 20, 4, 2, 15, 3.0
+SCALE, CLIENTS, THREADS, SECONDS, LEAD, DISK = 20, 4, 2, 15, 3.0, 4 << 30
 PROGRESS = re.compile(r"^progress: ([\d.]+) s, ([\d.]+) tps", re.M)
 TOTAL = re.compile(r"^tps = ([\d.]+)", re.M)
 
@@ -66,20 +77,87 @@ class Run:
         return min(seen) if seen else float("nan")
 
 
-def pgbench(server: HostPostgres, *args: str) -> subprocess.CompletedProcess[str]:
-    result = run_as_postgres([server.bin("pgbench"), *args, server.conninfo], timeout=900)
-    if result.returncode != 0:
-        raise RuntimeError(f"pgbench {' '.join(args)} failed: {(result.stdout + result.stderr).strip()}")
-    return result
+@dataclasses.dataclass
+class Cluster:
+    """A started cluster to measure: the contract suite's database on it, how to run its
+    pgbench (arguments → output, RuntimeError when it fails) and what the page says of it."""
+
+    database: PostgresLedgerDatabase
+    pgbench: Callable[..., str]
+    #: Where it runs and its pgbench comes from, for the server fact.
+    where: str
+    #: Where its data directory and the mirror are, for the server fact.
+    disks: str
+    #: ``host`` or ``container``: with the major version, the section's marker.
+    kind: str
 
 
-def bench(server: HostPostgres, runner: SessionRunner | None, database: PostgresLedgerDatabase) -> Run:
+def checked(args: tuple[str, ...], code: int, output: str) -> str:
+    if code != 0:
+        raise RuntimeError(f"pgbench {' '.join(args)} failed: {output.strip()}")
+    return output
+
+
+@contextlib.contextmanager
+def host_cluster(scratch: Path) -> Iterator[Cluster]:
+    """A cluster from the host's binaries, data directory and mirror on the filesystem of /var/tmp."""
+    reason = unavailable()
+    if reason is not None:
+        raise RuntimeError(reason)
+    server = HostPostgres(scratch / "pg")
+    try:
+        if not Path(server.bin("pgbench")).is_file():
+            raise RuntimeError(f"{server.bin('pgbench')} is missing")
+        server.init(scratch / "pgdata").start()
+
+        def pgbench(*args: str) -> str:
+            result = run_as_postgres([server.bin("pgbench"), *args, server.conninfo], timeout=900)
+            return checked(args, result.returncode, result.stdout + result.stderr)
+
+        fs = subprocess.run(
+            ["findmnt", "-n", "-o", "FSTYPE", "--target", str(scratch)], capture_output=True, text=True
+        ).stdout.strip()
+        where = f"from {server.bindir}, pgbench from the same directory"
+        disks = f"data directory and mirror on {fs} under {scratch.parent}"
+        yield Cluster(HostLedgerDatabase(server), pgbench, where, disks, "host")
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def container_cluster(scratch: Path, version: str) -> Iterator[Cluster]:
+    """PostgreSQL ``version`` in a container, its data directory on a loop-device ext4 of its
+    own (as the tests run it); splitmirror reads the password from ``$PGPASSFILE``."""
+    password = secrets.token_urlsafe(16)
+    os.environ["PGPASSFILE"] = str(write_pgpass(scratch / "pgpass", password))
+    os.environ.pop("PGPASSWORD", None)
+    try:
+        with loop_filesystem(scratch, DISK) as disk:
+            server = ContainerPostgres(version, disk / "pgdata", password)
+            try:  # stopped before the disk under its bind mount goes away
+                server.start()
+                container = server.container
+                assert container is not None
+
+                def pgbench(*args: str) -> str:
+                    return checked(args, *container.exec(["pgbench", *args], user="postgres"))
+
+                where = f"in a container ({server.image}), its own pgbench run by `docker exec`"
+                disks = "data directory on a loop-device ext4, mirror and archives on /var/tmp"
+                yield Cluster(ContainerLedgerDatabase(server), pgbench, where, disks, "container")
+            finally:
+                server.stop()
+    finally:
+        os.environ.pop("PGPASSFILE", None)
+
+
+def bench(cluster: Cluster, runner: SessionRunner | None) -> Run:
     """pgbench for SECONDS; with a runner, one HOT_BACKUP session starts LEAD seconds in."""
-    out: list[subprocess.CompletedProcess[str] | BaseException] = []
+    out: list[str | BaseException] = []
 
     def work() -> None:
         try:
-            out.append(pgbench(server, "-c", str(CLIENTS), "-j", str(THREADS), "-T", str(SECONDS), "-P", "1"))
+            out.append(cluster.pgbench("-c", str(CLIENTS), "-j", str(THREADS), "-T", str(SECONDS), "-P", "1"))
         except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
             out.append(error)
 
@@ -91,40 +169,49 @@ def bench(server: HostPostgres, runner: SessionRunner | None, database: Postgres
         if runner is not None:
             time.sleep(LEAD)
             start = time.monotonic() - t0
-            summary = runner.run(database, "hot-backup")
+            summary = runner.run(cluster.database, "hot-backup")
             span = (start, time.monotonic() - t0)
     finally:
         thread.join()
     if isinstance(out[0], BaseException):
         raise out[0]
-    found = TOTAL.search(out[0].stdout)
+    found = TOTAL.search(out[0])
     if found is None:
-        raise RuntimeError(f"no 'tps =' line in pgbench's output: {out[0].stdout.strip()}")
-    progress = [(float(t), float(tps)) for t, tps in PROGRESS.findall(out[0].stderr)]
+        raise RuntimeError(f"no 'tps =' line in pgbench's output: {out[0].strip()}")
+    progress = [(float(t), float(tps)) for t, tps in PROGRESS.findall(out[0])]
     return Run(float(found[1]), progress, summary, span)
 
 
-def machine(scratch: Path, server: HostPostgres) -> list[str]:
-    cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln), ":?")
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) / (1 << 20)
-    fs = subprocess.run(
-        ["findmnt", "-n", "-o", "FSTYPE", "--target", str(scratch)], capture_output=True, text=True
-    ).stdout.strip()
-    version = run_as_postgres([server.bin("postgres"), "--version"]).stdout.strip()
-    return [
-        f"machine: {os.cpu_count()} × {cpu.split(':')[1].strip()}, {mem:.0f} GiB RAM, "
-        f"{platform.system()} {platform.release()}; shared with other work",
-        f"server: {version} from {server.bindir}, default settings (shared_buffers 128 MB, "
-        f"max_wal_size 1 GB), data directory and mirror on {fs} under {scratch.parent}, page cache warm",
-        f"tools: Python {platform.python_version()}, splitmirror {splitmirror.__version__}",
-    ]
+def describe(cluster: Cluster) -> tuple[str, str, list[str]]:
+    """The section's marker and heading, named from the server's own version, and the run's facts."""
+    with psycopg.connect(cluster.database.url, connect_timeout=5) as conn:
+        version, buffers, wal, checksums = conn.execute(
+            "SELECT current_setting('server_version'), current_setting('shared_buffers'), "
+            "current_setting('max_wal_size'), current_setting('data_checksums')"
+        ).fetchone() or ("?", "?", "?", "?")
+    major = str(version).split(".")[0]
+    marker = f"{GROUP}: {cluster.kind}-{major} -->"
+    place = "in a container" if cluster.kind == "container" else "from the host's binaries"
+    heading = f"## PostgreSQL {major} {place}: pgbench during a HOT_BACKUP session"
+    return (
+        marker,
+        heading,
+        [
+            shared_machine(),
+            f"server: PostgreSQL {version} {cluster.where}; default settings (shared_buffers {buffers}, "
+            f"max_wal_size {wal}), data checksums {checksums}; {cluster.disks}, page cache warm",
+            tools(),
+        ],
+    )
 
 
 def med(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def render(facts: list[str], base: list[Run], during: list[Run], size_mib: float) -> str:
+def render(
+    marker: str, heading: str, facts: list[str], base: list[Run], during: list[Run], size_mib: float
+) -> str:
     base_tps, tps = med([r.tps for r in base]), med([r.tps for r in during])
     rows = [
         "| run | pgbench TPS | min TPS/s during session | window ms | SYNC ms | SPLIT ms | BACKUP ms "
@@ -160,68 +247,87 @@ def render(facts: list[str], base: list[Run], during: list[Run], size_mib: float
         f"machine's {os.cpu_count()} CPUs and disk with the server. Only the first session copied "
         "the whole data directory; the later ones copied what pgbench had changed."
     )
-    head = [
-        MARKER,
-        "## PostgreSQL: pgbench during a HOT_BACKUP session",
+    intro = (
         "Generated by `benchmarks/postgresql.py` (as root); rerun it rather than editing the numbers. "
         f"`pgbench -i -s {SCALE}` ({size_mib:.0f} MiB data directory), then `pgbench -c {CLIENTS} -j "
         f"{THREADS} -T {SECONDS} -P 1` alone (baseline) and with one HOT_BACKUP session started "
         f"{LEAD:.0f} s into the run, {len(base)} repetitions each, interleaved in one run. The mirror "
         "persists between sessions: the first is a full copy, the later ones are incremental. The "
-        "per-second minimum counts only the seconds that overlap the session.",
-        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n"
-        + "\n".join(f"- {fact}" for fact in facts),
-    ]
-    wrapped = [p if p[0] in "<#-|" else textwrap.fill(p, 100, break_on_hyphens=False) for p in head]
-    return "\n\n".join([*wrapped, "\n".join(rows), textwrap.fill(prose, 100)]) + "\n"
+        "per-second minimum counts only the seconds that overlap the session."
+    )
+    return server_section(marker, heading, intro, facts, "\n".join(rows), prose)
 
 
 def du_mib(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / (1 << 20)
 
 
+def server_name(text: str) -> str:
+    """``host`` or ``container-VERSION`` with a version the images know (``--server``'s type)."""
+    kind, _, version = text.partition("-")
+    if text != "host" and (kind != "container" or version not in versions("postgres")):
+        known = ", ".join(f"container-{v}" for v in versions("postgres"))
+        raise argparse.ArgumentTypeError(f"{text!r} is neither host nor one of {known}")
+    return text
+
+
+def measure(server: str, reps: int, out: Path) -> None:
+    """Run both variants ``reps`` times on ``server`` (``host``, ``container-18``) and write its section."""
+    scratch = Path(tempfile.mkdtemp(prefix="splitmirror-pgbench-", dir="/var/tmp"))
+    kind, _, version = server.partition("-")
+    try:
+        started = host_cluster(scratch) if kind == "host" else container_cluster(scratch, version)
+        with started as cluster:
+            print(f"pgbench -i -s {SCALE} ...", flush=True)
+            cluster.pgbench("-i", "-s", str(SCALE), "-q")
+            size_mib = du_mib(cluster.database.datadir)
+            base, during = interleaved(cluster, Workspace(scratch / "ws").create(), reps)
+            marker, heading, facts = describe(cluster)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    section = render(marker, heading, facts, base, during, size_mib)
+    print("\n" + section)
+    replace_section(out, marker, section, group=GROUP)
+    print(f"wrote {out}")
+
+
+def interleaved(cluster: Cluster, ws: Workspace, reps: int) -> tuple[list[Run], list[Run]]:
+    """``reps`` rounds of a baseline and a session run, alternating which goes first."""
+    runner = SessionRunner(ws)
+    base: list[Run] = []
+    during: list[Run] = []
+    for rep in range(reps):
+        for variant in ("baseline", "session")[:: 1 if rep % 2 == 0 else -1]:
+            run = bench(cluster, runner if variant == "session" else None)
+            (during if run.session else base).append(run)
+            extra = (
+                f", min {run.min_tps:.0f} TPS/s, window {run.session.window_ms:.0f} ms, session "
+                f"{run.span[1] - run.span[0]:.1f} s"
+                if run.session
+                else ""
+            )
+            print(f"  rep {rep + 1} {variant:<8} {run.tps:8.0f} TPS{extra}", flush=True)
+            for archive in ws.archives.iterdir():  # only the mirror needs to persist
+                archive.unlink()
+    return base, during
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n\n")[0])
+    parser.add_argument(
+        "--server",
+        action="append",
+        type=server_name,
+        help="host (the host's binaries, $SPLITMIRROR_PG_BINDIR) or container-VERSION, repeatable "
+        f"(default: host and container-{newest('postgres')})",
+    )
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each variant (default 3)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="page (default docs/performance.md)")
     args = parser.parse_args()
-    reason = unavailable()
-    if reason is not None:
-        sys.exit(f"cannot run the PostgreSQL benchmark: {reason}.")
-    scratch = Path(tempfile.mkdtemp(prefix="splitmirror-pgbench-", dir="/var/tmp"))
-    server = HostPostgres(scratch / "pg")
-    try:
-        if not Path(server.bin("pgbench")).is_file():
-            sys.exit(f"cannot run the PostgreSQL benchmark: {server.bin('pgbench')} is missing.")
-        ws = Workspace(scratch / "ws").create()
-        server.init(scratch / "pgdata").start()
-        print(f"pgbench -i -s {SCALE} ...", flush=True)
-        pgbench(server, "-i", "-s", str(SCALE), "-q")
-        size_mib = du_mib(scratch / "pgdata")
-        database, runner = HostLedgerDatabase(server), SessionRunner(ws)
-        base: list[Run] = []
-        during: list[Run] = []
-        for rep in range(args.reps):
-            for variant in ("baseline", "session")[:: 1 if rep % 2 == 0 else -1]:
-                run = bench(server, runner if variant == "session" else None, database)
-                (during if run.session else base).append(run)
-                extra = (
-                    f", min {run.min_tps:.0f} TPS/s, window {run.session.window_ms:.0f} ms, session "
-                    f"{run.span[1] - run.span[0]:.1f} s"
-                    if run.session
-                    else ""
-                )
-                print(f"  rep {rep + 1} {variant:<8} {run.tps:8.0f} TPS{extra}", flush=True)
-                for archive in ws.archives.iterdir():  # only the mirror needs to persist
-                    archive.unlink()
-        facts = machine(scratch, server)
-    finally:
-        server.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
-    section = render(facts, base, during, size_mib)
-    print("\n" + section)
-    replace_section(args.out, MARKER, section)
-    print(f"wrote {args.out}")
+    if os.geteuid() != 0:
+        sys.exit("cannot run the PostgreSQL benchmark: it needs root (the server's files, a loop device).")
+    servers = args.server or ["host", f"container-{newest('postgres')}"]
+    each_server(servers, lambda server: measure(server, args.reps, args.out))
 
 
 if __name__ == "__main__":

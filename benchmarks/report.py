@@ -11,8 +11,9 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import splitmirror
@@ -123,11 +124,18 @@ def render(
     return "\n\n".join(prose) + "\n" + kept_sections()
 
 
-def replace_section(page: Path, marker: str, section: str) -> None:
+def replace_section(page: Path, marker: str, section: str, *, group: str = "") -> None:
     """Put ``section`` (starting with its ``marker`` line) where the page's section of that marker
-    is (up to the next marker line or the end), or append it; other sections stay as they are."""
+    is (up to the next marker line or the end); a new one goes after the last section whose
+    marker starts with ``group`` (``<!-- mysql``: one server's section next to the others), or
+    at the end.  Other sections stay as they are."""
     text = page.read_text() if page.exists() else ""
     start = text.find(marker)
+    if start < 0 and group and (last := text.rfind(group)) >= 0:
+        following = text.find("\n" + KEPT_FROM, last + len(group))
+        if following >= 0:
+            page.write_text(text[: following + 1] + section + "\n" + text[following + 1 :])
+            return
     if start < 0:
         kept = text.rstrip("\n")
         page.write_text((kept + "\n\n" if kept else "") + section)
@@ -135,6 +143,53 @@ def replace_section(page: Path, marker: str, section: str) -> None:
     following = text.find("\n" + KEPT_FROM, start + len(marker))
     tail = text[following + 1 :] if following >= 0 else ""
     page.write_text(text[:start] + section + ("\n" + tail if tail else ""))
+
+
+def server_section(
+    marker: str, heading: str, intro: str, facts: Iterable[str], table: str, prose: str
+) -> str:
+    """One server benchmark's section: its marker line, heading, introduction, the run's facts
+    (the date first), table and explanation, wrapped as the rest of the page."""
+    paragraphs = [
+        marker,
+        heading,
+        textwrap.fill(intro, 100, break_on_hyphens=False),
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n"
+        + "\n".join(f"- {fact}" for fact in facts),
+        table,
+        textwrap.fill(prose, 100, break_on_hyphens=False),
+    ]
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def shared_machine() -> str:
+    """The ``machine:`` fact of a server benchmark: CPUs, memory, kernel, and that the machine
+    is shared (the servers' numbers move with whatever else runs)."""
+    cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln), ":?")
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / (1 << 20)  # MemTotal, KiB -> GiB
+    return (
+        f"machine: {os.cpu_count()} × {cpu.split(':')[1].strip()}, {mem:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}; shared with other work"
+    )
+
+
+def tools() -> str:
+    return f"tools: Python {platform.python_version()}, splitmirror {splitmirror.__version__}"
+
+
+def each_server(servers: Iterable[str], measure: Callable[[str], None]) -> None:
+    """``measure`` every server in turn (each writes its own section); one that fails is
+    reported and the others still run.  Exits non-zero naming the failed ones."""
+    failed = []
+    for server in servers:
+        print(f"== {server}", flush=True)
+        try:
+            measure(server)
+        except Exception as error:  # noqa: BLE001 - reported; the next server still runs
+            print(f"{server}: FAILED: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            failed.append(server)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)} (sections of the others were written)")
 
 
 def kept_sections(page: Path = PAGE) -> str:
