@@ -32,6 +32,7 @@ unit: $(STAMP)
 
 versions: $(STAMP)
 	$(BIN)/python -m splitmirror.testing.versions build/tested-versions.json docs/databases/postgresql.md docs/databases/mysql.md
+	cp build/tested-versions.json docs/databases/tested-versions.json
 
 # The offline database images (compose/build-images) when a Docker engine answers; without one
 # the container tests skip, saying so.  .ci/run starts an engine first.

@@ -20,6 +20,7 @@ def fresh_answers() -> Iterator[None]:
     yield
     for cached in (images.client, images._choose, images._pull, images._exact_version):
         cached.cache_clear()
+    images.take_choices()  # these tests' answers are about image_for, not a database that ran
 
 
 @pytest.fixture
@@ -119,6 +120,7 @@ def test_versions_are_in_numeric_order_and_the_newest_is_last() -> None:
     assert containers.versions("postgres") == sorted(containers.versions("postgres"), key=int)
     assert containers.versions("mariadb")[:2] == ["10.11", "11.8"]
     assert containers.newest("mysql") == "9"  # not "8.4", which sorts after "9" as text
+    assert sorted(["23ai", "10.11", "9", "8.4"], key=images._version_key) == ["8.4", "9", "10.11", "23ai"]
     with pytest.raises(ValueError, match="no image of 'db2'"):
         containers.versions("db2")
 

@@ -16,18 +16,39 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = "splitmirror-offline/debian:bookworm"
 pytest_plugins = ["pytester"]
 
+#: An image with the version label compose/build-images puts on (make images builds it first).
+LABELLED = "splitmirror-offline/postgres:15"
+
 INNER = f"""
 import pytest
 from splitmirror.testing.images import Unavailable, image_for
 
-def test_runs(monkeypatch):
-    monkeypatch.setenv("SPLITMIRROR_IMAGE_DEBIAN_12", "{BASE}")
-    assert image_for("debian", "12") == "{BASE}"
+@pytest.fixture
+def debian(monkeypatch):
+    monkeypatch.setenv("SPLITMIRROR_IMAGE_DEBIAN_12", "{LABELLED}")
+    return image_for("debian", "12")
 
-def test_fails(monkeypatch):
-    monkeypatch.setenv("SPLITMIRROR_IMAGE_DEBIAN_12", "{BASE}")
-    image_for("debian", "12")
+@pytest.fixture
+def fails_in_teardown(debian):
+    yield
+    raise RuntimeError("teardown")
+
+@pytest.fixture
+def skips_in_teardown(debian):
+    yield
+    pytest.skip("late")
+
+def test_runs(debian):
+    assert debian == "{LABELLED}"
+
+def test_fails(debian):
     assert False, "the failure this test is about"
+
+def test_passes_but_its_teardown_fails(fails_in_teardown):
+    pass
+
+def test_fails_then_its_teardown_skips(skips_in_teardown):
+    assert False
 
 def test_unavailable():
     try:
@@ -41,50 +62,53 @@ def test_a_run_reports_each_version_with_its_image_and_outcomes(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     try:
-        present = images._present(BASE)
+        present = images._present(LABELLED)
     except images.Unavailable as why:
         pytest.skip(str(why))
     if not present:
-        pytest.skip(f"{BASE} is not built; run `make images`")
+        pytest.skip(f"{LABELLED} is not built; run `make images`")
+    exact = images._exact_version(LABELLED)
+    assert exact, f"{LABELLED} has no version label; rebuild it with `make images`"
+    pytester.makepyfile(INNER)
+    pytester.makeini("[pytest]\ntestpaths = .\n")  # as this repository's: a bare run is the whole suite
+    monkeypatch.delenv(REPORT_VARIABLE, raising=False)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "splitmirror.testing.versions")
+    assert not list(pytester.path.rglob("*.json")), "no report is written unless asked for"
     report = tmp_path / "versions.json"
     monkeypatch.setenv(REPORT_VARIABLE, str(report))
-    pytester.makepyfile(INNER)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "splitmirror.testing.versions")
-    result.assert_outcomes(passed=1, failed=1, skipped=1)
     result.stdout.fnmatch_lines(
-        ["db2 11: not run here (no image is known*", f"debian 12: {BASE} (*): 1 passed, 1 failed, 0 skipped"]
+        [
+            "db2 11: not run here (no image is known*",
+            f"debian 12: {LABELLED} ({exact}): 1 passed, 3 failed, 0 skipped",
+        ]
     )
-    runs = {(r["database"], r["version"]): r for r in json.loads(report.read_text())["versions"]}
-    assert runs[("debian", "12")]["image"] == BASE and runs[("debian", "12")]["failed"] == 1
+    written = json.loads(report.read_text())
+    runs = {(r["database"], r["version"]): r for r in written["versions"]}
+    assert runs[("debian", "12")]["image"] == LABELLED and runs[("debian", "12")]["exact"] == exact
     assert runs[("db2", "11")]["image"] is None and runs[("db2", "11")]["skipped"] == 1
+    assert written["whole_suite"] is True and written["exit_status"] == 1
+    partial = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "splitmirror.testing.versions", "-k", "runs"
+    )
+    partial.assert_outcomes(passed=1, deselected=4)
+    assert json.loads(report.read_text())["whole_suite"] is False
 
 
 REPORT = {
     "ran_at": "2026-12-06",
     "host": "Linux 6.1 (x86_64)",
+    "whole_suite": True,
+    "exit_status": 0,
     "versions": [
-        {
-            "database": "postgres",
-            "version": "18",
-            "image": "splitmirror-offline/postgres:18",
-            "exact": "18.6-3",
-            "unavailable": "",
-            "passed": 40,
-            "failed": 0,
-            "skipped": 2,
-        },
-        {
-            "database": "postgres",
-            "version": "16",
-            "image": None,
-            "exact": "",
-            "unavailable": "postgres:16 cannot be pulled | here",
-            "passed": 0,
-            "failed": 0,
-            "skipped": 9,
-        },
+        {"database": "postgres", "version": "17", "image": "postgres:17", "exact": "17.7-1.pgdg13+1",
+         "unavailable": "", "passed": 30, "failed": 0, "skipped": 1},
+        {"database": "postgres", "version": "18", "image": "splitmirror-offline/postgres:18",
+         "exact": "18.6-3", "unavailable": "", "passed": 40, "failed": 0, "skipped": 2},
+        {"database": "postgres", "version": "16", "image": None, "exact": "",
+         "unavailable": "postgres:16 cannot be pulled | here", "passed": 0, "failed": 0, "skipped": 9},
     ],
-}
+}  # fmt: skip
 
 
 def test_the_renderer_writes_every_known_version_of_the_block_s_families() -> None:
@@ -96,6 +120,8 @@ def test_the_renderer_writes_every_known_version_of_the_block_s_families() -> No
     assert written.endswith("<!-- /versions -->\nafter\n") and "old table" not in written
     image = "offline image `splitmirror-offline/postgres:18`"
     assert f"| postgres | 18 | {image} | 18.6-3 | 40 passed, 0 failed, 2 skipped |" in written
+    upstream = "upstream image `postgres:17`"
+    assert f"| postgres | 17 | {upstream} | 17.7-1.pgdg13+1 | 30 passed, 0 failed, 1 skipped |" in written
     assert "| postgres | 16 | not run here: postgres:16 cannot be pulled \\| here | | 9 skipped |" in written
     assert "| postgres | 15 | not in this run | | |" in written
     assert rewrite(written, REPORT) == written
@@ -117,18 +143,41 @@ def test_the_renderer_refuses_a_missing_report_in_one_sentence(
 
 
 @pytest.mark.parametrize(
+    "change",
+    [{"whole_suite": False}, {"exit_status": 1}, {"versions": [{**REPORT["versions"][0], "failed": 1}]}],
+)
+def test_the_renderer_refuses_a_partial_or_failed_run_unless_told(
+    change: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- versions: postgres -->\n<!-- /versions -->\n")
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({**REPORT, **change}))
+    assert main([str(report), str(doc)]) == 2
+    assert "is not the report of a whole suite that passed" in capsys.readouterr().err
+    assert "Written by" not in doc.read_text()
+    assert main(["--partial", str(report), str(doc)]) == 0 and "Written by" in doc.read_text()
+
+
+#: The report the docs' tables were written from (``make versions`` copies it here).
+COMMITTED = ROOT / "docs" / "databases" / "tested-versions.json"
+
+
+@pytest.mark.parametrize(
     "doc, families", [("postgresql.md", ["postgres"]), ("mysql.md", ["mariadb", "mysql"])]
 )
-def test_each_database_page_has_the_table_of_every_version_the_images_know(
+def test_each_database_page_has_the_table_of_every_version_from_the_committed_report(
     doc: str, families: list[str]
 ) -> None:
+    """The table is exactly what the committed report renders to (no hand edits), the report is
+    a whole suite that passed, and it covers every version the images know."""
     text = (ROOT / "docs" / "databases" / doc).read_text()
     assert families_in(text) == [families], f"{doc} needs one '<!-- versions: {' '.join(families)} -->' block"
-    block = text.split(f"<!-- versions: {' '.join(families)} -->")[1].split("<!-- /versions -->")[0]
-    rows = {
-        tuple(cell.strip() for cell in line.split("|")[1:3])
-        for line in block.splitlines()
-        if line.startswith("| ")
-    }
+    report = json.loads(COMMITTED.read_text())
+    assert report["whole_suite"] and report["exit_status"] == 0
+    assert rewrite(text, report) == text, (
+        f"{doc}'s table is not what `make versions` writes from {COMMITTED.name}"
+    )
+    ran = {(run["database"], run["version"]) for run in report["versions"]}
     known = {(family, version) for family in families for version in images.versions(family)}
-    assert known <= rows, f"run `make test` and `make versions`: {doc} lacks {sorted(known - rows)}"
+    assert known <= ran, f"run `make test` and `make versions`: the report lacks {sorted(known - ran)}"

@@ -3,7 +3,7 @@ and its label, the directories and the left-out files of each version's base bac
 WAL summaries and incremental backups beside a split-mirror backup.
 
 pg_basebackup of the same server is the yardstick: a restored copy has every directory its
-output has, and none of the files it leaves out.  17+ keeps WAL summaries (``summarize_wal``) in
+output has, and none of the files of its ``excludeFiles``.  17+ keeps WAL summaries (``summarize_wal``) in
 ``pg_wal/summaries``, which a base backup carries empty; without it a restored copy starts only
 after logging that it made it.  A split-mirror copy is always full: it neither needs nor
 disturbs an incremental chain, and a ``backup_manifest`` of another backup stays out of it.
@@ -77,7 +77,7 @@ def test_the_backup_api_and_label_are_15s_and_a_restore_has_what_pg_basebackup_m
     """On every version: the functions the engine and the documented GRANTs name exist with those
     signatures; the label carries the fields the engine reads, its start LSN being the redo
     range's; the restore has every directory of the same server's pg_basebackup output
-    (``pg_wal/summaries`` from 17 on), and none of the files pg_basebackup leaves out, here put
+    (``pg_wal/summaries`` from 17 on), and none of the files of pg_basebackup's ``excludeFiles``, here put
     into the live data directory as a server started from a base backup, and one that was
     writing its temporaries, has them."""
     server = container_postgres

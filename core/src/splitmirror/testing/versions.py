@@ -10,7 +10,9 @@ and never by hand:
   to ``$SPLITMIRROR_VERSIONS_REPORT`` when that is set (``make test`` sets it);
 * ``python -m splitmirror.testing.versions REPORT DOC...`` (``make versions``): rewrites, in each
   DOC, the block between ``<!-- versions: FAMILY... -->`` and ``<!-- /versions -->`` with a table
-  of every version :data:`~splitmirror.testing.images.IMAGES` knows of those families.
+  of every version :data:`~splitmirror.testing.images.IMAGES` knows of those families.  It
+  refuses the report of a partial run (a ``-k``, ``-m`` or a path chosen) or one with failures,
+  unless given ``--partial``: the docs show what the whole suite proved.
 """
 
 from __future__ import annotations
@@ -70,8 +72,8 @@ class Recorder:
         self.runs: dict[tuple[str, str], VersionRun] = {}
         self._outcomes: dict[str, str] = {}
 
-    def pytest_sessionstart(self) -> None:
-        take_choices()
+    def pytest_collection_finish(self) -> None:
+        take_choices()  # what collection asked (on_newest) belongs to no test
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         before = self._outcomes.get(report.nodeid)
@@ -96,14 +98,22 @@ class Recorder:
             for run in self.ordered():
                 terminalreporter.write_line(run.line())
 
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         destination = os.environ.get(REPORT_VARIABLE)
         if destination and self.runs:
+            config = session.config
+            whole = (
+                config.args_source == pytest.Config.ArgsSource.TESTPATHS
+                and not config.option.keyword
+                and not config.option.markexpr
+            )
             path = Path(destination)
             path.parent.mkdir(parents=True, exist_ok=True)
             report = {
                 "ran_at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
                 "host": f"{platform.system()} {platform.release()} ({platform.machine()})",
+                "whole_suite": whole,
+                "exit_status": int(exitstatus),
                 "versions": [dataclasses.asdict(run) for run in self.ordered()],
             }
             path.write_text(json.dumps(report, indent=2) + "\n")
@@ -163,8 +173,10 @@ def families_in(text: str) -> list[list[str]]:
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    partial = "--partial" in args
+    args = [arg for arg in args if arg != "--partial"]
     if len(args) < 2:
-        print("usage: python -m splitmirror.testing.versions REPORT DOC...", file=sys.stderr)
+        print("usage: python -m splitmirror.testing.versions [--partial] REPORT DOC...", file=sys.stderr)
         return 2
     source = Path(args[0])
     try:
@@ -172,6 +184,15 @@ def main(argv: Iterable[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(
             f"cannot read the versions report {source} ({error}); run `make test` first, which writes it",
+            file=sys.stderr,
+        )
+        return 2
+    failed = sum(int(run.get("failed", 0)) for run in report.get("versions", []))
+    if not partial and not (report.get("whole_suite") and report.get("exit_status") == 0 and not failed):
+        print(
+            f"{source} is not the report of a whole suite that passed (whole suite: "
+            f"{bool(report.get('whole_suite'))}, exit status {report.get('exit_status')}, {failed} failed); "
+            "run `make test` to the end, or pass --partial to write it anyway",
             file=sys.stderr,
         )
         return 2
