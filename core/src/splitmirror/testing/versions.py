@@ -11,8 +11,8 @@ and never by hand:
 * ``python -m splitmirror.testing.versions REPORT DOC...`` (``make versions``): rewrites, in each
   DOC, the block between ``<!-- versions: FAMILY... -->`` and ``<!-- /versions -->`` with a table
   of every version :data:`~splitmirror.testing.images.IMAGES` knows of those families.  It
-  refuses the report of a partial run (a ``-k``, ``-m`` or a path chosen) or one with failures,
-  unless given ``--partial``: the docs show what the whole suite proved.
+  refuses the report of a partial run (a ``-k``, ``-m`` or a path chosen) or one where a
+  database's test failed, unless given ``--partial``: the docs show what the whole suite proved.
 """
 
 from __future__ import annotations
@@ -171,6 +171,14 @@ def families_in(text: str) -> list[list[str]]:
     return [m.group(2).split() for m in _BLOCK.finditer(text)]
 
 
+def complete(report: dict[str, Any]) -> bool:
+    """A report the docs may show: the whole suite ran and no test of a database failed.  The
+    run's exit status is recorded, not required: a failure elsewhere (the check of these very
+    tables, before they are written) says nothing about the versions."""
+    failed = sum(int(run.get("failed", 0)) for run in report.get("versions", []))
+    return bool(report.get("whole_suite")) and not failed
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     partial = "--partial" in args
@@ -187,12 +195,12 @@ def main(argv: Iterable[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    failed = sum(int(run.get("failed", 0)) for run in report.get("versions", []))
-    if not partial and not (report.get("whole_suite") and report.get("exit_status") == 0 and not failed):
+    if not partial and not complete(report):
+        failed = sum(int(run.get("failed", 0)) for run in report.get("versions", []))
         print(
-            f"{source} is not the report of a whole suite that passed (whole suite: "
-            f"{bool(report.get('whole_suite'))}, exit status {report.get('exit_status')}, {failed} failed); "
-            "run `make test` to the end, or pass --partial to write it anyway",
+            f"{source} is not the report of a whole suite whose database tests passed (whole suite: "
+            f"{bool(report.get('whole_suite'))}, {failed} failed); run `make test` to the end, or pass "
+            "--partial to write it anyway",
             file=sys.stderr,
         )
         return 2
