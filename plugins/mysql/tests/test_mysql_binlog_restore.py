@@ -5,7 +5,8 @@ a DBA sets it: relative (``binlog``), absolute in the data directory (its index 
 absolute paths), and in a directory of its own under the primary.
 
 Each drill runs ledger writers through a FREEZE session (prepared transactions are in the image:
-without the binary log the copy refuses to start) and checks every acknowledged row."""
+without the binary log the copy refuses to start) and checks every acknowledged row, on MariaDB
+10.11 and on MySQL 9 (whose binary log is on by default, with GTIDs)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from splitmirror.testing import SessionRunner, Workspace, run_drill
-from splitmirror.testing.containers import Unavailable
+from splitmirror.testing.containers import Unavailable, newest_usable
 from splitmirror.testing.secrets import sentinel_password
 from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
 
@@ -28,16 +29,23 @@ LOG_BINS = {
 }
 
 
-@pytest.fixture(params=list(LOG_BINS))
+#: (image family, version): one of each flavour, the newest usable here (the binary log's place
+#: is splitmirror's side, not the version's).
+SERVERS = [(name, newest_usable(name)) for name in ("mariadb", "mysql")]
+CASES = [(name, version, log_bin) for name, version in SERVERS for log_bin in LOG_BINS]
+
+
+@pytest.fixture(params=CASES, ids=[f"{name}-{version}-{log_bin}" for name, version, log_bin in CASES])
 def logged(
     request: pytest.FixtureRequest, splitmirror_primary_disk: Path, splitmirror_workspace: Workspace
 ) -> Iterator[tuple[ContainerMysql, Path]]:
-    """MariaDB 10.11 with the binary log named as the parameter says; (server, option file)."""
+    """The server with the binary log named as the parameter says; (server, option file)."""
     if os.geteuid() != 0:
         pytest.skip(
             "container MySQL/MariaDB tests need root: splitmirror reads files the container's user owns"
         )
-    log_bin, own = LOG_BINS[request.param]
+    name, version, variant = request.param
+    log_bin, own = LOG_BINS[variant]
     mounts = {}
     if own:
         host = splitmirror_primary_disk / own
@@ -46,8 +54,8 @@ def logged(
         mounts[host] = os.path.dirname(log_bin)
     try:
         server = ContainerMysql(
-            "mariadb",
-            "10.11",
+            name,
+            version,
             splitmirror_primary_disk / "mysql",
             sentinel_password(),
             binlog=log_bin,

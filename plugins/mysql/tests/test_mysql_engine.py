@@ -3,6 +3,7 @@ positions, discovery, restore steps."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -21,9 +22,10 @@ from splitmirror.cli import main
 from splitmirror.errors import PreflightError, SessionFailed
 from splitmirror.restore import restore_archive
 from splitmirror.testing import SessionRunner, run_drill
+from splitmirror.testing.containers import on_every
 from splitmirror_mysql.engine import MysqlEngine, MysqlOptions
 from splitmirror_mysql.ledger import DATABASE
-from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
+from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, waiting_ddl, write_option_file
 
 
 def check(runner: SessionRunner, database: MysqlLedgerDatabase, mode: str = "freeze") -> tuple[int, str]:
@@ -147,31 +149,37 @@ def write_elsewhere(server: ContainerMysql) -> float:
 
 @pytest.mark.parametrize("mode", ["freeze", "hot-backup"])
 def test_a_lock_held_by_another_client_times_out_cleanly(
-    mode: str, splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner, busy: list[Busy]
+    mode: str, splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner
 ) -> None:
-    """LOCK TABLES ... WRITE held by an idle client blocks BACKUP STAGE / FTWRL: the session
-    waits lock_timeout, names the client, releases everything; the server keeps taking writes,
-    and the next session runs once the client is gone."""
+    """LOCK TABLES ... WRITE held by an idle client blocks BACKUP STAGE / FTWRL (MySQL's LOCK
+    INSTANCE FOR BACKUP ignores table locks: a DDL statement waiting behind an idle transaction
+    blocks it instead): the session waits lock_timeout, names the client, releases everything;
+    the server keeps taking writes, and the next session runs once the client is gone."""
     splitmirror_database.create_ledger()
     write_elsewhere(splitmirror_database.server)
     server = splitmirror_database.server
-    busy.append(Busy(server, f"LOCK TABLES {DATABASE}.ledger WRITE", "SELECT SLEEP(60)"))
     database = MysqlLedgerDatabase(
         server, splitmirror_database.option_file, {"lock_timeout": "2s", "long_query_threshold": "1h"}
     )
-    started = time.monotonic()
-    with pytest.raises(SessionFailed) as failure:
-        splitmirror_session.run(database, mode)
-    assert time.monotonic() - started < 15
-    assert failure.value.phase == "QUIESCE"
-    assert "waited 2 s for a lock held by" in failure.value.reason
-    assert f"connection {busy[0].ident} (root@" in failure.value.reason, failure.value.reason
-    assert "(ended by the server's lock_wait_timeout)" in failure.value.reason
-    assert write_elsewhere(server) < 1.0, "the server must keep taking writes"
-    row = SqliteCatalog(splitmirror_session.workspace.catalog).get(failure.value.session_id)
-    assert (row.status, row.failed_phase) == ("FAILED", "QUIESCE")
+    with contextlib.ExitStack() as blocking:
+        if server.database == "mysql" and mode == "hot-backup":
+            ident = blocking.enter_context(waiting_ddl(server))[0]
+        else:
+            client = Busy(server, f"LOCK TABLES {DATABASE}.ledger WRITE", "SELECT SLEEP(60)")
+            blocking.callback(client.end)
+            ident = client.ident
+        started = time.monotonic()
+        with pytest.raises(SessionFailed) as failure:
+            splitmirror_session.run(database, mode)
+        assert time.monotonic() - started < 15
+        assert failure.value.phase == "QUIESCE"
+        assert "waited 2 s for a lock held by" in failure.value.reason
+        assert f"connection {ident} (root@" in failure.value.reason, failure.value.reason
+        assert "(ended by the server's lock_wait_timeout)" in failure.value.reason
+        assert write_elsewhere(server) < 1.0, "the server must keep taking writes"
+        row = SqliteCatalog(splitmirror_session.workspace.catalog).get(failure.value.session_id)
+        assert (row.status, row.failed_phase) == ("FAILED", "QUIESCE")
 
-    busy.pop().end()
     assert splitmirror_session.run(database, mode).status == "DONE"
 
 
@@ -199,19 +207,25 @@ def test_an_open_transaction_does_not_block_and_is_not_in_the_restore(
 def test_freeze_records_exact_positions_in_catalog_manifest_and_show(
     splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner
 ) -> None:
+    """MySQL: from performance_schema.log_status, with the GTID set and InnoDB's LSN."""
     splitmirror_database.create_ledger()
+    mariadb = splitmirror_database.server.database == "mariadb"
     with splitmirror_database.server.connection() as conn, conn.cursor() as cursor:
-        cursor.execute(
-            "SHOW BINLOG STATUS" if splitmirror_database.server.database == "mariadb" else "SELECT 1"
-        )
+        cursor.execute("SHOW BINLOG STATUS" if mariadb else "SHOW BINARY LOG STATUS")
         before: Any = cursor.fetchone()
+        if not mariadb:
+            cursor.execute("SELECT @@server_uuid")
+            uuid = cursor.fetchone()[0]
     summary = splitmirror_session.run(splitmirror_database, "freeze")
     positions = dict(summary.redo_range)
     assert positions["exact"] is True
     assert str(positions["binlog_file"]).startswith("binlog.")
-    if splitmirror_database.server.database == "mariadb":
-        assert positions["binlog_file"] == before[0] and int(positions["binlog_position"]) >= int(before[1])
+    assert positions["binlog_file"] == before[0] and int(positions["binlog_position"]) >= int(before[1])
+    if mariadb:
         assert positions["gtid_binlog_pos"]
+    else:  # the ledger's own transactions are in the GTID set; the LSN is past its checkpoint
+        assert str(positions["gtid_executed"]).startswith(f"{uuid}:1-"), positions
+        assert int(positions["innodb_lsn"]) >= int(positions["innodb_lsn_checkpoint"]) > 0, positions
     manifest = restore_archive(Path(summary.archive or ""), splitmirror_session.workspace.root / "r").manifest
     assert manifest["redo_range"] == positions
     assert manifest["metadata"]["positions"] == positions
@@ -225,12 +239,13 @@ def test_tablespaces_are_archived_in_innodb_space_id_order(
     splitmirror_database: MysqlLedgerDatabase, splitmirror_session: SessionRunner, server: ContainerMysql
 ) -> None:
     """The archive's .ibd members follow the space ids the server reports, the ledger's new
-    table included (its page 0 may not be on disk yet, so the file alone would not tell)."""
+    table included (its page 0 may not be on disk yet, so the file alone would not tell).
+    MySQL's dictionary also names the undo tablespaces (undo_001, not .ibd files) and its own
+    mysql.ibd (space id 4294967294: last)."""
     splitmirror_database.create_ledger()
-    if server.database != "mariadb":
-        pytest.skip("compares with MariaDB's INNODB_SYS_TABLESPACES")
+    table = "INNODB_SYS_TABLESPACES" if server.database == "mariadb" else "INNODB_TABLESPACES"
     with server.connection() as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT NAME, SPACE FROM information_schema.INNODB_SYS_TABLESPACES WHERE SPACE > 0")
+        cursor.execute(f"SELECT NAME, SPACE FROM information_schema.{table} WHERE SPACE > 0")
         rows = cursor.fetchall()
     # The temporary tablespace (ibtmp1) is recreated at every start and never archived; undo
     # tablespaces (separate files by default since MariaDB 11.0: innodb_undo001 is undo001)
@@ -262,8 +277,18 @@ def test_the_restore_prints_start_and_point_in_time_steps(
     catalog = str(splitmirror_session.workspace.catalog)
     result = CliRunner().invoke(main, ["restore", str(summary.id), "--to", str(target), "--catalog", catalog])
     assert result.exit_code == 0, result.output
-    binary = "mariadbd" if splitmirror_database.server.database == "mariadb" else "mysqld"
     options = "--log-bin=binlog --server-id=1 --skip-slave-start"
+    binary = "mariadbd"
+    if splitmirror_database.server.database == "mysql":  # GTIDs as the server ran; 8.0.26+'s word
+        with splitmirror_database.server.connection() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT @@gtid_mode")
+            gtids = cursor.fetchone()[0] == "ON"
+        binary = "mysqld"
+        options = (
+            "--log-bin=binlog --server-id=1"
+            + (" --gtid-mode=ON --enforce-gtid-consistency=ON" if gtids else "")
+            + " --skip-replica-start"
+        )
     assert f"{binary} --user=mysql --datadir={target} {options} &" in result.output
     assert f"docker run -d -v {target}:/var/lib/mysql IMAGE {options}" in result.output
     assert f"--start-position={summary.redo_range['binlog_position']}" in result.output
@@ -300,6 +325,12 @@ def test_a_server_without_the_binary_log_restores_by_the_printed_steps(
     assert report.acknowledged > 0 and report.passed, str(report)
 
 
+def gtid_executed(conn: Any) -> str:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT @@global.gtid_executed")
+        return str(cursor.fetchone()[0])
+
+
 def ledger_rows(conn: Any) -> set[tuple[int, int]]:
     with conn.cursor() as cursor:
         cursor.execute(f"SELECT writer, seq FROM {DATABASE}.ledger")
@@ -315,10 +346,12 @@ def test_point_in_time_recovery_replays_the_binlog_from_the_printed_position(
     server's later binary logs, holds exactly the live server's ledger — no row missing, none
     applied twice (the ledger's primary key would refuse it).  In HOT_BACKUP commits run until
     the freeze, so the position read before the split would replay some twice: the printed one
-    is the end of the restored binary log."""
+    is the end of the restored binary log.  MySQL with GTIDs replays them as they are (no
+    --skip-gtids): the copy's GTID set goes on being the live server's, and a transaction the
+    copy already holds is skipped, not applied twice, as a second replay of the same binary
+    logs from their first byte shows."""
     server = splitmirror_database.server
-    if server.database != "mariadb":
-        pytest.skip("uses mariadb-binlog")
+    tool, client = ("mariadb-binlog", "mariadb") if server.database == "mariadb" else ("mysqlbinlog", "mysql")
     splitmirror_database.create_ledger()
     root = splitmirror_session.workspace.root
     writers = [
@@ -349,13 +382,27 @@ def test_point_in_time_recovery_replays_the_binlog_from_the_printed_position(
         code, output = copy.container.exec(
             [
                 "sh", "-c",
-                f"mariadb-binlog --start-position={position} {files} "
-                "| mariadb --defaults-extra-file=/var/lib/mysql/pitr/client.cnf -uroot",
+                f"{tool} --start-position={position} {files} "
+                f"| {client} --defaults-extra-file=/var/lib/mysql/pitr/client.cnf -uroot",
             ]
         )  # fmt: skip
         assert code == 0, output
         with copy.connection() as conn:
             assert ledger_rows(conn) == ledger_rows(live)
+            if server.database == "mysql":
+                assert gtid_executed(conn) == gtid_executed(live)
+        if server.database == "mysql":
+            code, output = copy.container.exec(
+                [
+                    "sh",
+                    "-c",
+                    f"{tool} {files} | {client} --defaults-extra-file=/var/lib/mysql/pitr/client.cnf -uroot",
+                ]
+            )
+            assert code == 0, output
+            with copy.connection() as conn:
+                assert ledger_rows(conn) == ledger_rows(live)
+                assert gtid_executed(conn) == gtid_executed(live)
     if mode == "freeze":
         assert (first, int(position)) == (
             summary.redo_range["binlog_file"],
@@ -382,12 +429,11 @@ def test_the_watchdog_ends_a_wait_the_server_would_let_run_longer(
     assert write_elsewhere(server) < 1.0
 
 
+@on_every("server", "mariadb", pairs=True)  # freeze_lock chooses among MariaDB's locks
 def test_flush_tables_with_read_lock_is_a_working_freeze_fallback(
     server: ContainerMysql, option_file: Path, splitmirror_session: SessionRunner
 ) -> None:
     """freeze_lock = "ftwrl": the restore drill passes with FLUSH TABLES WITH READ LOCK as the lock."""
-    if server.database != "mariadb":
-        pytest.skip("freeze_lock chooses among MariaDB's locks")
     database = MysqlLedgerDatabase(server, option_file, {"freeze_lock": "ftwrl"})
     report = run_drill(database, splitmirror_session, "freeze")
     assert report.acknowledged > 0 and report.passed, str(report)

@@ -44,6 +44,8 @@ from .images import Unavailable as Unavailable
 from .images import client as client
 from .images import image_for as image_for
 from .images import newest as newest
+from .images import newest_usable as newest_usable
+from .images import on_every as on_every
 from .images import on_newest as on_newest
 from .images import override_variable as override_variable
 from .images import versions as versions

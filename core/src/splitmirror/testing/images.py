@@ -78,17 +78,29 @@ def newest(database: str) -> str:
     return versions(database)[-1]
 
 
-def on_newest(fixture: str, *databases: str) -> pytest.MarkDecorator:
+def on_newest(fixture: str, *databases: str, pairs: bool | None = None) -> pytest.MarkDecorator:
     """A mark that runs a test, or a module (as its ``pytestmark``), on one version of each of
     ``databases`` only, by parametrizing the server ``fixture`` indirectly (which overrides the
     fixture's own list of versions): the newest whose image is usable here, so a machine that
     cannot build the newest still runs the suite, on the newest it has (the newest of all when
-    none is usable: the test then skips with its reason).  One database gives the version as
-    the parameter (``"18"``); several give ``(database, version)`` pairs (``("mysql", "9")``)."""
-    if len(databases) == 1:
-        return pytest.mark.parametrize(fixture, [newest_usable(databases[0])], indirect=True)
-    pairs = [(database, newest_usable(database)) for database in databases]
-    return pytest.mark.parametrize(fixture, pairs, indirect=True, ids=[f"{d}-{v}" for d, v in pairs])
+    none is usable: the test then skips with its reason).  The parameter is the version
+    (``"18"``), or with ``pairs`` (the default for several databases) ``(database, version)``
+    (``("mysql", "9")``, id ``mysql-9``): the shape your fixture's own params have."""
+    return _parametrize(fixture, [(d, newest_usable(d)) for d in databases], pairs)
+
+
+def on_every(fixture: str, *databases: str, pairs: bool | None = None) -> pytest.MarkDecorator:
+    """As :func:`on_newest`, on every version of ``databases``: a test about one flavour among
+    the fixture's (``on_every("server", "mysql", pairs=True)``) instead of a skip on the others."""
+    return _parametrize(fixture, [(d, v) for d in databases for v in versions(d)], pairs)
+
+
+def _parametrize(fixture: str, chosen: list[tuple[str, str]], pairs: bool | None) -> pytest.MarkDecorator:
+    if pairs is None:
+        pairs = len({database for database, _ in chosen}) > 1
+    if not pairs:
+        return pytest.mark.parametrize(fixture, [v for _, v in chosen], indirect=True)
+    return pytest.mark.parametrize(fixture, chosen, indirect=True, ids=[f"{d}-{v}" for d, v in chosen])
 
 
 def newest_usable(database: str) -> str:

@@ -10,10 +10,15 @@ database does until that instant:
   (or ``FLUSH TABLES WITH READ LOCK``, ``freeze_lock = "ftwrl"``), MySQL ``FLUSH TABLES WITH READ
   LOCK``.  The binary log position read under that lock is exactly the image's.
 * **HOT_BACKUP** blocks only DDL (MariaDB ``BACKUP STAGE BLOCK_DDL``; MySQL ``LOCK INSTANCE FOR
-  BACKUP``, with ``innodb_redo_log_archive_start`` when ``innodb_redo_log_archive_dirs`` is
-  set): transactions commit until the filesystem freeze, which lasts milliseconds.  The position
-  is read just before the split, so the image may hold a few later commits; the restored
-  server's own ``SHOW BINLOG STATUS`` after recovery is exact.
+  BACKUP``): transactions commit until the filesystem freeze, which lasts milliseconds.  The
+  position is read just before the split, so the image may hold a few later commits; the end of
+  the restored binary log is exact (:mod:`.binlog_index`).  MySQL's backup lock does not hold
+  DML on tables outside InnoDB's redo log (MyISAM, ARCHIVE, CSV): when there are any, they
+  alone are also locked, ``FLUSH TABLES t1, t2 WITH READ LOCK`` under the instance lock, as
+  MySQL's manual allows, so they are closed and unchanging in the image while InnoDB's
+  writers continue.  MySQL's redo log archiving is not used: mysqld cannot replay the archive,
+  the atomic image does not need it, and a second archive in the same directory fails
+  (``File exists``), so it would only turn the next session into a failure.
 
 Every lock is taken through :mod:`.locks`: bounded by ``lock_timeout`` and a watchdog, never
 leaving the server queued behind it.
@@ -22,7 +27,6 @@ leaving the server queued behind it.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -48,8 +52,6 @@ from splitmirror.api import (
 
 from . import layout, locks, restore
 from .connection import UrlError, connect
-
-log = logging.getLogger(__name__)
 
 MARIADB, MYSQL = "MariaDB", "MySQL"
 
@@ -79,8 +81,10 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
 
     def __init__(self, url: str, options: pydantic.BaseModel) -> None:
         super().__init__(url, options)
-        self._held: str | None = None  # "backup-stage", "ftwrl" or "instance"
-        self._redo_archive = False
+        #: What quiesce took, as the statements that release it, in order.
+        self._held: list[str] = []
+        #: Tables outside InnoDB locked under MySQL's instance lock (HOT_BACKUP).
+        self.locked_tables: list[str] = []
         self.flavour = ""
         self.version: tuple[int, ...] = ()
         self.variables: dict[str, Any] = {}
@@ -113,10 +117,11 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
         self.version = tuple(int(n) for n in re.findall(r"\d+", str(version))[:3])
         names = ["datadir", *restore.RECORDED]
         if self.flavour == MYSQL:
-            names += ["innodb_redo_log_archive_dirs", *restore.RECORDED_MYSQL]
+            names += list(restore.RECORDED_MYSQL)
         with self.conn.cursor() as cursor:
             cursor.execute("SELECT " + ", ".join(f"@@{name}" for name in names))
             self.variables = dict(zip(names, cursor.fetchone() or (), strict=False))
+        comment = str(comment or "").strip("() ")  # Debian's build says "(Debian)"
         return ServerInfo("mysql", str(version), f"{self.flavour} ({comment})" if comment else self.flavour)
 
     def _is_mariadb(self, version: str, comment: str) -> bool:
@@ -220,11 +225,16 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
         return privileges
 
     def _privilege_problems(self, mode: Mode) -> list[PreflightProblem]:
+        """RELOAD always (FTWRL, BACKUP STAGE).  MySQL's HOT_BACKUP needs BACKUP_ADMIN for the
+        instance lock and ``log_status``: without it the session is refused rather than quietly
+        run under FTWRL, which would hold every writer the DBA chose this mode to keep running
+        (``mode = "freeze"`` is that choice, made openly).  With tables outside InnoDB it also
+        needs LOCK TABLES, for ``FLUSH TABLES ... WITH READ LOCK`` on them."""
         needed = ["RELOAD"]
         if self.flavour == MYSQL and mode is Mode.HOT_BACKUP:
             needed.append("BACKUP_ADMIN")
-            if self.variables.get("innodb_redo_log_archive_dirs"):
-                needed.append("INNODB_REDO_LOG_ARCHIVE")
+            if self._unlogged_tables():
+                needed.append("LOCK TABLES")
         granted = self._grants()
         if "ALL PRIVILEGES" in granted:
             return []
@@ -232,12 +242,30 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
         user, _, host = account.rpartition("@")
         return [
             PreflightProblem(
-                f"account {account} lacks the {privilege} privilege",
-                f"GRANT {privilege} ON *.* TO '{user}'@'{host}'",
+                f"account {account} lacks the {privilege} privilege"
+                + (" (HOT_BACKUP's LOCK INSTANCE FOR BACKUP)" if privilege == "BACKUP_ADMIN" else ""),
+                f"GRANT {privilege} ON *.* TO '{user}'@'{host}'"
+                + (', or use mode = "freeze"' if privilege == "BACKUP_ADMIN" else ""),
             )
             for privilege in needed
             if privilege not in granted
         ]
+
+    def _unlogged_tables(self) -> list[str]:
+        """MySQL tables whose changes InnoDB's redo log does not cover, quoted for SQL: what
+        ``LOCK INSTANCE FOR BACKUP`` lets writers change.  Engines without files (MEMORY,
+        BLACKHOLE, FEDERATED, the server's own) have nothing to copy; the log tables cannot be
+        locked and are not written unless general or slow logging goes to tables."""
+        rows = self._rows(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+            "WHERE TABLE_TYPE = 'BASE TABLE' AND ENGINE IS NOT NULL AND ENGINE NOT IN "
+            f"({', '.join(['%s'] * len(_NO_FILES))}) "
+            "AND TABLE_SCHEMA NOT IN ('information_schema', 'performance_schema') "
+            "AND NOT (TABLE_SCHEMA = 'mysql' AND TABLE_NAME IN ('general_log', 'slow_log')) "
+            "ORDER BY TABLE_SCHEMA, TABLE_NAME",
+            *_NO_FILES,
+        )
+        return [f"{_quoted(schema)}.{_quoted(name)}" for schema, name in rows]
 
     def _long_query_problems(self) -> list[PreflightProblem]:
         threshold = self.settings.long_query_threshold
@@ -286,34 +314,29 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
         locks.take(self.conn, statement, self.settings.lock_timeout, self.open_connection)
 
     def quiesce(self, mode: Mode) -> None:
+        """Each lock's release is noted before the lock is tried, so a lock statement that times
+        out or fails still leaves :meth:`release` everything taken before it."""
         self._mode = mode
+        self.locked_tables = []
         if self.flavour == MARIADB and not (mode is Mode.FREEZE and self.settings.freeze_lock == "ftwrl"):
-            self._held = "backup-stage"
+            self._held = ["BACKUP STAGE END"]
             stages = ["START", "FLUSH", "BLOCK_DDL"] + (["BLOCK_COMMIT"] if mode is Mode.FREEZE else [])
             for stage in stages:
                 self._take(f"BACKUP STAGE {stage}")
         elif mode is Mode.FREEZE:
-            self._held = "ftwrl"
+            self._held = ["UNLOCK TABLES"]
             self._take("FLUSH TABLES WITH READ LOCK")
         else:
-            self._held = "instance"
+            self._held = ["UNLOCK INSTANCE"]
             self._take("LOCK INSTANCE FOR BACKUP")
-            self._start_redo_archive()
+            # Listed under the lock, which refuses the file creation any new MyISAM table needs.
+            tables = self._unlogged_tables()
+            if tables:
+                self._held.insert(0, "UNLOCK TABLES")
+                self._take(f"FLUSH TABLES {', '.join(tables)} WITH READ LOCK")
+                self.locked_tables = tables
         if mode is Mode.FREEZE:
             self.positions = self._positions(exact=True)
-
-    def _start_redo_archive(self) -> None:
-        """MySQL: archive the redo log for the window when ``innodb_redo_log_archive_dirs`` is set.
-        mysqld cannot replay this file itself; it is kept for tools that can (see docs)."""
-        dirs = str(self.variables.get("innodb_redo_log_archive_dirs") or "")
-        if not dirs:
-            log.warning(
-                "innodb_redo_log_archive_dirs is not set: the backup records binary log positions only"
-            )
-            return
-        label = dirs.split(";")[0].split(":")[0]
-        self._one("SELECT innodb_redo_log_archive_start(%s)", label)
-        self._redo_archive = True
 
     def _positions(self, *, exact: bool) -> dict[str, Any]:
         """Binary log file/position and GTID set, read under the lock."""
@@ -324,24 +347,37 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
                 if status:
                     positions.update(binlog_file=status[0][0], binlog_position=int(status[0][1]))
                 positions["gtid_binlog_pos"] = self._one("SELECT @@global.gtid_binlog_pos")
-            elif self._held == "instance":  # BACKUP_ADMIN is held anyway: one consistent read
-                local = self._one("SELECT LOCAL FROM performance_schema.log_status")
-                data = json.loads(local) if local else {}
-                positions.update(
-                    binlog_file=data.get("binary_log_file"),
-                    binlog_position=data.get("binary_log_position"),
-                    gtid_executed=data.get("gtid_executed"),
-                )
-            else:  # under FTWRL nothing commits: the plain status is exact
-                status = self._rows(
-                    "SHOW BINARY LOG STATUS" if self.version >= (8, 2) else "SHOW MASTER STATUS"
-                )
-                if status:
-                    positions.update(binlog_file=status[0][0], binlog_position=int(status[0][1]))
-                positions["gtid_executed"] = self._one("SELECT @@global.gtid_executed")
+            else:
+                positions.update(self._mysql_positions())
         except pymysql.Error as error:
             positions["error"] = _message(error)  # positions are for PITR; the image is still good
         return positions
+
+    def _mysql_positions(self) -> dict[str, Any]:
+        """``performance_schema.log_status``: binary log file and position, GTID set and InnoDB's
+        LSN, read together while the server briefly holds its logs (BACKUP_ADMIN).  FREEZE's
+        account may lack BACKUP_ADMIN; under FTWRL nothing commits, so the plain status is as
+        exact (REPLICATION CLIENT)."""
+        try:
+            local, engines = self._rows("SELECT LOCAL, STORAGE_ENGINES FROM performance_schema.log_status")[0]
+        except pymysql.Error:
+            if self._mode is not Mode.FREEZE:
+                raise
+            status = self._rows("SHOW BINARY LOG STATUS" if self.version >= (8, 2) else "SHOW MASTER STATUS")
+            found: dict[str, Any] = {"gtid_executed": self._one("SELECT @@global.gtid_executed")}
+            if status:
+                found.update(binlog_file=status[0][0], binlog_position=int(status[0][1]))
+            return found
+        data = json.loads(local) if local else {}
+        innodb = (json.loads(engines) if engines else {}).get("InnoDB", {})
+        found = {
+            "binlog_file": data.get("binary_log_file"),
+            "binlog_position": data.get("binary_log_position"),
+            "gtid_executed": data.get("gtid_executed"),
+            "innodb_lsn": innodb.get("LSN"),
+            "innodb_lsn_checkpoint": innodb.get("LSN_checkpoint"),
+        }
+        return {name: value for name, value in found.items() if value is not None}
 
     def prepare(self) -> Mapping[str, Any]:
         if self._mode is Mode.HOT_BACKUP:
@@ -353,6 +389,8 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
             "datadir_host": str(self.datadir),
             "binlog_basename": self.variables.get("log_bin_basename"),
             "positions": self.positions,
+            # MySQL HOT_BACKUP: the tables outside InnoDB held by FLUSH TABLES ... WITH READ LOCK.
+            "locked_tables": self.locked_tables,
             # What the restored copy must start with (.restore), and where each directory was.
             "server": {name: self.variables.get(name) for name in self.variables if name != "datadir"},
             "directories": sorted({(str(d), str(self.host_path(d))) for d in self.server_dirs()}),
@@ -365,20 +403,11 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
         return UnquiesceResult(label=label, redo_range=dict(self.positions))
 
     def release(self, mode: Mode | None) -> None:
-        """Whatever :meth:`quiesce` took, in either mode; closing the connection releases it too."""
-        held, self._held = self._held, None
-        statements = {
-            "backup-stage": "BACKUP STAGE END",
-            "ftwrl": "UNLOCK TABLES",
-            "instance": "UNLOCK INSTANCE",
-        }
-        try:
-            if self._redo_archive:
-                self._redo_archive = False
-                self._one("SELECT innodb_redo_log_archive_stop()")
-        finally:  # the lock goes even when stopping the redo archive fails
-            if held is not None:
-                self._one(statements[held])
+        """Whatever :meth:`quiesce` took, in either mode, last taken first; closing the
+        connection releases it too."""
+        held, self._held = self._held, []
+        for statement in held:
+            self._one(statement)
 
     @classmethod
     def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
@@ -388,6 +417,24 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
             if leftover.is_file():
                 leftover.unlink()
         return restore.restore_steps(directory, manifest)
+
+
+#: Engines whose tables need no lock beside the instance lock: InnoDB (its redo log is in the
+#: atomic image), and those with no files to copy (in memory, remote, the server's own).
+_NO_FILES = (
+    "InnoDB",
+    "MEMORY",
+    "BLACKHOLE",
+    "FEDERATED",
+    "PERFORMANCE_SCHEMA",
+    "TempTable",
+    "ndbcluster",
+    "ndbinfo",
+)
+
+
+def _quoted(name: str) -> str:
+    return "`" + str(name).replace("`", "``") + "`"
 
 
 def _message(error: BaseException) -> str:

@@ -2,10 +2,18 @@
 
 Logical order: InnoDB tablespaces (``.ibd``) by space id, as the server reports it (page 0 of a
 new table may not be flushed yet, so the file alone is the fallback); then the other table
-files (``.frm``, Aria, MyISAM, options) by name; then the system tablespace, undo tablespaces,
-the redo log and doublewrite files; then the binary logs and their index.  Left out: what the
-server recreates or what only describes the running process (the temporary tablespace, session
-temporary tablespaces, pid and socket files, ``#sql`` intermediate files of interrupted ALTERs).
+files (``.frm``, Aria, MyISAM, options, and MySQL's ``auto.cnf`` and ``*.pem``) by name; then
+the system tablespace, undo tablespaces (MySQL's ``undo_001``, MariaDB's ``undo001``, ``*.ibu``),
+the redo log (MariaDB's ``ib_logfile0``; MySQL 8.0.30+'s ``#innodb_redo/#ib_redoN``, in log
+sequence: N grows with the log) and doublewrite files (``#ib_16384_0.dblwr``); then the binary
+logs and their index.
+
+Left out: what the server recreates or what only describes the running process: the global
+temporary tablespace (``ibtmp1``) and MySQL's session temporary tablespaces (``#innodb_temp/``),
+both recreated empty at every start and holding nothing a restart keeps; MySQL's spare redo
+files (``#innodb_redo/#ib_redoN_tmp``: preallocated, never written, holding no log until InnoDB
+renames one into use, and created again at start when missing, crash recovery included); pid
+and socket files; ``#sql`` intermediate files of interrupted ALTERs.
 """
 
 from __future__ import annotations
@@ -19,11 +27,12 @@ from pathlib import Path
 #: Offset of FIL_PAGE_ARCH_LOG_NO_OR_SPACE_ID in an InnoDB page header: the space id.
 _SPACE_ID_OFFSET = 34
 _EXCLUDED_DIRS = frozenset({"#innodb_temp"})
-_EXCLUDED = re.compile(r"^(ibtmp\d*|.*\.pid|.*\.sock(\.lock)?|#sql.*)$")
+_EXCLUDED = re.compile(r"^(ibtmp\d*|#ib_redo\d+_tmp|.*\.pid|.*\.sock(\.lock)?|#sql.*)$")
+_REDO = 2
 _SYSTEM = (
     (re.compile(r"^ibdata\d+$"), 0),
-    (re.compile(r"^(undo\d+|.*\.ibu)$"), 1),
-    (re.compile(r"^(ib_logfile\d+|#ib_redo\d+(_tmp)?)$"), 2),
+    (re.compile(r"^(undo_?\d+|.*\.ibu)$"), 1),
+    (re.compile(r"^(ib_logfile|#ib_redo)(\d+)$"), _REDO),
     (re.compile(r"^.*\.dblwr$"), 3),
 )
 
@@ -74,7 +83,10 @@ def logical_key(
     if is_binlog(path, binlog_basename):
         return (3, path.name)
     for pattern, rank in _SYSTEM:
-        if pattern.match(path.name):
+        match = pattern.match(path.name)
+        if match and rank == _REDO:  # by number: #ib_redo10 follows #ib_redo9
+            return (2, rank, int(match[2]), relative)
+        if match:
             return (2, rank, relative)
     if path.suffix == ".ibd":
         sid = (space_ids or {}).get(path) or space_id(path)

@@ -1,19 +1,22 @@
 """Test support: MariaDB / MySQL in containers, and the plugin's side of the contract suite.
 
 The server runs in a container (image from :func:`splitmirror.testing.containers.image_for`:
-upstream ``mariadb:10.11`` / ``mysql:8.4``, or ``splitmirror-offline/mariadb:10.11`` built from
-Debian's packages) with binary logging on (as compose/docker-compose.yml runs it, and MySQL
-by default; off with ``binlog=False``) and its data directory bind-mounted from a host disk;
-splitmirror runs on the host, connects over TCP as ``root`` with the password from an option
-file (``[client] password=``), and reads the files through ``path_map``.  Restored copies start
-in a *fresh* container by the ``docker run`` step ``splitmirror restore`` printed, with no
-server option of the harness's own (:mod:`splitmirror.testing.steps`); they must finish crash
-recovery, and every table must pass ``CHECK TABLE``.
+upstream ``mariadb:10.11`` / ``mysql:9``, or ``splitmirror-offline/mariadb:10.11`` /
+``splitmirror-offline/mysql:9`` built from Debian's packages) with binary logging on (as
+compose/docker-compose.yml runs it, and MySQL by default; off with ``binlog=False``) and its
+data directory bind-mounted from a host disk; splitmirror runs on the host, connects over TCP
+as ``root`` with the password from an option file (``[client] password=``), and reads the
+files through ``path_map``.  Restored copies start in a *fresh* container by the ``docker
+run`` step ``splitmirror restore`` printed, with no server option of the harness's own
+(:mod:`splitmirror.testing.steps`); they must finish crash recovery, and every table must pass
+``CHECK TABLE``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -135,6 +138,52 @@ class ContainerMysql(ContainerServer):
         return (not complaints, "\n".join(complaints) or f"ok ({len(tables)} tables)")
 
 
+#: The table :func:`waiting_ddl` alters (in the ledger's database, never the ledger itself).
+BLOCKED_TABLE = f"{ledger.DATABASE}.blocked"
+
+
+@contextlib.contextmanager
+def waiting_ddl(server: ContainerMysql) -> Iterator[list[int]]:
+    """What makes MySQL's ``LOCK INSTANCE FOR BACKUP`` wait: one connection holds an open
+    transaction that read :data:`BLOCKED_TABLE`, a second runs ``ALTER TABLE`` on it, which
+    waits for that transaction while holding the backup lock's DDL side.  Yields the two
+    connection ids (the idle transaction's first); the ALTER finishes once the block ends."""
+    holder = server.connection()
+    alter = server.connection()
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS {BLOCKED_TABLE} (id INT PRIMARY KEY) ENGINE=InnoDB")
+            cursor.execute("BEGIN")
+            cursor.execute(f"SELECT COUNT(*) FROM {BLOCKED_TABLE}")
+            cursor.execute("SELECT CONNECTION_ID()")
+            ids = [int(cursor.fetchone()[0])]
+        with alter.cursor() as cursor:
+            cursor.execute("SELECT CONNECTION_ID()")
+            ids.append(int(cursor.fetchone()[0]))
+            cursor.execute("SET SESSION lock_wait_timeout = 300")
+        thread = threading.Thread(
+            target=_quietly,
+            args=(alter, f"ALTER TABLE {BLOCKED_TABLE} ADD COLUMN c{ids[1]} INT"),
+            daemon=True,
+        )
+        thread.start()
+        time.sleep(1.2)  # waiting, and long enough to show up with TIME >= 1 in the process list
+        try:
+            yield ids
+        finally:
+            with holder.cursor() as cursor:
+                cursor.execute("COMMIT")
+            thread.join(timeout=30)
+    finally:
+        holder.close()
+        alter.close()
+
+
+def _quietly(conn: Any, statement: str) -> None:
+    with contextlib.suppress(pymysql.Error), conn.cursor() as cursor:
+        cursor.execute(statement)
+
+
 class MysqlLedgerDatabase(LedgerDatabase):
     """A :class:`ContainerMysql` as the contract suite's database.  ``primary`` is what the
     mirror copies: the data directory, or a directory above it (the block mirror wants the
@@ -224,9 +273,18 @@ class MysqlLedgerDatabase(LedgerDatabase):
                 cursor.execute("UNLOCK TABLES")
 
     def blocker(self, mode: str) -> contextlib.AbstractContextManager[None] | None:
-        """``LOCK TABLES ... WRITE`` on the ledger: FTWRL, BACKUP STAGE BLOCK_COMMIT and LOCK
-        INSTANCE FOR BACKUP all queue behind it, in both modes."""
+        """``LOCK TABLES ... WRITE`` on the ledger: FTWRL and BACKUP STAGE queue behind it, in
+        both modes.  MySQL's ``LOCK INSTANCE FOR BACKUP`` does not (it conflicts with DDL, not
+        with table locks): for MySQL's HOT_BACKUP, a DDL statement waiting on a table of its own
+        (:func:`waiting_ddl`), which holds the backup lock's DDL side while it waits."""
+        if self.server.database == "mysql" and mode == "hot-backup":
+            return self._ddl_waiting()
         return self._table_lock()
+
+    @contextlib.contextmanager
+    def _ddl_waiting(self) -> Iterator[None]:
+        with waiting_ddl(self.server):
+            yield
 
     def files_in_use(self) -> set[Path]:
         """Every file under the data directory but what the server recreates or what describes
@@ -238,6 +296,8 @@ class MysqlLedgerDatabase(LedgerDatabase):
             if not path.is_file() or "#innodb_temp" in path.parts:
                 continue
             if name.endswith((".pid", ".sock")) or name.startswith(("ibtmp", "#sql")):
+                continue
+            if name.startswith("#ib_redo") and name.endswith("_tmp"):  # MySQL's spare redo files
                 continue
             found.add(path)
         return found
