@@ -25,7 +25,13 @@ from splitmirror.testing import SessionRunner, run_drill
 from splitmirror.testing.containers import on_every
 from splitmirror_mysql.engine import MysqlEngine, MysqlOptions
 from splitmirror_mysql.ledger import DATABASE
-from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, waiting_ddl, write_option_file
+from splitmirror_mysql.testing import (
+    ContainerMysql,
+    MysqlLedgerDatabase,
+    waiting_ddl,
+    weak_account,
+    write_option_file,
+)
 
 
 def check(runner: SessionRunner, database: MysqlLedgerDatabase, mode: str = "freeze") -> tuple[int, str]:
@@ -62,11 +68,7 @@ def test_a_wrong_password_is_one_sentence(
 def test_a_missing_privilege_names_the_grant(
     server: ContainerMysql, splitmirror_session: SessionRunner, option_file: Path
 ) -> None:
-    with server.connection() as conn, conn.cursor() as cursor:
-        cursor.execute("CREATE USER 'weak'@'%' IDENTIFIED BY 'weak-pw'")
-        cursor.execute("GRANT SELECT, PROCESS ON *.* TO 'weak'@'%'")
-    weak = MysqlLedgerDatabase(server, write_option_file(option_file.with_name("weak.cnf"), "weak-pw"))
-    weak.url = weak.url.replace("root@", "weak@")
+    weak = weak_account(server, option_file, "SELECT, PROCESS")
     code, output = check(splitmirror_session, weak, "hot-backup")
     assert code == 3, output
     assert "account weak@% lacks the RELOAD privilege" in output

@@ -21,7 +21,7 @@ from splitmirror.restore import restore_archive
 from splitmirror.testing import SessionRunner
 from splitmirror.testing.containers import on_every
 from splitmirror_mysql.ledger import DATABASE
-from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, write_option_file
+from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase, weak_account
 
 NOTES = f"{DATABASE}.notes"
 
@@ -100,10 +100,7 @@ def test_a_missing_lock_tables_privilege_is_named_when_it_is_needed(
     with server.connection() as conn, conn.cursor() as cursor:
         cursor.execute("CREATE DATABASE app")
         cursor.execute("CREATE TABLE app.notes (id INT PRIMARY KEY) ENGINE=MyISAM")
-        cursor.execute("CREATE USER 'weak'@'%' IDENTIFIED BY 'weak-pw'")
-        cursor.execute("GRANT SELECT, PROCESS, RELOAD, BACKUP_ADMIN ON *.* TO 'weak'@'%'")
-    weak = MysqlLedgerDatabase(server, write_option_file(option_file.with_name("weak.cnf"), "weak-pw"))
-    weak.url = weak.url.replace("root@", "weak@")
+    weak = weak_account(server, option_file, "SELECT, PROCESS, RELOAD, BACKUP_ADMIN")
     outputs = {}
     for mode in ("hot-backup", "freeze"):
         config = splitmirror_session.config(weak, mode)

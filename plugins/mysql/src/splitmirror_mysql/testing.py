@@ -315,3 +315,14 @@ class MysqlLedgerDatabase(LedgerDatabase):
                 for writer, seq in cursor.fetchall():
                     rows.setdefault(int(writer), set()).add(int(seq))
         return RestoredLedger(ok, text, rows)
+
+
+def weak_account(server: ContainerMysql, option_file: Path, grants: str) -> MysqlLedgerDatabase:
+    """The ledger reached as ``'weak'@'%'``, created holding only ``grants`` (``"SELECT, PROCESS"``),
+    its password in an option file beside ``option_file``: the privilege tests' account."""
+    with server.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE USER 'weak'@'%' IDENTIFIED BY 'weak-pw'")
+        cursor.execute(f"GRANT {grants} ON *.* TO 'weak'@'%'")
+    weak = MysqlLedgerDatabase(server, write_option_file(option_file.with_name("weak.cnf"), "weak-pw"))
+    weak.url = weak.url.replace("root@", "weak@")
+    return weak
