@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from report import each_server, replace_section, server_section, shared_machine, tools
+from report import each_server, replace_section, server_arguments, server_section, shared_machine, tools
 from splitmirror.catalog.base import SessionSummary
 from splitmirror.testing.containers import newest, versions
 from splitmirror.testing.drill import SessionRunner, Workspace
@@ -38,7 +38,6 @@ from splitmirror_mysql.testing import FLAVOURS, ContainerMysql, MysqlLedgerDatab
 
 #: Every server's section starts with ``<!-- mysql: NAME-VERSION -->``; a new one goes after the others.
 GROUP = "<!-- mysql"
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 WRITERS, SECONDS, LEAD, BULK_MIB, DISK = 4, 12, 3.0, 256, 2 << 30
 
 
@@ -253,17 +252,12 @@ def interleaved(server: ContainerMysql, scratch: Path, reps: int) -> list[Run]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n\n")[0])
-    parser.add_argument(
-        "--server",
-        action="append",
-        type=server_name,
-        help="NAME-VERSION of an image the tests know, repeatable (default: "
+    args = server_arguments(
+        __doc__,
+        server_name,
+        "NAME-VERSION of an image the tests know, repeatable (default: "
         f"mariadb-{newest('mariadb')} and mysql-{newest('mysql')})",
     )
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of each variant (default 3)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="page (default docs/performance.md)")
-    args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit(
             "cannot run the MySQL benchmark: it needs root (a loop device, freezing, the server's files)."

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psycopg
 
-from report import each_server, replace_section, server_section, shared_machine, tools
+from report import each_server, replace_section, server_arguments, server_section, shared_machine, tools
 from splitmirror.catalog.base import SessionSummary
 from splitmirror.testing.containers import newest, versions
 from splitmirror.testing.drill import SessionRunner, Workspace
@@ -50,7 +50,6 @@ from splitmirror_postgresql.testing import (
 
 #: Every server's section starts with ``<!-- postgresql: host-15 -->`` (or ``container-18``).
 GROUP = "<!-- postgresql"
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 SCALE, CLIENTS, THREADS, SECONDS, LEAD, DISK = 20, 4, 2, 15, 3.0, 4 << 30
 PROGRESS = re.compile(r"^progress: ([\d.]+) s, ([\d.]+) tps", re.M)
 TOTAL = re.compile(r"^tps = ([\d.]+)", re.M)
@@ -313,17 +312,12 @@ def interleaved(cluster: Cluster, ws: Workspace, reps: int) -> tuple[list[Run], 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n\n")[0])
-    parser.add_argument(
-        "--server",
-        action="append",
-        type=server_name,
-        help="host (the host's binaries, $SPLITMIRROR_PG_BINDIR) or container-VERSION, repeatable "
+    args = server_arguments(
+        __doc__,
+        server_name,
+        "host (the host's binaries, $SPLITMIRROR_PG_BINDIR) or container-VERSION, repeatable "
         f"(default: host and container-{newest('postgres')})",
     )
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of each variant (default 3)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="page (default docs/performance.md)")
-    args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("cannot run the PostgreSQL benchmark: it needs root (the server's files, a loop device).")
     servers = args.server or ["host", f"container-{newest('postgres')}"]

@@ -5,6 +5,7 @@ what was measured.  Nothing here measures; ``run.py`` does.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import os
@@ -175,6 +176,16 @@ def shared_machine() -> str:
 
 def tools() -> str:
     return f"tools: Python {platform.python_version()}, splitmirror {splitmirror.__version__}"
+
+
+def server_arguments(doc: str | None, server: Callable[[str], str], server_help: str) -> argparse.Namespace:
+    """The server benchmarks' command line: ``--server`` (repeatable, checked by ``server``),
+    ``--reps`` and ``--out``; the description is the first paragraph of ``doc``."""
+    parser = argparse.ArgumentParser(description=(doc or "").partition("\n\n")[0])
+    parser.add_argument("--server", action="append", type=server, help=server_help)
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each variant (default 3)")
+    parser.add_argument("--out", type=Path, default=PAGE, help="page (default docs/performance.md)")
+    return parser.parse_args()
 
 
 def each_server(servers: Iterable[str], measure: Callable[[str], None]) -> None:

@@ -35,12 +35,7 @@ def compose(tmp_path: Path) -> Iterator[Path]:
     """A compose directory of build-images and definitions that download nothing: ``sm-test-tiny``
     (the base already has its package), ``sm-test-missing`` (the package is not there) and
     ``sm-test-broken`` (a build that fails)."""
-    try:
-        present = images._present(BASE)
-    except images.Unavailable as why:
-        pytest.skip(str(why))
-    if not present:
-        pytest.skip(f"{BASE} is not built; run `make images`")
+    images.require(BASE)
     root = tmp_path / "compose"
     for name in ("sm-test-tiny", "sm-test-missing", "sm-test-broken"):
         (root / "images" / name).mkdir(parents=True)

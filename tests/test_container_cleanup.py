@@ -46,8 +46,7 @@ def test_a_failing_test_cleans_up_its_container_mount_and_loop(pytester: pytest.
         engine = containers.client()
     except containers.Unavailable as why:
         pytest.skip(str(why))
-    if not images._present(BASE):
-        pytest.skip(f"{BASE} is not built; run `make images`")
+    images.require(BASE)
     pytester.makepyfile(INNER)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)

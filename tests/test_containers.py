@@ -33,8 +33,7 @@ def engine() -> None:
 
 @pytest.fixture
 def base_image(engine: None) -> str:
-    if not images._present(BASE):
-        pytest.skip(f"{BASE} is not built; run `make images`")
+    images.require(BASE)
     return BASE
 
 
@@ -132,8 +131,7 @@ def test_each_answer_is_noted_with_the_image_or_why_not(
     with pytest.raises(Unavailable):
         image_for("db2", "11")
     assert [(c.database, c.version, c.image) for c in images.take_choices()] == [("db2", "11", None)]
-    if not images._present(BASE):
-        pytest.skip(f"{BASE} is not built; run `make images`")
+    images.require(BASE)
     monkeypatch.setenv("SPLITMIRROR_IMAGE_DEBIAN_12", BASE)
     assert image_for("debian", "12") == BASE
     (choice,) = images.take_choices()

@@ -61,12 +61,7 @@ def test_unavailable():
 def test_a_run_reports_each_version_with_its_image_and_outcomes(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    try:
-        present = images._present(LABELLED)
-    except images.Unavailable as why:
-        pytest.skip(str(why))
-    if not present:
-        pytest.skip(f"{LABELLED} is not built; run `make images`")
+    images.require(LABELLED)
     exact = images._exact_version(LABELLED)
     assert exact, f"{LABELLED} has no version label; rebuild it with `make images`"
     pytester.makepyfile(INNER)

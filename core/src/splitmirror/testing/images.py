@@ -115,6 +115,17 @@ def newest_usable(database: str) -> str:
     return newest(database)
 
 
+def require(image: str) -> None:
+    """Skip the calling test, saying why, unless ``image`` is here (an engine answers and the
+    image is present: ``compose/build-images`` makes the offline ones)."""
+    try:
+        present = _present(image)
+    except Unavailable as why:
+        pytest.skip(str(why))
+    if not present:
+        pytest.skip(f"{image} is not built; run `make images`")
+
+
 def override_variable(database: str, version: str) -> str:
     """``SPLITMIRROR_IMAGE_POSTGRES_15``: the variable that overrides one image."""
     suffix = f"{database}_{version}".upper().replace(".", "_").replace("-", "_")
