@@ -52,9 +52,8 @@ IMAGES: Mapping[tuple[str, str], ImageChoice] = {
     ("mariadb", "11.8"): ImageChoice("mariadb:11.8", "splitmirror-offline/mariadb:11.8"),
     ("mysql", "8.4"): ImageChoice("mysql:8.4", None, f"{_NOT_IN_DEBIAN} (sid has MySQL 9)"),
     ("mysql", "9"): ImageChoice("mysql:9", "splitmirror-offline/mysql:9"),
-    ("oracle", "23"): ImageChoice(
-        "container-registry.oracle.com/database/free:latest", None, "Oracle Database has no Debian package"
-    ),
+    # The image testcontainers' Oracle module uses; not a faststart tag (splitmirror_oracle.testing).
+    ("oracle", "23"): ImageChoice("gvenzl/oracle-free:23-slim", None, "Oracle Database has no Debian package"),
 }
 
 

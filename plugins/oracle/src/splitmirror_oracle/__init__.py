@@ -1,0 +1,1 @@
+"""splitmirror-oracle: the Oracle Database engine (python-oracledb, thin mode)."""
