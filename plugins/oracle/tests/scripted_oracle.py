@@ -54,7 +54,9 @@ class ScriptedOracle:
             path = oradata / ("pdb" if con_id == 3 else "") / f"data{number:02d}.dbf"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(bytes([number]) * 65536)
-            self.datafiles.append((number, str(path), number - 1 if con_id == 1 else 0, f"TS{number}", con_id))
+            self.datafiles.append(
+                (number, str(path), number - 1 if con_id == 1 else 0, f"TS{number}", con_id)
+            )
         self.in_backup: set[int] = set()
         self.backup_scn: int | None = None
         self.scn = 1000
@@ -112,7 +114,10 @@ class ScriptedOracle:
             (r"^SELECT database_status FROM v\$instance", lambda s, p: [(self.database_status,)]),
             (r"FROM v\$instance$", lambda s, p: [("23.26.0.0.0", "FREE", self.status, self.database_status)]),
             (r"current_scn FROM v\$database", lambda s, p: [(self.scn,)]),
-            (r"FROM v\$database$", lambda s, p: [("FREE", 1234567, self.log_mode, "YES" if self.cdb else "NO")]),
+            (
+                r"FROM v\$database$",
+                lambda s, p: [("FREE", 1234567, self.log_mode, "YES" if self.cdb else "NO")],
+            ),
             (r"CON_NAME", lambda s, p: [(self.container if self.cdb else "FREE",)]),
             (r"FROM v\$controlfile", lambda s, p: [(n,) for n in self.control_files]),
             (r"^SELECT d\.file#", lambda s, p: list(self.datafiles)),
@@ -125,12 +130,21 @@ class ScriptedOracle:
             (r"FETCH FIRST 1 ROWS ONLY", lambda s, p: [(a[0],) for a in self.archived[-1:]]),
             (r"MAX\(sequence#\)", lambda s, p: [(1, self.archived[-1][2])] if self.archived else []),
             (r"FROM v\$archived_log WHERE next_change#", self._window_logs),
-            (r"FROM v\$parameter2", lambda s, p: [
-                ("db_name", "FREE", 2), ("processes", "300", 3), ("control_files", self.control_files[0], 2),
-                ("spfile", "/opt/oracle/dbs/spfileFREE.ora", 2), ("log_archive_dest_1", f"LOCATION={self.archive}", 2),
-                ("enable_pluggable_database", "TRUE", 1),
-            ]),  # fmt: skip
-            (r"FROM v\$logfile", lambda s, p: [(str(self.oradata / "redo01.log"),), (str(self.oradata / "redo02.log"),)]),
+            (
+                r"FROM v\$parameter2",
+                lambda s, p: [
+                    ("db_name", "FREE", 2),
+                    ("processes", "300", 3),
+                    ("control_files", self.control_files[0], 2),
+                    ("spfile", "/opt/oracle/dbs/spfileFREE.ora", 2),
+                    ("log_archive_dest_1", f"LOCATION={self.archive}", 2),
+                    ("enable_pluggable_database", "TRUE", 1),
+                ],
+            ),
+            (
+                r"FROM v\$logfile",
+                lambda s, p: [(str(self.oradata / "redo01.log"),), (str(self.oradata / "redo02.log"),)],
+            ),
             (r"FROM v\$tempfile", lambda s, p: [(str(self.oradata / "temp01.dbf"),)]),
         ):
             if re.search(pattern, sql):

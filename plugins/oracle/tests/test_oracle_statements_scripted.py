@@ -51,7 +51,7 @@ def backup(instance: ScriptedOracle, mode: Mode) -> tuple[OracleEngine, object]:
 def test_hot_backup_switches_the_log_enters_backup_mode_and_ends_it_with_a_control_file(
     instance: ScriptedOracle,
 ) -> None:
-    session, result = backup(instance, Mode.HOT_BACKUP)
+    _session, result = backup(instance, Mode.HOT_BACKUP)
     assert instance.alters() == [
         "ALTER SYSTEM ARCHIVE LOG CURRENT",
         "ALTER DATABASE BEGIN BACKUP",
@@ -192,13 +192,15 @@ def test_a_plain_account_is_told_each_missing_privilege(instance: ScriptedOracle
     instance.session_privs = ["CREATE SESSION", "ALTER DATABASE"]
     sentences = [p.sentence() for p in connected(privilege="none").preflight(Mode.FREEZE)]
     assert sentences == [
-        'user BKP lacks the ALTER SYSTEM privilege; GRANT ALTER SYSTEM TO BKP, or grant SYSBACKUP and set '
+        "user BKP lacks the ALTER SYSTEM privilege; GRANT ALTER SYSTEM TO BKP, or grant SYSBACKUP and set "
         'privilege = "sysbackup"'
     ]
 
 
 def test_a_backup_control_file_outside_the_data_directories_is_refused(instance: ScriptedOracle) -> None:
-    sentences = [p.sentence() for p in connected(backup_controlfile="/nowhere/b.ctl").preflight(Mode.HOT_BACKUP)]
+    sentences = [
+        p.sentence() for p in connected(backup_controlfile="/nowhere/b.ctl").preflight(Mode.HOT_BACKUP)
+    ]
     assert sentences == [
         "the backup control file's directory /nowhere is not here as /nowhere; set [database] "
         "backup_controlfile to a server path under the primary"

@@ -53,7 +53,9 @@ IMAGES: Mapping[tuple[str, str], ImageChoice] = {
     ("mysql", "8.4"): ImageChoice("mysql:8.4", None, f"{_NOT_IN_DEBIAN} (sid has MySQL 9)"),
     ("mysql", "9"): ImageChoice("mysql:9", "splitmirror-offline/mysql:9"),
     # The image testcontainers' Oracle module uses; not a faststart tag (splitmirror_oracle.testing).
-    ("oracle", "23"): ImageChoice("gvenzl/oracle-free:23-slim", None, "Oracle Database has no Debian package"),
+    ("oracle", "23"): ImageChoice(
+        "gvenzl/oracle-free:23-slim", None, "Oracle Database has no Debian package"
+    ),
 }
 
 

@@ -89,7 +89,9 @@ def password(password_file: Path | None) -> str:
                 "check [database] password_file"
             ) from None
         if not lines or not lines[0]:
-            raise ConnectionProblem(f"the password file {password_file} is empty; put the password on its first line")
+            raise ConnectionProblem(
+                f"the password file {password_file} is empty; put the password on its first line"
+            )
         return lines[0]
     found = os.environ.get(PASSWORD_VARIABLE)
     if not found:

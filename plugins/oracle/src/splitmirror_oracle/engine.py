@@ -156,7 +156,12 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         self.version = tuple(int(part) for part in self.version_text.split(".")[:3] if part.isdigit())
         self.instance = {"name": str(name), "status": str(status), "database_status": str(database_status)}
         db_name, dbid, log_mode, cdb = self._rows("SELECT name, dbid, log_mode, cdb FROM v$database")[0]
-        self.database = {"name": str(db_name), "dbid": int(dbid), "log_mode": str(log_mode), "cdb": cdb == "YES"}
+        self.database = {
+            "name": str(db_name),
+            "dbid": int(dbid),
+            "log_mode": str(log_mode),
+            "cdb": cdb == "YES",
+        }
         self.container = str(self._one("SELECT SYS_CONTEXT('USERENV', 'CON_NAME') FROM dual"))
         self.control_files = [str(n) for (n,) in self._rows("SELECT name FROM v$controlfile ORDER BY name")]
         self.datafiles = layout.datafiles(self._rows(layout.DATAFILES_SQL))
@@ -203,7 +208,8 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
                 PreflightProblem(
                     f"the session is connected to the pluggable database {self.container}, and backup "
                     "mode of the whole database is entered from the root",
-                    "connect to the container database's own service (such as FREE or ORCLCDB) in [database] url",
+                    "connect to the container database's own service (such as FREE or ORCLCDB) in "
+                    "[database] url",
                 )
             )
         active = int(self._one("SELECT COUNT(*) FROM v$backup WHERE status = 'ACTIVE'") or 0)
@@ -235,7 +241,7 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
                 problems.append(
                     PreflightProblem(
                         f"user {user} cannot read {view} ({purpose})",
-                        f"GRANT SELECT_CATALOG_ROLE TO {user}, or connect with privilege = \"sysbackup\"",
+                        f'GRANT SELECT_CATALOG_ROLE TO {user}, or connect with privilege = "sysbackup"',
                     )
                 )
         if self.settings.privilege == "none":
@@ -243,7 +249,7 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
             problems += [
                 PreflightProblem(
                     f"user {user} lacks the {privilege} privilege",
-                    f"GRANT {privilege} TO {user}, or grant SYSBACKUP and set privilege = \"sysbackup\"",
+                    f'GRANT {privilege} TO {user}, or grant SYSBACKUP and set privilege = "sysbackup"',
                 )
                 for privilege in SYSTEM_PRIVILEGES
                 if privilege not in held
@@ -259,7 +265,8 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
             problems.append(
                 PreflightProblem(
                     f"the datafile {in_asm[0]} is in an ASM disk group, and splitmirror reads files",
-                    "use RMAN for databases in ASM, or move the datafiles to a filesystem on the mirrored disk",
+                    "use RMAN for databases in ASM, or move the datafiles to a filesystem on the "
+                    "mirrored disk",
                 )
             )
             return problems
@@ -317,7 +324,9 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
             parameters.setdefault(str(name), [int(kind)]).append(str(value))
         return {
             "parameters": parameters,
-            "redo_logs": [str(m) for (m,) in self._rows("SELECT member FROM v$logfile ORDER BY group#, member")],
+            "redo_logs": [
+                str(m) for (m,) in self._rows("SELECT member FROM v$logfile ORDER BY group#, member")
+            ],
             "tempfiles": [str(n) for (n,) in self._rows("SELECT name FROM v$tempfile ORDER BY file#")],
         }
 
@@ -361,7 +370,9 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         scn = self._one("SELECT MIN(change#) FROM v$backup WHERE status = 'ACTIVE'")
         if scn is None:
             raise BackupFailed("BEGIN BACKUP returned, but v$backup shows no datafile in backup mode")
-        sequences = self._rows("SELECT thread#, sequence# FROM v$log WHERE status = 'CURRENT' ORDER BY thread#")
+        sequences = self._rows(
+            "SELECT thread#, sequence# FROM v$log WHERE status = 'CURRENT' ORDER BY thread#"
+        )
         return {"scn": int(scn), "sequences": {int(t): int(s) for t, s in sequences}}
 
     def prepare(self) -> Mapping[str, Any]:
@@ -456,7 +467,9 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         return {"engine": "oracle", "holds": "backup mode, and in FREEZE the instance suspended"}
 
     @classmethod
-    def emergency_release(cls, url: str, options: pydantic.BaseModel, state: Mapping[str, Any] | None) -> None:
+    def emergency_release(
+        cls, url: str, options: pydantic.BaseModel, state: Mapping[str, Any] | None
+    ) -> None:
         """On a fresh connection: RESUME a suspended instance (I/O first: END BACKUP writes the
         datafile headers), then END BACKUP while any datafile is in backup mode.  Idempotent;
         preflight refused to start while another backup held files in backup mode, so any

@@ -18,6 +18,7 @@ the tempfiles (recreated at open).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterable
 
 DATAFILE, ARCHIVED_LOG, BACKUP_CONTROLFILE = 0, 2, 3
@@ -72,9 +73,7 @@ ARCHIVED_LOGS_SQL = (
 
 def datafiles(rows: Iterable[tuple[object, ...]]) -> list[Datafile]:
     """:data:`DATAFILES_SQL`'s rows as :class:`Datafile` objects, in archive order."""
-    found = [
-        Datafile(int(str(f)), str(n), int(str(ts)), str(t), int(str(c or 0))) for f, n, ts, t, c in rows
-    ]
+    found = [Datafile(int(str(f)), str(n), int(str(ts)), str(t), int(str(c or 0))) for f, n, ts, t, c in rows]
     return sorted(found, key=lambda d: d.key)
 
 
@@ -133,7 +132,7 @@ def _gap(logs: list[ArchivedLog], begin_scn: int, end_scn: int) -> str | None:
     for log in logs:
         threads.setdefault(log.thread, []).append(log)
     for thread, own in sorted(threads.items()):
-        for before, after in zip(own, own[1:], strict=False):
+        for before, after in itertools.pairwise(own):
             if after.sequence != before.sequence + 1:
                 return f"thread {thread} lacks sequence {before.sequence + 1}"
         if own[0].first_change > begin_scn and own[0].sequence > 1:

@@ -68,7 +68,9 @@ class OracleLedger:
 
     def commit_row(self, writer: int, seq: int, payload: bytes) -> None:
         with self.conn.cursor() as cursor:
-            cursor.execute("INSERT INTO ledger (writer, seq, payload) VALUES (:1, :2, :3)", [writer, seq, payload])
+            cursor.execute(
+                "INSERT INTO ledger (writer, seq, payload) VALUES (:1, :2, :3)", [writer, seq, payload]
+            )
         self.conn.commit()
 
 

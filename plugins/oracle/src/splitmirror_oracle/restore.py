@@ -106,7 +106,9 @@ class Restored:
             if name in NOT_COPIED or (on_host and name.startswith(RELOCATED)):
                 continue
             lines.append(f"*.{name}={_values(int(kind), values)}")
-        control_files = [str(self.restored(c) if on_host else c) for c in self.metadata.get("control_files", [])]
+        control_files = [
+            str(self.restored(c) if on_host else c) for c in self.metadata.get("control_files", [])
+        ]
         lines.append(f"*.control_files={_values(2, control_files)}")
         if on_host:
             archive = self.helpers / "archive"
@@ -154,12 +156,15 @@ class Restored:
             *self.metadata.get("tempfiles", []),
         ]
         (self.helpers / "recover-host.sql").write_text(
-            self.recovery_script(str(host_pfile), self._on_host, [p for p in renames if self._on_host(p) != p])
+            self.recovery_script(
+                str(host_pfile), self._on_host, [p for p in renames if self._on_host(p) != p]
+            )
         )
         (self.helpers / "recover-host.sh").write_text(
             _script(
                 f"export ORACLE_SID={shlex.quote(self.sid)}",
-                f'"$ORACLE_HOME/bin/sqlplus" -S -L / as sysdba < {shlex.quote(str(self.helpers / "recover-host.sql"))}',
+                '"$ORACLE_HOME/bin/sqlplus" -S -L / as sysdba < '
+                + shlex.quote(str(self.helpers / "recover-host.sql")),
             )
         )
         if self.in_container:
@@ -180,15 +185,17 @@ class Restored:
         its ``oracle`` user, then as that user start the listener, recover and open, and stay
         (the container runs as long as the database should)."""
         owned = " ".join(shlex.quote(inside) for _host, inside in self.mounts())
+        env = (
+            f"env ORACLE_SID={shlex.quote(self.sid)} "
+            'ORACLE_HOME="$ORACLE_HOME" ORACLE_BASE="${ORACLE_BASE:-/opt/oracle}"'
+        )
+        recover = f'"$ORACLE_HOME/bin/sqlplus" -S -L / as sysdba < {MOUNTED_HELPERS}/recover.sql'
         return _script(
             f"chown -R oracle:oinstall {owned} {MOUNTED_HELPERS}/archive {MOUNTED_HELPERS}/adump",
             'as_oracle() { if command -v runuser >/dev/null; then runuser -u oracle -- "$@"; '
             'else su oracle -s /bin/bash -c "$(printf "%q " "$@")"; fi; }',
-            f'as_oracle env ORACLE_SID={shlex.quote(self.sid)} ORACLE_HOME="$ORACLE_HOME" '
-            'ORACLE_BASE="${ORACLE_BASE:-/opt/oracle}" "$ORACLE_HOME/bin/lsnrctl" start >/dev/null',
-            f'as_oracle env ORACLE_SID={shlex.quote(self.sid)} ORACLE_HOME="$ORACLE_HOME" '
-            f'ORACLE_BASE="${{ORACLE_BASE:-/opt/oracle}}" bash -c \'"$ORACLE_HOME/bin/sqlplus" -S -L / as sysdba '
-            f"< {MOUNTED_HELPERS}/recover.sql'",
+            f'as_oracle {env} "$ORACLE_HOME/bin/lsnrctl" start >/dev/null',
+            f"as_oracle {env} bash -c {shlex.quote(recover)}",
             'echo "splitmirror: the restored database is open"',
             "exec sleep infinity",
         )
@@ -196,7 +203,7 @@ class Restored:
     def mounts(self) -> list[tuple[str, str]]:
         """(restored host path, server path) for each mapped directory the restore holds, none
         inside another."""
-        found = []
+        found: list[tuple[str, str]] = []
         for server in sorted(self.path_map, key=len):
             restored = self.restored(server)
             if restored is not None and not any(server.startswith(s.rstrip("/") + "/") for _r, s in found):

@@ -135,9 +135,10 @@ class ContainerOracle(ContainerServer):
 
     def connection(self, user: str = APP_USER, service: str = PDB_SERVICE, *, sysbackup: bool = False) -> Any:
         """A connection with the test password given directly (test code only)."""
+        mode = oracledb.AUTH_MODE_SYSBKP if sysbackup else oracledb.AUTH_MODE_DEFAULT
         return oracledb.connect(
             user=user, password=self.password, host="127.0.0.1", port=self.host_port, service_name=service,
-            mode=oracledb.AUTH_MODE_SYSBKP if sysbackup else oracledb.AUTH_MODE_DEFAULT, tcp_connect_timeout=2,
+            mode=mode, tcp_connect_timeout=2,
         )  # fmt: skip
 
     def probe(self) -> str | None:
@@ -163,7 +164,9 @@ class ContainerOracle(ContainerServer):
         if self.container is None:
             raise RuntimeError("start() first")
         script = f"WHENEVER SQLERROR EXIT FAILURE\nSET SERVEROUTPUT ON SIZE UNLIMITED\n{sql}\nEXIT\n"
-        return self.container.exec(["bash", "-c", f"sqlplus -s / as sysdba <<'SQL'\n{script}SQL"], user="oracle")
+        return self.container.exec(
+            ["bash", "-c", f"sqlplus -s / as sysdba <<'SQL'\n{script}SQL"], user="oracle"
+        )
 
     def integrity(self) -> tuple[bool, str]:
         """``ANALYZE TABLE ledger VALIDATE STRUCTURE CASCADE`` (Oracle raises on a corrupt
@@ -207,9 +210,16 @@ class OracleLedgerDatabase(LedgerDatabase):
         """A committed write (insert and delete of a row no writer uses) within ``timeout``."""
 
         def write() -> None:
-            with connect(
-                self.ledger_url, privilege="none", password_file=self.password_file, timeout=2, call_timeout=2
-            ) as conn, conn.cursor() as cursor:
+            with (
+                connect(
+                    self.ledger_url,
+                    privilege="none",
+                    password_file=self.password_file,
+                    timeout=2,
+                    call_timeout=2,
+                ) as conn,
+                conn.cursor() as cursor,
+            ):
                 conn.autocommit = False
                 cursor.execute("INSERT INTO ledger (writer, seq) VALUES (-1, -SYS_CONTEXT('USERENV', 'SID'))")
                 cursor.execute("DELETE FROM ledger WHERE writer = -1")
@@ -219,7 +229,10 @@ class OracleLedgerDatabase(LedgerDatabase):
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[Any]:
-        with self.server.connection(SESSION_USER, ROOT_SERVICE, sysbackup=True) as conn, conn.cursor() as cursor:
+        with (
+            self.server.connection(SESSION_USER, ROOT_SERVICE, sysbackup=True) as conn,
+            conn.cursor() as cursor,
+        ):
             yield cursor
 
     def leftovers(self) -> list[str]:

@@ -1,0 +1,77 @@
+"""The restore of a server that ran in a container (``path_map``): the files the restore writes
+and the steps it prints, from a manifest as a session writes it.  No database runs: the
+container drill (test_oracle_contract.py) executes these steps where the image can be pulled."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from splitmirror_oracle.restore import prepare
+
+SERVER = "/opt/oracle/oradata"
+
+
+def manifest(host: Path) -> dict[str, Any]:
+    return {
+        "files": [{"path": str(host / "FREE/system01.dbf"), "member": "FREE/system01.dbf"}],
+        "metadata": {
+            "db_name": "FREE", "sid": "FREE", "cdb": True,
+            "control_files": [f"{SERVER}/FREE/control01.ctl", f"{SERVER}/FREE/control02.ctl"],
+            "backup_controlfile": f"{SERVER}/FREE/splitmirror-backup.ctl",
+            "datafiles": [[1, f"{SERVER}/FREE/system01.dbf"]],
+            "parameters": {
+                "db_name": [2, "FREE"], "spfile": [2, "/x/spfileFREE.ora"], "sga_target": [6, "1073741824"],
+            },
+            "redo_logs": [f"{SERVER}/FREE/redo01.log"],
+            "tempfiles": [f"{SERVER}/FREE/temp01.dbf"],
+            "directories": [[SERVER, str(host)]],
+        },
+        "redo_range": {
+            "end_scn": 4242,
+            "archived_logs": [f"{SERVER}/FREE/archive/1_8_1.arc", f"{SERVER}/FREE/archive/1_9_1.arc"],
+        },
+    }  # fmt: skip
+
+
+def test_the_container_route_mounts_each_directory_where_the_server_had_it(tmp_path: Path) -> None:
+    restore = tmp_path / "restore"
+    (restore / "FREE/archive").mkdir(parents=True)
+    (restore / "FREE/system01.dbf").write_bytes(b"data")
+    (restore / "FREE/splitmirror-backup.ctl").write_bytes(b"backup control file")
+    steps = prepare(restore, manifest(Path("/srv/ora")))
+
+    assert (restore / "FREE/control01.ctl").read_bytes() == b"backup control file"
+    (container,) = [s for s in steps if s.kind == "container"]
+    assert list(container.argv) == [
+        "docker", "run", "-d", "-v", f"{restore}:{SERVER}",
+        "-v", f"{restore}/splitmirror-oracle:/splitmirror-oracle",
+        "--user", "root", "--entrypoint", "bash", "IMAGE", "/splitmirror-oracle/start-container.sh",
+    ]  # fmt: skip
+    helpers = restore / "splitmirror-oracle"
+    pfile = (helpers / "initFREE.ora").read_text()
+    assert f"*.control_files='{SERVER}/FREE/control01.ctl','{SERVER}/FREE/control02.ctl'" in pfile
+    assert "*.sga_target=1073741824" in pfile and "*.db_name='FREE'" in pfile and "spfile" not in pfile
+    script = (helpers / "recover.sql").read_text()
+    assert "RENAME FILE" not in script  # the paths are the server's own inside the container
+    assert f"{SERVER}/FREE/archive/1_8_1.arc\n{SERVER}/FREE/archive/1_9_1.arc\nCANCEL\n" in script
+    assert script.index("STARTUP NOMOUNT PFILE='/splitmirror-oracle/initFREE.ora'") < script.index("RECOVER")
+    start = (helpers / "start-container.sh").read_text()
+    assert f"chown -R oracle:oinstall {SERVER} " in start and "/splitmirror-oracle/recover.sql" in start
+    for shell in helpers.glob("*.sh"):
+        subprocess.run(["bash", "-n", str(shell)], check=True)
+    host = (helpers / "recover-host.sql").read_text()
+    assert f"RENAME FILE '{SERVER}/FREE/redo01.log' TO '{restore}/FREE/redo01.log'" in host
+    assert f"{restore}/FREE/archive/1_9_1.arc\nCANCEL" in host
+    assert any("SCN 4242" in s.comment for s in steps if s.kind == "note")
+
+
+def test_a_control_file_outside_the_primary_becomes_a_manual_step(tmp_path: Path) -> None:
+    restore = tmp_path / "restore"
+    (restore / "FREE").mkdir(parents=True)
+    (restore / "FREE/splitmirror-backup.ctl").write_bytes(b"backup control file")
+    data = manifest(Path("/srv/ora"))
+    data["metadata"]["control_files"].append("/u02/ctl/control03.ctl")
+    steps = prepare(restore, data)
+    assert steps[0].kind == "manual" and "to /u02/ctl/control03.ctl" in steps[0].comment
