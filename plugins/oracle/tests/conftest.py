@@ -12,15 +12,14 @@ The tests that run everywhere (``test_oracle_statements.py``, ``test_oracle_rest
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from oracle_servers import require_image, start_server
 
 from splitmirror.testing import Workspace
-from splitmirror.testing.containers import Unavailable, versions
-from splitmirror.testing.secrets import sentinel_password
+from splitmirror.testing.containers import versions
 from splitmirror_oracle.testing import ContainerOracle, OracleLedgerDatabase
 
 
@@ -29,20 +28,14 @@ def splitmirror_loop_size() -> int:
     return 6 << 30  # the unpacked database (~2.5 GiB with the PDBs), its archived logs, a restore's copy
 
 
-def start_server(version: str, datadir: Path, *, archivelog: bool = True) -> ContainerOracle:
-    """A started :class:`ContainerOracle`, or a skip saying why there is none here."""
-    if os.geteuid() != 0:
-        pytest.skip("container Oracle tests need root: splitmirror reads files the container's user owns")
-    try:
-        server = ContainerOracle(version, datadir, sentinel_password(), archivelog=archivelog)
-    except Unavailable as reason:
-        pytest.skip(str(reason))
-    return server.start()
-
-
 @pytest.fixture(params=versions("oracle"))
-def server(request: pytest.FixtureRequest, splitmirror_primary_disk: Path) -> Iterator[ContainerOracle]:
-    server = start_server(request.param, splitmirror_primary_disk / "oradata")
+def server(request: pytest.FixtureRequest) -> Iterator[ContainerOracle]:
+    """The image is asked for before the primary disk is made: where it cannot be pulled the
+    test skips without a loop device, a filesystem and a container's worth of setup."""
+    version = request.param
+    require_image(version)
+    disk: Path = request.getfixturevalue("splitmirror_primary_disk")
+    server = start_server(version, disk / "oradata")
     try:
         yield server
     finally:
