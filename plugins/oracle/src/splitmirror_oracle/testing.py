@@ -6,9 +6,10 @@ Its ``/opt/oracle/oradata`` (datafiles, control files, online logs, and here the
 is bind-mounted from a host directory, which plays the primary disk.  The regular tag, not a
 ``faststart`` one: a faststart image keeps its ready-made database in the image's own
 ``/opt/oracle/oradata``, which a bind mount hides; the regular image unpacks it into the mount
-at first start.  Two scripts run at that first start (``/container-entrypoint-initdb.d``):
-ARCHIVELOG mode with the archive destination on the mounted directory, and the plugin's own
-account script (``sql/splitmirror-user.sql``, the one docs/databases/oracle.md gives DBAs).
+at first start.  Two scripts run at that first start (``container-init/``, mounted at
+``/container-entrypoint-initdb.d``, as compose/docker-compose.yml does): ARCHIVELOG mode with the
+archive destination on the mounted directory, and the plugin's own account script
+(``sql/splitmirror-user.sql``, the one docs/databases/oracle.md gives DBAs).
 
 splitmirror connects as that account ``AS SYSBACKUP`` to the root (service ``FREE``); the ledger
 is an application user's table in ``FREEPDB1``.  Restored copies start in a *fresh* container by
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import os
-import stat
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import oracledb
 
 from splitmirror.testing import LedgerDatabase, RestoredLedger, RestoreResult, committed_within
-from splitmirror.testing.containers import ContainerServer, image_for
+from splitmirror.testing.containers import ContainerServer, client, image_for
 from splitmirror.testing.steps import started_in_container
 
 from . import ledger
@@ -47,30 +48,23 @@ SESSION_USER, APP_USER = "c##splitmirror", "ledger"
 #: First start unpacks the database, switches to ARCHIVELOG and restarts: minutes, not seconds.
 START_TIMEOUT = 900.0
 
-ARCHIVELOG_SCRIPT = f"""#!/bin/bash
-# ARCHIVELOG mode, archiving onto the mounted data directory (the image archives nowhere useful).
-set -euo pipefail
-mkdir -p {ARCHIVE}
-sqlplus -s / as sysdba <<'SQL'
-WHENEVER SQLERROR EXIT FAILURE
-ALTER SYSTEM SET log_archive_dest_1='LOCATION={ARCHIVE}' SCOPE=SPFILE;
-SHUTDOWN IMMEDIATE
-STARTUP MOUNT
-ALTER DATABASE ARCHIVELOG;
-ALTER DATABASE OPEN;
-ALTER PLUGGABLE DATABASE ALL OPEN;
-SQL
-"""
-ACCOUNT_SCRIPT = """#!/bin/bash
-# The account docs/databases/oracle.md gives DBAs, created by its own script.
-set -euo pipefail
-sqlplus -s / as sysdba @/splitmirror-init/splitmirror-user.sql "$SPLITMIRROR_PASSWORD"
-"""
+#: The first-start scripts (``/container-entrypoint-initdb.d``) and the account script they run
+#: (``/splitmirror-init``): the same files compose/docker-compose.yml's ``oracle`` service mounts.
+INIT_SCRIPTS, ACCOUNT_SCRIPTS = "container-init", "sql"
 
 
-def account_script() -> str:
-    """The text of ``sql/splitmirror-user.sql``, as installed with the plugin."""
-    return importlib.resources.files("splitmirror_oracle").joinpath("sql/splitmirror-user.sql").read_text()
+def packaged(directory: str) -> Path:
+    """One of the plugin's directories of scripts (:data:`INIT_SCRIPTS`, :data:`ACCOUNT_SCRIPTS`)."""
+    return Path(str(importlib.resources.files("splitmirror_oracle").joinpath(directory)))
+
+
+def image_ids(image: str) -> tuple[int, int]:
+    """The uid and gid of ``image``'s ``oracle`` user, which must own a bind-mounted data directory."""
+    output = client().containers.run(
+        image, ["-c", "id -u oracle; id -g oracle"], entrypoint="bash", remove=True
+    )
+    uid, gid = output.decode().split()
+    return int(uid), int(gid)
 
 
 def write_password_file(path: Path, password: str) -> Path:
@@ -99,25 +93,23 @@ class ContainerOracle(ContainerServer):
         self.primary = True
 
     def start(self) -> ContainerOracle:
-        init = self.datadir.parent / "oracle-init"
-        scripts = init / "initdb"
-        scripts.mkdir(parents=True, exist_ok=True)
-        (init / "splitmirror-user.sql").write_text(account_script())
-        if self.archivelog:
-            (scripts / "01-archivelog.sh").write_text(ARCHIVELOG_SCRIPT)
-        (scripts / "02-account.sh").write_text(ACCOUNT_SCRIPT)
-        for path in [init, scripts, *init.rglob("*")]:
-            path.chmod(0o755)
+        scripts = self.datadir.parent / "oracle-init"
+        shutil.rmtree(scripts, ignore_errors=True)
+        shutil.copytree(packaged(INIT_SCRIPTS), scripts)
+        if not self.archivelog:
+            (scripts / "01-archivelog.sh").unlink()
         self.datadir.mkdir(parents=True, exist_ok=True)
-        # The image's oracle user must write here; its uid is the image's business.
-        self.datadir.chmod(self.datadir.stat().st_mode | stat.S_IRWXO)
-        self.mounts = {scripts: "/container-entrypoint-initdb.d", init: "/splitmirror-init"}
+        os.chown(self.datadir, *image_ids(self.image))
+        self.mounts = {
+            scripts: "/container-entrypoint-initdb.d",
+            packaged(ACCOUNT_SCRIPTS): "/splitmirror-init",
+        }
         self.start_container(
             {
                 "ORACLE_PASSWORD": self.password,
                 "APP_USER": APP_USER,
                 "APP_USER_PASSWORD": self.password,
-                "SPLITMIRROR_PASSWORD": self.password,
+                "SPLITMIRROR_ORACLE_PASSWORD": self.password,
             },
             [],
         )
@@ -195,7 +187,7 @@ class OracleLedgerDatabase(LedgerDatabase):
         self.ledger_url = server.url(APP_USER, PDB_SERVICE)
         self.primary = server.datadir
         self.options = {
-            "path_map": server.path_map,
+            "path_map": {DATA: str(server.datadir)},
             "password_file": str(self.password_file),
             "privilege": "sysbackup",
         }
