@@ -14,7 +14,8 @@ The names, by what a plugin does with them:
   (:class:`DatabaseFile`, :class:`ExtraMember`, :class:`UnquiesceResult`, :class:`ServerInfo`,
   :class:`PreflightProblem`, :class:`Mode`, :class:`Phase`); for a database *server*, the
   foundation of :mod:`splitmirror.server` (:class:`ServerEngine`, :class:`ServerOptions`,
-  :data:`PathMap`, :func:`host_path`, :func:`container_steps`, :func:`ran_in_container`).
+  :data:`PathMap`, :func:`host_path`, :func:`container_steps`, :func:`ran_in_container`,
+  :func:`outermost_mounts`).
 * **a mirror provider** or **a target**: :class:`MirrorProvider` (:class:`SyncStats`,
   :class:`SplitStat`, :class:`Progress`, :class:`ExtentMap`, :class:`Fingerprint`) and
   :class:`Target` (:class:`TargetError`, :class:`TargetFull`).
@@ -63,6 +64,7 @@ from .server import (
     ServerOptions,
     container_steps,
     host_path,
+    outermost_mounts,
     ran_in_container,
 )
 from .session import Session
@@ -111,6 +113,7 @@ __all__ = [
     "host_path",
     "impl",
     "mount_point",
+    "outermost_mounts",
     "parse_duration",
     "parse_size",
     "primary_at_backup",

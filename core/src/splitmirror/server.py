@@ -16,7 +16,8 @@ directory unmapped); here each is written once:
   unreachable-server sentences, ``conn``, ``_one``, ``abort`` that falls back to closing the
   connection, ``close`` that never fails on the way out) and the preflight pieces every server
   needs (an unreadable or foreign data directory, the freeze refusals).
-* :func:`ran_in_container` and :func:`container_steps`: the restore steps' container route.
+* :func:`ran_in_container`, :func:`outermost_mounts` and :func:`container_steps`: the restore
+  steps' container route.
 
 ``docs/writing-a-plugin.md`` ("Server engines") says what a subclass writes.
 """
@@ -335,6 +336,16 @@ def ran_in_container(directories: Iterable[tuple[str, str | None]]) -> bool:
     return any(
         host and posixpath.normpath(server) != posixpath.normpath(host) for server, host in directories
     )
+
+
+def outermost_mounts(mounts: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(host, inside)`` mounts without those another one already holds (a binary log or
+    archive directory inside the data directory comes with it): what a ``docker run`` mounts."""
+    kept: list[tuple[str, str]] = []
+    for host, inside in sorted(mounts, key=lambda m: len(m[1])):
+        if not any(inside == k or inside.startswith(k.rstrip("/") + "/") for _h, k in kept):
+            kept.append((host, inside))
+    return kept
 
 
 def container_steps(

@@ -26,7 +26,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from splitmirror.api import RestoreStep, container_steps, ran_in_container, restored_location
+from splitmirror.api import (
+    RestoreStep,
+    container_steps,
+    outermost_mounts,
+    ran_in_container,
+    restored_location,
+)
 
 from . import binlog_index
 
@@ -169,10 +175,13 @@ class RestoredServer:
         ]  # fmt: skip
         if self.in_container:
             mounts = [(self.restored(s), s) for s in sorted({s for s, _h in self.directories})]
-            others = [host for host, inside in _outermost(mounts) if inside != self.server_dir]
+            others = [host for host, inside in outermost_mounts(mounts) if inside != self.server_dir]
             extra = [] if self.server_dir == IMAGE_DATADIR else [f"--datadir={self.server_dir}"]
             steps += container_steps(
-                _outermost(mounts), [*extra, *options(lambda path: path)], os_user="mysql", outside=others
+                outermost_mounts(mounts),
+                [*extra, *options(lambda path: path)],
+                os_user="mysql",
+                outside=others,
             )
         end = binlogs.end if binlogs else None
         if end is not None:
@@ -196,13 +205,3 @@ def restore_steps(directory: Path, manifest: Mapping[str, Any]) -> list[RestoreS
     """Make the restored binary log index right for the copy, and the steps that start it."""
     server = RestoredServer(directory, manifest)
     return server.steps(binlog_index.prepare(server))
-
-
-def _outermost(mounts: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Mounts without those another one already holds (a binary log directory in the data
-    directory comes with it)."""
-    kept: list[tuple[str, str]] = []
-    for host, inside in sorted(mounts, key=lambda m: len(m[1])):
-        if not any(inside == k or inside.startswith(k.rstrip("/") + "/") for _h, k in kept):
-            kept.append((host, inside))
-    return kept

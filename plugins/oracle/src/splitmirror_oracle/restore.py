@@ -38,7 +38,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from splitmirror.api import IMAGE, RestoreStep, host_path, ran_in_container, restored_location
+from splitmirror.api import (
+    IMAGE,
+    RestoreStep,
+    host_path,
+    outermost_mounts,
+    ran_in_container,
+    restored_location,
+)
 
 #: The directory of the restore that holds what this module writes.
 HELPERS = "splitmirror-oracle"
@@ -203,12 +210,8 @@ class Restored:
     def mounts(self) -> list[tuple[str, str]]:
         """(restored host path, server path) for each mapped directory the restore holds, none
         inside another."""
-        found: list[tuple[str, str]] = []
-        for server in sorted(self.path_map, key=len):
-            restored = self.restored(server)
-            if restored is not None and not any(server.startswith(s.rstrip("/") + "/") for _r, s in found):
-                found.append((str(restored), server))
-        return found
+        found = [(str(self.restored(server)), server) for server in self.path_map if self.restored(server)]
+        return outermost_mounts(found)
 
     # -- the steps --------------------------------------------------------------------------
 
