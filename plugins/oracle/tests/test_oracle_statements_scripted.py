@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import oracledb
 import pytest
 from scripted_oracle import ScriptedOracle, oracle_error
 
@@ -229,4 +230,18 @@ def test_a_connection_error_is_one_sentence_without_the_password(
         "cannot connect to Oracle at oracle://c##splitmirror@db.example:1521/FREE: ORA-01017: invalid "
         "credential or not authorized; logon denied; check the URL, that the server is running, and "
         "SPLITMIRROR_ORACLE_PASSWORD or [database] password_file"
+    )
+
+
+def test_a_release_that_fails_everywhere_says_what_to_run_by_hand(instance: ScriptedOracle) -> None:
+    session = connected()
+    session.quiesce(Mode.HOT_BACKUP)
+    instance.connections[0].killed = True
+    instance.refuse_connect = oracle_error("DPY-6005: cannot connect to database", oracledb.OperationalError)
+    with pytest.raises(BackupFailed) as failed:
+        session.abort()
+    assert str(failed.value) == (
+        "Oracle could not be released (DPY-6005: cannot connect to database): the datafiles may still be "
+        "in backup mode and the instance suspended; as SYSDBA run ALTER SYSTEM RESUME, then ALTER "
+        "DATABASE END BACKUP"
     )

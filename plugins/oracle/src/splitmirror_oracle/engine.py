@@ -459,7 +459,14 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         finally:
             if held and (self._in_backup or self._suspended or self._conn is None):
                 self._in_backup = self._suspended = False
-                type(self).emergency_release(self.url, self.settings, self.emergency_state())
+                try:
+                    type(self).emergency_release(self.url, self.settings, self.emergency_state())
+                except (oracledb.Error, connection.ConnectionProblem) as error:
+                    raise BackupFailed(
+                        f"Oracle could not be released ({connection.message(error)}): the datafiles may "
+                        "still be in backup mode and the instance suspended; as SYSDBA run ALTER SYSTEM "
+                        "RESUME, then ALTER DATABASE END BACKUP"
+                    ) from None
 
     def emergency_state(self) -> Mapping[str, Any] | None:
         """Asked before QUIESCE and after: from then on a dead session may have left backup
