@@ -38,6 +38,9 @@ class ScriptedOracle:
         self.archive = oradata / "archive"
         self.archive.mkdir(parents=True, exist_ok=True)
         self.log_mode = "ARCHIVELOG"
+        self.force_logging = "YES"
+        #: A datafile a NOLOGGING operation changed (``v$datafile.unrecoverable_change#``), or None.
+        self.unrecoverable: str | None = None
         self.cdb = cdb
         self.container = "CDB$ROOT"
         self.user = "SYSBACKUP"
@@ -112,11 +115,14 @@ class ScriptedOracle:
             (r"^ALTER SYSTEM RESUME$", self._resume),
             (r"^ALTER DATABASE BACKUP CONTROLFILE TO '(.+)' REUSE$", self._backup_controlfile),
             (r"^SELECT database_status FROM v\$instance", lambda s, p: [(self.database_status,)]),
-            (r"FROM v\$instance$", lambda s, p: [("23.26.0.0.0", "FREE", self.status, self.database_status)]),
+            (r"FROM v\$instance$", lambda s, p: [("FREE", self.status, self.database_status)]),
+            (r"unrecoverable_change#", lambda s, p: [(self.unrecoverable,)]),
             (r"current_scn FROM v\$database", lambda s, p: [(self.scn,)]),
             (
                 r"FROM v\$database$",
-                lambda s, p: [("FREE", 1234567, self.log_mode, "YES" if self.cdb else "NO")],
+                lambda s, p: [
+                    ("FREE", 1234567, self.log_mode, "YES" if self.cdb else "NO", self.force_logging)
+                ],
             ),
             (r"CON_NAME", lambda s, p: [(self.container if self.cdb else "FREE",)]),
             (r"FROM v\$controlfile", lambda s, p: [(n,) for n in self.control_files]),
@@ -194,6 +200,7 @@ class ScriptedConnection:
 
     def __init__(self, instance: ScriptedOracle) -> None:
         self.instance = instance
+        self.version = "23.26.0.0.0"
         self.autocommit = True
         self.call_timeout = 0
         self.closed = False

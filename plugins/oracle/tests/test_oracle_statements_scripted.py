@@ -5,6 +5,7 @@ pulled.  Each test names the mechanism it guards."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import oracledb
@@ -19,10 +20,13 @@ URL = "oracle://c##splitmirror@db.example:1521/FREE"
 
 
 @pytest.fixture
-def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ScriptedOracle:
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOracle]:
+    """The scripted instance; every test ends by checking that nothing the engine sent would
+    have waited for RESUME on a real one (a control-file view read while suspended)."""
     scripted = ScriptedOracle(tmp_path / "oradata")
     monkeypatch.setattr(connection, "connect", scripted.connect)
-    return scripted
+    yield scripted
+    assert scripted.waited == [], "read while suspended, which Oracle holds until RESUME"
 
 
 def engine(**options: object) -> OracleEngine:
@@ -30,8 +34,10 @@ def engine(**options: object) -> OracleEngine:
 
 
 def connected(**options: object) -> OracleEngine:
+    """Connected, and through preflight (which reads the database's facts), as in a session."""
     found = engine(**options)
     found.connect()
+    found.preflight(Mode.HOT_BACKUP)
     return found
 
 
@@ -125,11 +131,33 @@ def test_the_emergency_release_resumes_then_ends_backup_mode_and_is_idempotent(
     OracleEngine.emergency_release(URL, OracleOptions(), state)
     assert instance.alters()[-2:] == ["ALTER SYSTEM RESUME", "ALTER DATABASE END BACKUP"]
     assert instance.in_backup == set() and instance.database_status == "ACTIVE"
-    before = len(instance.alters())
+    before = len(instance.statements)
     OracleEngine.emergency_release(URL, OracleOptions(), state)
-    assert len(instance.alters()) == before, "a second release must change nothing"
+    again = [s for s in instance.statements[before:] if s.startswith("ALTER")]
+    assert again == ["ALTER SYSTEM RESUME"], "a second release: RESUME (a no-op) and nothing else"
     OracleEngine.emergency_release(URL, OracleOptions(), None)
     assert len(instance.connections) == 3, "no state: nothing was entered, no connection"
+
+
+def test_the_emergency_release_resumes_a_suspend_that_did_not_show_yet(instance: ScriptedOracle) -> None:
+    """The session died while SUSPEND was finishing: v$instance said ACTIVE when read, so
+    RESUME is issued whatever the status, before END BACKUP (which needs I/O)."""
+    session = connected()
+    session.quiesce(Mode.HOT_BACKUP)
+    OracleEngine.emergency_release(URL, OracleOptions(), session.emergency_state())
+    assert instance.alters()[-2:] == ["ALTER SYSTEM RESUME", "ALTER DATABASE END BACKUP"]
+
+
+def test_the_spare_connection_releases_without_a_login(instance: ScriptedOracle) -> None:
+    """Opened before the window: a login while the instance is suspended may never complete."""
+    session = connected(statement_timeout="1s")
+    session.layout()  # MAP, before the window: the spare is opened here
+    session.quiesce(Mode.FREEZE)
+    instance.connections[0].killed = True
+    instance.refuse_connect = oracle_error("ORA-12345: no login now")
+    session.abort()
+    assert len(instance.connections) == 2 and instance.connections[1].closed
+    assert instance.in_backup == set() and instance.database_status == "ACTIVE"
 
 
 def test_archived_logs_missing_here_fail_the_session_after_releasing(instance: ScriptedOracle) -> None:
@@ -166,9 +194,15 @@ PROBLEMS = {
     ),
     "pdb": (lambda i: setattr(i, "container", "FREEPDB1"), "connected to the pluggable database FREEPDB1"),
     "in backup": (lambda i: setattr(i, "in_backup", {1, 2}), "2 datafiles are already in backup mode"),
-    "suspended": (lambda i: setattr(i, "database_status", "SUSPENDED"), "the instance is OPEN and SUSPENDED"),
+    "suspended": (lambda i: setattr(i, "database_status", "SUSPENDED"), "the instance is SUSPENDED"),
+    "force logging": (
+        lambda i: setattr(i, "force_logging", "NO"),
+        "not in FORCE LOGGING mode: a NOLOGGING operation during the backup would write blocks no redo "
+        "describes, and a restore would hold them corrupt; ALTER DATABASE FORCE LOGGING, or set [database] "
+        "require_force_logging = false",
+    ),
     "view": (
-        lambda i: i.denied_views.add("v$backup"),
+        lambda i: i.denied_views.update({"v$backup", "v$instance"}),
         "user SYSBACKUP cannot read v$backup (backup mode); GRANT SELECT_CATALOG_ROLE TO SYSBACKUP",
     ),
     "asm": (
@@ -183,15 +217,19 @@ PROBLEMS = {
 def test_preflight_names_each_problem(case: str, instance: ScriptedOracle) -> None:
     arrange, expected = PROBLEMS[case]
     arrange(instance)
-    sentences = [p.sentence() for p in connected().preflight(Mode.HOT_BACKUP)]
-    assert len(sentences) == 1 and expected in sentences[0], sentences
+    session = engine()
+    session.connect()
+    sentences = [p.sentence() for p in session.preflight(Mode.HOT_BACKUP)]
+    assert expected in sentences[-1] and len(sentences) == (2 if case == "view" else 1), sentences
     assert not instance.alters(), "preflight changes nothing"
 
 
 def test_a_plain_account_is_told_each_missing_privilege(instance: ScriptedOracle) -> None:
     instance.user = "BKP"
     instance.session_privs = ["CREATE SESSION", "ALTER DATABASE"]
-    sentences = [p.sentence() for p in connected(privilege="none").preflight(Mode.FREEZE)]
+    plain = engine(privilege="none")
+    plain.connect()
+    sentences = [p.sentence() for p in plain.preflight(Mode.FREEZE)]
     assert sentences == [
         "user BKP lacks the ALTER SYSTEM privilege; GRANT ALTER SYSTEM TO BKP, or grant SYSBACKUP and set "
         'privilege = "sysbackup"'
@@ -237,7 +275,9 @@ def test_a_release_that_fails_everywhere_says_what_to_run_by_hand(instance: Scri
     session = connected()
     session.quiesce(Mode.HOT_BACKUP)
     instance.connections[0].killed = True
+    assert instance.in_backup
     instance.refuse_connect = oracle_error("DPY-6005: cannot connect to database", oracledb.OperationalError)
+    session.settings.statement_timeout = 0.5  # how long the fresh logins are retried
     with pytest.raises(BackupFailed) as failed:
         session.abort()
     assert str(failed.value) == (

@@ -29,7 +29,6 @@ process dies.  Neither needs root: Oracle's I/O is held by Oracle, no filesystem
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -51,28 +50,7 @@ from splitmirror.api import (
     UnquiesceResult,
 )
 
-from . import connection, layout, restore
-
-#: The views the session reads, and what each is for (named in a missing privilege's sentence).
-VIEWS = {
-    "v$database": "log mode and SCNs",
-    "v$instance": "the instance's state",
-    "v$datafile": "the datafiles",
-    "v$tablespace": "their tablespaces",
-    "v$controlfile": "the control files",
-    "v$backup": "backup mode",
-    "v$archived_log": "the archived logs",
-    "v$log": "log sequences",
-    "v$logfile": "the online logs' names, for a restore",
-    "v$tempfile": "the tempfiles' names, for a restore",
-    "v$parameter2": "the parameters a restored instance starts with",
-}
-#: What a plain account (``privilege = "none"``) needs besides reading :data:`VIEWS`.
-SYSTEM_PRIVILEGES = ("ALTER DATABASE", "ALTER SYSTEM")
-#: ``END BACKUP`` when no file is in backup mode; ``RESUME`` when nothing is suspended.
-NOTHING_TO_END = ("ORA-01260", "ORA-01142")
-#: Oracle 19c (the long-term release) and newer: ``v$instance.version_full``, one backup mode.
-MINIMUM_VERSION = (19,)
+from . import checks, connection, layout, release, restore
 
 
 class OracleOptions(ServerOptions):
@@ -90,6 +68,9 @@ class OracleOptions(ServerOptions):
     #: How long one statement may take (a log switch waiting for the archiver, say) before the
     #: session gives up and releases the database.
     statement_timeout: Duration = 60.0
+    #: Refuse a database without FORCE LOGGING: a NOLOGGING operation during the backup writes
+    #: blocks no redo describes, which the restored copy holds corrupt.
+    require_force_logging: bool = True
 
 
 class BackupFailed(SplitmirrorError):
@@ -109,13 +90,18 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         super().__init__(url, options)
         self.version: tuple[int, ...] = ()
         self.version_text = ""
-        self.database: dict[str, Any] = {}
-        self.instance: dict[str, Any] = {}
+        self.user = ""
         self.container = ""
+        #: ``v$instance``: name, status, database_status (empty when unreadable).
+        self.instance: dict[str, str] = {}
+        #: What :meth:`read_facts` found: ``v$database``, the control files, the datafiles.
+        self.database: dict[str, Any] = {}
         self.control_files: list[str] = []
         self.datafiles: list[layout.Datafile] = []
         #: What a restore needs that the files do not say, read outside the window (:meth:`layout`).
         self.restore_facts: dict[str, Any] = {}
+        #: A second connection opened before the window: the release's fallback needs no login.
+        self._spare: oracledb.Connection | None = None
         self._in_backup = False
         self._suspended = False
         self.begin: dict[str, Any] = {}
@@ -149,24 +135,39 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
             cursor.execute(statement)
 
     def describe_server(self) -> ServerInfo:
-        version, name, status, database_status = self._rows(
-            "SELECT version_full, instance_name, status, database_status FROM v$instance"
-        )[0]
-        self.version_text = str(version)
+        """Only what any account reads and a suspended instance answers (the version the login
+        reported, ``v$instance`` if readable): preflight must be able to say what is wrong."""
+        self.version_text = str(self.conn.version)
         self.version = tuple(int(part) for part in self.version_text.split(".")[:3] if part.isdigit())
-        self.instance = {"name": str(name), "status": str(status), "database_status": str(database_status)}
-        db_name, dbid, log_mode, cdb = self._rows("SELECT name, dbid, log_mode, cdb FROM v$database")[0]
-        self.database = {
-            "name": str(db_name),
-            "dbid": int(dbid),
-            "log_mode": str(log_mode),
-            "cdb": cdb == "YES",
-        }
+        self.user = str(self._one("SELECT USER FROM dual"))
         self.container = str(self._one("SELECT SYS_CONTEXT('USERENV', 'CON_NAME') FROM dual"))
+        try:
+            name, status, database_status = self._rows(
+                "SELECT instance_name, status, database_status FROM v$instance"
+            )[0]
+            self.instance = {
+                "name": str(name),
+                "status": str(status),
+                "database_status": str(database_status),
+            }
+        except oracledb.DatabaseError:
+            self.instance = {}  # no SELECT_CATALOG_ROLE: preflight names it
+        return ServerInfo("oracle", self.version_text, "Oracle Database")
+
+    def read_facts(self) -> None:
+        """``v$database``, the control files and the datafiles: views read from the control
+        file, so only once preflight knows the instance is not suspended and they are readable."""
+        if self.database:
+            return
+        name, dbid, log_mode, cdb, force_logging = self._rows(
+            "SELECT name, dbid, log_mode, cdb, force_logging FROM v$database"
+        )[0]
+        self.database = {
+            "name": str(name), "dbid": int(dbid), "log_mode": str(log_mode), "cdb": cdb == "YES",
+            "force_logging": str(force_logging),
+        }  # fmt: skip
         self.control_files = [str(n) for (n,) in self._rows("SELECT name FROM v$controlfile ORDER BY name")]
         self.datafiles = layout.datafiles(self._rows(layout.DATAFILES_SQL))
-        kind = "container database" if self.database["cdb"] else "non-CDB"
-        return ServerInfo("oracle", self.version_text, f"Oracle Database ({kind})")
 
     def server_data_directory(self) -> str | None:
         """Oracle has no one data directory: the directory of the first control file stands for
@@ -178,122 +179,16 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         """The backup control file, as the server names it."""
         if self.settings.backup_controlfile:
             return self.settings.backup_controlfile
+        self.read_facts()
         return str(PurePosixPath(self.control_files[0]).parent / "splitmirror-backup.ctl")
 
     # -- preflight ------------------------------------------------------------------------
 
     def preflight(self, mode: Mode) -> list[PreflightProblem]:
-        """Everything that would make BEGIN BACKUP fail or the backup unrestorable, checked
-        before anything is touched: NOARCHIVELOG (ORA-01123), privileges and views (each one
-        named), a PDB instead of the root, files already in backup mode, a suspended
-        instance, ASM, and files this host cannot read."""
-        problems: list[PreflightProblem] = []
-        if self.version < MINIMUM_VERSION:
-            problems.append(
-                PreflightProblem(f"Oracle {self.version_text} is not supported", "use Oracle 19c or newer")
-            )
-        problems += self._privilege_problems()
-        if problems:
-            return problems  # without the views, the other checks cannot be made
-        if self.database["log_mode"] != "ARCHIVELOG":
-            problems.append(
-                PreflightProblem(
-                    f"the database {self.database['name']} is in {self.database['log_mode']} mode, and "
-                    "BEGIN BACKUP needs ARCHIVELOG (ORA-01123)",
-                    "SHUTDOWN IMMEDIATE; STARTUP MOUNT; ALTER DATABASE ARCHIVELOG; ALTER DATABASE OPEN",
-                )
-            )
-        if self.database["cdb"] and self.container != "CDB$ROOT":
-            problems.append(
-                PreflightProblem(
-                    f"the session is connected to the pluggable database {self.container}, and backup "
-                    "mode of the whole database is entered from the root",
-                    "connect to the container database's own service (such as FREE or ORCLCDB) in "
-                    "[database] url",
-                )
-            )
-        active = int(self._one("SELECT COUNT(*) FROM v$backup WHERE status = 'ACTIVE'") or 0)
-        if active:
-            problems.append(
-                PreflightProblem(
-                    f"{active} datafiles are already in backup mode (another backup, or one that died)",
-                    "finish that backup, or ALTER DATABASE END BACKUP when none runs",
-                )
-            )
-        if self.instance["database_status"] != "ACTIVE" or self.instance["status"] != "OPEN":
-            problems.append(
-                PreflightProblem(
-                    f"the instance is {self.instance['status']} and {self.instance['database_status']}",
-                    "open the database (ALTER SYSTEM RESUME if it was suspended) and run the backup again",
-                )
-            )
-        return problems + self._file_problems()
-
-    def _privilege_problems(self) -> list[PreflightProblem]:
-        """Each unreadable view, and for a plain account each missing system privilege; an
-        administrative privilege (SYSBACKUP, SYSDBA) holds them all."""
-        user = str(self._one("SELECT USER FROM dual"))
-        problems = []
-        for view, purpose in VIEWS.items():
-            try:
-                self._rows(f"SELECT 1 FROM {view} WHERE ROWNUM = 1")
-            except oracledb.DatabaseError:
-                problems.append(
-                    PreflightProblem(
-                        f"user {user} cannot read {view} ({purpose})",
-                        f'GRANT SELECT_CATALOG_ROLE TO {user}, or connect with privilege = "sysbackup"',
-                    )
-                )
-        if self.settings.privilege == "none":
-            held = {str(p) for (p,) in self._rows("SELECT privilege FROM session_privs")}
-            problems += [
-                PreflightProblem(
-                    f"user {user} lacks the {privilege} privilege",
-                    f'GRANT {privilege} TO {user}, or grant SYSBACKUP and set privilege = "sysbackup"',
-                )
-                for privilege in SYSTEM_PRIVILEGES
-                if privilege not in held
-            ]
-        return problems
-
-    def _file_problems(self) -> list[PreflightProblem]:
-        """Every datafile must be a file this host reads (through ``path_map``), and the
-        backup control file's directory must be here too."""
-        problems = []
-        in_asm = [d.name for d in self.datafiles if not layout.on_file_system(d.name)]
-        if in_asm:
-            problems.append(
-                PreflightProblem(
-                    f"the datafile {in_asm[0]} is in an ASM disk group, and splitmirror reads files",
-                    "use RMAN for databases in ASM, or move the datafiles to a filesystem on the "
-                    "mirrored disk",
-                )
-            )
-            return problems
-        for datafile in self.datafiles:
-            here = self.host_path(datafile.name)
-            if not here.is_file():
-                problems.append(
-                    PreflightProblem(
-                        f"the datafile {datafile.name} is not readable here as {here}",
-                        "run splitmirror on the database host, as root or the oracle user, or set "
-                        "[database] path_map for a server in a container",
-                    )
-                )
-                break
-        target = self.host_path(PurePosixPath(self.backup_controlfile).parent)
-        if not target.is_dir():
-            problems.append(
-                PreflightProblem(
-                    f"the backup control file's directory {PurePosixPath(self.backup_controlfile).parent} "
-                    f"is not here as {target}",
-                    "set [database] backup_controlfile to a server path under the primary",
-                )
-            )
-        return problems
-
-    def data_directory_problems(self) -> list[PreflightProblem]:
-        return self._file_problems()
+        """:mod:`.checks`: NOARCHIVELOG (ORA-01123), FORCE LOGGING, privileges and views (each
+        named), a PDB instead of the root, files already in backup mode, a suspended instance,
+        ASM, and files this host cannot read; nothing is changed."""
+        return checks.problems(self, mode)
 
     # -- files ----------------------------------------------------------------------------
 
@@ -301,13 +196,16 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         """The datafiles, and what is collected after the window (the backup control file's
         place, the newest archived log), so that a destination outside the primary is refused
         before the session starts, not after the window.  Also reads, outside the window, what
-        a restore needs to know of the instance (:data:`restore.FACTS`)."""
+        a restore needs to know of the instance, and opens the spare connection the release
+        falls back on (:mod:`.release`)."""
         if not self.datafiles:
             return []
         self.restore_facts = self._restore_facts()
+        if self._spare is None:
+            self._spare = self.open_connection()
         newest = self._rows(
             "SELECT name FROM v$archived_log WHERE name IS NOT NULL AND deleted = 'NO' "
-            "AND standby_dest = 'NO' ORDER BY first_change# DESC FETCH FIRST 1 ROWS ONLY"
+            "AND standby_dest = 'NO' ORDER BY first_change# DESC, dest_id FETCH FIRST 1 ROWS ONLY"
         )
         collected = [self.host_path(self.backup_controlfile)] + [self.host_path(str(n)) for (n,) in newest]
         return [self.host_path(d.name) for d in self.datafiles] + collected
@@ -318,10 +216,9 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         backup, and reading the control file while SUSPENDed would wait for RESUME."""
         parameters: dict[str, list[Any]] = {}
         for name, value, kind in self._rows(
-            "SELECT name, value, type FROM v$parameter2 WHERE isdefault = 'FALSE' AND value IS NOT NULL "
-            "ORDER BY name, ordinal"
+            "SELECT name, value, type FROM v$parameter2 WHERE isdefault = 'FALSE' ORDER BY name, ordinal"
         ):
-            parameters.setdefault(str(name), [int(kind)]).append(str(value))
+            parameters.setdefault(str(name), [int(kind)]).append("" if value is None else str(value))
         return {
             "parameters": parameters,
             "redo_logs": [
@@ -393,20 +290,25 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         }
 
     def unquiesce(self) -> UnquiesceResult:
-        """RESUME (FREEZE), END BACKUP, the end SCN, ARCHIVE LOG CURRENT, the backup control
-        file, and the archived logs between the two SCNs, to be collected."""
+        """RESUME (FREEZE), END BACKUP, the end SCN, a check that no NOLOGGING change slipped
+        in, ARCHIVE LOG CURRENT, the backup control file, and the archived logs between the
+        two SCNs, to be collected."""
         mode = self._mode
         try:
-            if self._suspended:
-                self._run("ALTER SYSTEM RESUME")
-                self._suspended = False
-            self._run("ALTER DATABASE END BACKUP")
-            self._in_backup = False
+            self.release(mode)
             self._mode = None
             still = int(self._one("SELECT COUNT(*) FROM v$backup WHERE status = 'ACTIVE'") or 0)
             if still:
                 raise BackupFailed(f"END BACKUP returned, but {still} datafiles are still in backup mode")
             end_scn = int(self._one("SELECT current_scn FROM v$database"))
+            unrecoverable = self._one(
+                "SELECT MIN(name) FROM v$datafile WHERE unrecoverable_change# >= :1", self.begin["scn"]
+            )
+            if unrecoverable:
+                raise BackupFailed(
+                    f"a NOLOGGING operation changed {unrecoverable} during the backup, and no redo can "
+                    "rebuild those blocks from it; ALTER DATABASE FORCE LOGGING, then back up again"
+                )
             self._run("ALTER SYSTEM ARCHIVE LOG CURRENT")
             escaped = self.backup_controlfile.replace("'", "''")
             self._run(f"ALTER DATABASE BACKUP CONTROLFILE TO '{escaped}' REUSE")
@@ -436,37 +338,66 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
             "end_sequences": {int(t): int(s) for t, s in end_sequences},
             "archived_logs": [log.name for log in logs],
         }
-        label = f"oracle {'freeze (suspended)' if mode is Mode.FREEZE else 'hot-backup'} (backup mode)"
+        label = f"oracle {'freeze, suspended' if mode is Mode.FREEZE else 'hot-backup'} in backup mode"
         return UnquiesceResult(label=label, redo_range=redo, collected_files=collected)
 
     def release(self, mode: Mode | None) -> None:
         """RESUME what quiesce suspended, END BACKUP what it put in backup mode, on the
-        session's connection; "nothing to end" is fine (quiesce stopped before it took hold)."""
-        if self._suspended:
-            _tolerant(self._run, "ALTER SYSTEM RESUME")
-            self._suspended = False
-        if self._in_backup:
-            _tolerant(self._run, "ALTER DATABASE END BACKUP")
-            self._in_backup = False
+        session's connection ("nothing to end" is fine: quiesce stopped before it took hold);
+        each flag is cleared once its statement went through."""
+        with self.conn.cursor() as cursor:
+            if self._suspended:
+                cursor.execute("ALTER SYSTEM RESUME")
+                self._suspended = False
+            if self._in_backup:
+                release.tolerant(cursor, "ALTER DATABASE END BACKUP")
+                self._in_backup = False
 
     def abort(self) -> None:
         """Release on the session's connection; when that fails (a statement that timed out
-        leaves it unusable), on a fresh one: closing the connection, which ends every other
-        engine's hold, ends neither backup mode nor SUSPEND."""
-        held = self._in_backup or self._suspended
-        try:
+        leaves it unusable, or the server killed it), on the spare one; when that fails too, on
+        a fresh one (:mod:`.release`).  Closing a connection, which ends every other engine's
+        hold, ends neither backup mode nor SUSPEND."""
+        if not (self._in_backup or self._suspended):
             super().abort()
+            return
+        try:
+            super().abort()  # release(); a driver error drops the connection instead
         finally:
-            if held and (self._in_backup or self._suspended or self._conn is None):
+            if self._in_backup or self._suspended:
+                self._fall_back()
+
+    def _fall_back(self) -> None:
+        reasons = []
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            try:
+                with spare.cursor() as cursor:
+                    release.end_everything(cursor)
                 self._in_backup = self._suspended = False
-                try:
-                    type(self).emergency_release(self.url, self.settings, self.emergency_state())
-                except (oracledb.Error, connection.ConnectionProblem) as error:
-                    raise BackupFailed(
-                        f"Oracle could not be released ({connection.message(error)}): the datafiles may "
-                        "still be in backup mode and the instance suspended; as SYSDBA run ALTER SYSTEM "
-                        "RESUME, then ALTER DATABASE END BACKUP"
-                    ) from None
+                return
+            except (oracledb.Error, release.ReleaseFailed) as error:
+                reasons.append(connection.message(error))
+            finally:
+                spare.close()
+        try:
+            type(self).emergency_release(self.url, self.settings, self.emergency_state())
+            self._in_backup = self._suspended = False
+        except (oracledb.Error, connection.ConnectionProblem, release.ReleaseFailed) as error:
+            reasons.append(connection.message(error))
+            raise BackupFailed(
+                f"Oracle could not be released ({'; '.join(reasons)}): the datafiles may still be in "
+                "backup mode and the instance suspended; as SYSDBA run ALTER SYSTEM RESUME, then ALTER "
+                "DATABASE END BACKUP"
+            ) from None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            spare, self._spare = self._spare, None
+            if spare is not None:
+                spare.close()
 
     def emergency_state(self) -> Mapping[str, Any] | None:
         """Asked before QUIESCE and after: from then on a dead session may have left backup
@@ -477,53 +408,21 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
     def emergency_release(
         cls, url: str, options: pydantic.BaseModel, state: Mapping[str, Any] | None
     ) -> None:
-        """On a fresh connection: RESUME a suspended instance (I/O first: END BACKUP writes the
-        datafile headers), then END BACKUP while any datafile is in backup mode.  Idempotent;
-        preflight refused to start while another backup held files in backup mode, so any
-        found now are the session's."""
+        """On a fresh connection, its login bounded by ``connect_timeout`` and retried for up to
+        ``statement_timeout`` (:func:`.release.emergency`):
+        RESUME, END BACKUP while any datafile is in backup mode, and the check that nothing is
+        held.  Idempotent; preflight refused to start while another backup held files in backup
+        mode, so any found now are the session's."""
         if state is None or not isinstance(options, OracleOptions):
             return
-        conn = connection.connect(
+        release.emergency(
             url,
             privilege=options.privilege,
             password_file=options.password_file,
-            timeout=options.connect_timeout,
-            call_timeout=options.statement_timeout,
+            login_timeout=options.connect_timeout,
+            deadline=options.statement_timeout,
         )
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute("SELECT database_status FROM v$instance")
-                row = cursor.fetchone()
-                if row is not None and row[0] == "SUSPENDED":
-                    _tolerant(cursor.execute, "ALTER SYSTEM RESUME")
-                    _wait_active(cursor)
-                cursor.execute("SELECT COUNT(*) FROM v$backup WHERE status = 'ACTIVE'")
-                row = cursor.fetchone()
-                if row is not None and int(row[0]):
-                    _tolerant(cursor.execute, "ALTER DATABASE END BACKUP")
-        finally:
-            conn.close()
 
     @classmethod
     def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
         return restore.prepare(directory, manifest)
-
-
-def _tolerant(run: Any, statement: str) -> None:
-    """Run ``statement``; Oracle saying there is nothing to end (:data:`NOTHING_TO_END`) is success."""
-    try:
-        run(statement)
-    except oracledb.DatabaseError as error:
-        if connection.code(error) not in NOTHING_TO_END:
-            raise
-
-
-def _wait_active(cursor: Any, timeout: float = 10.0) -> None:
-    """Until ``v$instance`` says ACTIVE again after RESUME (at most ``timeout`` seconds)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        cursor.execute("SELECT database_status FROM v$instance")
-        row = cursor.fetchone()
-        if row is None or row[0] == "ACTIVE":
-            return
-        time.sleep(0.1)
