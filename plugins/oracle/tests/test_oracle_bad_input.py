@@ -5,6 +5,7 @@ afterwards).  Without a server, the same sentences are checked against the scrip
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +114,19 @@ def test_the_password_never_leaves_its_file(
 def test_positions_are_recorded(
     mode: str, splitmirror_database: OracleLedgerDatabase, splitmirror_session: SessionRunner
 ) -> None:
-    """SCN at begin and end, log sequences, and v$backup all NOT ACTIVE after the session."""
+    """SCN at begin and end, log sequences, the archived logs (each an archive member), and
+    v$backup all NOT ACTIVE after the session."""
     splitmirror_database.create_ledger()
     summary = splitmirror_session.run(splitmirror_database, mode)
     show = CliRunner().invoke(
         main, ["show", str(summary.id), "--json", "--catalog", str(splitmirror_session.workspace.catalog)]
     )
     assert show.exit_code == 0, show.output
-    assert '"begin_scn"' in show.output and '"end_scn"' in show.output and '"archived_logs"' in show.output
+    shown = json.loads(show.output)
+    redo = shown["redo_range"]
+    assert 0 < redo["begin_scn"] < redo["end_scn"], redo
+    assert redo["archived_logs"] and redo["end_sequences"]["1"] >= redo["begin_sequences"]["1"], redo
+    archived = {f["path"] for f in shown["members"] if f["role"] == "archived-log"}
+    assert {str(splitmirror_database.server.datadir / Path(n).relative_to("/opt/oracle/oradata"))
+            for n in redo["archived_logs"]} == archived  # fmt: skip
     untouched(splitmirror_database)

@@ -52,3 +52,8 @@ def test_every_thread_must_reach_past_the_end() -> None:
     logs = [log(7, 100, 300), log(3, 90, 200, thread=2)]
     with pytest.raises(LogsMissing, match="thread 2 has no archived log past SCN 250"):
         window_logs(logs, 150, 250, everywhere)
+
+
+def test_a_log_registered_twice_is_one_log() -> None:
+    logs = [log(7, 100, 200), log(7, 100, 200), log(8, 200, 300)]
+    assert [x.sequence for x in window_logs(logs, 150, 250, everywhere)] == [7, 8]

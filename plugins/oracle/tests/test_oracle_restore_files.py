@@ -67,11 +67,61 @@ def test_the_container_route_mounts_each_directory_where_the_server_had_it(tmp_p
     assert any("SCN 4242" in s.comment for s in steps if s.kind == "note")
 
 
-def test_a_control_file_outside_the_primary_becomes_a_manual_step(tmp_path: Path) -> None:
+def test_files_outside_the_restore_go_into_it_never_to_the_live_paths(tmp_path: Path) -> None:
+    """A control file, an online log and a tempfile outside the primary: on this host they are
+    placed (or created by OPEN RESETLOGS) under splitmirror-oracle/outside/, which the container
+    route mounts too; nothing names the live path as a target."""
     restore = tmp_path / "restore"
     (restore / "FREE").mkdir(parents=True)
     (restore / "FREE/splitmirror-backup.ctl").write_bytes(b"backup control file")
     data = manifest(Path("/srv/ora"))
     data["metadata"]["control_files"].append("/u02/ctl/control03.ctl")
+    data["metadata"]["redo_logs"].append("/u03/redo/redo01b.log")
+    data["metadata"]["tempfiles"].append("/u04/temp/temp02.dbf")
     steps = prepare(restore, data)
-    assert steps[0].kind == "manual" and "to /u02/ctl/control03.ctl" in steps[0].comment
+    helpers = restore / "splitmirror-oracle"
+    assert (helpers / "outside/u02/ctl/control03.ctl").read_bytes() == b"backup control file"
+    assert (helpers / "outside/u03/redo").is_dir() and (helpers / "outside/u04/temp").is_dir()
+    host_pfile = (helpers / "initFREE-host.ora").read_text()
+    assert f"'{helpers}/outside/u02/ctl/control03.ctl'" in host_pfile and "None" not in host_pfile
+    host = (helpers / "recover-host.sql").read_text()
+    assert f"RENAME FILE '/u03/redo/redo01b.log' TO '{helpers}/outside/u03/redo/redo01b.log'" in host
+    assert f"RENAME FILE '/u04/temp/temp02.dbf' TO '{helpers}/outside/u04/temp/temp02.dbf'" in host
+    container = (helpers / "recover.sql").read_text()
+    assert (
+        "RENAME FILE '/u03/redo/redo01b.log' TO '/splitmirror-oracle/outside/u03/redo/redo01b.log'"
+        in container
+    )
+    assert f"RENAME FILE '{SERVER}/FREE/redo01.log'" not in container  # mounted where the server had it
+    pfile = (helpers / "initFREE.ora").read_text()
+    assert "'/splitmirror-oracle/outside/u02/ctl/control03.ctl'" in pfile
+    assert not [s for s in steps if s.kind == "manual"]
+
+
+def test_the_copy_does_not_act_as_production(tmp_path: Path) -> None:
+    """No redo to the live standby, no registration with the live listeners, no scheduler jobs."""
+    restore = tmp_path / "restore"
+    (restore / "FREE").mkdir(parents=True)
+    (restore / "FREE/splitmirror-backup.ctl").write_bytes(b"backup control file")
+    data = manifest(Path("/srv/ora"))
+    data["metadata"]["parameters"].update(
+        {
+            "log_archive_dest_1": [2, f"LOCATION={SERVER}/FREE/archive"],
+            "log_archive_dest_2": [2, "SERVICE=stby ASYNC"],
+            "log_archive_dest_state_2": [2, "ENABLE"],
+            "log_archive_config": [2, "DG_CONFIG=(prod,stby)"],
+            "fal_server": [2, "stby"],
+            "remote_listener": [2, "scan.example:1521"],
+            "local_listener": [2, "(ADDRESS=(HOST=prod1)(PORT=1521))"],
+            "job_queue_processes": [3, "80"],
+            "common_user_prefix": [2, ""],
+        }
+    )
+    prepare(restore, data)
+    for name in ("initFREE.ora", "initFREE-host.ora"):
+        pfile = (restore / "splitmirror-oracle" / name).read_text()
+        for dropped in ("dest_2", "dest_state_2", "log_archive_config", "fal_server", "listener", "=80"):
+            assert dropped not in pfile, (name, dropped)
+        assert "*.job_queue_processes=0" in pfile and "*.common_user_prefix=''" in pfile
+    container = (restore / "splitmirror-oracle/initFREE.ora").read_text()
+    assert f"*.log_archive_dest_1='LOCATION={SERVER}/FREE/archive'" in container

@@ -285,3 +285,12 @@ def test_a_release_that_fails_everywhere_says_what_to_run_by_hand(instance: Scri
         "in backup mode and the instance suspended; as SYSDBA run ALTER SYSTEM RESUME, then ALTER "
         "DATABASE END BACKUP"
     )
+
+
+def test_a_nologging_change_during_the_backup_fails_it_after_the_release(instance: ScriptedOracle) -> None:
+    session = connected()
+    session.quiesce(Mode.HOT_BACKUP)
+    instance.unrecoverable = instance.datafiles[2][1]
+    with pytest.raises(BackupFailed, match=r"a NOLOGGING operation changed .*data03\.dbf during the backup"):
+        session.unquiesce()
+    assert instance.in_backup == set()

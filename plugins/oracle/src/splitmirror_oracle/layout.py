@@ -62,11 +62,13 @@ DATAFILES_SQL = (
     "JOIN v$tablespace t ON t.ts# = d.ts# AND t.con_id = d.con_id "
     "ORDER BY d.con_id, d.ts#, d.file#"
 )
-#: The archived logs that overlap ``:1`` (begin SCN) .. ``:2`` (end SCN), on local destinations.
+#: The archived logs that overlap ``:1`` (begin SCN) .. ``:2`` (end SCN), on local destinations,
+#: of the current incarnation (after a RESETLOGS the old branch's logs share SCNs with it).
 ARCHIVED_LOGS_SQL = (
     "SELECT name, thread#, sequence#, first_change#, next_change#, dest_id FROM v$archived_log "
     "WHERE next_change# > :1 AND first_change# <= :2 AND name IS NOT NULL "
     "AND deleted = 'NO' AND standby_dest = 'NO' AND status = 'A' "
+    "AND resetlogs_change# = (SELECT resetlogs_change# FROM v$database) "
     "ORDER BY dest_id, thread#, sequence#"
 )
 
@@ -101,10 +103,10 @@ def window_logs(
     sequence without a gap, from the first destination (lowest ``dest_id``) whose copies are all
     ``readable`` here.  A database that archives to several places lists each log once per
     place; one place that has them all is what a restore needs."""
-    by_destination: dict[int, list[ArchivedLog]] = {}
-    for log in logs:
+    by_destination: dict[int, dict[tuple[int, int], ArchivedLog]] = {}
+    for log in logs:  # a log registered twice at one destination is one log
         if log.next_change > begin_scn and log.first_change <= end_scn:
-            by_destination.setdefault(log.dest_id, []).append(log)
+            by_destination.setdefault(log.dest_id, {}).setdefault((log.thread, log.sequence), log)
     if not by_destination:
         raise LogsMissing(
             f"no archived log covers the backup's SCNs {begin_scn} to {end_scn}; check that the "
@@ -112,7 +114,7 @@ def window_logs(
         )
     reasons = []
     for destination in sorted(by_destination):
-        chosen = sorted(by_destination[destination], key=lambda log: (log.thread, log.sequence))
+        chosen = sorted(by_destination[destination].values(), key=lambda log: (log.thread, log.sequence))
         problem = _gap(chosen, begin_scn, end_scn)
         if problem is None:
             unreadable = [log.name for log in chosen if not readable(log.name)]

@@ -32,6 +32,7 @@ and :func:`restored_location` say where each is in the restore.
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -51,11 +52,22 @@ from splitmirror.api import (
 HELPERS = "splitmirror-oracle"
 #: Where a container route mounts :data:`HELPERS`.
 MOUNTED_HELPERS = "/splitmirror-oracle"
-#: Parameters the restored instance's file does not copy: the spfile (the file replaces it)
-#: and those each route sets itself.
-NOT_COPIED = frozenset({"spfile", "ifile", "control_files"})
+#: Parameters the restored instance's file does not copy: the spfile (the file replaces it),
+#: those each route sets itself, and those that would make the copy act as production: ship
+#: redo to the live standby, register with the live listeners, run the scheduler's jobs.
+NOT_COPIED = frozenset({
+    "spfile", "ifile", "control_files", "job_queue_processes",
+    "log_archive_config", "fal_server", "fal_client", "dg_broker_start", "dg_broker_config_file1",
+    "dg_broker_config_file2", "remote_listener", "local_listener", "db_file_name_convert",
+    "log_file_name_convert", "standby_file_management",
+})  # fmt: skip
+#: Every archive destination but the first (a standby's, a second copy's) is dropped too.
+OTHER_DESTINATIONS = re.compile(r"log_archive_dest(_state)?_([2-9]|[1-9][0-9])$")
 #: On this host, parameters that would point the restored instance at the live one's places.
 RELOCATED = ("log_archive_dest", "db_recovery_file_dest", "audit_file_dest", "diagnostic_dest")
+#: Where files the restore does not hold (a control file, an online log or a tempfile outside
+#: the primary) are placed, under :data:`HELPERS`, never at the live paths.
+OUTSIDE = "outside"
 #: ``v$parameter2.type`` values whose values are written without quotes (boolean, integer, big integer).
 UNQUOTED_TYPES = frozenset({1, 3, 6})
 
@@ -81,42 +93,62 @@ class Restored:
     def in_container(self) -> bool:
         return ran_in_container((s, str(h)) for s, h in self.path_map.items())
 
+    def outside(self, server_path: str) -> str:
+        """Where a file the restore does not hold goes, inside :data:`HELPERS`."""
+        return f"{OUTSIDE}/{server_path.lstrip('/')}"
+
+    def on_host(self, server_path: str) -> str:
+        """Where the instance started on this host finds ``server_path``: in the restore."""
+        found = self.restored(server_path)
+        return str(found) if found is not None else str(self.helpers / self.outside(server_path))
+
+    def in_container_at(self, server_path: str) -> str:
+        """Where the instance started in a container finds ``server_path``: where the server had
+        it when a mounted directory holds it, else in the mounted :data:`HELPERS`."""
+        for _host, inside in self.mounts():
+            if server_path == inside or server_path.startswith(inside.rstrip("/") + "/"):
+                return server_path
+        return f"{MOUNTED_HELPERS}/{self.outside(server_path)}"
+
     # -- the control files ----------------------------------------------------------------
 
-    def place_control_files(self) -> list[str]:
-        """Copy the backup control file to every control file's restored location; the ones
-        that could not be placed (outside the primary), for a manual step."""
+    def place_control_files(self) -> None:
+        """Copy the backup control file to every control file's place: in the restore where it
+        holds the control file's directory, else under ``HELPERS/outside/`` (where both routes
+        look for it), never over a live control file."""
         backup = self.restored(str(self.metadata.get("backup_controlfile", "")))
         if backup is None or not backup.is_file():
             raise FileNotFoundError(
                 f"the backup control file {self.metadata.get('backup_controlfile')} is not in the restore"
             )
-        unplaced = []
         for name in self.metadata.get("control_files", []):
-            target = self.restored(str(name))
-            if target is None:
-                unplaced.append(str(name))
-                continue
+            target = Path(self.on_host(str(name)))
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(backup, target)
-        return unplaced
+            if target != backup:
+                shutil.copyfile(backup, target)
 
     # -- the files the steps run ----------------------------------------------------------
 
     def parameter_file(self, *, on_host: bool) -> str:
-        """``init<SID>.ora``: the live instance's explicitly set parameters, with the control
-        files where the started instance sees them, and on this host the archive destination
+        """``init<SID>.ora``: the live instance's explicitly set parameters but those that would
+        make the copy act as production (:data:`NOT_COPIED`), with the control files where the
+        started instance sees them, no scheduler job, and on this host the archive destination
         and the diagnostic and audit directories inside the restore."""
         lines = [f"# written by splitmirror restore from the parameters of {self.sid}"]
         parameters: Mapping[str, Sequence[Any]] = self.metadata.get("parameters", {})
         for name, (kind, *values) in sorted(parameters.items()):
-            if name in NOT_COPIED or (on_host and name.startswith(RELOCATED)):
+            if (
+                name in NOT_COPIED
+                or OTHER_DESTINATIONS.match(name)
+                or (on_host and name.startswith(RELOCATED))
+            ):
                 continue
             lines.append(f"*.{name}={_values(int(kind), values)}")
-        control_files = [
-            str(self.restored(c) if on_host else c) for c in self.metadata.get("control_files", [])
-        ]
-        lines.append(f"*.control_files={_values(2, control_files)}")
+        place = self.on_host if on_host else self.in_container_at
+        lines.append(
+            f"*.control_files={_values(2, [place(str(c)) for c in self.metadata.get('control_files', [])])}"
+        )
+        lines += ["# no scheduler job runs in the copy until you say so", "*.job_queue_processes=0"]
         if on_host:
             archive = self.helpers / "archive"
             lines += [
@@ -151,21 +183,25 @@ class Restored:
         return "\n".join(lines) + "\n"
 
     def write_helpers(self) -> None:
-        """The parameter files, recovery scripts and the container's start script."""
+        """The parameter files, recovery scripts and the container's start script; the
+        directories of files placed under ``outside/`` (OPEN RESETLOGS creates online logs and
+        tempfiles, but not their directories)."""
         self.helpers.mkdir(parents=True, exist_ok=True)
-        for name in ("archive", "adump"):
+        for name in ("archive", "adump", OUTSIDE):
             (self.helpers / name).mkdir(exist_ok=True)
-        host_pfile = self.helpers / f"init{self.sid}-host.ora"
-        host_pfile.write_text(self.parameter_file(on_host=True))
-        renames = [
+        files = [
             *(str(name) for _no, name in self.metadata.get("datafiles", [])),
             *self.metadata.get("redo_logs", []),
             *self.metadata.get("tempfiles", []),
         ]
+        for path in files:
+            if self.restored(path) is None:
+                (self.helpers / self.outside(path)).parent.mkdir(parents=True, exist_ok=True)
+        host_pfile = self.helpers / f"init{self.sid}-host.ora"
+        host_pfile.write_text(self.parameter_file(on_host=True))
+        renames = [p for p in files if self.on_host(p) != p]
         (self.helpers / "recover-host.sql").write_text(
-            self.recovery_script(
-                str(host_pfile), self._on_host, [p for p in renames if self._on_host(p) != p]
-            )
+            self.recovery_script(str(host_pfile), self.on_host, renames)
         )
         (self.helpers / "recover-host.sh").write_text(
             _script(
@@ -177,15 +213,14 @@ class Restored:
         if self.in_container:
             pfile = f"{MOUNTED_HELPERS}/init{self.sid}.ora"
             (self.helpers / f"init{self.sid}.ora").write_text(self.parameter_file(on_host=False))
-            (self.helpers / "recover.sql").write_text(self.recovery_script(pfile, lambda path: path, []))
+            renames = [p for p in files if self.in_container_at(p) != p]
+            (self.helpers / "recover.sql").write_text(
+                self.recovery_script(pfile, self.in_container_at, renames)
+            )
             (self.helpers / "start-container.sh").write_text(self._container_script())
         for path in self.helpers.rglob("*"):
             path.chmod(0o777 if path.is_dir() else 0o644)
         self.helpers.chmod(0o755)
-
-    def _on_host(self, server_path: str) -> str:
-        found = self.restored(server_path)
-        return str(found) if found is not None else server_path
 
     def _container_script(self) -> str:
         """Run as root in a container of the server's image: hand the mounted directories to
@@ -198,7 +233,8 @@ class Restored:
         )
         recover = f'"$ORACLE_HOME/bin/sqlplus" -S -L / as sysdba < {MOUNTED_HELPERS}/recover.sql'
         return _script(
-            f"chown -R oracle:oinstall {owned} {MOUNTED_HELPERS}/archive {MOUNTED_HELPERS}/adump",
+            f"chown -R oracle:oinstall {owned} {MOUNTED_HELPERS}/archive {MOUNTED_HELPERS}/adump "
+            f"{MOUNTED_HELPERS}/{OUTSIDE}",
             'as_oracle() { if command -v runuser >/dev/null; then runuser -u oracle -- "$@"; '
             'else su oracle -s /bin/bash -c "$(printf "%q " "$@")"; fi; }',
             f'as_oracle {env} "$ORACLE_HOME/bin/lsnrctl" start >/dev/null',
@@ -215,14 +251,8 @@ class Restored:
 
     # -- the steps --------------------------------------------------------------------------
 
-    def steps(self, unplaced: Sequence[str]) -> list[RestoreStep]:
-        steps = [
-            RestoreStep.manual(
-                f"copy {self.metadata.get('backup_controlfile')} from the restore to {name} "
-                "(a control file outside the primary)"
-            )
-            for name in unplaced
-        ]
+    def steps(self) -> list[RestoreStep]:
+        steps: list[RestoreStep] = []
         steps += [
             RestoreStep.run("chown", "-R", "oracle:oinstall", self.directory, route="host"),
             RestoreStep.run(
@@ -248,6 +278,12 @@ class Restored:
         end = self.redo.get("end_scn")
         steps.append(
             RestoreStep.note(
+                "the copy starts with job_queue_processes=0 and without the live instance's standby "
+                "destinations and listeners; set them when it is to serve"
+            )
+        )
+        steps.append(
+            RestoreStep.note(
                 f"recovered to the end of the backup (SCN {end}); for a later point, add later archived logs "
                 f"before CANCEL in {self.helpers}/recover*.sql before running it"
             )
@@ -258,9 +294,9 @@ class Restored:
 def prepare(directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
     """Place the control files, write the helpers, return the steps."""
     restored = Restored(directory, manifest)
-    unplaced = restored.place_control_files()
+    restored.place_control_files()
     restored.write_helpers()
-    return restored.steps(unplaced)
+    return restored.steps()
 
 
 def _values(kind: int, values: Sequence[Any]) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,28 +153,36 @@ class ContainerOracle(ContainerServer):
         return None
 
     def sysdba(self, sql: str) -> tuple[int, str]:
-        """``sql`` through ``sqlplus / as sysdba`` inside the container (as the image's user)."""
+        """``sql`` through ``sqlplus / as sysdba`` inside the container (as the image's user),
+        output unwrapped (SQL*Plus wraps at 80 columns by default)."""
         if self.container is None:
             raise RuntimeError("start() first")
-        script = f"WHENEVER SQLERROR EXIT FAILURE\nSET SERVEROUTPUT ON SIZE UNLIMITED\n{sql}\nEXIT\n"
+        script = (
+            "WHENEVER SQLERROR EXIT FAILURE\nSET LINESIZE 32767 TRIMOUT ON\n"
+            f"SET SERVEROUTPUT ON SIZE UNLIMITED FORMAT WRAPPED\n{sql}\nEXIT\n"
+        )
         return self.container.exec(
             ["bash", "-c", f"sqlplus -s / as sysdba <<'SQL'\n{script}SQL"], user="oracle"
         )
 
     def integrity(self) -> tuple[bool, str]:
         """``ANALYZE TABLE ledger VALIDATE STRUCTURE CASCADE`` (Oracle raises on a corrupt
-        block) and ``DBMS_DICTIONARY_CHECK.FULL`` in the PDB, whose report must name no
-        CRITICAL or FAIL check."""
+        block) and ``DBMS_DICTIONARY_CHECK.FULL`` in the root and in the PDB, whose reports must
+        name no CRITICAL or FAIL check."""
         try:
             with self.connection() as conn, conn.cursor() as cursor:
                 cursor.execute("ANALYZE TABLE ledger VALIDATE STRUCTURE CASCADE")
         except oracledb.Error as error:
             return False, f"ANALYZE: {str(error).splitlines()[0]}"
-        code, report = self.sysdba(
-            f"ALTER SESSION SET CONTAINER = {PDB_SERVICE};\nEXECUTE DBMS_DICTIONARY_CHECK.FULL"
-        )
-        bad = [line for line in report.splitlines() if " CRITICAL" in line or " FAIL" in line]
-        return (code == 0 and not bad), ("\n".join(bad) if bad or code else "ok") + f" (exit {code})"
+        reports = []
+        for container in ("CDB$ROOT", PDB_SERVICE):
+            code, report = self.sysdba(
+                f"ALTER SESSION SET CONTAINER = {container};\nEXECUTE DBMS_DICTIONARY_CHECK.FULL"
+            )
+            bad = [line for line in report.splitlines() if re.search(r"\b(CRITICAL|FAIL)\b", line)]
+            if code != 0 or bad:
+                reports.append(f"{container} (exit {code}): " + " | ".join(bad or report.splitlines()[-3:]))
+        return (not reports, "; ".join(reports) or "ok (ANALYZE, DBMS_DICTIONARY_CHECK.FULL in root and PDB)")
 
 
 class OracleLedgerDatabase(LedgerDatabase):
@@ -182,6 +191,7 @@ class OracleLedgerDatabase(LedgerDatabase):
 
     def __init__(self, server: ContainerOracle, workspace: Path) -> None:
         self.server = server
+        self._admin: Any = None
         self.password_file = write_password_file(workspace / "oracle.pw", server.password)
         self.url = server.url()
         self.ledger_url = server.url(APP_USER, PDB_SERVICE)
@@ -194,6 +204,8 @@ class OracleLedgerDatabase(LedgerDatabase):
 
     def create_ledger(self) -> None:
         ledger.create_ledger(self.ledger_url, self.password_file)
+        with self._session():
+            pass  # the harness's connection, before any session suspends the instance
 
     def writer_command(self, writer: int, acks: Path) -> list[str]:
         return ledger.writer_command(self.ledger_url, acks, writer, self.password_file)
@@ -221,10 +233,13 @@ class OracleLedgerDatabase(LedgerDatabase):
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[Any]:
-        with (
-            self.server.connection(SESSION_USER, ROOT_SERVICE, sysbackup=True) as conn,
-            conn.cursor() as cursor,
-        ):
+        """A cursor on the harness's own SYSBACKUP connection, opened once, before any session
+        (at :meth:`create_ledger`): in FREEZE the fault matrix kills connections while the
+        instance is suspended, when a new login might wait for RESUME."""
+        if self._admin is None:
+            self._admin = self.server.connection(SESSION_USER, ROOT_SERVICE, sysbackup=True)
+            self._admin.call_timeout = 30_000
+        with self._admin.cursor() as cursor:
             yield cursor
 
     def leftovers(self) -> list[str]:

@@ -1,7 +1,7 @@
 #!/bin/bash
 # First start of a gvenzl/oracle-free container (/container-entrypoint-initdb.d): ARCHIVELOG mode,
 # the archived logs on the mounted data directory (the image archives to $ORACLE_HOME/dbs, off
-# the volume), as splitmirror's backup mode needs.  Used by compose/docker-compose.yml's oracle
+# the volume), and FORCE LOGGING, as splitmirror's backup mode needs.  Used by compose/docker-compose.yml's oracle
 # service and by the plugin's test harness.
 set -euo pipefail
 archive=/opt/oracle/oradata/FREE/archive
@@ -13,5 +13,6 @@ SHUTDOWN IMMEDIATE
 STARTUP MOUNT
 ALTER DATABASE ARCHIVELOG;
 ALTER DATABASE OPEN;
+ALTER DATABASE FORCE LOGGING;
 ALTER PLUGGABLE DATABASE ALL OPEN;
 SQL
