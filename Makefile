@@ -31,7 +31,7 @@ unit: $(STAMP)
 	SPLITMIRROR_VERSIONS_REPORT=build/tested-versions.json $(BIN)/pytest
 
 versions: $(STAMP)
-	$(BIN)/python -m splitmirror.testing.versions build/tested-versions.json docs/databases/postgresql.md docs/databases/mysql.md
+	$(BIN)/python -m splitmirror.testing.versions build/tested-versions.json docs/databases/postgresql.md docs/databases/mysql.md docs/databases/oracle.md
 	cp build/tested-versions.json docs/databases/tested-versions.json
 
 # The offline database images (compose/build-images) when a Docker engine answers; without one

@@ -159,7 +159,8 @@ COMMITTED = ROOT / "docs" / "databases" / "tested-versions.json"
 
 
 @pytest.mark.parametrize(
-    "doc, families", [("postgresql.md", ["postgres"]), ("mysql.md", ["mariadb", "mysql"])]
+    "doc, families",
+    [("postgresql.md", ["postgres"]), ("mysql.md", ["mariadb", "mysql"]), ("oracle.md", ["oracle"])],
 )
 def test_each_database_page_has_the_table_of_every_version_from_the_committed_report(
     doc: str, families: list[str]
