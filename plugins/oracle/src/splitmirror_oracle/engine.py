@@ -14,17 +14,19 @@ taken while the database writes is repaired by media recovery from the begin SCN
   reads the control file or a datafile header may run, or it would wait for RESUME: everything
   DISCOVER and PREPARE report is read before SUSPEND.
 
-After the split, in either mode: ``ARCHIVE LOG CURRENT`` (the log holding END BACKUP is
-archived), ``ALTER DATABASE BACKUP CONTROLFILE TO '...' REUSE``, ``v$backup`` checked all NOT
-ACTIVE, and the archived logs from the begin SCN to the end SCN listed (``v$archived_log``);
+After the split, in either mode: ``v$backup`` checked all NOT ACTIVE, the end SCN read, no
+NOLOGGING change since the begin SCN (``v$datafile.unrecoverable_change#``), ``ARCHIVE LOG
+CURRENT`` (the log holding END BACKUP is archived), ``ALTER DATABASE BACKUP CONTROLFILE TO '...'
+REUSE``, and the archived logs from the begin SCN to the end SCN listed (``v$archived_log``);
 they and the backup control file are collected from the primary after the window
 (:mod:`.layout`).  A restore recovers with ``RECOVER DATABASE USING BACKUP CONTROLFILE UNTIL
 CANCEL`` and opens with RESETLOGS (:mod:`.restore`).
 
 Backup mode and SUSPEND outlive the session that entered them, unlike every other engine's hold:
-:meth:`OracleEngine.abort` falls back to a fresh connection when the session's own cannot
-release, and :meth:`OracleEngine.emergency_release` is what the watchdog runs when the session's
-process dies.  Neither needs root: Oracle's I/O is held by Oracle, no filesystem is frozen.
+:meth:`OracleEngine.abort` falls back to a spare connection, then to fresh ones, when the
+session's own cannot release (:mod:`.release`), and :meth:`OracleEngine.emergency_release` is
+what the watchdog runs when the session's process dies.  Neither mode freezes a filesystem:
+Oracle's I/O is held by Oracle.
 """
 
 from __future__ import annotations
