@@ -5,6 +5,7 @@ pulled.  Each test names the mechanism it guards."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from scripted_oracle import ScriptedOracle, oracle_error
 
 from splitmirror.api import Mode
-from splitmirror_oracle import connection
+from splitmirror_oracle import connection, release
 from splitmirror_oracle.engine import BackupFailed, OracleEngine, OracleOptions
 
 URL = "oracle://c##splitmirror@db.example:1521/FREE"
@@ -294,3 +295,23 @@ def test_a_nologging_change_during_the_backup_fails_it_after_the_release(instanc
     with pytest.raises(BackupFailed, match=r"a NOLOGGING operation changed .*data03\.dbf during the backup"):
         session.unquiesce()
     assert instance.in_backup == set()
+
+
+def test_a_login_that_hangs_is_given_up_and_closed_when_it_comes(
+    instance: ScriptedOracle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """python-oracledb bounds only the TCP connect, not the login: a login held by a suspended
+    instance must not hold the release, and must not leak a session when it finally completes."""
+    late: list[object] = []
+
+    def slow_login(url: str, **options: object) -> object:
+        time.sleep(0.3)
+        conn = instance.connect(url)
+        late.append(conn)
+        return conn
+
+    monkeypatch.setattr(connection, "connect", slow_login)
+    with pytest.raises(release.ReleaseFailed, match="logging in took over 0.1 s"):
+        release.connect_within(URL, privilege="sysbackup", password_file=None, seconds=0.1, call_timeout=1)
+    time.sleep(0.5)
+    assert late and late[0].closed  # type: ignore[attr-defined]
