@@ -311,7 +311,7 @@ def test_a_login_that_hangs_is_given_up_and_closed_when_it_comes(
         return conn
 
     monkeypatch.setattr(connection, "connect", slow_login)
-    with pytest.raises(release.ReleaseFailed, match="logging in took over 0.1 s"):
+    with pytest.raises(release.ReleaseFailed, match=r"logging in took over 0\.1 s"):
         release.connect_within(URL, privilege="sysbackup", password_file=None, seconds=0.1, call_timeout=1)
     time.sleep(0.5)
     assert late and late[0].closed  # type: ignore[attr-defined]
