@@ -86,21 +86,32 @@ def connect_within(
     the login runs in a thread of its own, abandoned (daemon) when late."""
     found: list[Any] = []
     failed: list[BaseException] = []
+    lock = threading.Lock()
+    abandoned = False
 
     def login() -> None:
         try:
-            found.append(
-                connection.connect(
-                    url, privilege=privilege, password_file=password_file, timeout=seconds,
-                    call_timeout=call_timeout,
-                )
-            )  # fmt: skip
+            conn = connection.connect(
+                url,
+                privilege=privilege,
+                password_file=password_file,
+                timeout=seconds,
+                call_timeout=call_timeout,
+            )
         except (oracledb.Error, connection.ConnectionProblem) as error:
             failed.append(error)
+            return
+        with lock:
+            if not abandoned:
+                found.append(conn)
+                return
+        conn.close()  # logged in after the caller gave up: nobody would close it
 
     thread = threading.Thread(target=login, name="oracle-release-login", daemon=True)
     thread.start()
     thread.join(seconds)
+    with lock:
+        abandoned = not found
     if found:
         return found[0]
     if failed:
