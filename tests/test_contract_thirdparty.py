@@ -50,6 +50,8 @@ class MarkedEngine(TinyWalEngine):
 
     def abort(self):
         super().abort()
+        if Path(str(self.path) + ".abort-fails").exists():  # as Oracle's, when no connection answers
+            raise RuntimeError("could not end the backup mode")
         self.marker.unlink(missing_ok=True)
 
     def emergency_state(self):
@@ -76,7 +78,10 @@ WATCHDOG_TEST = """
 import json
 from pathlib import Path
 
+import pytest
 from conftest import TinyLedger
+from splitmirror.api import Phase
+from splitmirror.testing.contract import Fault
 from splitmirror.testing.faults import run_killed
 
 
@@ -91,6 +96,21 @@ def test_the_watchdog_releases_what_a_killed_session_held(
     assert not Path(str(path) + ".in-backup").exists(), "the engine's emergency_release ended the mode"
     note = json.loads(Path(str(path) + ".released").read_text())
     assert note == {"phase": "SPLIT", "state": {"marker": str(path) + ".in-backup"}}
+
+
+def test_a_release_the_session_could_not_do_is_tried_again_by_the_watchdog(
+    splitmirror_workspace, splitmirror_session
+):
+    database = TinyLedger(splitmirror_workspace.primary, "tinymarked")
+    database.create_ledger()
+    path = Path(str(database.path))
+    Path(str(path) + ".abort-fails").touch()
+    with pytest.raises(Exception) as failed:  # noqa: B017 - SessionFailed, which the API does not name
+        splitmirror_session.run(database, "hot-backup", Fault(Phase.CHECK))
+    assert "could not end the backup mode" in str(failed.value)
+    assert not Path(str(path) + ".in-backup").exists(), "the watchdog's second try ended the mode"
+    note = json.loads(Path(str(path) + ".released").read_text())
+    assert note["phase"] == "CHECK"
 """
 
 

@@ -167,12 +167,16 @@ class Session:
         with self._guard.deferred():
             self._freezer.thaw_all()
             if self._quiesced:
+                released = False
                 try:
                     self.parts.engine.abort()
+                    released = True
                 finally:
                     self._quiesced = False
                     self._close_window()
-                    self._watchdog.tell(released=True)
+                    # A release that raised is tried again by the watchdog, in its own process,
+                    # once the session has recorded its failure.
+                    self._watchdog.tell(**{"released" if released else "release_failed": True})
 
     def _close_window(self) -> None:
         self._guard.disarm()  # the limit is for the window, not for what follows it

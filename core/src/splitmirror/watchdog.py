@@ -12,6 +12,7 @@ line at a time over the child's standard input::
     {"thawed": "/mnt"}    after FITHAW (or a FIFREEZE that failed)
     {"state": {...}}      the engine's emergency state (DatabaseEngine.emergency_state)
     {"released": true}    UNQUIESCE finished: nothing is held any more
+    {"release_failed": true}  the engine's abort raised: the database may still be held
     {"beat": true}        every 100 ms, from a thread of the session's process
     {"done": true}        the session ended and recorded its own outcome
 
@@ -27,8 +28,12 @@ runs in this fresh process with the engine's last emergency state; and the catal
 writing (``Target.leftovers``) are removed: only a ``DONE`` session leaves an archive.
 
 The watchdog stays until the session says ``done``, so a death during BACKUP still gets its row
-marked.  Set ``SPLITMIRROR_TEST_NO_WATCHDOG=1`` to run without it: the fault tests use that to
-show what it prevents.
+marked.  When the session's own release failed (``release_failed``: the engine's ``abort``
+raised, as Oracle's does when no connection could end backup mode), the watchdog runs the
+emergency release once more at ``done``, in its own process: a second, independent try.
+
+Set ``SPLITMIRROR_TEST_NO_WATCHDOG=1`` to run without it: the fault tests use that to show what
+it prevents.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ STALL_S = 2.0
 GRACE_S = 1.0
 BEAT_S = 0.1
 POLL_S = 0.05
+#: How long the session waits at its end for the watchdog's second try at a failed release.
+RETRY_WAIT_S = 180.0
 DISABLE_ENV = "SPLITMIRROR_TEST_NO_WATCHDOG"
 
 
@@ -69,6 +76,8 @@ class Watchdog:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._beater: threading.Thread | None = None
+        #: The session's release failed: at done the watchdog tries again, which takes a while.
+        self._retrying = False
 
     @property
     def running(self) -> bool:
@@ -91,6 +100,8 @@ class Watchdog:
 
     def tell(self, **message: Any) -> None:
         """Send one message; a watchdog that is gone is not the session's problem."""
+        if "release_failed" in message:
+            self._retrying = True
         if self._pipe is None:
             return
         line = (json.dumps(message) + "\n").encode()
@@ -112,7 +123,7 @@ class Watchdog:
             assert self._pipe is not None
             self._pipe.close()
         try:
-            self._process.wait(timeout=5)
+            self._process.wait(timeout=RETRY_WAIT_S if self._retrying else 5)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
@@ -129,6 +140,7 @@ class _Watch:
         self.frozen: list[str] = []
         self.state: Mapping[str, Any] | None = None
         self.released = False
+        self.release_failed = False
         self.window_start: float | None = None
         self.last_beat = time.monotonic()
 
@@ -148,15 +160,19 @@ class _Watch:
             self.state = message["state"]
         if "released" in message:
             self.released = True
+        if "release_failed" in message:
+            self.release_failed = True
         return bool(message.get("done"))
 
     def overdue(self) -> str | None:
         """Why the living session's process must be stopped, or None."""
         now = time.monotonic()
-        if not self.released and now - self.last_beat > STALL_S:
+        if self.released or self.release_failed:
+            return None  # the window is over; a failed release is retried at done or death
+        if now - self.last_beat > STALL_S:
             return f"the splitmirror process (pid {self.pid}) stopped responding in {self.phase}"
         limit = float(self.hello.get("max_window", 0)) + GRACE_S
-        if not self.released and self.window_start is not None and now - self.window_start > limit:
+        if self.window_start is not None and now - self.window_start > limit:
             return (
                 f"the window passed max_window ({self.hello.get('max_window')}s) in {self.phase} "
                 f"and the splitmirror process (pid {self.pid}) did not end it"
@@ -181,6 +197,12 @@ class _Watch:
                     os.unlink(leftover)
                     done.append(f"removed {leftover}")
         print(f"splitmirror watchdog: {reason}; " + ", ".join(done or ["nothing was held"]), file=sys.stderr)
+
+    def retry_release(self) -> None:
+        """The session ended, its own release having failed: the engine's and plugins'
+        emergency release once more, from this process."""
+        outcome = "released the database" if self._release() else "could not release the database either"
+        print(f"splitmirror watchdog: the session's release failed; {outcome}", file=sys.stderr)
 
     def _release(self) -> bool:
         """The engine's emergency release, then every plugin's ``splitmirror_emergency_release``;
@@ -281,6 +303,8 @@ def watch(source: IO[bytes]) -> int:
                 if watch_state is None:
                     watch_state = _Watch(message["hello"])
                 elif watch_state.take(message):
+                    if watch_state.release_failed and not watch_state.released:
+                        watch_state.retry_release()
                     return 0
         if watch_state is not None:
             why = watch_state.overdue()
