@@ -132,7 +132,9 @@ def test_the_readme_mariadb_walkthrough_runs_as_written(tmp_path: Path) -> None:
     except Unavailable as reason:
         pytest.skip(str(reason))
     text = README.read_text()
-    part = text[text.index("## The same against MariaDB") :]
+    start = text.index("## The same against MariaDB")
+    end = text.find("\n## ", start + 1)
+    part = text[start : end if end > 0 else None]
     (config,) = re.findall(r"^```toml\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
     (shell,) = re.findall(r"^```sh\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
     live, copy = free_port(), free_port()
