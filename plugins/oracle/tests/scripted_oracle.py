@@ -39,8 +39,10 @@ class ScriptedOracle:
         self.archive.mkdir(parents=True, exist_ok=True)
         self.log_mode = "ARCHIVELOG"
         self.force_logging = "YES"
-        #: A datafile a NOLOGGING operation changed (``v$datafile.unrecoverable_change#``), or None.
-        self.unrecoverable: str | None = None
+        #: A datafile a NOLOGGING operation changed, and the SCN (``v$datafile.unrecoverable_change#``).
+        self.unrecoverable: tuple[str, int] | None = None
+        #: END BACKUP returns but leaves files in backup mode (what the engine must notice).
+        self.end_backup_leaves: set[int] = set()
         self.cdb = cdb
         self.container = "CDB$ROOT"
         self.user = "SYSBACKUP"
@@ -116,7 +118,12 @@ class ScriptedOracle:
             (r"^ALTER DATABASE BACKUP CONTROLFILE TO '(.+)' REUSE$", self._backup_controlfile),
             (r"^SELECT database_status FROM v\$instance", lambda s, p: [(self.database_status,)]),
             (r"FROM v\$instance$", lambda s, p: [("FREE", self.status, self.database_status)]),
-            (r"unrecoverable_change#", lambda s, p: [(self.unrecoverable,)]),
+            (
+                r"unrecoverable_change# >= :1",
+                lambda s, p: [
+                    (self.unrecoverable[0] if self.unrecoverable and self.unrecoverable[1] >= p[0] else None,)
+                ],
+            ),
             (r"current_scn FROM v\$database", lambda s, p: [(self.scn,)]),
             (
                 r"FROM v\$database$",
@@ -177,7 +184,7 @@ class ScriptedOracle:
             self.waited.append(sql)
         if not self.in_backup:
             raise oracle_error("ORA-01142: cannot end online backup - none of the files are in backup")
-        self.in_backup = set()
+        self.in_backup = set(self.end_backup_leaves)
 
     def _suspend(self, sql: str, params: Sequence[Any]) -> None:
         self.database_status = "SUSPENDED"
@@ -201,6 +208,7 @@ class ScriptedConnection:
     def __init__(self, instance: ScriptedOracle) -> None:
         self.instance = instance
         self.version = "23.26.0.0.0"
+        self.module = ""
         self.autocommit = True
         self.call_timeout = 0
         self.closed = False
@@ -209,6 +217,10 @@ class ScriptedConnection:
 
     def cursor(self) -> ScriptedCursor:
         return ScriptedCursor(self)
+
+    def ping(self) -> None:
+        if self.killed or self.closed:
+            raise oracle_error("DPY-4011: the database or network closed the connection")
 
     def close(self) -> None:
         self.closed = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from splitmirror_oracle.layout import ArchivedLog, LogsMissing, window_logs
+from splitmirror_oracle.layout import ARCHIVED_LOGS_SQL, ArchivedLog, LogsMissing, window_logs
 
 
 def log(sequence: int, first: int, next_: int, dest: int = 1, thread: int = 1) -> ArchivedLog:
@@ -57,3 +57,8 @@ def test_every_thread_must_reach_past_the_end() -> None:
 def test_a_log_registered_twice_is_one_log() -> None:
     logs = [log(7, 100, 200), log(7, 100, 200), log(8, 200, 300)]
     assert [x.sequence for x in window_logs(logs, 150, 250, everywhere)] == [7, 8]
+
+
+def test_the_query_keeps_to_the_current_incarnation() -> None:
+    """After a RESETLOGS the old branch's logs share SCNs with the new one's."""
+    assert "resetlogs_change# = (SELECT resetlogs_change# FROM v$database)" in ARCHIVED_LOGS_SQL

@@ -108,6 +108,9 @@ def test_the_copy_does_not_act_as_production(tmp_path: Path) -> None:
         {
             "log_archive_dest_1": [2, f"LOCATION={SERVER}/FREE/archive"],
             "log_archive_dest_2": [2, "SERVICE=stby ASYNC"],
+            "log_archive_dest_10": [2, "SERVICE=far ASYNC"],
+            "log_archive_dest_31": [2, "SERVICE=farther ASYNC"],
+            "dg_broker_start": [1, "TRUE"],
             "log_archive_dest_state_2": [2, "ENABLE"],
             "log_archive_config": [2, "DG_CONFIG=(prod,stby)"],
             "fal_server": [2, "stby"],
@@ -120,8 +123,33 @@ def test_the_copy_does_not_act_as_production(tmp_path: Path) -> None:
     prepare(restore, data)
     for name in ("initFREE.ora", "initFREE-host.ora"):
         pfile = (restore / "splitmirror-oracle" / name).read_text()
-        for dropped in ("dest_2", "dest_state_2", "log_archive_config", "fal_server", "listener", "=80"):
+        dropped_all = (
+            "dest_2",
+            "dest_10",
+            "dest_31",
+            "dest_state_2",
+            "log_archive_config",
+            "fal_server",
+            "dg_broker",
+        )
+        for dropped in (*dropped_all, "listener", "=80"):
             assert dropped not in pfile, (name, dropped)
         assert "*.job_queue_processes=0" in pfile and "*.common_user_prefix=''" in pfile
     container = (restore / "splitmirror-oracle/initFREE.ora").read_text()
     assert f"*.log_archive_dest_1='LOCATION={SERVER}/FREE/archive'" in container
+
+
+def test_a_primary_inside_the_mapped_directory_is_mounted_where_the_server_had_it(tmp_path: Path) -> None:
+    """``primary = /srv/ora/FREE`` under ``"/opt/oracle/oradata" = "/srv/ora"``: the restore is
+    the server's ``/opt/oracle/oradata/FREE``, mounted there, and nothing is renamed."""
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    (restore / "system01.dbf").write_bytes(b"data")
+    (restore / "splitmirror-backup.ctl").write_bytes(b"backup control file")
+    data = manifest(Path("/srv/ora"))
+    data["files"] = [{"path": "/srv/ora/FREE/system01.dbf", "member": "system01.dbf"}]
+    steps = prepare(restore, data)
+    (container,) = [s for s in steps if s.kind == "container"]
+    assert f"{restore}:{SERVER}/FREE" in container.argv
+    assert (restore / "control01.ctl").read_bytes() == b"backup control file"
+    assert "RENAME FILE" not in (restore / "splitmirror-oracle/recover.sql").read_text()

@@ -140,9 +140,11 @@ def test_the_emergency_release_resumes_then_ends_backup_mode_and_is_idempotent(
     assert len(instance.connections) == 3, "no state: nothing was entered, no connection"
 
 
-def test_the_emergency_release_resumes_a_suspend_that_did_not_show_yet(instance: ScriptedOracle) -> None:
-    """The session died while SUSPEND was finishing: v$instance said ACTIVE when read, so
-    RESUME is issued whatever the status, before END BACKUP (which needs I/O)."""
+def test_the_emergency_release_issues_resume_even_when_the_instance_says_active(
+    instance: ScriptedOracle,
+) -> None:
+    """A session that died while SUSPEND was finishing may have left v$instance saying ACTIVE
+    for a moment: RESUME is issued whatever the status, before END BACKUP (which needs I/O)."""
     session = connected()
     session.quiesce(Mode.HOT_BACKUP)
     OracleEngine.emergency_release(URL, OracleOptions(), session.emergency_state())
@@ -291,10 +293,17 @@ def test_a_release_that_fails_everywhere_says_what_to_run_by_hand(instance: Scri
 def test_a_nologging_change_during_the_backup_fails_it_after_the_release(instance: ScriptedOracle) -> None:
     session = connected()
     session.quiesce(Mode.HOT_BACKUP)
-    instance.unrecoverable = instance.datafiles[2][1]
+    instance.unrecoverable = (instance.datafiles[2][1], session.begin["scn"])
     with pytest.raises(BackupFailed, match=r"a NOLOGGING operation changed .*data03\.dbf during the backup"):
         session.unquiesce()
     assert instance.in_backup == set()
+
+
+def test_a_nologging_change_before_the_backup_is_not_its_business(instance: ScriptedOracle) -> None:
+    session = connected()
+    session.quiesce(Mode.HOT_BACKUP)
+    instance.unrecoverable = (instance.datafiles[2][1], session.begin["scn"] - 1)
+    assert session.unquiesce().redo_range["archived_logs"]
 
 
 def test_a_login_that_hangs_is_given_up_and_closed_when_it_comes(
@@ -315,3 +324,73 @@ def test_a_login_that_hangs_is_given_up_and_closed_when_it_comes(
         release.connect_within(URL, privilege="sysbackup", password_file=None, seconds=0.1, call_timeout=1)
     time.sleep(0.5)
     assert late and late[0].closed  # type: ignore[attr-defined]
+
+
+def test_a_resume_refused_on_an_active_instance_is_not_a_failure(instance: ScriptedOracle) -> None:
+    session = connected()
+    session.quiesce(Mode.HOT_BACKUP)
+    instance.fail_on = ("RESUME", oracle_error("ORA-99999: not suspended"))
+    OracleEngine.emergency_release(URL, OracleOptions(), session.emergency_state())
+    assert instance.in_backup == set()
+
+
+def test_an_instance_still_suspended_after_resume_is_not_ended_blindly(instance: ScriptedOracle) -> None:
+    """RESUME that did not take: END BACKUP would wait for the I/O; the release says why instead."""
+    session = connected(statement_timeout="0.5s")
+    session.quiesce(Mode.FREEZE)
+    instance._resume = lambda sql, params: None  # type: ignore[method-assign]
+    with pytest.raises(release.ReleaseFailed, match="still SUSPENDED after ALTER SYSTEM RESUME"):
+        OracleEngine.emergency_release(URL, session.settings, session.emergency_state())
+    assert instance.alters()[-1] == "ALTER SYSTEM RESUME" and instance.in_backup
+
+
+def test_the_emergency_release_tries_again_until_a_login_works(instance: ScriptedOracle) -> None:
+    session = connected()
+    session.quiesce(Mode.HOT_BACKUP)
+    refused = [oracle_error("ORA-12520: no handler")]
+    original = instance.connect
+
+    def once_refused(url: str, **options: object) -> object:
+        if refused:
+            raise refused.pop()
+        return original(url)
+
+    instance.connect = once_refused  # type: ignore[method-assign]
+    OracleEngine.emergency_release(URL, OracleOptions(statement_timeout=5), session.emergency_state())
+    assert instance.in_backup == set()
+
+
+def test_every_connection_is_closed_after_a_session(instance: ScriptedOracle) -> None:
+    backup(instance, Mode.FREEZE)
+    assert len(instance.connections) == 2, "the session's and its spare, opened once"
+    assert all(conn.closed for conn in instance.connections)
+    again = connected()
+    again.layout()
+    again.layout()
+    assert len(instance.connections) == 4, "one spare, not one per call"
+    again.close()
+
+
+def test_a_spare_that_died_before_the_window_is_opened_again(instance: ScriptedOracle) -> None:
+    session = connected()
+    session.layout()
+    instance.connections[1].killed = True
+    session.quiesce(Mode.FREEZE)
+    instance.connections[0].killed = True
+    session.abort()
+    assert len(instance.connections) == 3 and instance.database_status == "ACTIVE"
+
+
+def test_files_still_in_backup_mode_after_end_backup_fail_the_session(instance: ScriptedOracle) -> None:
+    session = connected()
+    session.quiesce(Mode.HOT_BACKUP)
+    instance.end_backup_leaves = {2}
+    with pytest.raises(BackupFailed, match="END BACKUP returned, but 1 datafiles are still in backup mode"):
+        session.unquiesce()
+
+
+def test_require_force_logging_false_is_a_choice_honoured(instance: ScriptedOracle) -> None:
+    instance.force_logging = "NO"
+    session = engine(require_force_logging=False)
+    session.connect()
+    assert session.preflight(Mode.HOT_BACKUP) == []

@@ -31,6 +31,7 @@ Oracle's I/O is held by Oracle.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -73,6 +74,11 @@ class OracleOptions(ServerOptions):
     #: Refuse a database without FORCE LOGGING: a NOLOGGING operation during the backup writes
     #: blocks no redo describes, which the restored copy holds corrupt.
     require_force_logging: bool = True
+
+
+#: ``v$session.module`` of the session's connection and of its spare (a DBA, or a test killing
+#: the session's connection, tells them apart).
+SESSION_MODULE, SPARE_MODULE = "splitmirror", "splitmirror spare"
 
 
 class BackupFailed(SplitmirrorError):
@@ -139,6 +145,7 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
     def describe_server(self) -> ServerInfo:
         """Only what any account reads and a suspended instance answers (the version the login
         reported, ``v$instance`` if readable): preflight must be able to say what is wrong."""
+        self.conn.module = SESSION_MODULE
         self.version_text = str(self.conn.version)
         self.version = tuple(int(part) for part in self.version_text.split(".")[:3] if part.isdigit())
         self.user = str(self._one("SELECT USER FROM dual"))
@@ -199,12 +206,12 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         place, the newest archived log), so that a destination outside the primary is refused
         before the session starts, not after the window.  Also reads, outside the window, what
         a restore needs to know of the instance, and opens the spare connection the release
-        falls back on (:mod:`.release`)."""
+        falls back on (:mod:`.release`): before the window (INIT's checks call this too)."""
         if not self.datafiles:
             return []
         self.restore_facts = self._restore_facts()
         if self._spare is None:
-            self._spare = self.open_connection()
+            self._spare = self._open_spare()
         newest = self._rows(
             "SELECT name FROM v$archived_log WHERE name IS NOT NULL AND deleted = 'NO' "
             "AND standby_dest = 'NO' ORDER BY first_change# DESC, dest_id FETCH FIRST 1 ROWS ONLY"
@@ -229,6 +236,28 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
             "tempfiles": [str(n) for (n,) in self._rows("SELECT name FROM v$tempfile ORDER BY file#")],
         }
 
+    def _open_spare(self) -> oracledb.Connection | None:
+        """The spare connection, or None when it cannot be had (the release then logs in
+        afresh, which Oracle may hold while the instance is suspended)."""
+        try:
+            spare = self.open_connection()
+        except (PreflightError, oracledb.Error):
+            return None
+        spare.module = SPARE_MODULE
+        return spare
+
+    def _refresh_spare(self) -> None:
+        """At QUIESCE: a spare that died during a long SYNC is opened again (a round trip when
+        it lives, a login when it did not)."""
+        if self._spare is None:
+            return
+        try:
+            self._spare.ping()
+        except oracledb.Error:
+            with contextlib.suppress(oracledb.Error):
+                self._spare.close()
+            self._spare = self._open_spare()
+
     def discover(self) -> list[DatabaseFile]:
         """The datafiles as :meth:`quiesce` read them just before the split (in FREEZE the
         control file cannot be read while suspended; in HOT_BACKUP they are read again now)."""
@@ -247,6 +276,7 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         statement, so a statement that fails or times out still leaves :meth:`release` (which
         tolerates "nothing to end") everything it may have done."""
         self._mode = mode
+        self._refresh_spare()
         try:
             if mode is Mode.HOT_BACKUP:
                 self._run("ALTER SYSTEM ARCHIVE LOG CURRENT")
@@ -375,7 +405,7 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
         if spare is not None:
             try:
                 with spare.cursor() as cursor:
-                    release.end_everything(cursor)
+                    release.end_everything(cursor, min(self.settings.statement_timeout, 10.0))
                 self._in_backup = self._suspended = False
                 return
             except (oracledb.Error, release.ReleaseFailed) as error:
@@ -422,6 +452,7 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
             privilege=options.privilege,
             password_file=options.password_file,
             login_timeout=options.connect_timeout,
+            call_timeout=options.statement_timeout,
             deadline=options.statement_timeout,
         )
 

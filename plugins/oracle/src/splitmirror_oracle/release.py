@@ -59,16 +59,19 @@ def held(cursor: Cursor) -> tuple[bool, int]:
     return False, int(row[0]) if row is not None else 0
 
 
-def end_everything(cursor: Cursor) -> None:
+def end_everything(cursor: Cursor, resume_wait: float = 10.0) -> None:
     """RESUME (tolerated when the instance was not suspended: a SUSPEND still finishing when
-    the session died may not show yet), END BACKUP while files are in it, and the check that
-    nothing is held any more; :class:`ReleaseFailed` when something still is."""
+    the session died may not show yet), up to ``resume_wait`` seconds for it to take, END
+    BACKUP while files are in it, and the check that nothing is held any more;
+    :class:`ReleaseFailed` when something still is."""
     try:
         cursor.execute("ALTER SYSTEM RESUME")
     except oracledb.DatabaseError:
         if held(cursor)[0]:
             raise
-    _wait_active(cursor)
+    _wait_active(cursor, resume_wait)
+    if held(cursor)[0]:
+        raise ReleaseFailed("the instance is still SUSPENDED after ALTER SYSTEM RESUME")
     if held(cursor)[1]:
         tolerant(cursor, "ALTER DATABASE END BACKUP")
     suspended, active = held(cursor)
@@ -120,20 +123,27 @@ def connect_within(
 
 
 def emergency(
-    url: str, *, privilege: str, password_file: Path | None, login_timeout: float, deadline: float
+    url: str,
+    *,
+    privilege: str,
+    password_file: Path | None,
+    login_timeout: float,
+    call_timeout: float,
+    deadline: float,
 ) -> None:
-    """End everything on a fresh connection, trying again until ``deadline`` seconds have
-    passed; :class:`ReleaseFailed` with the last reason when it never worked."""
+    """End everything on a fresh connection (each login bounded by ``login_timeout``, each
+    statement by ``call_timeout``), trying again until ``deadline`` seconds have passed;
+    :class:`ReleaseFailed` with the last reason when it never worked."""
     give_up = time.monotonic() + deadline
     while True:
         try:
             conn = connect_within(
                 url, privilege=privilege, password_file=password_file, seconds=login_timeout,
-                call_timeout=login_timeout,
+                call_timeout=call_timeout,
             )  # fmt: skip
             try:
                 with conn.cursor() as cursor:
-                    end_everything(cursor)
+                    end_everything(cursor, min(call_timeout, 10.0))
                 return
             finally:
                 conn.close()
@@ -143,7 +153,7 @@ def emergency(
             time.sleep(1)
 
 
-def _wait_active(cursor: Cursor, timeout: float = 10.0) -> None:
+def _wait_active(cursor: Cursor, timeout: float) -> None:
     """Until ``v$instance`` says the instance is no longer SUSPENDED (at most ``timeout`` s)."""
     deadline = time.monotonic() + timeout
     while held(cursor)[0] and time.monotonic() < deadline:

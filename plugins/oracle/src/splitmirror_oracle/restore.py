@@ -32,6 +32,7 @@ and :func:`restored_location` say where each is in the restore.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 import shutil
@@ -44,6 +45,7 @@ from splitmirror.api import (
     RestoreStep,
     host_path,
     outermost_mounts,
+    primary_at_backup,
     ran_in_container,
     restored_location,
 )
@@ -64,7 +66,10 @@ NOT_COPIED = frozenset({
 #: Every archive destination but the first (a standby's, a second copy's) is dropped too.
 OTHER_DESTINATIONS = re.compile(r"log_archive_dest(_state)?_([2-9]|[1-9][0-9])$")
 #: On this host, parameters that would point the restored instance at the live one's places.
-RELOCATED = ("log_archive_dest", "db_recovery_file_dest", "audit_file_dest", "diagnostic_dest")
+RELOCATED = (
+    "log_archive_dest", "log_archive_duplex_dest", "db_recovery_file_dest", "db_create_file_dest",
+    "db_create_online_log_dest", "audit_file_dest", "diagnostic_dest",
+)  # fmt: skip
 #: Where files the restore does not hold (a control file, an online log or a tempfile outside
 #: the primary) are placed, under :data:`HELPERS`, never at the live paths.
 OUTSIDE = "outside"
@@ -171,6 +176,9 @@ class Restored:
             "ALTER DATABASE MOUNT;",
             *(f"ALTER DATABASE RENAME FILE '{_sql(old)}' TO '{_sql(place(old))}';" for old in renames),
             "WHENEVER SQLERROR CONTINUE",
+            "-- the copy keeps no flashback logs and no change tracking file of the live database's",
+            "ALTER DATABASE FLASHBACK OFF;",
+            "ALTER DATABASE DISABLE BLOCK CHANGE TRACKING;",
             "RECOVER DATABASE USING BACKUP CONTROLFILE UNTIL CANCEL",
             *logs,
             "CANCEL",
@@ -244,10 +252,15 @@ class Restored:
         )
 
     def mounts(self) -> list[tuple[str, str]]:
-        """(restored host path, server path) for each mapped directory the restore holds, none
-        inside another."""
-        found = [(str(self.restored(server)), server) for server in self.path_map if self.restored(server)]
-        return outermost_mounts(found)
+        """(restored host path, server path) for each mapped directory the restore holds, and
+        for the restore itself where the primary was inside a mapped directory (a primary of
+        ``/srv/ora/FREE`` under ``"/opt/oracle/oradata" = "/srv/ora"``); none inside another."""
+        found = [(str(self.restored(s)), s) for s in self.path_map if self.restored(s) is not None]
+        root = primary_at_backup(self.manifest)
+        for server, host in self.path_map.items():
+            if root is not None and root.is_relative_to(host):
+                found.append((str(self.directory), posixpath.join(server, str(root.relative_to(host)))))
+        return outermost_mounts([(h, posixpath.normpath(s)) for h, s in found])
 
     # -- the steps --------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from splitmirror.testing.steps import started_in_container
 
 from . import ledger
 from .connection import connect
+from .engine import SESSION_MODULE
 
 DATA = "/opt/oracle/oradata"
 PORT = 1521
@@ -254,12 +255,14 @@ class OracleLedgerDatabase(LedgerDatabase):
         return found + ([f"the instance is {status}"] if status != "ACTIVE" else [])
 
     def kill_connections(self) -> int:
-        """``ALTER SYSTEM KILL SESSION`` for every other session of the splitmirror account
-        (it logs in AS SYSBACKUP, so Oracle names it SYSBACKUP)."""
+        """``ALTER SYSTEM KILL SESSION`` for the session's connection (``v$session.module`` is
+        ``splitmirror``), not its spare: the fault to prove is the connection lost, with the
+        engine's fallbacks as they are."""
         with self._session() as cursor:
             cursor.execute(
-                "SELECT sid, serial# FROM v$session WHERE username IN ('SYSBACKUP', 'C##SPLITMIRROR') "
-                "AND sid <> SYS_CONTEXT('USERENV', 'SID')"
+                "SELECT sid, serial# FROM v$session "
+                "WHERE module = :1 AND sid <> SYS_CONTEXT('USERENV', 'SID')",
+                [SESSION_MODULE],
             )
             sessions = cursor.fetchall()
             for sid, serial in sessions:
