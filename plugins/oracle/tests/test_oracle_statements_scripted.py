@@ -372,11 +372,12 @@ def test_every_connection_is_closed_after_a_session(instance: ScriptedOracle) ->
 
 
 def test_a_spare_that_died_before_the_window_is_opened_again(instance: ScriptedOracle) -> None:
-    session = connected()
+    session = connected(statement_timeout="0.5s")
     session.layout()
-    instance.connections[1].killed = True
-    session.quiesce(Mode.FREEZE)
+    instance.connections[1].killed = True  # during a long SYNC, say
+    session.quiesce(Mode.FREEZE)  # finds it dead and opens another before entering the mode
     instance.connections[0].killed = True
+    instance.refuse_connect = oracle_error("ORA-12345: no login while suspended")
     session.abort()
     assert len(instance.connections) == 3 and instance.database_status == "ACTIVE"
 
