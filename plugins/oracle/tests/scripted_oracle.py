@@ -20,6 +20,8 @@ from typing import Any
 import oracledb
 from oracledb import errors
 
+from splitmirror_oracle import connection
+
 #: Views whose rows come from the control file or datafile headers: Oracle does I/O to answer.
 CONTROL_FILE_VIEWS = ("v$datafile", "v$backup", "v$archived_log", "v$log", "v$controlfile", "v$tempfile",
                       "v$logfile", "v$database", "v$tablespace")  # fmt: skip
@@ -73,6 +75,8 @@ class ScriptedOracle:
         #: Statements issued while suspended that Oracle would hold until RESUME.
         self.waited: list[str] = []
         self.connections: list[ScriptedConnection] = []
+        #: The user of each login attempt, as parsed from its URL.
+        self.logins: list[str] = []
         self.refuse_connect: oracledb.Error | None = None
         #: A statement (regex) that fails, and how, once.
         self.fail_on: tuple[str, oracledb.Error] | None = None
@@ -80,6 +84,9 @@ class ScriptedOracle:
     # -- what the engine's connect() gets -------------------------------------------------------
 
     def connect(self, url: str, **_options: Any) -> ScriptedConnection:
+        """What ``connection.connect`` gives; the URL is parsed as it would be (a common user's
+        ``C##`` included), only the network is left out."""
+        self.logins.append(connection.parse_url(url).user)
         if self.refuse_connect is not None:
             raise self.refuse_connect
         conn = ScriptedConnection(self)
