@@ -63,3 +63,27 @@ def test_the_password_file_must_be_private_and_not_empty(
         connection.password(None)
     monkeypatch.setenv(connection.PASSWORD_VARIABLE, "from-env")
     assert connection.password(None) == "from-env"
+
+
+def test_a_server_that_is_not_there_is_one_sentence_from_the_real_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """python-oracledb itself (no stand-in), against a port nothing listens on: the keyword
+    arguments the plugin passes are the driver's, and its refusal becomes one sentence."""
+    import socket
+
+    from splitmirror.api import PreflightError
+    from splitmirror_oracle.engine import OracleEngine, OracleOptions
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again before the engine connects
+    monkeypatch.setenv(connection.PASSWORD_VARIABLE, "not-used")
+    engine = OracleEngine(f"oracle://c##splitmirror@127.0.0.1:{port}/FREE", OracleOptions(connect_timeout=2))
+    with pytest.raises(PreflightError) as refused:
+        engine.connect()
+    assert str(refused.value).startswith(
+        f"cannot connect to Oracle at oracle://c##splitmirror@127.0.0.1:{port}/FREE: "
+        "DPY-6005: cannot connect to database: [Errno 111] Connection refused; check the URL"
+    ), refused.value
+    assert "\n" not in str(refused.value) and "not-used" not in str(refused.value)

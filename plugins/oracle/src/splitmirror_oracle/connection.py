@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 from pathlib import Path
 from urllib.parse import unquote
@@ -138,7 +139,13 @@ def code(error: BaseException) -> str:
 
 
 def message(error: BaseException) -> str:
-    """The first line of a python-oracledb error (the ``ORA-`` line, without the help link)."""
+    """A python-oracledb error on one line: its ``ORA-``/``DPY-`` line, and the cause the driver
+    puts on the next (``[Errno 111] Connection refused``), without the help link or the
+    connection id."""
     detail = error.args[0] if error.args else error
     text = str(getattr(detail, "message", detail))
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Help:")]
+    if not lines:
+        return type(error).__name__
+    first = re.sub(r" \(CONNECTION_ID=[^)]*\)", "", lines[0])
+    return f"{first.rstrip('.')}: {lines[1]}" if len(lines) > 1 else first
