@@ -345,7 +345,9 @@ class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
             escaped = self.backup_controlfile.replace("'", "''")
             self._run(f"ALTER DATABASE BACKUP CONTROLFILE TO '{escaped}' REUSE")
             end_sequences = self._rows(
-                "SELECT thread#, MAX(sequence#) FROM v$archived_log GROUP BY thread# ORDER BY thread#"
+                "SELECT thread#, MAX(sequence#) FROM v$archived_log "
+                "WHERE resetlogs_change# = (SELECT resetlogs_change# FROM v$database) "
+                "GROUP BY thread# ORDER BY thread#"
             )
             logs = layout.window_logs(
                 layout.archived_logs(self._rows(layout.ARCHIVED_LOGS_SQL, self.begin["scn"], end_scn)),
