@@ -98,6 +98,8 @@ class ContainerOracle(ContainerServer):
         scripts = self.datadir.parent / "oracle-init"
         shutil.rmtree(scripts, ignore_errors=True)
         shutil.copytree(packaged(INIT_SCRIPTS), scripts)
+        for script in scripts.iterdir():
+            script.chmod(0o755)  # run, not sourced into the image's entrypoint (a wheel may drop +x)
         if not self.archivelog:
             (scripts / "01-archivelog.sh").unlink()
         self.datadir.mkdir(parents=True, exist_ok=True)
