@@ -371,15 +371,15 @@ def test_truncated_missing_and_unreadable_archives(
 
 
 def test_an_engine_that_is_not_installed_is_one_note(tmp_path: Path, hooks: Hooks) -> None:
-    archive = craft(tmp_path / "a.tar", [file_member("data.ora", b"blocks")], engine="oracle")
+    archive = craft(tmp_path / "a.tar", [file_member("data.ora", b"blocks")], engine="db2")
     result = restore_archive(archive, tmp_path / "restore", hooks=hooks)
     assert result.restored == ["data.ora", MANIFEST_NAME] and result.steps == []
     assert result.notes == [
-        f"the oracle engine plugin is not installed, so {tmp_path / 'restore'} was not prepared to start "
-        f"(the files are restored); install splitmirror-oracle or follow docs/restore.md"
+        f"the db2 engine plugin is not installed, so {tmp_path / 'restore'} was not prepared to start "
+        f"(the files are restored); install splitmirror-db2 or follow docs/restore.md"
     ]
     proc = cli("restore", "--archive", str(archive), "--to", str(tmp_path / "again"))
-    assert proc.returncode == 0 and "note: the oracle engine plugin is not installed" in proc.stdout
+    assert proc.returncode == 0 and "note: the db2 engine plugin is not installed" in proc.stdout
 
 
 def test_a_manifest_less_archive_is_not_restored(tmp_path: Path) -> None:

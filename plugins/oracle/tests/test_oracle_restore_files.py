@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from splitmirror_oracle.restore import prepare
 
 SERVER = "/opt/oracle/oradata"
@@ -153,3 +155,13 @@ def test_a_primary_inside_the_mapped_directory_is_mounted_where_the_server_had_i
     assert f"{restore}:{SERVER}/FREE" in container.argv
     assert (restore / "control01.ctl").read_bytes() == b"backup control file"
     assert "RENAME FILE" not in (restore / "splitmirror-oracle/recover.sql").read_text()
+
+
+def test_an_archive_without_a_backup_control_file_is_not_prepared(tmp_path: Path) -> None:
+    data = manifest(Path("/srv/ora"))
+    del data["metadata"]["backup_controlfile"]
+    with pytest.raises(FileNotFoundError, match="names no backup control file"):
+        prepare(tmp_path, data)
+    data = manifest(Path("/srv/ora"))
+    with pytest.raises(FileNotFoundError, match=r"splitmirror-backup\.ctl is not in the restore"):
+        prepare(tmp_path, data)

@@ -121,11 +121,15 @@ class Restored:
         """Copy the backup control file to every control file's place: in the restore where it
         holds the control file's directory, else under ``HELPERS/outside/`` (where both routes
         look for it), never over a live control file."""
-        backup = self.restored(str(self.metadata.get("backup_controlfile", "")))
-        if backup is None or not backup.is_file():
+        named = self.metadata.get("backup_controlfile")
+        if not named:
             raise FileNotFoundError(
-                f"the backup control file {self.metadata.get('backup_controlfile')} is not in the restore"
+                "the manifest names no backup control file, so this is not an archive of the oracle "
+                "engine's backup sessions"
             )
+        backup = self.restored(str(named))
+        if backup is None or not backup.is_file():
+            raise FileNotFoundError(f"the backup control file {named} is not in the restore")
         for name in self.metadata.get("control_files", []):
             target = Path(self.on_host(str(name)))
             target.parent.mkdir(parents=True, exist_ok=True)
