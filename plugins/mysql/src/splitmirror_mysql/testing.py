@@ -14,7 +14,12 @@ run`` step ``splitmirror restore`` printed, with no server option of the harness
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import secrets
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -24,7 +29,7 @@ from typing import Any
 import pymysql
 
 from splitmirror.testing import LedgerDatabase, RestoredLedger, RestoreResult, committed_within
-from splitmirror.testing.containers import ContainerServer, image_for
+from splitmirror.testing.containers import ContainerServer, ServerContainer, image_for
 from splitmirror.testing.steps import host_steps_in_container, started_in_container
 
 from . import ledger
@@ -79,10 +84,30 @@ class ContainerMysql(ContainerServer):
         return [f"--log-bin={'binlog' if self.binlog is True else self.binlog}", "--server-id=1"]
 
     def start(self, *arguments: str) -> ContainerMysql:
+        """Start on :attr:`datadir`: MySQL on an empty one from a copy of a data directory
+        initialised once per image and command (:func:`_template`), its root password then set
+        to this server's; anything else initialised by the image's entrypoint, as a user would."""
         binary, password_variable = FLAVOURS[self.database]
-        self.start_container(
-            {password_variable: self.password}, [binary, *self._binlog_options(), *arguments]
-        )
+        command = [binary, *self._binlog_options(), *arguments]
+        empty = not self.datadir.exists() or not any(self.datadir.iterdir())
+        if self.database != "mysql" or self.mounts or not empty:
+            self.start_container({password_variable: self.password}, command)
+            return self
+        template = _template(self.image, self.version, command)
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", f"{template}/.", str(self.datadir)], check=True)
+        password, self.password = self.password, _TEMPLATE_PASSWORD
+        try:
+            self.start_container({password_variable: _TEMPLATE_PASSWORD}, command)
+            with self.connection() as conn, conn.cursor() as cursor:
+                cursor.execute("SET sql_log_bin = 0")
+                for host in ("localhost", "%"):
+                    cursor.execute("ALTER USER 'root'@%s IDENTIFIED BY %s", (host, password))
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            self.password = password
         return self
 
     def restored(
@@ -136,6 +161,34 @@ class ContainerMysql(ContainerServer):
                     if kind == "error" or (kind == "status" and text != "OK"):
                         complaints.append(f"{schema}.{name}: {kind} {text}")
         return (not complaints, "\n".join(complaints) or f"ok ({len(tables)} tables)")
+
+
+#: The root password of the template data directories (replaced in each copy by its server's).
+_TEMPLATE_PASSWORD = "splitmirror-template-" + secrets.token_urlsafe(8)
+#: (image, command) → an initialised MySQL data directory, made once per test process.
+_TEMPLATES: dict[tuple[str, tuple[str, ...]], Path] = {}
+
+
+def _template(image: str, version: str, command: list[str]) -> Path:
+    """A data directory MySQL's entrypoint initialised with ``command`` (``mysqld
+    --initialize-insecure``, a temporary server for the root accounts: about 8 s a server),
+    shut down cleanly, kept for copies and removed at exit."""
+    key = (image, tuple(command))
+    if key in _TEMPLATES:
+        return _TEMPLATES[key]
+    directory = Path(tempfile.mkdtemp(prefix="splitmirror-mysql-template-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    server = ContainerMysql("mysql", version, directory / "data", _TEMPLATE_PASSWORD, binlog=False)
+    server.image = image
+    try:
+        server.start_container({FLAVOURS["mysql"][1]: _TEMPLATE_PASSWORD}, command)
+        container = server.container
+        if isinstance(container, ServerContainer):  # SIGTERM: a clean shutdown, no recovery per copy
+            container._container.get_wrapped_container().stop(timeout=60)
+    finally:
+        server.stop()
+    _TEMPLATES[key] = directory / "data"
+    return directory / "data"
 
 
 #: The table :func:`waiting_ddl` alters (in the ledger's database, never the ledger itself).
