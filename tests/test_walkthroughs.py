@@ -6,33 +6,16 @@ command)."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from splitmirror.testing.docs import blocks, section
 from splitmirror.workload import create_ledger
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def section(document: Path, heading: str) -> str:
-    """The text under ``heading`` up to the next heading of the same level."""
-    text = document.read_text()
-    level = heading.split(" ")[0]
-    start = text.index(heading + "\n")
-    following = re.search(rf"^{level} ", text[start + len(heading) :], re.MULTILINE)
-    return text[start : start + len(heading) + (following.start() if following else len(text))]
-
-
-def blocks(text: str, language: str, *, indented: bool = False) -> list[str]:
-    """The fenced blocks of ``language``; ``indented`` also finds those inside list items."""
-    lead = r"[ \t]*" if indented else ""
-    found = re.findall(rf"^{lead}```{language}\n(.*?)^{lead}```", text, re.MULTILINE | re.DOTALL)
-    return [textwrap.dedent(block) for block in found]
 
 
 def commands(block: str) -> list[str]:

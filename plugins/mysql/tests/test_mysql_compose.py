@@ -20,6 +20,7 @@ from splitmirror.cli import main
 from splitmirror.restore import RestoreResult
 from splitmirror.restore_steps import RestoreStep
 from splitmirror.testing.containers import Unavailable, compose_up, free_port, image_for
+from splitmirror.testing.docs import blocks, section
 from splitmirror.testing.steps import container_step
 from splitmirror_mysql.testing import ContainerMysql, write_option_file
 
@@ -131,12 +132,9 @@ def test_the_readme_mariadb_walkthrough_runs_as_written(tmp_path: Path) -> None:
         image = image_for("mariadb", "10.11")
     except Unavailable as reason:
         pytest.skip(str(reason))
-    text = README.read_text()
-    start = text.index("## The same against MariaDB")
-    end = text.find("\n## ", start + 1)
-    part = text[start : end if end > 0 else None]
-    (config,) = re.findall(r"^```toml\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
-    (shell,) = re.findall(r"^```sh\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
+    part = section(README, "## The same against MariaDB")
+    (config,) = blocks(part, "toml")
+    (shell,) = blocks(part, "sh")
     live, copy = free_port(), free_port()
     mount = tmp_path / "mnt-primary"
 

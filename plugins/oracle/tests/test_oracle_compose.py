@@ -18,6 +18,7 @@ import pytest
 from oracle_servers import require_image
 
 from splitmirror.testing.containers import compose_command, free_port, image_for, newest
+from splitmirror.testing.docs import blocks, section
 
 REPO = Path(__file__).resolve().parents[3]
 README = REPO / "compose" / "README.md"
@@ -27,12 +28,9 @@ NO_COMPOSE = "neither `docker compose` nor docker-compose is installed (compose/
 
 def walkthrough() -> tuple[str, str]:
     """The Oracle section's shell block and its ``oracle.toml``."""
-    text = README.read_text()
-    start = text.index("## The same against Oracle")
-    end = text.find("\n## ", start + 1)
-    part = text[start : end if end > 0 else None]
-    (shell,) = re.findall(r"^```sh\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
-    (config,) = re.findall(r"^```toml\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
+    part = section(README, "## The same against Oracle")
+    (shell,) = blocks(part, "sh")
+    (config,) = blocks(part, "toml")
     return shell, config
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from splitmirror.testing.containers import Unavailable, compose_command, free_port, image_for
+from splitmirror.testing.docs import blocks, section
 
 REPO = Path(__file__).resolve().parents[3]
 README = REPO / "compose" / "README.md"
@@ -25,13 +26,9 @@ COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 
 def walkthrough() -> tuple[list[str], str]:
     """The PostgreSQL section's shell blocks and its ``pg.toml``."""
-    text = README.read_text()
-    start = text.index("## Trying it out")
-    end = text.index("\n## ", start + 1)
-    part = text[start:end]
-    shell = re.findall(r"^```sh\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
-    (config,) = re.findall(r"^```toml\n(.*?)^```", part, re.MULTILINE | re.DOTALL)
-    return shell, config
+    part = section(README, "## Trying it out: a backup session against PostgreSQL in a container")
+    (config,) = blocks(part, "toml")
+    return blocks(part, "sh"), config
 
 
 def test_the_readme_walkthrough_runs_as_written(splitmirror_primary_disk: Path, tmp_path: Path) -> None:

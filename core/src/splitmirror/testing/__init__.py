@@ -20,7 +20,8 @@ installing splitmirror; the contract suite is a class to subclass::
 
 The submodules: :mod:`.contract` and :mod:`.faults` (the suites), :mod:`.ledger` (the writer
 processes' loop), :mod:`.containers` (servers in containers), :mod:`.steps` (running the steps
-a restore printed), :mod:`.secrets`.  See ``docs/writing-a-plugin.md``.
+a restore printed), :mod:`.secrets`, :mod:`.docs` (walkthroughs read out of Markdown, for the tests
+that run them as written).  See ``docs/writing-a-plugin.md``.
 
 The names below are imported when first used, not with the package: a ledger writer process
 imports :mod:`.ledger` alone, and must not pay for the session engine and Docker's client.
