@@ -26,8 +26,10 @@ from pathlib import Path
 
 from report import Result, machine, render
 from splitmirror.archive.pax import ArchiveWriter
+from splitmirror.archive.readahead import ReadAhead
 from splitmirror.mirror.base import SyncStats
 from splitmirror.mirror.dirsync import DirectorySync
+from splitmirror.mirror.splitread import SplitReader, reader_for
 from splitmirror.targets.base import Target
 from splitmirror.targets.builtin import FileTarget, StdoutTarget
 
@@ -116,15 +118,28 @@ def files_of(root: Path) -> list[Path]:
 
 
 def archive(src: Path, target: Target) -> None:
-    """What the BACKUP phase does with the split mirror's files: a member each, then a manifest."""
+    """What the BACKUP phase does with a directory mirror's split files: reads in flight ahead
+    of the writer across files (``ReadAhead``, the directory mirror's two readers), a member
+    each, then a manifest."""
     target.open()
     writer = ArchiveWriter(target)
-    for path in files_of(src):
-        st = path.stat()
-        with open(path, "rb") as source:
+    paths = files_of(src)
+    stats = [path.stat() for path in paths]
+
+    def opener(path: Path) -> Callable[[], SplitReader]:
+        return lambda: reader_for(open(path, "rb"))
+
+    layouts = [[(0, st.st_size)] for st in stats]
+    with ReadAhead([opener(p) for p in paths], layouts, workers=2, depth=8) as ahead:
+        for index, (path, st) in enumerate(zip(paths, stats, strict=True)):
             name = str(path.relative_to(src))
-            writer.add_file(name, source, st.st_size, mode=st.st_mode, mtime=st.st_mtime)
-    writer.add_manifest({"files": [dataclasses.asdict(member) for member in writer.members]})
+            writer.add_chunks(name, ahead.member(index), st.st_size, mode=st.st_mode, mtime=st.st_mtime)
+    writer.add_manifest(
+        {
+            "member_checksums": writer.member_checksums,
+            "files": [dataclasses.asdict(member) for member in writer.members],
+        }
+    )
     writer.close()
 
 

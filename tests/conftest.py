@@ -160,6 +160,18 @@ def install_in_venv(source: Path, venv: Path) -> Path:
 
 
 @pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    """A 96 MiB loop-device ext4 mounted at ``tmp_path/disk`` (the rest of ``tmp_path`` stays
+    free for the mirror, the catalog and archives); skipped where loop devices are not ours."""
+    reason = loop_filesystem_unavailable()
+    if reason:
+        pytest.skip(reason)
+    (tmp_path / "disk").mkdir()
+    with loop_filesystem(tmp_path / "disk", 96 << 20) as mount:
+        yield mount
+
+
+@pytest.fixture
 def tracked_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB loop-device ext4 where writes can be tracked (root, tracefs); no tracing
     instance may outlive the test."""

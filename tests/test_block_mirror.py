@@ -5,7 +5,6 @@ extents; restore drills in both modes with concurrent writers."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,7 @@ import pytest
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.errors import PreflightError
 from splitmirror.testing import SessionRunner, SqliteLedgerDatabase, Workspace, run_drill
-from splitmirror.testing.loopfs import device_of, loop_device, loop_filesystem, loop_filesystem_unavailable
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    reason = loop_filesystem_unavailable()
-    if reason:
-        pytest.skip(reason)
-    (tmp_path / "disk").mkdir()
-    with loop_filesystem(tmp_path / "disk", 96 << 20) as mount:
-        yield mount
+from splitmirror.testing.loopfs import device_of, loop_device, loop_filesystem
 
 
 @pytest.fixture

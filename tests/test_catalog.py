@@ -104,3 +104,39 @@ def test_many_processes_creating_one_catalog_at_once(tmp_path: Path) -> None:
     ]
     errors = [proc.communicate(timeout=60)[1] for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), [e for e in errors if e][:1]
+
+
+def test_a_catalog_from_before_blocked_ms_opens_upgrades_and_keeps_its_rows(tmp_path: Path) -> None:
+    """A catalog written before ``blocked_ms`` existed (built here with the migrations it had):
+    it opens, is upgraded in place, its rows read ``blocked_ms`` None, and new rows record it."""
+    path = tmp_path / "catalog.db"
+    previous = MIGRATIONS[:1]  # schema 1; blocked_ms came with schema 2
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for script in previous:
+            db.executescript(script)
+        db.execute(f"PRAGMA user_version = {len(previous)}")
+        db.execute(
+            "INSERT INTO sessions (name, status, mode, database, database_url, config, started_at,"
+            " finished_at, window_ms) VALUES ('old', 'DONE', 'freeze', 'sqlite', 'sqlite:///x', '/c',"
+            " 't', 't2', 12.5)"
+        )
+        (old,) = db.execute("SELECT id FROM sessions").fetchone()
+    catalog = SqliteCatalog(path)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) > len(previous)
+    row = catalog.get(old)
+    assert (row.name, row.window_ms, row.blocked_ms) == ("old", 12.5, None)
+    new = catalog.start_session(
+        name="new",
+        mode="hot-backup",
+        database="sqlite",
+        database_url="sqlite:///x",
+        config="/c",
+        started_at="t",
+    )
+    catalog.update_session(new, window_ms=20.0, blocked_ms=3.5)
+    assert [(s.name, s.blocked_ms) for s in catalog.sessions()] == [("old", None), ("new", 3.5)]
+    catalog.close()
+    listed = CliRunner().invoke(main, ["list", "--catalog", str(path), "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert '"blocked_ms": null' in listed.output and '"blocked_ms": 3.5' in listed.output

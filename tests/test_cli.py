@@ -324,3 +324,39 @@ def test_the_summary_is_for_people() -> None:
     print_summary(Console(file=out, width=80), failed)
     header = next(line for line in out.getvalue().splitlines() if "phase" in line)
     assert header.count("┃") == 4 and "error" in header, "the error column when a phase failed"
+
+
+def test_the_docs_json_and_summary_line_are_what_the_tool_prints() -> None:
+    """docs/cli.md's ``--json`` example names every key of a session, and its summary line is
+    the line ``backup``/``show`` print for the example's values."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from splitmirror.catalog.base import PhaseRecord, SessionSummary
+    from splitmirror.report import print_summary, summary_json
+    from splitmirror.testing.docs import blocks, section
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    (example,) = blocks(section(doc, "## JSON"), "json")
+    named = set(re.findall(r'"(\w+)":', example))
+    summary = SessionSummary(
+        id=7, name="orders", status="DONE", mode="hot-backup", database="sqlite", database_url="",
+        config="", started_at="", phases=[PhaseRecord("BACKUP", "", 134.014)],
+    )  # fmt: skip
+    assert set(summary_json(summary)) - named == set(), "keys the example in docs/cli.md lacks"
+
+    def value(key: str) -> str:
+        found = re.search(rf'"{key}": ([^,]+),', example)
+        assert found, f"the example has no {key}"
+        return found.group(1).strip('"')
+
+    for key in ("window_ms", "blocked_ms"):
+        setattr(summary, key, float(value(key)))
+    summary.mode, summary.files, summary.bytes = value("mode"), int(value("files")), int(value("bytes"))
+    (line,) = blocks(section(doc, "## The summary"), "")
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200), summary)
+    printed = next(text for text in out.getvalue().splitlines() if text.startswith("mode "))
+    assert printed == line.strip()

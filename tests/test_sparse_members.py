@@ -68,7 +68,9 @@ def test_a_sparse_member_stores_only_data_and_reads_back_whole(
             info = tar.next()
             assert info is not None and info.issparse()
             assert (info.name, info.size) == ("db/base/16384", size)
-            assert info.pax_headers[CHECKSUM_KEY] == hashlib.sha256(data).hexdigest()
+            # a stream cannot patch the header: its digest is the manifest's to carry
+            expected = hashlib.sha256(data).hexdigest() if seekable else None
+            assert info.pax_headers.get(CHECKSUM_KEY) == expected
             assert tar.extractfile(info).read() == data  # type: ignore[union-attr]
     with ArchiveReader(archive) as reader:
         info = next(iter(reader))

@@ -2,7 +2,9 @@
 
 A freeze outlives the process that set it, and a frozen filesystem blocks every writer on it,
 so :class:`Freezer` remembers what it froze and :meth:`Freezer.thaw_all` thaws all of it, in
-reverse order, even when one thaw fails.  Never freeze the filesystem holding the catalog, the
+reverse order, even when one thaw fails.  It also keeps when each freeze held the filesystem
+(:attr:`Freezer.spans`): in HOT_BACKUP that is the only time the database's writers wait for
+the session (:mod:`.blocked`).  Never freeze the filesystem holding the catalog, the
 target or our own temporary files: the session would block on itself (:func:`same_filesystem`).
 """
 
@@ -11,8 +13,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+from .blocked import Span
 
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
@@ -36,6 +41,9 @@ class Freezer:
         #: Told ("freezing", mount) before each FIFREEZE and ("thawed", mount) once a mount is
         #: no longer frozen by us: the watchdog keeps its own list from these.
         self.listener: Callable[[str, Path], None] | None = None
+        #: From just before each successful FIFREEZE to just after its FITHAW (open while frozen).
+        self.spans: list[Span] = []
+        self._holding: dict[Path, Span] = {}
 
     def _tell(self, event: str, mount: Path) -> None:
         if self.listener is not None:
@@ -56,10 +64,15 @@ class Freezer:
             raise OSError(errno.EPERM, "refusing to freeze the root filesystem")
         self.frozen.append(mount)
         self._tell("freezing", mount)
+        # Writers wait from the ioctl's start (it blocks them before writing back), and the
+        # span is kept, like the mount, before the ioctl: a signal as it returns must not lose it.
+        self._holding[mount] = span = Span(time.monotonic())
+        self.spans.append(span)
         try:
             _ioctl(mount, FIFREEZE)
         except OSError:
             self.frozen.remove(mount)
+            self.spans.remove(self._holding.pop(mount))  # not ours: nothing was held by us
             self._tell("thawed", mount)
             raise
 
@@ -78,6 +91,8 @@ class Freezer:
                     errors.append(error)
                     continue
             self.frozen.remove(mount)
+            if mount in self._holding:
+                self._holding.pop(mount).end = time.monotonic()
             self._tell("thawed", mount)
         return errors
 

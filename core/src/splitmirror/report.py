@@ -15,7 +15,7 @@ from .units import format_size
 
 def summary_json(summary: SessionSummary, files: list[FileRecord] | None = None) -> dict[str, Any]:
     """The ``--json`` shape of a session (docs/cli.md) (``id``, ``status``, ``mode``, ``window_ms``,
-    ``phases``, ``files``, ``bytes``, ``archive`` ...); ``show`` adds the members."""
+    ``blocked_ms``, ``phases``, ``files``, ``bytes``, ``archive`` ...); ``show`` adds the members."""
     data = summary.to_json()
     data["phases"] = [
         {"name": p.name, "duration_ms": round(p.duration_ms, 3), "started_at": p.started_at, "error": p.error}
@@ -24,6 +24,11 @@ def summary_json(summary: SessionSummary, files: list[FileRecord] | None = None)
     if files is not None:
         data["members"] = [f.to_json() for f in files]
     return data
+
+
+def milliseconds(value: float | None) -> str:
+    """A duration of the summary for people; ``-`` where the session never got there."""
+    return "-" if value is None else f"{value:.1f} ms"
 
 
 def throughput(summary: SessionSummary) -> float | None:
@@ -79,10 +84,10 @@ def print_summary(console: Console, summary: SessionSummary) -> None:
         row = [phase.name, f"{phase.duration_ms:.1f} ms"]
         table.add_row(*row, *([escape(phase.error or "")] if errors else []))
     console.print(table)
-    window = "-" if summary.window_ms is None else f"{summary.window_ms:.1f} ms"
     rate = throughput(summary)
     console.print(
-        f"mode {summary.mode}  window {window}  files {summary.files}  "
+        f"mode {summary.mode}  window {milliseconds(summary.window_ms)}  "
+        f"blocked {milliseconds(summary.blocked_ms)}  files {summary.files}  "
         f"bytes {format_size(summary.bytes)}" + ("" if rate is None else f"  {rate:.1f} MB/s")
     )
     if summary.archive:
@@ -105,7 +110,8 @@ def print_summary(console: Console, summary: SessionSummary) -> None:
 
 def print_sessions(console: Console, sessions: list[SessionSummary]) -> None:
     table = Table()
-    for column in ("id", "name", "database", "mode", "status", "started", "window", "files", "bytes"):
+    columns = ("id", "name", "database", "mode", "status", "started", "window", "blocked", "files", "bytes")
+    for column in columns:
         table.add_column(column)
     for s in sessions:
         table.add_row(
@@ -115,7 +121,8 @@ def print_sessions(console: Console, sessions: list[SessionSummary]) -> None:
             s.mode,
             s.status,
             s.started_at,
-            "-" if s.window_ms is None else f"{s.window_ms:.1f} ms",
+            milliseconds(s.window_ms),
+            milliseconds(s.blocked_ms),
             str(s.files),
             format_size(s.bytes),
         )

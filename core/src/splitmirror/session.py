@@ -28,6 +28,7 @@ from typing import Any
 
 from . import impl, preflight
 from .archive.assembly import ArchiveAssembly, logical_order
+from .blocked import BlockedTime
 from .catalog import Catalog, FileRecord, PhaseRecord, SessionSummary
 from .catalog.base import DONE, FAILED, utc_now
 from .config import Config
@@ -75,6 +76,7 @@ class Session:
         self._opening = Opening(config, self.hooks, self._claim)  # INIT, and what it took
         self._filemap = FileMap()
         self._freezer = Freezer()
+        self._blocked = BlockedTime(self._freezer, engine_holds=self.mode is Mode.FREEZE)
         self._guard = SignalGuard(config.session.max_window)
         self._watchdog = Watchdog({})
         self._window_start: float | None = None
@@ -172,11 +174,17 @@ class Session:
                     self.parts.engine.abort()
                     released = True
                 finally:
+                    self._blocked.released()
                     self._quiesced = False
                     self._close_window()
                     # A release that raised is tried again by the watchdog, in its own process,
                     # once the session has recorded its failure.
                     self._watchdog.tell(**{"released" if released else "release_failed": True})
+
+    @property
+    def blocked_ms(self) -> float | None:
+        """How long the writers waited on the session (:mod:`.blocked`); None before QUIESCE."""
+        return None if self._window_start is None else self._blocked.ms()
 
     def _close_window(self) -> None:
         self._guard.disarm()  # the limit is for the window, not for what follows it
@@ -283,6 +291,7 @@ class Session:
         self._guard.arm()
         self._watchdog.tell(state=engine.emergency_state())
         self._quiesced = True  # before the call: a half-entered mode is released by abort()
+        self._blocked.quiescing()
         engine.quiesce(self.mode)
         self._watchdog.tell(state=engine.emergency_state())
 
@@ -327,6 +336,7 @@ class Session:
 
     def _unquiesce(self) -> None:
         self.unquiesced = self.parts.engine.unquiesce()
+        self._blocked.released()
         self._watchdog.tell(released=True)
         self._quiesced = False
         self._close_window()
@@ -353,6 +363,7 @@ class Session:
             bytes=sum(m.size for m in data),
             archive=parts.target.location,
             window_ms=self.window_ms,
+            blocked_ms=self.blocked_ms,
             label=unquiesced.label,
             redo_range=dict(unquiesced.redo_range),
             stats=self.stats,
@@ -374,7 +385,9 @@ class Session:
         for undo in (parts.target.discard, self._reestablish):
             with contextlib.suppress(Exception):  # the original error is the one to report
                 undo()
-        parts.catalog.update_session(parts.id, window_ms=self.window_ms, stats=self.stats)
+        parts.catalog.update_session(
+            parts.id, window_ms=self.window_ms, blocked_ms=self.blocked_ms, stats=self.stats
+        )
         parts.catalog.finish_session(
             parts.id,
             status=FAILED,

@@ -9,9 +9,10 @@ every member before it.  Each member becomes a :class:`~splitmirror.catalog.File
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +22,18 @@ from ..config import Config, redact_url
 from ..engine import DatabaseFile, UnquiesceResult
 from ..errors import SplitmirrorError
 from ..mirror.base import SplitStat
+from ..mirror.splitread import SplitReader, reader_for
 from ..progress import Progress
+from . import sparse
 from .pax import ArchiveWriter, MemberRecord
+from .readahead import ReadAhead
+from .sparse import Segment
 
 if TYPE_CHECKING:
     from ..opening import Parts
 
-MANIFEST_FORMAT = 1
+#: 2: file members of a stream archive carry their checksum in the manifest only.
+MANIFEST_FORMAT = 2
 
 
 def logical_order(key: tuple[int | str, ...]) -> tuple[tuple[int, int | str], ...]:
@@ -38,6 +44,18 @@ def logical_order(key: tuple[int | str, ...]) -> tuple[tuple[int, int | str], ..
 def _stat(path: Path) -> SplitStat:
     info = os.stat(path)
     return SplitStat(info.st_size, info.st_mode, info.st_mtime, info.st_uid, info.st_gid)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Planned:
+    """One file as BACKUP will archive it (:meth:`ArchiveAssembly._plan`)."""
+
+    file: DatabaseFile
+    mirrored: bool  # read from the split mirror, else collected from the primary
+    name: str
+    info: SplitStat
+    segments: list[Segment] | None  # its data ranges when it has holes (a sparse member)
+    opener: Callable[[], SplitReader]
 
 
 class ArchiveAssembly:
@@ -51,6 +69,8 @@ class ArchiveAssembly:
         self.parts, self.config, self.progress, self.stats = parts, config, progress, stats
         self.target, self.mirror = parts.target, parts.mirror
         self.members: list[FileRecord] = []
+        #: Called with each read's length before it is issued: a bandwidth budget sleeps there.
+        self.before_read: Callable[[int], None] | None = None
 
     def write(
         self,
@@ -64,24 +84,36 @@ class ArchiveAssembly:
         window_files = sorted(unquiesced.window_files, key=lambda f: logical_order(f.logical_key))
         collected = sorted(unquiesced.collected_files, key=lambda f: logical_order(f.logical_key))
         sources = [(f, True) for f in [*files, *window_files]] + [(f, False) for f in collected]
-        sizes = {f.path: self._source_size(f, mirrored) for f, mirrored in sources}
-        total, done = sum(sizes.values()), 0
+        planned = [self._plan(f, mirrored) for f, mirrored in sources]
+        total, done = sum(p.info.size for p in planned), 0
         writer = ArchiveWriter(self.target, uid=os.getuid(), gid=os.getgid())
         self.target.open()
-        for f, mirrored in sources:
-            member = self._add_file(writer, f, mirrored, sizes[f.path], done, total)
-            done += member.size
+        ahead = ReadAhead(
+            [p.opener for p in planned],
+            [p.segments if p.segments is not None else [(0, p.info.size)] for p in planned],
+            workers=self.mirror.read_workers,
+            depth=2 * self.mirror.read_workers + 4,
+            before_read=self.before_read,
+        )
+        with ahead:
+            for index, plan in enumerate(planned):
+                member = self._add_file(writer, ahead, index, plan, done, total)
+                done += member.size
         for extra in unquiesced.extra_members:
             name = str(self.mirror.relative(extra.path)) if extra.path is not None else extra.name
             member = writer.add_bytes(name, extra.data, mtime=time.time())
             self._add("", extra.logical_key, extra.role, member, "generated")
-        manifest = self._manifest(unquiesced, window_ms, metadata)
+        manifest = self._manifest(unquiesced, window_ms, metadata, writer.member_checksums)
         record = writer.add_manifest(manifest, mtime=time.time())
         writer.close()
         self._add("", ("manifest",), "manifest", record, "generated")
 
     def _manifest(
-        self, unquiesced: UnquiesceResult, window_ms: float | None, metadata: Mapping[str, Any]
+        self,
+        unquiesced: UnquiesceResult,
+        window_ms: float | None,
+        metadata: Mapping[str, Any],
+        member_checksums: str,
     ) -> dict[str, Any]:
         parts, config = self.parts, self.config
         return {
@@ -100,46 +132,62 @@ class ArchiveAssembly:
             "label": unquiesced.label,
             "redo_range": dict(unquiesced.redo_range),
             "metadata": metadata,
+            "member_checksums": member_checksums,
             "files": [m.to_json() for m in self.members],
         }
 
-    def _add_file(
-        self, writer: ArchiveWriter, f: DatabaseFile, mirrored: bool, size: int, base: int, total: int
-    ) -> MemberRecord:
-        """One file, from the split mirror (``mirrored``) or collected from the primary."""
+    def _plan(self, f: DatabaseFile, mirrored: bool) -> _Planned:
+        """What BACKUP needs to know of one file before any of it is read: its name, its
+        attributes in the split image (or on the primary, for a collected file), its data
+        ranges, and how to open it."""
         mirror = self.mirror
         name = str(mirror.relative(f.path))
         try:
             info = mirror.split_stat(f.path) if mirrored else _stat(f.path)
-            with mirror.open_split_copy(f.path) if mirrored else open(f.path, "rb") as source:
-                member = writer.add_file(
-                    name,
-                    source,
-                    size,
-                    mode=info.mode,
-                    mtime=info.mtime,
-                    owner=(info.uid, info.gid),
-                    progress=lambda n, _t: self.progress(base + n, total),
-                    data=mirror.data_ranges(f.path) if mirrored else None,
-                )
-        except OSError as error:  # the target's own errors (full) are UserErrors, not OSErrors
-            where = "the split mirror" if mirrored else "the primary"
-            raise SplitmirrorError(
-                f"reading {name} from {where} failed ({error.strerror or error}); the archive "
-                "would be incomplete, so it was removed"
-            ) from error
-        method = mirror.read_method(f.path) if mirrored else "collected"
-        self._add(str(f.path), f.logical_key, f.role, member, method)
-        if mirrored and mirror.supports_extent_reads:
-            self.stats.setdefault("extents", {})[name] = mirror.extents_of(f.path)
-        return member
-
-    def _source_size(self, f: DatabaseFile, mirrored: bool) -> int:
-        try:
-            return self.mirror.split_stat(f.path).size if mirrored else os.stat(f.path).st_size
+            ranges = mirror.data_ranges(f.path) if mirrored else None
         except (FileNotFoundError, KeyError):
             where = "the split mirror" if mirrored else "the primary, where it was to be collected"
             raise FileNotFoundError(f"{f.path} is missing from {where}") from None
+        except OSError as error:
+            raise self._unreadable(name, mirrored, error) from error
+        path = f.path
+
+        def opener() -> SplitReader:
+            return mirror.split_reader(path) if mirrored else reader_for(open(path, "rb"))
+
+        return _Planned(f, mirrored, name, info, sparse.data_segments(ranges, info.size), opener)
+
+    def _add_file(
+        self, writer: ArchiveWriter, ahead: ReadAhead, index: int, plan: _Planned, base: int, total: int
+    ) -> MemberRecord:
+        """One file, from the split mirror (``mirrored``) or collected from the primary."""
+        f, info, mirror = plan.file, plan.info, self.mirror
+        try:
+            member = writer.add_chunks(
+                plan.name,
+                ahead.member(index),
+                info.size,
+                mode=info.mode,
+                mtime=info.mtime,
+                owner=(info.uid, info.gid),
+                progress=lambda n, _t: self.progress(base + n, total),
+                segments=plan.segments,
+            )
+        except OSError as error:  # the target's own errors (full) are UserErrors, not OSErrors
+            raise self._unreadable(plan.name, plan.mirrored, error) from error
+        method = mirror.read_method(f.path) if plan.mirrored else "collected"
+        self._add(str(f.path), f.logical_key, f.role, member, method)
+        if plan.mirrored and mirror.supports_extent_reads:
+            self.stats.setdefault("extents", {})[plan.name] = mirror.extents_of(f.path)
+        return member
+
+    @staticmethod
+    def _unreadable(name: str, mirrored: bool, error: OSError) -> SplitmirrorError:
+        where = "the split mirror" if mirrored else "the primary"
+        return SplitmirrorError(
+            f"reading {name} from {where} failed ({error.strerror or error}); the archive "
+            "would be incomplete, so it was removed"
+        )
 
     def _add(
         self, path: str, key: tuple[int | str, ...], role: str, member: MemberRecord, method: str

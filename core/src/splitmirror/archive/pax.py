@@ -13,9 +13,12 @@ Format (docs/archive.md):
 * the last member is ``.splitmirror-manifest.json`` (:data:`MANIFEST_NAME`);
 * the stream ends with two zero blocks and is padded to a whole record by the target.
 
-On a seekable target each file is read once: the header goes out with a placeholder digest that
-is patched once the data has streamed.  Elsewhere (tape, stdout) the file is hashed first and
-hashed again while streaming; a difference means the mirror changed under us, which is an error.
+Every byte is read and hashed once.  On a seekable target the header goes out with a placeholder
+digest that is patched once the data has streamed.  A stream (tape, stdout) cannot take back a
+header already sent, so there a member's header carries no checksum record and its digest is in
+the manifest, which comes last and carries its own record; the manifest says which of the two an
+archive does (``"member_checksums"``: ``"header"`` or ``"manifest"``).  Archives written before
+format 2 always have the header record.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import dataclasses
 import hashlib
 import json
 import tarfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
@@ -69,6 +72,9 @@ class ArchiveWriter:
         self.members: list[MemberRecord] = []
         self._uid, self._gid = uid, gid
         self._closed = False
+        #: One hashing thread for the whole archive: each chunk is hashed there while the next
+        #: is written (hashlib and file I/O both release the GIL).
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
 
     def _header(
         self,
@@ -76,7 +82,7 @@ class ArchiveWriter:
         size: int,
         mode: int,
         mtime: float,
-        digest: str,
+        digest: str | None,
         owner: tuple[int, int] | None = None,
         segments: list[Segment] | None = None,
     ) -> bytes:
@@ -84,12 +90,18 @@ class ArchiveWriter:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = size, mode & 0o7777, int(mtime)
         info.uid, info.gid = owner if owner is not None else (self._uid, self._gid)
-        info.pax_headers = {CHECKSUM_KEY: digest}
+        record = {CHECKSUM_KEY: digest} if digest is not None else {}
+        info.pax_headers = record
         if segments is not None:
             info.size = sparse.stored_size(segments, size)
-            info.pax_headers = {**sparse.pax_headers(name, size), CHECKSUM_KEY: digest}
+            info.pax_headers = {**sparse.pax_headers(name, size), **record}
         header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
         return header + (sparse.map_block(segments, size) if segments is not None else b"")
+
+    @property
+    def member_checksums(self) -> str:
+        """Where this archive's file members carry their digests: "header" or "manifest"."""
+        return "header" if self.target.seekable else "manifest"
 
     def add_file(
         self,
@@ -110,22 +122,39 @@ class ArchiveWriter:
         known to have holes: only those ranges are read and stored, as a sparse member
         (:mod:`.sparse`), and ``source`` must be seekable.  Holes read as zeros either way."""
         segments = sparse.data_segments(data, size)
+        chunks = _read_ranges(source, segments if segments is not None else [(0, size)])
+        return self.add_chunks(
+            name, chunks, size, mode=mode, mtime=mtime, owner=owner, progress=progress, segments=segments
+        )
+
+    def add_chunks(
+        self,
+        name: str,
+        chunks: Iterable[bytes | memoryview],
+        size: int,
+        *,
+        mode: int = 0o600,
+        mtime: float = 0,
+        owner: tuple[int, int] | None = None,
+        progress: Progress = no_progress,
+        segments: list[Segment] | None = None,
+    ) -> MemberRecord:
+        """A member whose data arrives as ``chunks``: the bytes of ``segments`` (already
+        :func:`.sparse.data_segments`; None for the whole file) back to back, in order.
+
+        The reading is the caller's (:mod:`.readahead` reads ahead across members); the
+        writer hashes and writes each chunk as it comes, once."""
         layout = segments if segments is not None else [(0, size)]
         offset = self.target.tell()
-        if self.target.seekable:
-            header = self._header(name, size, mode, mtime, _PLACEHOLDER, owner, segments)
-            self.target.write(header)
-            digest = self._stream(name, source, size, layout, progress)
+        digest_in_header = self.target.seekable
+        header = self._header(
+            name, size, mode, mtime, _PLACEHOLDER if digest_in_header else None, owner, segments
+        )
+        self.target.write(header)
+        digest = self._stream(name, iter(chunks), size, layout, progress)
+        if digest_in_header:
             at = header.index(f"{CHECKSUM_KEY}={_PLACEHOLDER}".encode()) + len(CHECKSUM_KEY) + 1
             self.target.patch(offset + at, digest.encode())
-        else:
-            expected = self._stream(name, source, size, layout, no_progress, write=False)
-            source.seek(0)
-            header = self._header(name, size, mode, mtime, expected, owner, segments)
-            self.target.write(header)
-            digest = self._stream(name, source, size, layout, progress)
-            if digest != expected:
-                raise ArchiveError(f"{name} changed on the split mirror while it was archived")
         stored = sum(length for _start, length in layout)
         self.target.write(_pad(stored))
         return self._record(name, size, digest, offset, offset + len(header))
@@ -148,6 +177,7 @@ class ArchiveWriter:
             self.target.write(bytes(2 * BLOCK))
             self.target.commit()
             self._closed = True
+            self._pool.shutdown()
 
     def _record(self, name: str, size: int, digest: str, offset: int, data_offset: int) -> MemberRecord:
         record = MemberRecord(name, size, digest, offset, data_offset)
@@ -157,56 +187,60 @@ class ArchiveWriter:
     def _stream(
         self,
         name: str,
-        source: BinaryIO,
+        chunks: Iterator[bytes | memoryview],
         size: int,
         layout: list[Segment],
         progress: Progress,
-        *,
-        write: bool = True,
     ) -> str:
-        """Copy the ``layout`` ranges of ``source`` to the target (unless not ``write``) and
+        """Write ``chunks`` (the ``layout`` ranges' bytes, back to back) to the target and
         return the SHA-256 of the whole content, the gaps between ranges hashed as zeros."""
-        done = position = 0
-        with _Hasher(threaded=size > _CHUNK) as hasher:
-            for start, length in layout:
-                hasher.zeros(start - done)
-                if start != position:
-                    source.seek(start)
-                done = position = start
-                while position < start + length:
-                    chunk = source.read(min(_CHUNK, start + length - position))
-                    if not chunk:
-                        raise ArchiveError(
-                            f"{name} is shorter on the split mirror than its recorded size "
-                            f"({position} of {size} bytes)"
-                        )
-                    hasher.update(chunk)
-                    if write:
-                        self.target.write(chunk)
-                    position += len(chunk)
-                    done = position
-                    progress(done, size)
-            hasher.zeros(size - done)
-            progress(size, size)
-            return hasher.hexdigest()
+        done = 0
+        hasher = _Hasher(self._pool if size > _CHUNK else None)
+        for start, length in layout:
+            hasher.zeros(start - done)
+            done = start
+            while done < start + length:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    raise ArchiveError(
+                        f"{name} is shorter on the split mirror than its recorded size "
+                        f"({done} of {size} bytes)"
+                    )
+                if len(chunk) > start + length - done:
+                    raise ArchiveError(f"{name} grew on the split mirror while it was archived")
+                hasher.update(chunk)
+                self.target.write(chunk)
+                done += len(chunk)
+                progress(done, size)
+        hasher.zeros(size - done)
+        progress(size, size)
+        return hasher.hexdigest()
+
+
+def _read_ranges(source: BinaryIO, layout: list[Segment]) -> Iterator[bytes]:
+    """The bytes of ``layout``'s ranges of ``source``, in chunks; a range the source ends
+    inside yields what there is and stops (the writer says the file is short)."""
+    position = 0
+    for start, length in layout:
+        if start != position:
+            source.seek(start)
+        position = start
+        while position < start + length:
+            chunk = source.read(min(_CHUNK, start + length - position))
+            if not chunk:
+                return
+            position += len(chunk)
+            yield chunk
 
 
 class _Hasher:
-    """SHA-256 fed chunk by chunk, each hashed in a helper thread while the next is read and
-    this one written (hashlib and file I/O both release the GIL); inline when ``threaded`` is
-    false (a small file: nothing to overlap, and no thread to start)."""
+    """SHA-256 fed chunk by chunk, each hashed on ``pool``'s thread while the caller writes
+    the chunk and reads the next; inline without a pool (a small file: nothing to overlap)."""
 
-    def __init__(self, *, threaded: bool) -> None:
+    def __init__(self, pool: ThreadPoolExecutor | None) -> None:
         self._digest = hashlib.sha256()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") if threaded else None
+        self._pool = pool
         self._pending: Future[None] | None = None
-
-    def __enter__(self) -> _Hasher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
 
     def update(self, chunk: bytes | memoryview) -> None:
         if self._pool is None:

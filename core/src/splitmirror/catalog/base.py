@@ -59,6 +59,9 @@ class SessionSummary:
     started_at: str
     finished_at: str | None = None
     window_ms: float | None = None
+    #: Of the window, how long the database's writers were held (docs/cli.md, "The window and
+    #: the writers"); None before QUIESCE, and in rows from before the column existed.
+    blocked_ms: float | None = None
     failed_phase: str | None = None
     error: str | None = None
     files: int = 0
@@ -92,7 +95,7 @@ class Catalog(abc.ABC):
 
     @abc.abstractmethod
     def update_session(self, session_id: int, **fields: Any) -> None:
-        """Set summary columns (``window_ms``, ``archive``, ``server_version``, ...)."""
+        """Set summary columns (``window_ms``, ``blocked_ms``, ``archive``, ``server_version``, ...)."""
 
     @abc.abstractmethod
     def add_files(self, session_id: int, files: Iterable[FileRecord]) -> None: ...

@@ -64,11 +64,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (session_id, seq)
     );
     """,
+    # 2: how long the writers were held, beside the window (NULL in the rows before it).
+    """
+    ALTER TABLE sessions ADD COLUMN blocked_ms REAL;
+    """,
 )
 
 _JSON_COLUMNS = {"redo_range", "stats"}
 _UPDATABLE = {
     "window_ms",
+    "blocked_ms",
     "files",
     "bytes",
     "archive",

@@ -17,6 +17,7 @@ from ..engine import NoOptions, PreflightProblem
 from ..extents import ExtentMap
 from ..filemap import Fingerprint
 from ..progress import Progress
+from .splitread import SplitReader, reader_for
 
 
 @dataclasses.dataclass
@@ -66,6 +67,8 @@ class MirrorProvider(abc.ABC):
     options_model: ClassVar[type[pydantic.BaseModel]] = NoOptions
     #: True when files can be read by physical extent (block mirrors); False for file mirrors.
     supports_extent_reads: ClassVar[bool] = False
+    #: How many reads BACKUP keeps in flight on the split image (:mod:`..archive.readahead`).
+    read_workers: ClassVar[int] = 2
 
     def __init__(self, primary: Path, mirror: Path, options: pydantic.BaseModel) -> None:
         self.primary = primary
@@ -127,6 +130,12 @@ class MirrorProvider(abc.ABC):
         with self.open_split_copy(primary_path) as source:
             info = os.fstat(source.fileno())
         return SplitStat(info.st_size, info.st_mode, info.st_mtime, info.st_uid, info.st_gid)
+
+    def split_reader(self, primary_path: Path) -> SplitReader:
+        """The split copy of ``primary_path`` for BACKUP's read-ahead, which reads it from
+        several threads at once (:mod:`.splitread`); by default :meth:`open_split_copy`'s
+        file, by ``pread`` when it is a real file."""
+        return reader_for(self.open_split_copy(primary_path))
 
     def read_method(self, primary_path: Path) -> str:
         """How BACKUP reads the file, for the catalog: ``file``, ``extent``, ``frozen-copy``."""

@@ -39,6 +39,7 @@ from ..progress import Progress
 from .base import MirrorProvider, SplitStat, SyncStats
 from .blocksync import DEFAULT_CHUNK, DEFAULT_WORKERS, BlockSync, BlockSyncStats, DirectReader
 from .precopy import Report, TrackedPasses
+from .splitread import MAX_READ, ExtentSplitReader, ReaderPool, SplitReader, reader_for
 from .trackchoice import TrackingChoice, TrackingOptions
 
 log = logging.getLogger("splitmirror.mirror.block")
@@ -159,6 +160,7 @@ class BlockMirror(MirrorProvider):
     name = "block"
     supports_extent_reads = True
     options_model = BlockOptions
+    read_workers = 4  # O_DIRECT reads: the device serves several at once
 
     def __init__(self, primary: Path, mirror: Path, options: pydantic.BaseModel | None = None) -> None:
         settings = options if isinstance(options, BlockOptions) else BlockOptions()
@@ -170,6 +172,7 @@ class BlockMirror(MirrorProvider):
         self._spool: Path | None = None
         self._keys: dict[Path, Path] = {}
         self._reader: DirectReader | None = None
+        self._pool: ReaderPool | None = None  # BACKUP's device readers, one per read in flight
         self._passes: TrackedPasses | None = None
 
     def _key(self, primary_path: Path) -> Path:
@@ -299,6 +302,16 @@ class BlockMirror(MirrorProvider):
         emap = self.maps[path]
         return io.BufferedReader(ExtentReader(self._reader, emap), max(4096, min(emap.size, 1 << 20)))
 
+    def split_reader(self, primary_path: Path) -> SplitReader:
+        path = self._key(primary_path)
+        if path in self.spooled:
+            return reader_for(open(self.spooled[path], "rb"))
+        if path not in self.maps:
+            raise FileNotFoundError(f"{primary_path} has no extent map from CHECK")
+        if self._pool is None:
+            self._pool = ReaderPool(lambda: DirectReader(self.mirror, MAX_READ))
+        return ExtentSplitReader(self._pool, self.maps[path])
+
     def data_ranges(self, primary_path: Path) -> list[tuple[int, int]] | None:
         """Holes and unwritten extents are what the map leaves out; a spooled copy has
         whatever holes the copy kept."""
@@ -326,6 +339,9 @@ class BlockMirror(MirrorProvider):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         self._keys.clear()
         if self._spool is not None:
             shutil.rmtree(self._spool, ignore_errors=True)

@@ -24,7 +24,7 @@ from typing import Any
 from ..archive.pax import CHECKSUM_KEY, MANIFEST_NAME
 from ..archive.reader import ArchiveDamaged, ArchiveReader, ChecksumMismatch, checksum_record, describe_kind
 from ..errors import UserError
-from .verify import Expectation, from_manifest
+from .verify import Expectation, from_manifest, records_in_manifest
 
 _MAX_LINK_HOPS = 40  # the kernel's limit (MAXSYMLINKS)
 
@@ -97,6 +97,7 @@ def scan(
             f"a splitmirror archive; `splitmirror verify --archive` says more, and plain `tar -xf` "
             f"extracts it anyway"
         )
+    entries = _digests_from_manifest(entries, manifest, reader.label)
     _check_symlinks(entries)
     _check_hard_links(entries)
     _check_expected(entries, _reference(manifest, expected, reader.label), only)
@@ -144,14 +145,35 @@ def _judge(info: tarfile.TarInfo, kinds: dict[str, str], only: Sequence[str]) ->
                 f"the archive"
             )
     elif kind == "file":
-        record = checksum_record(info)
-        if record is None:
-            raise ArchiveDamaged(
-                f"member {info.name} has no checksum record ({CHECKSUM_KEY}): it cannot be verified",
-                info.name,
-            )
-        digest = record
+        digest = checksum_record(info) or ""  # none: a stream archive's, from its manifest
+        if not digest and name == MANIFEST_NAME:
+            raise ArchiveDamaged(f"{MANIFEST_NAME} has no checksum record ({CHECKSUM_KEY})", info.name)
     return Entry(info, name, kind, selected_by(name, only), link, digest)
+
+
+def _digests_from_manifest(entries: list[Entry], manifest: dict[str, Any], label: str) -> list[Entry]:
+    """Each file member's digest: its header record or, in a stream archive (whose manifest
+    says its members' records are there), the manifest's entry; a file with neither cannot be
+    verified, so the archive is refused."""
+    listed: dict[str, str] = {}
+    if records_in_manifest(manifest):
+        try:
+            listed = {e.member: e.sha256 for e in from_manifest(manifest)}
+        except ValueError as error:
+            raise ArchiveDamaged(f"the manifest of {label} is invalid: {error}", MANIFEST_NAME) from None
+    resolved = []
+    for entry in entries:
+        if entry.kind == "file" and not entry.sha256:
+            digest = listed.get(entry.info.name) or listed.get(entry.name)
+            if digest is None:
+                raise ArchiveDamaged(
+                    f"member {entry.info.name} has no checksum record ({CHECKSUM_KEY}) and the manifest "
+                    "does not list it: it cannot be verified",
+                    entry.info.name,
+                )
+            entry = dataclasses.replace(entry, sha256=digest)
+        resolved.append(entry)
+    return resolved
 
 
 def _read_manifest(reader: ArchiveReader, info: tarfile.TarInfo, record: str) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """``splitmirror verify``: read an archive once and report every way it differs from what was
 written.
 
-Three witnesses say what each member should be: its own checksum record (written beside the
-data), the manifest (the archive's last member) and, when the session is in the catalog, the
-catalog's file list.  The data itself is the fact they are checked against: a flipped byte
-disagrees with all three; an edited catalog row disagrees only with the data.  Every problem names
-its member, and nothing stops at the first one, so a DBA sees the whole damage at once.
+Three witnesses say what each member should be: its own checksum record (in its header), the
+manifest (the archive's last member) and, when the session is in the catalog, the catalog's file
+list.  A stream archive's file members have no record of their own (docs/archive.md): the
+manifest, which has one, says so, and is then their first witness.  The data itself is the fact
+they are checked against: a flipped byte disagrees with all three; an edited catalog row disagrees
+only with the data.  Every problem names its member, and nothing stops at the first one, so a DBA
+sees the whole damage at once.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def verify_archive(
     manifest = _parse_manifest(manifest_data, seen, cut, problems)
     listed = _manifest_list(manifest, problems)
     expected = from_catalog(catalog) if catalog is not None else None
-    problems += _compare(seen, listed, expected, cut)
+    problems += _compare(seen, listed, expected, cut, records_in_manifest(manifest))
     against = "catalog" if catalog is not None else "manifest"
     return VerifyReport(reader.label, against, session_id, seen, problems, manifest)
 
@@ -176,6 +178,12 @@ def _manifest_list(manifest: Mapping[str, Any] | None, problems: list[Problem]) 
         return None
 
 
+def records_in_manifest(manifest: Mapping[str, Any] | None) -> bool:
+    """True when the archive's file members carry their checksums in the manifest only (a
+    stream archive, manifest format 2): their headers then have no record, by design."""
+    return manifest is not None and manifest.get("member_checksums") == "manifest"
+
+
 def _short(digest: str) -> str:
     return digest[:16] + "…"
 
@@ -185,8 +193,10 @@ def _compare(
     manifest: list[Expectation] | None,
     catalog: list[Expectation] | None,
     cut: ArchiveDamaged | None,
+    in_manifest: bool = False,
 ) -> list[Problem]:
-    """Every member against its record and the witnesses, then the lists against each other."""
+    """Every member against its record and the witnesses, then the lists against each other;
+    ``in_manifest``: file members' records are the manifest's entries."""
     problems: list[Problem] = []
     first: dict[str, SeenMember] = {}
     for member in seen:
@@ -194,7 +204,7 @@ def _compare(
             problems.append(Problem("duplicate", member.name, f"{member.name} appears more than once"))
             continue
         first[member.name] = member
-        problems += _check_member(member, manifest, catalog)
+        problems += _check_member(member, manifest, catalog, in_manifest)
     if catalog is not None:
         problems += _compare_lists(list(first), [e.member for e in catalog], "the catalog", cut)
     elif manifest is not None:
@@ -207,14 +217,18 @@ def _compare(
 
 
 def _check_member(
-    member: SeenMember, manifest: list[Expectation] | None, catalog: list[Expectation] | None
+    member: SeenMember,
+    manifest: list[Expectation] | None,
+    catalog: list[Expectation] | None,
+    in_manifest: bool = False,
 ) -> list[Problem]:
     name, problems = member.name, []
     if member.sha256 is None:
         return [
             Problem("not-a-file", name, f"{name} is a {member.kind}; a splitmirror archive holds only files")
         ]
-    if member.record is None:
+    listed = in_manifest and name != MANIFEST_NAME and name in _by_name(manifest)
+    if member.record is None and not listed:
         problems.append(Problem("no-checksum", name, f"{name} has no checksum record ({CHECKSUM_KEY})"))
     witnesses = [("the manifest", _by_name(manifest)), ("the catalog", _by_name(catalog))]
     disagree = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import sys
@@ -157,6 +158,22 @@ class TapeTarget(Target):
             self._fd = -1
 
 
+#: Linux's F_SETPIPE_SZ (fcntl.h); Python's fcntl module names it from 3.10 on some builds only.
+F_SETPIPE_SZ = 1031
+#: The pipe buffer asked for: a few records, so the writer and the reader on the other end do
+#: not take turns every 64 KiB (the default), each waking the other.
+PIPE_BUFFER = 1 << 20
+
+
+def _widen_pipe(fd: int, block_size: int) -> None:
+    """Enlarge ``fd``'s pipe buffer when it is a pipe; where the kernel refuses (above
+    /proc/sys/fs/pipe-max-size for a user without CAP_SYS_RESOURCE) the default stays."""
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, max(PIPE_BUFFER, block_size))
+
+
 #: What the catalog records as the archive of a session written to standard output.
 STDOUT_LABEL = "<stdout>"
 
@@ -176,6 +193,7 @@ class StdoutTarget(Target):
 
     def open(self) -> None:
         sys.stdout.flush()
+        _widen_pipe(sys.stdout.fileno(), self.block_size)
 
     def _emit(self, record: bytes | bytearray | memoryview) -> None:
         view = memoryview(record)
