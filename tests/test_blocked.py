@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import pytest
 
 from conftest import writable_now
 from splitmirror import impl
+from splitmirror.archive.pax import MANIFEST_NAME
 from splitmirror.blocked import Span, held_ms
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.config import load_config
@@ -114,6 +116,9 @@ def test_freeze_holds_writers_for_the_window_and_hot_backup_not_at_all(
         assert hold.writable is True, "HOT_BACKUP let the writer in"
         assert summary.blocked_ms == 0.0, "nothing was frozen, so nothing held the writers"
         assert summary.window_ms >= HOLD * 1000
+    with tarfile.open(summary.archive or "") as tar:
+        manifest = json.loads(tar.extractfile(MANIFEST_NAME).read())  # type: ignore[union-attr]
+    assert manifest["blocked_ms"] == summary.blocked_ms, "the archive says it too"
 
 
 def test_a_freeze_session_failing_in_the_window_counts_up_to_the_release(

@@ -354,7 +354,13 @@ class Session:
         self._leave_out_vanished(lambda f: not parts.mirror.exists_in_split(f.path))
         assembly = ArchiveAssembly(parts, self.config, self.progress(Phase.BACKUP), self.stats)
         self.members = assembly.members
-        assembly.write(self.files, unquiesced, window_ms=self.window_ms, metadata=self.metadata)
+        assembly.write(
+            self.files,
+            unquiesced,
+            window_ms=self.window_ms,
+            blocked_ms=self.blocked_ms,
+            metadata=self.metadata,
+        )
         parts.catalog.add_files(parts.id, self.members)
         data = [m for m in self.members if m.role != "manifest"]
         parts.catalog.update_session(

@@ -79,6 +79,7 @@ class ArchiveAssembly:
         *,
         window_ms: float | None,
         metadata: Mapping[str, Any],
+        blocked_ms: float | None = None,
     ) -> None:
         """``files`` (already in logical order), what ``unquiesced`` adds, then the manifest."""
         window_files = sorted(unquiesced.window_files, key=lambda f: logical_order(f.logical_key))
@@ -103,7 +104,7 @@ class ArchiveAssembly:
             name = str(self.mirror.relative(extra.path)) if extra.path is not None else extra.name
             member = writer.add_bytes(name, extra.data, mtime=time.time())
             self._add("", extra.logical_key, extra.role, member, "generated")
-        manifest = self._manifest(unquiesced, window_ms, metadata, writer.member_checksums)
+        manifest = self._manifest(unquiesced, window_ms, blocked_ms, metadata, writer.member_checksums)
         record = writer.add_manifest(manifest, mtime=time.time())
         writer.close()
         self._add("", ("manifest",), "manifest", record, "generated")
@@ -112,6 +113,7 @@ class ArchiveAssembly:
         self,
         unquiesced: UnquiesceResult,
         window_ms: float | None,
+        blocked_ms: float | None,
         metadata: Mapping[str, Any],
         member_checksums: str,
     ) -> dict[str, Any]:
@@ -129,6 +131,7 @@ class ArchiveAssembly:
             "mode": config.database.mode.value,
             "created_at": utc_now(),
             "window_ms": window_ms,
+            "blocked_ms": blocked_ms,
             "label": unquiesced.label,
             "redo_range": dict(unquiesced.redo_range),
             "metadata": metadata,
