@@ -133,7 +133,14 @@ def archive(src: Path, target: Target) -> None:
     with ReadAhead([opener(p) for p in paths], layouts, workers=2, depth=8) as ahead:
         for index, (path, st) in enumerate(zip(paths, stats, strict=True)):
             name = str(path.relative_to(src))
-            writer.add_chunks(name, ahead.member(index), st.st_size, mode=st.st_mode, mtime=st.st_mtime)
+            writer.add_chunks(
+                name,
+                ahead.member(index),
+                st.st_size,
+                mode=st.st_mode,
+                mtime=st.st_mtime,
+                release=ahead.release,
+            )
     writer.add_manifest(
         {
             "member_checksums": writer.member_checksums,

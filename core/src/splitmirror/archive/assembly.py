@@ -175,6 +175,7 @@ class ArchiveAssembly:
                 owner=(info.uid, info.gid),
                 progress=lambda n, _t: self.progress(base + n, total),
                 segments=plan.segments,
+                release=ahead.release,
             )
         except OSError as error:  # the target's own errors (full) are UserErrors, not OSErrors
             raise self._unreadable(plan.name, plan.mirrored, error) from error

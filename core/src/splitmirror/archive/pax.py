@@ -27,7 +27,7 @@ import dataclasses
 import hashlib
 import json
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
@@ -138,12 +138,14 @@ class ArchiveWriter:
         owner: tuple[int, int] | None = None,
         progress: Progress = no_progress,
         segments: list[Segment] | None = None,
+        release: Callable[[bytes | memoryview], None] | None = None,
     ) -> MemberRecord:
         """A member whose data arrives as ``chunks``: the bytes of ``segments`` (already
         :func:`.sparse.data_segments`; None for the whole file) back to back, in order.
 
         The reading is the caller's (:mod:`.readahead` reads ahead across members); the
-        writer hashes and writes each chunk as it comes, once."""
+        writer hashes and writes each chunk as it comes, once.  ``release`` gets each chunk
+        back once it is written and hashed, so that its buffer can be read into again."""
         layout = segments if segments is not None else [(0, size)]
         offset = self.target.tell()
         digest_in_header = self.target.seekable
@@ -151,7 +153,7 @@ class ArchiveWriter:
             name, size, mode, mtime, _PLACEHOLDER if digest_in_header else None, owner, segments
         )
         self.target.write(header)
-        digest = self._stream(name, iter(chunks), size, layout, progress)
+        digest = self._stream(name, iter(chunks), size, layout, progress, release)
         if digest_in_header:
             at = header.index(f"{CHECKSUM_KEY}={_PLACEHOLDER}".encode()) + len(CHECKSUM_KEY) + 1
             self.target.patch(offset + at, digest.encode())
@@ -191,11 +193,12 @@ class ArchiveWriter:
         size: int,
         layout: list[Segment],
         progress: Progress,
+        release: Callable[[bytes | memoryview], None] | None = None,
     ) -> str:
         """Write ``chunks`` (the ``layout`` ranges' bytes, back to back) to the target and
         return the SHA-256 of the whole content, the gaps between ranges hashed as zeros."""
         done = 0
-        hasher = _Hasher(self._pool if size > _CHUNK else None)
+        hasher = _Hasher(self._pool if size > _CHUNK else None, release)
         for start, length in layout:
             hasher.zeros(start - done)
             done = start
@@ -208,8 +211,8 @@ class ArchiveWriter:
                     )
                 if len(chunk) > start + length - done:
                     raise ArchiveError(f"{name} grew on the split mirror while it was archived")
-                hasher.update(chunk)
                 self.target.write(chunk)
+                hasher.update(chunk)  # after the write: a hashed chunk is one the writer is done with
                 done += len(chunk)
                 progress(done, size)
         hasher.zeros(size - done)
@@ -235,29 +238,45 @@ def _read_ranges(source: BinaryIO, layout: list[Segment]) -> Iterator[bytes]:
 
 class _Hasher:
     """SHA-256 fed chunk by chunk, each hashed on ``pool``'s thread while the caller writes
-    the chunk and reads the next; inline without a pool (a small file: nothing to overlap)."""
+    the next; inline without a pool (a small file: nothing to overlap).  ``release`` gets each
+    chunk back once its hash is done (the caller has written it before :meth:`update`)."""
 
-    def __init__(self, pool: ThreadPoolExecutor | None) -> None:
+    def __init__(
+        self, pool: ThreadPoolExecutor | None, release: Callable[[bytes | memoryview], None] | None = None
+    ) -> None:
         self._digest = hashlib.sha256()
         self._pool = pool
+        self._release = release
         self._pending: Future[None] | None = None
+        self._lent: bytes | memoryview | None = None  # the chunk being hashed, to hand back
 
-    def update(self, chunk: bytes | memoryview) -> None:
+    def update(self, chunk: bytes | memoryview, *, lent: bool = True) -> None:
+        """Hash ``chunk``; ``lent``: hand it back to ``release`` once hashed."""
+        self._settle()
         if self._pool is None:
             self._digest.update(chunk)
+            if lent and self._release is not None:
+                self._release(chunk)
             return
+        self._pending = self._pool.submit(self._digest.update, chunk)
+        self._lent = chunk if lent else None
+
+    def _settle(self) -> None:
+        """Wait for the chunk being hashed, and hand it back."""
         if self._pending is not None:
             self._pending.result()
-        self._pending = self._pool.submit(self._digest.update, chunk)
+            self._pending = None
+        if self._lent is not None and self._release is not None:
+            self._release(self._lent)
+        self._lent = None
 
     def zeros(self, count: int) -> None:
         """A hole of ``count`` bytes."""
         while count > 0:
             step = min(count, _CHUNK)
-            self.update(_ZEROS[:step])
+            self.update(_ZEROS[:step], lent=False)
             count -= step
 
     def hexdigest(self) -> str:
-        if self._pending is not None:
-            self._pending.result()
+        self._settle()
         return self._digest.hexdigest()

@@ -12,6 +12,11 @@ A member's reader is opened by the first read that needs it (in a worker, so an 
 surfaces where the writer takes that member, not where it happened to be read ahead) and closed
 once its last chunk has been taken.  Readers must allow concurrent reads
 (:class:`~splitmirror.mirror.splitread.SplitReader`).
+
+Chunks are read into buffers that are used again once the writer hands them back
+(:meth:`ReadAhead.release`, after it has written and hashed them): a fresh megabyte for every
+chunk costs the kernel a page fault per page, measured as much system time as the reads
+themselves.  A chunk is a ``memoryview`` valid until it is handed back.
 """
 
 from __future__ import annotations
@@ -81,8 +86,10 @@ class ReadAhead:
         self._depth = max(1, depth)
         self._before_read = before_read
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="readahead")
-        self._queued: collections.deque[tuple[int, Future[bytes]]] = collections.deque()
+        self._queued: collections.deque[tuple[int, Future[memoryview]]] = collections.deque()
         self._next = 0  # the member whose chunks are taken next
+        self._chunk = chunk
+        self._spare: collections.deque[bytearray] = collections.deque()  # buffers handed back
 
     def __enter__(self) -> ReadAhead:
         return self
@@ -98,10 +105,24 @@ class ReadAhead:
                 for offset in range(start, start + length, chunk):
                     yield index, offset, min(chunk, start + length - offset)
 
-    def _read(self, index: int, offset: int, length: int) -> bytes:
+    def _read(self, index: int, offset: int, length: int) -> memoryview:
         if self._before_read is not None:
             self._before_read(length)
-        return self._members[index].get().read_at(offset, length)
+        try:
+            buffer = self._spare.pop()
+        except IndexError:
+            buffer = bytearray(self._chunk)
+        view = memoryview(buffer)[:length]
+        return view[: self._members[index].get().read_into(offset, view)]
+
+    def release(self, chunk: bytes | memoryview) -> None:
+        """The writer is done with ``chunk`` (written and hashed): its buffer is read into again."""
+        if (
+            isinstance(chunk, memoryview)
+            and isinstance(chunk.obj, bytearray)
+            and len(chunk.obj) == self._chunk
+        ):
+            self._spare.append(chunk.obj)
 
     def _fill(self) -> None:
         while len(self._queued) < self._depth:
@@ -112,7 +133,7 @@ class ReadAhead:
                 continue  # a member whose writer stopped early is not read any more
             self._queued.append((job[0], self._pool.submit(self._read, *job)))
 
-    def member(self, index: int) -> Iterator[bytes]:
+    def member(self, index: int) -> Iterator[memoryview]:
         """Member ``index``'s chunks in order (its ranges' bytes back to back).  A short read
         ends the member early: the writer knows its size and says the file is short.  Taking
         it counts even if it is never iterated (an empty file)."""
@@ -123,7 +144,7 @@ class ReadAhead:
             self._finish(index - 1)
         return self._chunks(index)
 
-    def _chunks(self, index: int) -> Iterator[bytes]:
+    def _chunks(self, index: int) -> Iterator[memoryview]:
         try:
             while True:
                 self._fill()
@@ -145,7 +166,7 @@ class ReadAhead:
     def _drop(self, index: int) -> None:
         """Drop the reads still queued for ``index`` (its writer stopped early), waiting for
         those already running so that its reader is not closed under them."""
-        keep: collections.deque[tuple[int, Future[bytes]]] = collections.deque()
+        keep: collections.deque[tuple[int, Future[memoryview]]] = collections.deque()
         for member, future in self._queued:
             if member != index:
                 keep.append((member, future))

@@ -31,8 +31,8 @@ _ALIGN = 4096
 class SplitReader(Protocol):
     """A split file's bytes by offset, safe to call from several threads at once."""
 
-    def read_at(self, offset: int, length: int) -> bytes:
-        """Up to ``length`` bytes at ``offset``; fewer only where the file ends."""
+    def read_into(self, offset: int, buffer: memoryview) -> int:
+        """Fill ``buffer`` with the bytes at ``offset``; fewer only where the file ends."""
 
     def close(self) -> None: ...
 
@@ -52,15 +52,14 @@ class FileReader:
         self._fd = source.fileno()
         os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
-    def read_at(self, offset: int, length: int) -> bytes:
-        parts, done = [], 0
-        while done < length:
-            data = os.pread(self._fd, length - done, offset + done)
-            if not data:
+    def read_into(self, offset: int, buffer: memoryview) -> int:
+        done = 0
+        while done < len(buffer):
+            got = os.preadv(self._fd, [buffer[done:]], offset + done)
+            if not got:
                 break
-            parts.append(data)
-            done += len(data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            done += got
+        return done
 
     def close(self) -> None:
         self._source.close()
@@ -71,17 +70,17 @@ class SerialReader:
         self._source = source
         self._lock = threading.Lock()
 
-    def read_at(self, offset: int, length: int) -> bytes:
+    def read_into(self, offset: int, buffer: memoryview) -> int:
         with self._lock:
             self._source.seek(offset)
-            parts, done = [], 0
-            while done < length:
-                data = self._source.read(length - done)
+            done = 0
+            while done < len(buffer):
+                data = self._source.read(len(buffer) - done)
                 if not data:
                     break
-                parts.append(data)
+                buffer[done : done + len(data)] = data
                 done += len(data)
-            return b"".join(parts)
+            return done
 
     def close(self) -> None:
         self._source.close()
@@ -134,34 +133,33 @@ class ExtentSplitReader:
         self._pieces = list(emap.pieces())
         self._size = emap.size
 
-    def read_at(self, offset: int, length: int) -> bytes:
-        stop = min(offset + length, self._size)
-        parts: list[bytes] = []
+    def read_into(self, offset: int, buffer: memoryview) -> int:
+        stop = min(offset + len(buffer), self._size)
+        at = 0  # bytes of ``buffer`` filled
         for start, span, extent in self._pieces:
             low, high = max(start, offset), min(start + span, stop)
             if high <= low:
                 continue
             if extent is None or extent.zeros:
-                parts.append(bytes(high - low))
-                continue
-            physical = extent.physical + (low - extent.logical)
-            parts += self._device(physical, high - low)
-        return b"".join(parts)
+                buffer[at : at + high - low] = bytes(high - low)
+            else:
+                self._device(extent.physical + (low - extent.logical), buffer[at : at + high - low])
+            at += high - low
+        return at
 
-    def _device(self, physical: int, length: int) -> list[bytes]:
-        """``length`` bytes at ``physical`` on the device, by aligned reads of at most
+    def _device(self, physical: int, buffer: memoryview) -> None:
+        """Fill ``buffer`` from ``physical`` on the device, by aligned reads of at most
         :data:`MAX_READ`."""
-        parts = []
-        while length > 0:
+        at = 0
+        while at < len(buffer):
             aligned = physical - physical % _ALIGN
-            span = min(-(-(physical + length - aligned) // _ALIGN) * _ALIGN, MAX_READ)
-            want = min(length, span - (physical - aligned))
+            span = min(-(-(physical + len(buffer) - at - aligned) // _ALIGN) * _ALIGN, MAX_READ)
+            want = min(len(buffer) - at, span - (physical - aligned))
             data = self._pool.read(aligned, span)[physical - aligned : physical - aligned + want]
             if len(data) < want:
                 raise OSError(f"the mirror ended at byte {aligned + len(data)} inside an extent")
-            parts.append(data)
-            physical, length = physical + want, length - want
-        return parts
+            buffer[at : at + want] = data
+            physical, at = physical + want, at + want
 
     def close(self) -> None:
         """Nothing of its own: the device readers are the pool's."""
