@@ -93,7 +93,6 @@ class ArchiveAssembly:
             [p.opener for p in planned],
             [p.segments if p.segments is not None else [(0, p.info.size)] for p in planned],
             workers=self.mirror.read_workers,
-            depth=2 * self.mirror.read_workers + 4,
             before_read=self.before_read,
         )
         with ahead:

@@ -75,7 +75,7 @@ class ReadAhead:
         layouts: Sequence[list[Segment]],
         *,
         workers: int = 2,
-        depth: int = 8,
+        depth: int | None = None,
         chunk: int = CHUNK,
         before_read: Callable[[int], None] | None = None,
     ) -> None:
@@ -83,7 +83,8 @@ class ReadAhead:
             raise ValueError("one layout per opener")
         self._members = [_Opened(opener) for opener in openers]
         self._jobs = self._plan(layouts, chunk)
-        self._depth = max(1, depth)
+        # Enough queued that every worker has a read while the writer holds two chunks.
+        self._depth = max(1, depth if depth is not None else 2 * workers + 4)
         self._before_read = before_read
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="readahead")
         self._queued: collections.deque[tuple[int, Future[memoryview]]] = collections.deque()
