@@ -43,6 +43,12 @@ class TestSqliteFaultMatrix(FaultMatrix):
 
 
 @pytest.fixture
+def splitmirror_loop_size() -> int:
+    """Room for a ledger of :data:`BEYOND_READ_AHEAD` rows and its WAL."""
+    return 160 << 20
+
+
+@pytest.fixture
 def disk(splitmirror_loop_filesystem: Path) -> Path:
     return splitmirror_loop_filesystem  # unmounted afterwards, thawed first if a test failed
 
@@ -104,13 +110,40 @@ def test_the_watchdog_thaws_within_200_ms_of_the_death(
     assert reaction < 0.2, reaction
 
 
+#: Ledger rows of a database several times the read-ahead's reach (at most 12 chunks of 1 MiB
+#: in flight), so that a mirror lost after the first progress event still has unread data.
+BEYOND_READ_AHEAD = 120_000
+
+
+def test_the_directory_mirror_lost_with_data_unread_fails_backup(
+    splitmirror_session: SessionRunner, tmp_path: Path
+) -> None:
+    """The fault matrix's "mirror lost mid-BACKUP" on a database larger than what BACKUP reads
+    ahead: the loss must fail BACKUP, naming the split mirror, and leave no archive."""
+    database = SqliteLedgerDatabase(splitmirror_session.workspace.primary)
+    create_ledger(database.path, rows=BEYOND_READ_AHEAD)
+    mirror = splitmirror_session.workspace.mirror
+
+    def lose(_session: Session) -> None:  # even a file BACKUP holds open loses its data
+        for path in mirror.iterdir():
+            os.truncate(path, 0)
+
+    with pytest.raises(SessionFailed) as failure:
+        splitmirror_session.run(database, "hot-backup", _Act(Phase.BACKUP, lose, on_progress=True))
+    assert failure.value.phase == "BACKUP" and "on the split mirror" in failure.value.reason
+    assert archives_left(splitmirror_session.workspace.archives) == []
+    assert database.accepts_writes()
+    summary = splitmirror_session.run(database, "hot-backup")
+    assert database.restored_ledger(splitmirror_session.restore(summary, tmp_path / "r")).integrity_ok
+
+
 def test_the_mirror_image_cut_short_mid_backup_fails_backup(
     disk: Path, block_runner: SessionRunner, tmp_path: Path
 ) -> None:
     """The block mirror's device going away under BACKUP (here: its image truncated to nothing
     after the first bytes were archived): reads fail, BACKUP fails naming the file, no archive."""
     database = SqliteLedgerDatabase(disk)
-    create_ledger(database.path, rows=20_000)  # several MiB: BACKUP reports progress mid-file
+    create_ledger(database.path, rows=BEYOND_READ_AHEAD)  # BACKUP reports progress with most unread
 
     def cut(session: Session) -> None:
         os.truncate(session.config.mirror.mirror, 0)

@@ -31,7 +31,7 @@ from .base import MirrorProvider, SyncStats
 from .dirsync import DEFAULT_BLOCK_SIZE, DirectorySync
 from .filetrack import TrackedFiles
 from .precopy import TrackedPasses
-from .trackchoice import Setting, TrackingChoice, TrackingOptions
+from .trackchoice import TrackingChoice, TrackingOptions
 
 
 class DirectoryOptions(TrackingOptions):
@@ -39,9 +39,9 @@ class DirectoryOptions(TrackingOptions):
 
     #: Compare-and-write granularity of the synchronizer.
     block_size: Size = DEFAULT_BLOCK_SIZE
-    #: Off unless asked for: a tracked directory mirror freezes the primary's filesystem for its
-    #: final pass (see :meth:`DirectoryMirror.freeze_paths`).
-    tracking: Setting = "off"
+    # ``tracking`` is "auto", as for the block mirror: the short window wherever the machine
+    # allows it.  Tracked, the final pass freezes the primary's filesystem
+    # (:meth:`DirectoryMirror.freeze_paths`), which the session reports as ``blocked_ms``.
 
 
 #: Filesystems whose FIEMAP gives real device offsets that written sectors can be matched to.
