@@ -22,10 +22,10 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from . import placement
+from . import placement, priority
 from .errors import ConfigError
 from .phases import Mode
-from .units import parse_duration, parse_size
+from .units import parse_duration, parse_rate, parse_size
 
 Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
 Size = Annotated[int, pydantic.BeforeValidator(parse_size)]
@@ -35,12 +35,28 @@ _STRICT = pydantic.ConfigDict(extra="forbid", frozen=True)
 _OPEN = pydantic.ConfigDict(extra="allow", frozen=True)
 
 
+def _io_priority(value: str) -> str:
+    if priority.ioprio_of(value) is not None and not priority.supported():
+        raise ValueError(f"I/O priorities need Linux on {' or '.join(priority.SYSCALLS)}; remove io_priority")
+    return value
+
+
+def _nice(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
+        raise ValueError(f"{value!r} is not a nice value; write a whole number from 0 (as the server) to 19")
+    return value
+
+
 class SessionConfig(pydantic.BaseModel):
     model_config = _STRICT
 
     name: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     max_window: Annotated[Duration, pydantic.Field(le=3600)] = 30.0
     catalog: Path | None = None
+    # What SYNC and BACKUP may take from the server (:mod:`.budget`).
+    io_limit: Annotated[int | None, pydantic.BeforeValidator(parse_rate)] = None
+    io_priority: Annotated[str, pydantic.AfterValidator(_io_priority)] = "normal"
+    cpu_nice: Annotated[int, pydantic.BeforeValidator(_nice)] = 0
 
 
 class DatabaseConfig(pydantic.BaseModel):
@@ -107,7 +123,7 @@ class Config(pydantic.BaseModel):
 
 
 _SECTION_HINTS = {
-    "session": "name (and optionally max_window, catalog)",
+    "session": "name (and optionally max_window, catalog, io_limit, io_priority, cpu_nice)",
     "database": "url and mode",
     "mirror": "provider, primary and mirror",
     "target": "path (and optionally block_size)",

@@ -29,6 +29,7 @@ from typing import Any
 from . import impl, preflight
 from .archive.assembly import ArchiveAssembly, logical_order
 from .blocked import BlockedTime
+from .budget import Budget
 from .catalog import Catalog, FileRecord, PhaseRecord, SessionSummary
 from .catalog.base import DONE, FAILED, utc_now
 from .config import Config
@@ -77,6 +78,7 @@ class Session:
         self._filemap = FileMap()
         self._freezer = Freezer()
         self._blocked = BlockedTime(self._freezer, engine_holds=self.mode is Mode.FREEZE)
+        self._budget = Budget.from_config(config)  # what SYNC and BACKUP may take from the server
         self._guard = SignalGuard(config.session.max_window)
         self._watchdog = Watchdog({})
         self._window_start: float | None = None
@@ -282,7 +284,7 @@ class Session:
 
     def _sync(self) -> None:
         self._claim.claim()  # whose copy the mirror holds, recorded before its first byte
-        stats = self.parts.mirror.bulk_sync(self.progress(Phase.SYNC))
+        stats = self._budget.run(self.parts.mirror.bulk_sync, self.progress(Phase.SYNC))
         self.stats["bulk_sync"] = dataclasses.asdict(stats)
 
     def _quiesce(self) -> None:
@@ -354,7 +356,9 @@ class Session:
         self._leave_out_vanished(lambda f: not parts.mirror.exists_in_split(f.path))
         assembly = ArchiveAssembly(parts, self.config, self.progress(Phase.BACKUP), self.stats)
         self.members = assembly.members
-        assembly.write(
+        assembly.before_read = self._budget.throttle.consume
+        self._budget.run(
+            assembly.write,
             self.files,
             unquiesced,
             window_ms=self.window_ms,

@@ -59,6 +59,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .budget import start_unbudgeted
+
 TRACEFS = Path("/sys/kernel/tracing")
 PREFIX = "splitmirror-"
 EVENT = Path("events/block/block_bio_queue")
@@ -314,7 +316,7 @@ class WriteTracker:
             self._teardown()
             raise
         self._reader = threading.Thread(target=self._read, name="write-tracker", daemon=True)
-        self._reader.start()
+        start_unbudgeted(self._reader)  # the final pass, in the window, waits for it: never niced
         return self
 
     def __exit__(

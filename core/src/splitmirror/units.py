@@ -1,4 +1,5 @@
-"""Human units in configuration: durations such as ``"30s"`` and sizes such as ``"256KiB"``."""
+"""Human units in configuration: durations such as ``"30s"``, sizes such as ``"256KiB"``, rates
+such as ``"200MiB/s"``."""
 
 from __future__ import annotations
 
@@ -52,6 +53,24 @@ def parse_size(value: str | int) -> int:
     if size <= 0:
         raise ValueError("a size must be greater than zero")
     return size
+
+
+def parse_rate(value: str | int) -> int:
+    """Bytes per second from ``"200MiB/s"``, ``"200MiB"`` or a number of bytes."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError('expected a rate such as "200MiB/s"')
+    if isinstance(value, str):
+        text = value.strip().removesuffix("/s")
+        match = _SIZE.match(text.removeprefix("-"))
+        if not match:
+            raise ValueError(f'{value!r} is not a rate; write it like "200MiB/s" or 1048576')
+        rate = int(match.group(1)) * _SIZE_FACTORS[(match.group(2) or "B").lower()]
+        rate = -rate if text.startswith("-") else rate
+    else:
+        rate = value
+    if rate <= 0:
+        raise ValueError("a rate must be more than zero bytes per second; leave the key out for no limit")
+    return rate
 
 
 def format_size(size: float) -> str:

@@ -15,6 +15,9 @@ but this synchronizer may write the mirror between passes (remove the map if som
 (``workers``, 4 by default); each reads its stripe in order, so the device sees a few sequential
 streams and the hashing and comparing of one overlaps the reads of the others.
 
+**Reads of the primary wait for the session's ``io_limit``** in the passes that run under it
+(SYNC's, not the final one in the window: :mod:`splitmirror.budget`); every worker shares one rate.
+
 **Reads of the primary bypass the page cache** (``O_DIRECT``): a mounted filesystem writes to
 the device below the device's own cache, so a cached read of the device could be stale.
 """
@@ -34,8 +37,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..budget import current as current_budget
 from ..engine import PreflightProblem
 from ..errors import UserError
+from ..throttle import Throttle
 from .ownership import claim_of
 
 DEFAULT_CHUNK = 1 << 20
@@ -273,8 +278,11 @@ class BlockSync:
         digests: list[str] = [""] * chunks
         progress = _Progress(size, report)
         stripes = _stripes(chunks, self.workers)
+        throttle = current_budget().throttle  # the workers' threads do not inherit it
         with ThreadPoolExecutor(len(stripes), thread_name_prefix="blocksync") as pool:
-            parts = list(pool.map(lambda s: self._stripe(s, size, known, digests, progress), stripes))
+            parts = list(
+                pool.map(lambda s: self._stripe(s, size, known, digests, progress, throttle), stripes)
+            )
         stats = BlockSyncStats(size=size, used_map=known is not None, chunks=chunks)
         for part in parts:
             stats.chunks_written += part.chunks_written
@@ -303,19 +311,23 @@ class BlockSync:
         for offset, length in pieces:  # before copying: a copy that fails midway left them changed
             self.stale.update(range(offset // self.chunk, (offset + length - 1) // self.chunk + 1))
         shares = [pieces[i :: self.workers] for i in range(min(self.workers, len(pieces)))]
+        throttle = current_budget().throttle
         with ThreadPoolExecutor(max(1, len(shares)), thread_name_prefix="blockcopy") as pool:
-            for part in pool.map(lambda share: self._copy_pieces(share, progress), shares):
+            for part in pool.map(lambda share: self._copy_pieces(share, progress, throttle), shares):
                 stats.bytes_read_primary += part.bytes_read_primary
                 stats.bytes_written += part.bytes_written
                 stats.chunks_written += part.chunks_written
         return stats
 
-    def _copy_pieces(self, pieces: list[tuple[int, int]], progress: _Progress) -> BlockSyncStats:
+    def _copy_pieces(
+        self, pieces: list[tuple[int, int]], progress: _Progress, throttle: Throttle
+    ) -> BlockSyncStats:
         stats = BlockSyncStats()
         with self._open() as (primary, _mirror_reader, mirror_fd), progress.stops_all():
             for offset, length in pieces:
                 if progress.stopped:
                     break
+                throttle.consume(length)
                 data = primary.read(offset, length)
                 os.pwrite(mirror_fd, data, offset)
                 stats.bytes_read_primary += len(data)
@@ -352,7 +364,13 @@ class BlockSync:
             os.close(mirror_fd)
 
     def _stripe(
-        self, chunks: range, size: int, known: list[str] | None, digests: list[str], progress: _Progress
+        self,
+        chunks: range,
+        size: int,
+        known: list[str] | None,
+        digests: list[str],
+        progress: _Progress,
+        throttle: Throttle,
     ) -> BlockSyncStats:
         """Compare and copy one contiguous run of chunks (one worker's share, read in order)."""
         stats = BlockSyncStats()
@@ -362,6 +380,7 @@ class BlockSync:
                     break  # another stripe failed: the pass fails, no point going on
                 offset = index * self.chunk
                 length = min(self.chunk, size - offset)
+                throttle.consume(length)
                 data = primary.read(offset, length)
                 stats.bytes_read_primary += len(data)
                 digest = hashlib.sha256(data).hexdigest()[:32]

@@ -16,6 +16,7 @@ import errno
 import os
 from collections.abc import Callable, Iterator
 
+from ..budget import current as current_budget
 from .base import SyncStats
 
 _FALLOC_FL_KEEP_SIZE = 0x01
@@ -29,12 +30,15 @@ if _fallocate is not None:
 
 class FileCopy:
     """The file copies of one pass: bytes read and written are counted in ``stats``, and every
-    byte of a primary file visited (copied, found equal, or a hole) is told to ``advance``."""
+    byte of a primary file visited (copied, found equal, or a hole) is told to ``advance``.
+    Reads of the primary wait for the session's ``io_limit`` when the pass runs under it (SYNC's
+    passes; not the final one, in the window: :mod:`splitmirror.budget`)."""
 
     def __init__(self, block_size: int, stats: SyncStats, advance: Callable[[int], None]) -> None:
         self.block_size = block_size
         self.stats = stats
         self.advance = advance
+        self.throttle = current_budget().throttle
 
     def copy(self, src: int, dst: int, size: int, compare: bool) -> bool:
         """Make ``dst``'s bytes and holes those of ``src`` up to ``size``; True if it changed.
@@ -59,7 +63,9 @@ class FileCopy:
         for offset, length in written:
             at, end = offset, min(offset + length, size)
             while at < end:
-                data = os.pread(src, min(end - at, 1 << 20), at)
+                length = min(end - at, 1 << 20)
+                self.throttle.consume(length)
+                data = os.pread(src, length, at)
                 if not data:
                     break
                 _pwrite_all(dst, data, at)
@@ -77,7 +83,9 @@ class FileCopy:
         size = self.block_size
         offset = start
         while offset < end:
-            data = os.pread(src, min(end, (offset // size + 1) * size) - offset, offset)
+            length = min(end, (offset // size + 1) * size) - offset
+            self.throttle.consume(length)
+            data = os.pread(src, length, offset)
             self.stats.bytes_read += len(data)
             if not data:
                 break  # the file shrank while being read: copied as read

@@ -12,7 +12,9 @@ the bulk pass until the primary is frozen:
    write made meanwhile;
 2. pre-copy (still SYNC, the database running): short passes each copy only what was written
    since the previous one, repeated while that shrinks, up to ``passes`` times and ``budget``
-   seconds, like live migration's pre-copy, so the window starts with the smallest delta;
+   seconds, like live migration's pre-copy, so the window starts with the smallest delta.  Under
+   the session's ``io_limit`` (:mod:`splitmirror.budget`) they are throttled, and one more pass
+   follows at full speed: what it leaves for the window is what an uncapped pass would leave;
 3. the final pass (SPLIT, primary frozen): one more take, which returns every write queued before
    the freeze, and only those ranges are copied.  Tracking stops at once; the tracing instance
    is removed, and the mirror's bookkeeping finished (:meth:`Synchronizer.finish`), when the
@@ -37,6 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from ..budget import current as current_budget
 from ..tracking import SECTOR, WriteTracker
 from .base import SyncStats
 
@@ -89,17 +92,29 @@ class TrackedPasses:
         for _ in range(self.max_passes):
             if time.monotonic() - started > self.budget:
                 break
-            copied, dirty, how = self.catch_up(report)
-            stats.add(copied)
-            stats.passes.append(dirty)
-            if how != "tracked":
-                stats.tracking = how
+            dirty = self._catch_up_into(stats, report)
+            if dirty is None:
                 previous = None
                 continue
             if dirty == 0 or (previous is not None and dirty >= previous):
                 break  # converged, or no longer shrinking: more passes would not shorten the window
             previous = dirty
+        throttle = current_budget().throttle
+        if throttle.limited and self.max_passes > 0:
+            with throttle.paused():  # the writes of a throttled pass would otherwise wait for the window
+                self._catch_up_into(stats, report)
         return stats
+
+    def _catch_up_into(self, stats: SyncStats, report: Report) -> int | None:
+        """One pre-copy pass, added to ``stats``: the bytes written since the last take, or
+        None when the pass could not trust the take (it compared everything)."""
+        copied, dirty, how = self.catch_up(report)
+        stats.add(copied)
+        stats.passes.append(dirty)
+        if how != "tracked":
+            stats.tracking = how
+            return None
+        return dirty
 
     def final(self, report: Report) -> SyncStats:
         """SPLIT, primary frozen: the last delta, or everything when untracked or lost."""
