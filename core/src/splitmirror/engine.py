@@ -104,8 +104,8 @@ class DatabaseEngine(abc.ABC):
     """A database kind.  Subclasses are registered through ``splitmirror_register_engines``.
 
     Lifecycle within one session: ``__init__`` (no I/O) → :meth:`connect` → :meth:`preflight`
-    → :meth:`layout` → :meth:`quiesce` → :meth:`discover` → :meth:`prepare` →
-    :meth:`unquiesce` → :meth:`close`.  On any failure after :meth:`quiesce` was called the
+    → :meth:`layout` → :meth:`before_window` → :meth:`quiesce` → :meth:`discover` →
+    :meth:`prepare` → :meth:`unquiesce` → :meth:`close`.  On any failure after :meth:`quiesce` was called the
     session calls :meth:`abort` instead of :meth:`unquiesce`, then :meth:`close`.
     """
 
@@ -137,6 +137,13 @@ class DatabaseEngine(abc.ABC):
     @abc.abstractmethod
     def layout(self) -> list[Path]:
         """The files the database uses as known before quiescing: MAP's candidates."""
+
+    def before_window(self, mode: Mode) -> None:  # noqa: B027 - optional: most engines have nothing to do early
+        """End of SYNC, before the mirror's last pre-copy pass and well before QUIESCE: do now
+        what entering ``mode`` would otherwise do inside the window, while the database still
+        runs (PostgreSQL checkpoints, so that the checkpoint of ``pg_backup_start`` has little
+        left to write, and the pages it writes are copied by that last pass, not in the
+        window).  Must hold nothing: the database is not quiesced yet.  Nothing by default."""
 
     @abc.abstractmethod
     def quiesce(self, mode: Mode) -> None:

@@ -284,7 +284,12 @@ class Session:
 
     def _sync(self) -> None:
         self._claim.claim()  # whose copy the mirror holds, recorded before its first byte
-        stats = self._budget.run(self.parts.mirror.bulk_sync, self.progress(Phase.SYNC))
+        progress = self.progress(Phase.SYNC)
+        stats = self._budget.run(self.parts.mirror.bulk_sync, progress)
+        self.parts.engine.before_window(self.mode)
+        last = self.parts.mirror.catch_up(progress)  # unbudgeted: the window starts next
+        if last is not None:
+            stats.add(last)
         self.stats["bulk_sync"] = dataclasses.asdict(stats)
 
     def _quiesce(self) -> None:

@@ -166,3 +166,40 @@ def test_a_table_dropped_in_the_window_is_left_out_and_the_restore_recovers(
     assert ledger_check.integrity_ok, ledger_check.integrity
     with splitmirror_database.restored_server(restore) as server, psycopg.connect(server.conninfo) as conn:
         assert conn.execute("SELECT to_regclass('doomed')").fetchone() == (None,)
+
+
+def requested_checkpoints(url: str) -> int:
+    """Checkpoints requested since the server started (``CHECKPOINT``, ``pg_backup_start``)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.info.server_version >= 170000:
+            row = conn.execute("SELECT num_requested FROM pg_stat_checkpointer").fetchone()
+        else:
+            row = conn.execute("SELECT checkpoints_req FROM pg_stat_bgwriter").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+class CheckpointsAtQuiesce:
+    """Counts the requested checkpoints as QUIESCE starts (the window opens)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.count: int | None = None
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        if phase is Phase.QUIESCE:
+            self.count = requested_checkpoints(self.url)
+
+
+def test_the_checkpoint_runs_before_the_window_opens(
+    splitmirror_database: PostgresLedgerDatabase, splitmirror_session: SessionRunner
+) -> None:
+    """``before_window``: a CHECKPOINT at the end of SYNC, so that ``pg_backup_start``'s own,
+    inside the window, has only what was dirtied since to write."""
+    splitmirror_database.create_ledger()
+    before = requested_checkpoints(splitmirror_database.url)
+    probe = CheckpointsAtQuiesce(splitmirror_database.url)
+    summary = splitmirror_session.run(splitmirror_database, "hot-backup", probe)
+    assert summary.status == "DONE"
+    assert probe.count is not None and probe.count > before, "no checkpoint before the window"

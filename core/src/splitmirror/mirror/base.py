@@ -91,6 +91,12 @@ class MirrorProvider(abc.ABC):
         first and in that order (SQLite HOT_BACKUP needs the database before its WAL).
         """
 
+    def catch_up(self, progress: Progress) -> SyncStats | None:
+        """One more pre-copy pass at the end of SYNC, after the engine's ``before_window``
+        (which may have written much: a checkpoint), so the final pass in the window has less
+        to copy; None where the mirror has no pass cheaper than the final one (untracked)."""
+        return None
+
     @abc.abstractmethod
     def split(self) -> None:
         """Stop synchronizing: the mirror is now the point-in-time image."""

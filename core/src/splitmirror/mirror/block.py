@@ -260,6 +260,9 @@ class BlockMirror(MirrorProvider):
         self._passes = self.settings.passes(BlockPasses(self._sync()), self._tracking)
         return self._passes.bulk(progress)
 
+    def catch_up(self, progress: Progress) -> SyncStats | None:
+        return None if self._passes is None else self._passes.last_precopy(progress)
+
     def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:
         if self._passes is None:  # no bulk pass in this session (a provider used on its own)
             self._passes = TrackedPasses(

@@ -165,6 +165,9 @@ class DirectoryMirror(MirrorProvider):
         self._passes = self.settings.passes(_DirectoryPasses(self._synchronizer(), tracked), self._tracking)
         return self._passes.bulk(report)
 
+    def catch_up(self, progress: Progress) -> SyncStats | None:
+        return None if self._passes is None else self._passes.last_precopy(progress)
+
     def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:
         if self._passes is None:
             return self._synchronizer().sync(first, progress)

@@ -128,6 +128,16 @@ class TrackedPasses:
         copied.tracking = how
         return copied
 
+    def last_precopy(self, report: Report) -> SyncStats | None:
+        """One more pre-copy pass (:meth:`~splitmirror.mirror.base.MirrorProvider.catch_up`);
+        None when untracked: then only the final pass can copy, comparing everything."""
+        if self.tracker is None:
+            return None
+        copied, dirty, how = self.catch_up(report)
+        copied.passes.append(dirty)
+        copied.tracking = how
+        return copied
+
     def catch_up(self, report: Report) -> tuple[SyncStats, int, str]:
         """One pre-copy pass, as :meth:`bulk` repeats them: (what it did, the bytes written
         since the last take, how it knew what to copy)."""
