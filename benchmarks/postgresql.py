@@ -34,7 +34,15 @@ from pathlib import Path
 
 import psycopg
 
-from report import each_server, replace_section, server_arguments, server_section, shared_machine, tools
+from report import (
+    each_server,
+    replace_section,
+    server_arguments,
+    server_section,
+    shared_machine,
+    tools,
+    tracking_of,
+)
 from splitmirror.catalog.base import SessionSummary
 from splitmirror.testing.containers import newest, versions
 from splitmirror.testing.drill import SessionRunner, Workspace
@@ -213,24 +221,26 @@ def render(
 ) -> str:
     base_tps, tps = med([r.tps for r in base]), med([r.tps for r in during])
     rows = [
-        "| run | pgbench TPS | min TPS/s during session | window ms | SYNC ms | SPLIT ms | BACKUP ms "
-        "| session s |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| run | pgbench TPS | min TPS/s during session | window ms | writes blocked ms | SYNC ms "
+        "| SPLIT ms | BACKUP ms | session s |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    rows += [f"| baseline {i + 1} | {r.tps:.0f} | | | | | | |" for i, r in enumerate(base)]
+    rows += [f"| baseline {i + 1} | {r.tps:.0f} | | | | | | | |" for i, r in enumerate(base)]
     for i, r in enumerate(during):
         note = " (full copy)" if i == 0 else ""
         rows.append(
             f"| session {i + 1}{note} | {r.tps:.0f} | {r.min_tps:.0f} | {r.session.window_ms or 0:.0f} "  # type: ignore[union-attr]
-            f"| {r.phase_ms('SYNC'):.0f} | {r.phase_ms('SPLIT'):.0f} | {r.phase_ms('BACKUP'):.0f} "
+            f"| {r.session.blocked_ms or 0:.0f} | {r.phase_ms('SYNC'):.0f}"  # type: ignore[union-attr]
+            f" | {r.phase_ms('SPLIT'):.0f} | {r.phase_ms('BACKUP'):.0f} "
             f"| {r.span[1] - r.span[0]:.1f} |"
         )
     windows = [r.session.window_ms or 0.0 for r in during]  # type: ignore[union-attr]
+    blocked = [r.session.blocked_ms or 0.0 for r in during]  # type: ignore[union-attr]
     lengths = [r.span[1] - r.span[0] for r in during]
     dips = [r.min_tps for r in during]
     rows.append(
         f"| **median** baseline / session | {base_tps:.0f} / {tps:.0f} | {med(dips):.0f} "
-        f"| {med(windows):.0f} | {med([r.phase_ms('SYNC') for r in during]):.0f} "
+        f"| {med(windows):.0f} | {med(blocked):.0f} | {med([r.phase_ms('SYNC') for r in during]):.0f} "
         f"| {med([r.phase_ms('SPLIT') for r in during]):.0f} "
         f"| {med([r.phase_ms('BACKUP') for r in during]):.0f} | {med(lengths):.1f} |"
     )
@@ -238,9 +248,11 @@ def render(
         f"With a session running, pgbench kept {tps / base_tps:.2f}× its baseline throughput over the "
         f"whole {SECONDS} s run (median {tps:.0f} against {base_tps:.0f} TPS), although the session "
         f"covered only a median {med(lengths):.1f} s of it. The window (QUIESCE through UNQUIESCE: "
-        f"backup start, the mirror's split, backup stop) took a median {med(windows):.0f} ms; SYNC "
-        "before it and BACKUP (archiving the split copy) after it take the rest of the session. "
-        "HOT_BACKUP blocks no writer: the slowest second that "
+        f"backup start, the mirror's split, backup stop) took a median {med(windows):.0f} ms "
+        f"(final passes: {tracking_of(r.session for r in during)}); SYNC before it and BACKUP "
+        "(archiving the split copy) after it take the rest of the session. HOT_BACKUP holds no "
+        "writer except while a tracked mirror's final pass freezes the data filesystem: writes were "
+        f"blocked a median {med(blocked):.0f} ms per session. The slowest second that "
         f"overlapped a session did a median {med(dips):.0f} TPS, {med(dips) / base_tps:.2f}× the "
         "baseline average, the cost of the session's reading, hashing and writing sharing the "
         f"machine's {os.cpu_count()} CPUs and disk with the server. Only the first session copied "

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import splitmirror
+from splitmirror.catalog.base import SessionSummary
 
 #: Sections other scripts add at the end of the page (``postgresql.py``, ``mysql.py``) each start
 #: with a ``<!-- name -->`` line; regenerating the main page keeps everything from the first.
@@ -132,6 +133,13 @@ def render(
     ]
     prose = (p if p[0] in "#-|" else textwrap.fill(p, 100, break_on_hyphens=False) for p in paragraphs)
     return "\n\n".join(prose) + "\n" + kept_sections()
+
+
+def tracking_of(summaries: Iterable[SessionSummary | None]) -> str:
+    """How the sessions' final passes knew what to copy ("tracked", or why they compared
+    everything), as the summary's ``final_sync`` says; the distinct answers, joined."""
+    said = sorted({str((s.stats or {}).get("final_sync", {}).get("tracking", "?")) for s in summaries if s})
+    return "; ".join(said) or "?"
 
 
 def replace_section(page: Path, marker: str, section: str, *, group: str = "") -> None:
