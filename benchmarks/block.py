@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import splitmirror
-from report import replace_section
+from report import profile, replace_section
 from splitmirror.archive import sparse
 from splitmirror.archive.pax import ArchiveWriter
 from splitmirror.archive.readahead import ReadAhead
@@ -252,6 +252,8 @@ def main() -> None:
             print("archiving ...", flush=True)
             ours = "by extent from the unmounted mirror"
             by_extent = timed(lambda: archive_by_extent(provider, files, mount), args.reps)
+            drop_caches()
+            profiled = profile(lambda: archive_by_extent(provider, files, mount))
             tar = timed(lambda: gnu_tar_into_pipe(mount), args.reps)
             direct = timed(lambda: direct_read_extents(mirror, list(maps.values())), args.reps)
             rows.append(("archive every file", ours, by_extent, "`tar -cf - | cat`, mounted primary", tar))
@@ -262,7 +264,7 @@ def main() -> None:
             BlockSync(device, mirror).map_path.unlink(missing_ok=True)
     finally:
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
-    section = render(rows, total, used, args.reps, statistics.mean(churned))
+    section = render(rows, total, used, args.reps, statistics.mean(churned), profiled)
     print("\n" + section)
     replace_section(args.out, MARKER, section)
     print(f"wrote {args.out}")
@@ -279,6 +281,7 @@ def render(
     used: int,
     reps: int,
     churned: float,
+    profiled: str,
 ) -> str:
     cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln), ":?")
     table = ["| task | splitmirror | s | reference | s | ratio |", "|---|---|--:|---|--:|--:|"]
@@ -322,6 +325,7 @@ def render(
         " The window against the primary's size, with change-block tracking on and off, is measured by "
         "`benchmarks/window.py` (next section)."
     )
+    prose += " " + profiled
     return "\n\n".join([*wrapped, "\n".join(table), textwrap.fill(prose, 100)]) + "\n"
 
 

@@ -224,3 +224,39 @@ def kept_sections(page: Path = PAGE) -> str:
     """Everything from the ``KEPT_FROM`` line to the end of the existing page, or nothing."""
     _, marker, rest = (page.read_text() if page.exists() else "").partition(KEPT_FROM)
     return "\n" + marker + rest if marker else ""
+
+
+#: Where the archive's main thread spends its time, by the functions that say so (cProfile
+#: keys: file name or ``~`` for built-ins, and the function's name); the rest is Python.
+PROFILE_PARTS = {
+    "waiting for reads (the read-ahead's threads)": ("~", "<method 'acquire' of '_thread.lock' objects>"),
+    "SHA-256 (small members, hashed inline; large ones hash in a helper thread)": (
+        "~",
+        "<method 'update' of '_hashlib.HASH' objects>",
+    ),
+    "tar headers (`tarfile`)": ("tarfile.py", "tobuf"),
+    "writing to the target": ("base.py", "write"),
+}
+
+
+def profile(action: Callable[[], object]) -> str:
+    """One run of ``action`` under cProfile (its main thread only): the share of that thread's
+    time each of :data:`PROFILE_PARTS` took, cumulative, and what is left (planning, the
+    writer's own bookkeeping), as a sentence.  Shares, not seconds: profiling slows Python
+    code down, not the system calls it waits for."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(action)
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = max(sum(tt for _cc, _nc, tt, _ct, _callers in stats.values()), 1e-9)
+    shares = {}
+    for label, (where, name) in PROFILE_PARTS.items():
+        shares[label] = sum(
+            ct for (file, _line, function), (_cc, _nc, _tt, ct, _callers) in stats.items()
+            if function == name and ((where == "~" and file == "~") or file.endswith(where))
+        ) / total  # fmt: skip
+    rest = max(0.0, 1 - sum(shares.values()))
+    parts = [f"{label} {share:.0%}" for label, share in shares.items()] + [f"the rest (Python) {rest:.0%}"]
+    return "Profile of the archive's main thread (one run under cProfile): " + ", ".join(parts) + "."
