@@ -169,7 +169,7 @@ def test_applied_sets_the_nice_value_of_the_thread_and_restores_it() -> None:
         return before, inside, os.getpriority(os.PRIO_PROCESS, tid)
 
     before, inside, after = in_a_thread(work)
-    assert (before, inside, after) == (0, 19, 0)
+    assert (inside, after) == (19, before), "set inside, the thread's own value again after"
 
 
 @needs_ioprio
@@ -216,8 +216,10 @@ def alarm_raising(seconds: float, error: BaseException) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.parametrize("cpu_nice", [0, 19], ids=["in the calling thread", "in a thread of its own"])
+@pytest.mark.parametrize("cpu_nice", [0, 19], ids=["a rate alone", "a rate and a nice value"])
 def test_an_interrupted_run_stops_its_work_before_raising(cpu_nice: int) -> None:
+    """With a rate, the work runs in a thread of its own even without priorities to set: an
+    interrupt stops its throttled reads at once instead of waiting for them."""
     budget = Budget(io_limit=1, cpu_nice=cpu_nice)
     ended: list[BaseException] = []
 
@@ -230,8 +232,7 @@ def test_an_interrupted_run_stops_its_work_before_raising(cpu_nice: int) -> None
 
     with pytest.raises(SessionInterrupted), alarm_raising(0.2, SessionInterrupted("SIGTERM")):
         budget.run(work)
-    if cpu_nice:  # the work, in its own thread, was stopped and waited for
-        assert len(ended) == 1 and isinstance(ended[0], Cancelled)
+    assert len(ended) == 1 and isinstance(ended[0], Cancelled), "the work was stopped and waited for"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
@@ -261,7 +262,9 @@ def test_without_cap_sys_nice_run_still_nices_the_work_and_nothing_is_left_niced
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"may_lower": False, "work": 19, "applied": 0, "caller": 0}
+    seen = json.loads(done.stdout)
+    start = os.getpriority(os.PRIO_PROCESS, 0)  # the child's starting value: this process's
+    assert seen == {"may_lower": False, "work": 19, "applied": start, "caller": start}
     assert "cpu_nice is not applied" in done.stderr
 
 
@@ -284,7 +287,8 @@ class RateSeen:
 
 def test_tracked_sync_under_a_budget_leaves_the_window_nothing_of_it(tracked_disk: Path) -> None:
     """The write tracker started in SYNC reads at the caller's priority (the final pass waits
-    for it in the window), and the last pre-copy pass before QUIESCE reads at full speed."""
+    for it in the window), and the last pre-copy pass before QUIESCE (the mirror's ``catch_up``,
+    after the engine's ``before_window``) copies its delta at full speed."""
     budget, caller_nice = Budget(io_limit=64 * MiB, cpu_nice=19), priority.get_nice()
     sync = RateSeen()
 
@@ -293,6 +297,7 @@ def test_tracked_sync_under_a_budget_leaves_the_window_nothing_of_it(tracked_dis
         passes = TrackedPasses(sync, tracker, passes=2, budget=60)
         try:
             passes.bulk(lambda done, total: None)
+            passes.last_precopy(lambda done, total: None)
             assert tracker._reader is not None and tracker._reader.native_id is not None
             return priority.get_nice(), os.getpriority(os.PRIO_PROCESS, tracker._reader.native_id)
         finally:
@@ -302,6 +307,7 @@ def test_tracked_sync_under_a_budget_leaves_the_window_nothing_of_it(tracked_dis
     assert (work_nice, reader_nice) == (19, caller_nice)
     assert sync.rates[0] == 64 * MiB, "the bulk pass is throttled"
     assert sync.rates[-1] is None, "the last catch-up is not"
+    assert all(rate == 64 * MiB for rate in sync.rates[:-1]), "only the last catch-up is unthrottled"
     assert len(sync.rates) >= 3  # bulk, at least one throttled catch-up, the full-speed one
 
 

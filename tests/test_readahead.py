@@ -220,3 +220,19 @@ def test_buffers_handed_back_are_read_into_again_and_never_while_in_use(tmp_path
         for index, data in enumerate(datas):
             assert tar.extractfile(f"m{index}").read() == data  # type: ignore[union-attr]
     assert len(buffers) <= 4 + 3, f"{len(buffers)} buffers for {sum(map(len, datas)) >> 20} MiB"
+
+
+class ShortOnce(Recorded):
+    """A reader that comes back short once, in the middle (the file shrank as it was read)."""
+
+    def read_into(self, offset: int, buffer: memoryview) -> int:
+        got = super().read_into(offset, buffer)
+        return min(got, 5) if offset == 30 else got
+
+
+def test_a_short_read_ends_the_member_even_with_data_after_it() -> None:
+    """Chunks after a short one would land at the wrong place in the member: none is taken."""
+    log: list[tuple[str, int, int]] = []
+    reader = ShortOnce(bytes(range(100)), log, "0")
+    with ReadAhead([lambda: reader], [[(0, 100)]], chunk=30, depth=4) as ahead:
+        assert b"".join(ahead.member(0)) == bytes(range(35))

@@ -20,6 +20,7 @@ from splitmirror.mirror.base import MirrorProvider
 from splitmirror.mirror.block import BlockMirror, BlockOptions
 from splitmirror.mirror.directory import DirectoryMirror, DirectoryOptions
 from splitmirror.testing import SessionRunner, SqliteLedgerDatabase
+from splitmirror.workload import create_ledger
 
 
 def ignore(done: int, total: int | None) -> None:
@@ -179,3 +180,38 @@ def test_the_probe_without_tracefs_mounted_answers_and_leaves_nothing() -> None:
     assert unmountable.startswith(cannot), unmountable
     assert sandboxed is None, "without namespaces, tracking is asked about by mounting, not refused"
     assert tracefs_mounts(seen["after"]) == ["/sys/kernel/tracing"], "mounted as a tracker would"
+
+
+def test_auto_goes_untracked_where_splitmirror_writes_on_the_primarys_filesystem(
+    tracked_disk: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The directory mirror's default (``auto``) on a primary whose filesystem also holds the
+    catalog and the archives: tracking would freeze them in SPLIT, so it is off, saying why,
+    and the configuration that ran before tracking became the default still runs."""
+    from click.testing import CliRunner
+
+    from splitmirror.cli import main
+
+    primary, own = tracked_disk / "primary", tracked_disk / "own"
+    primary.mkdir()
+    own.mkdir()
+    create_ledger(primary / "ledger.db", rows=100)
+    mirror = tmp_path_factory.mktemp("elsewhere") / "mirror"
+    config = own / "ledger.toml"
+    config.write_text(
+        f'[session]\nname = "ledger"\ncatalog = "{own}/catalog.db"\n'
+        f'[database]\nurl = "sqlite:///{primary}/ledger.db"\nmode = "hot-backup"\n'
+        f'[mirror]\nprovider = "directory"\nprimary = "{primary}"\nmirror = "{mirror}"\n'
+        f'[target]\npath = "{own}/archives/ledger-{{session}}.tar"\n'
+    )
+    (own / "archives").mkdir()
+    said = CliRunner().invoke(main, ["check", str(config)])
+    assert said.exit_code == 0, said.output
+    assert "change tracking: off (" in said.output and "is on the primary's filesystem" in said.output
+    done = subprocess.run(
+        [sys.executable, "-m", "splitmirror", "backup", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr

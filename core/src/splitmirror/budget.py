@@ -19,9 +19,11 @@ The window (QUIESCE..UNQUIESCE, SPLIT's final pass in it) runs in the session's 
 :meth:`Budget.run`: :func:`current` is unlimited there, and the priorities are the server's, so
 a capped session never lengthens it.  Two things would otherwise carry the budget into the
 window, and do not: a thread started in SYNC that the window needs (the write tracker's reader)
-is started by the session's thread (:func:`start_unbudgeted`); and the last pre-copy catch-up
-before QUIESCE reads at full speed (:meth:`~.throttle.Throttle.paused`), so that the delta left
-for the window is no larger than without a cap.
+is started by the session's thread (:func:`start_unbudgeted`); and the last pre-copy pass
+before QUIESCE (the mirror's ``catch_up``) copies its delta without waiting for ``io_limit``
+(:meth:`~.throttle.Throttle.paused`), so that what a capped pass left behind is not left to the
+window.  It still runs at the budget's priorities, and a full compare that replaces it (after
+lost events) is still held to the rate.
 """
 
 from __future__ import annotations
@@ -71,11 +73,15 @@ class Budget:
         return cls(session.io_limit, session.io_priority, session.cpu_nice)
 
     def run(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``work(*args, **kwargs)`` under this budget; with priorities to set, in a thread of
-        its own while the calling thread waits (and starts threads for :func:`start_unbudgeted`).
-        Interrupted while waiting, it stops the work at its next read, waits for it, re-raises."""
+        """``work(*args, **kwargs)`` under this budget; with priorities to set or a rate to keep,
+        in a thread of its own while the calling thread waits (and starts threads for
+        :func:`start_unbudgeted`).  Interrupted while waiting, it stops the work at its next
+        read, waits for it, re-raises."""
         self.throttle.stopped.clear()
-        if self.io_priority is None and self.cpu_nice == 0:
+        if self.io_priority is None and self.cpu_nice == 0 and not self.throttle.limited:
+            # Nothing to set and nothing to wait for: the work may as well run here.  With a
+            # rate it runs in its own thread too, so that an interrupt stops it at its next read
+            # (here, the interrupt would wait for the work's pool to finish every throttled read).
             token = _SCOPE.set(_Scope(self, None))
             try:
                 return work(*args, **kwargs)

@@ -178,6 +178,11 @@ def _ours(config: Config, catalog: Path, target_is_file: bool) -> list[tuple[str
     return ours
 
 
+def own_directories(config: Config, catalog: Path, target_is_file: bool) -> list[Path]:
+    """The directories splitmirror writes in during a session (the archives', the catalog's)."""
+    return [path for _key, _what, path in _ours(config, catalog, target_is_file)]
+
+
 def place_problems(
     config: Config, catalog: Path, target_is_file: bool, mirror: MirrorProvider
 ) -> list[PreflightProblem]:
@@ -209,7 +214,7 @@ def _reached_another_way(key: str, what: str, path: Path, config: Config) -> Pre
     """``path`` inside the primary or the mirror by identity, not by name: a bind mount of
     either, or a case-insensitive filesystem, shows the same directory under another path."""
     seen = set()
-    for directory in (here := _nearest_existing(path), *here.parents):
+    for directory in (here := nearest_existing(path), *here.parents):
         with contextlib.suppress(OSError):
             info = os.stat(directory)
             seen.add((info.st_dev, info.st_ino))
@@ -245,7 +250,7 @@ def preflight_problems(
     return [problem for problem in found if problem is not None]
 
 
-def _nearest_existing(path: Path) -> Path:
+def nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
@@ -254,7 +259,7 @@ def _nearest_existing(path: Path) -> Path:
 def _device_problem(what: str, path: Path, mirror: MirrorProvider) -> PreflightProblem | None:
     """``path`` on the primary's filesystem that a block mirror copies whole, or on the
     filesystem held by the mirror device, which every sync overwrites."""
-    here = _nearest_existing(path)
+    here = nearest_existing(path)
     if mirror.supports_extent_reads and mirror.primary.is_dir() and same_filesystem(here, mirror.primary):
         return PreflightProblem(
             f"{what} {path} is on the primary's filesystem ({mirror.primary}), which the block mirror "
@@ -289,7 +294,7 @@ def _disks_of(device: int) -> set[int]:
 
 def _freeze_problem(path: Path, freezes: list[tuple[Path, bool]]) -> PreflightProblem | None:
     """Refuse before quiescing if SPLIT would freeze a filesystem we must write to."""
-    here = _nearest_existing(path)
+    here = nearest_existing(path)
     for frozen, by_mirror in freezes:
         if frozen.exists() and same_filesystem(frozen, here):
             fix = "move the catalog, target and mirror to another filesystem"

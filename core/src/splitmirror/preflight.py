@@ -113,6 +113,8 @@ def problems(config: Config, chosen: Chosen, claim: MirrorClaim) -> tuple[Server
     """Connect and ask everyone what would stop the session; changes nothing."""
     engine, mirror, mode = chosen.engine, chosen.mirror, config.database.mode
     name, provider = f"the {engine.name} engine's", f"the {config.mirror.provider} mirror's"
+    probe = chosen.target_class(target_path(config, 0), config.target.block_size)
+    mirror.own_paths = placement.own_directories(config, chosen.catalog_path, probe.name == "file")
     with _plugin(f"{name} connect"):
         server = engine.connect()
     with _plugin(f"{name} preflight"):
@@ -121,7 +123,6 @@ def problems(config: Config, chosen: Chosen, claim: MirrorClaim) -> tuple[Server
         mirror_problems = _asked(f"{provider} preflight", mirror.preflight())
     with _plugin(f"{name} layout"):
         layout = engine.layout()
-    probe = chosen.target_class(target_path(config, 0), config.target.block_size)
     return server, [
         *engine_problems,
         *mirror_problems,

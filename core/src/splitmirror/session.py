@@ -287,7 +287,7 @@ class Session:
         progress = self.progress(Phase.SYNC)
         stats = self._budget.run(self.parts.mirror.bulk_sync, progress)
         self.parts.engine.before_window(self.mode)
-        last = self.parts.mirror.catch_up(progress)  # unbudgeted: the window starts next
+        last = self._budget.run(self.parts.mirror.catch_up, progress)  # its delta at full rate
         if last is not None:
             stats.add(last)
         self.stats["bulk_sync"] = dataclasses.asdict(stats)

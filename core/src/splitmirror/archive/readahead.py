@@ -87,7 +87,7 @@ class ReadAhead:
         self._depth = max(1, depth if depth is not None else 2 * workers + 4)
         self._before_read = before_read
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="readahead")
-        self._queued: collections.deque[tuple[int, Future[memoryview]]] = collections.deque()
+        self._queued: collections.deque[tuple[int, int, Future[memoryview]]] = collections.deque()
         self._next = 0  # the member whose chunks are taken next
         self._chunk = chunk
         self._spare: collections.deque[bytearray] = collections.deque()  # buffers handed back
@@ -132,7 +132,7 @@ class ReadAhead:
                 return
             if self._members[job[0]].done:
                 continue  # a member whose writer stopped early is not read any more
-            self._queued.append((job[0], self._pool.submit(self._read, *job)))
+            self._queued.append((job[0], job[2], self._pool.submit(self._read, *job)))
 
     def member(self, index: int) -> Iterator[memoryview]:
         """Member ``index``'s chunks in order (its ranges' bytes back to back).  A short read
@@ -151,11 +151,11 @@ class ReadAhead:
                 self._fill()
                 if not self._queued or self._queued[0][0] != index:
                     return
-                _member, future = self._queued.popleft()
+                _member, asked, future = self._queued.popleft()
                 chunk = future.result()
                 yield chunk
-                if not chunk:
-                    return
+                if len(chunk) < asked:
+                    return  # the file ends here: later chunks would land at the wrong place
         finally:
             self._finish(index)
 
@@ -167,10 +167,10 @@ class ReadAhead:
     def _drop(self, index: int) -> None:
         """Drop the reads still queued for ``index`` (its writer stopped early), waiting for
         those already running so that its reader is not closed under them."""
-        keep: collections.deque[tuple[int, Future[memoryview]]] = collections.deque()
-        for member, future in self._queued:
+        keep: collections.deque[tuple[int, int, Future[memoryview]]] = collections.deque()
+        for member, asked, future in self._queued:
             if member != index:
-                keep.append((member, future))
+                keep.append((member, asked, future))
             elif not future.cancel():
                 future.exception()
         self._queued = keep

@@ -74,6 +74,10 @@ class MirrorProvider(abc.ABC):
         self.primary = primary
         self.mirror = mirror
         self.options = options
+        #: splitmirror's own directories (the catalog's, the archives'), set by preflight before
+        #: it asks anything: a mirror that freezes the primary only when it chooses to (the
+        #: tracked directory mirror) does not choose to where one of them is on it.
+        self.own_paths: list[Path] = []
 
     @abc.abstractmethod
     def preflight(self) -> list[PreflightProblem]:

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -173,6 +174,7 @@ class BlockMirror(MirrorProvider):
         self._keys: dict[Path, Path] = {}
         self._reader: DirectReader | None = None
         self._pool: ReaderPool | None = None  # BACKUP's device readers, one per read in flight
+        self._pool_lock = threading.Lock()
         self._passes: TrackedPasses | None = None
 
     def _key(self, primary_path: Path) -> Path:
@@ -311,9 +313,10 @@ class BlockMirror(MirrorProvider):
             return reader_for(open(self.spooled[path], "rb"))
         if path not in self.maps:
             raise FileNotFoundError(f"{primary_path} has no extent map from CHECK")
-        if self._pool is None:
-            self._pool = ReaderPool(lambda: DirectReader(self.mirror, MAX_READ))
-        return ExtentSplitReader(self._pool, self.maps[path])
+        with self._pool_lock:  # BACKUP's read-ahead opens files from several threads
+            if self._pool is None:
+                self._pool = ReaderPool(lambda: DirectReader(self.mirror, MAX_READ))
+            return ExtentSplitReader(self._pool, self.maps[path])
 
     def data_ranges(self, primary_path: Path) -> list[tuple[int, int]] | None:
         """Holes and unwritten extents are what the map leaves out; a spooled copy has

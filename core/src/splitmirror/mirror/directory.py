@@ -25,7 +25,7 @@ from ..config import Size
 from ..engine import PreflightProblem
 from ..fsfreeze import mount_point, same_filesystem
 from ..paths import replace_durably
-from ..placement import containment_problem
+from ..placement import containment_problem, nearest_existing
 from ..progress import Progress
 from .base import MirrorProvider, SyncStats
 from .dirsync import DEFAULT_BLOCK_SIZE, DirectorySync
@@ -131,6 +131,9 @@ class DirectoryMirror(MirrorProvider):
         parent = Path(os.path.abspath(self.mirror)).parent
         if parent.exists() and same_filesystem(parent, self.primary):
             return None, "the mirror is on the primary's filesystem, which the tracked final pass freezes"
+        for own in self.own_paths:
+            if same_filesystem(nearest_existing(own), self.primary):
+                return None, f"{own} is on the primary's filesystem, which the tracked final pass freezes"
         return Path(source), ""
 
     @functools.cached_property

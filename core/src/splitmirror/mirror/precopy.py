@@ -34,6 +34,7 @@ pass's ``tracking`` says so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -99,10 +100,6 @@ class TrackedPasses:
             if dirty == 0 or (previous is not None and dirty >= previous):
                 break  # converged, or no longer shrinking: more passes would not shorten the window
             previous = dirty
-        throttle = current_budget().throttle
-        if throttle.limited and self.max_passes > 0:
-            with throttle.paused():  # the writes of a throttled pass would otherwise wait for the window
-                self._catch_up_into(stats, report)
         return stats
 
     def _catch_up_into(self, stats: SyncStats, report: Report) -> int | None:
@@ -133,7 +130,7 @@ class TrackedPasses:
         None when untracked: then only the final pass can copy, comparing everything."""
         if self.tracker is None:
             return None
-        copied, dirty, how = self.catch_up(report)
+        copied, dirty, how = self._delta(report, unthrottled=True)
         copied.passes.append(dirty)
         copied.tracking = how
         return copied
@@ -153,8 +150,13 @@ class TrackedPasses:
             self._previous, self._since_full = [], []
         return self.sync.full(report)
 
-    def _delta(self, report: Report, *, last: bool = False) -> tuple[SyncStats, int, str]:
-        """One tracked pass: (what it did, the bytes written since the last take, how)."""
+    def _delta(
+        self, report: Report, *, last: bool = False, unthrottled: bool = False
+    ) -> tuple[SyncStats, int, str]:
+        """One tracked pass: (what it did, the bytes written since the last take, how).
+        ``unthrottled``: its copy of the take is not held to ``io_limit`` (the last pass before
+        the window: what a capped pass leaves behind, the window would copy); a full compare
+        after lost events still is."""
         assert self.tracker is not None
         dirty = self.tracker.take()
         if last:
@@ -169,7 +171,9 @@ class TrackedPasses:
         if not dirty.settled:  # the next pass copies these again; the final one, all of them
             again = self._since_full if last else self._previous
             self._previous, self._since_full = ranges, self._since_full + ranges
-        return self.sync.delta(ranges + again, report), dirty.bytes, "tracked"
+        with current_budget().throttle.paused() if unthrottled else contextlib.nullcontext():
+            copied = self.sync.delta(ranges + again, report)
+        return copied, dirty.bytes, "tracked"
 
     def stop(self) -> None:
         """Stop tracking (the instance is removed); idempotent."""

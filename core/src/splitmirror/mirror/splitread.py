@@ -14,7 +14,9 @@ a :class:`SplitReader`.  Three kinds cover the built-in mirrors:
 
 from __future__ import annotations
 
+import bisect
 import io
+import itertools
 import os
 import queue
 import threading
@@ -131,12 +133,16 @@ class ExtentSplitReader:
     def __init__(self, pool: ReaderPool, emap: ExtentMap) -> None:
         self._pool = pool
         self._pieces = list(emap.pieces())
+        self._starts = [start for start, _span, _extent in self._pieces]
         self._size = emap.size
 
     def read_into(self, offset: int, buffer: memoryview) -> int:
         stop = min(offset + len(buffer), self._size)
         at = 0  # bytes of ``buffer`` filled
-        for start, span, extent in self._pieces:
+        first = max(0, bisect.bisect_right(self._starts, offset) - 1)  # a big file has many pieces
+        for start, span, extent in itertools.islice(self._pieces, first, None):
+            if start >= stop:
+                break
             low, high = max(start, offset), min(start + span, stop)
             if high <= low:
                 continue

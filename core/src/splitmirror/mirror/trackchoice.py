@@ -1,6 +1,6 @@
 """Whether a mirror's passes are change-tracked: the settings, and one decision per session.
 
-The mirrors that can track writes (``block``; ``directory`` when asked) take the ``tracking``
+The mirrors that can track writes (``block`` and ``directory``) take the ``tracking``
 setting ("auto", "on", "off") and the primary's device, or why there is none that can be traced,
 and :meth:`TrackingOptions.decide` turns them into a :class:`TrackingChoice`: the device to
 track, or why not.  A provider decides the first time anyone asks — preflight, ``splitmirror
