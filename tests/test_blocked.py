@@ -26,6 +26,7 @@ from splitmirror.archive.pax import MANIFEST_NAME
 from splitmirror.blocked import Span, held_ms
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.config import load_config
+from splitmirror.engines.sqlite import SqliteEngine
 from splitmirror.errors import SessionFailed
 from splitmirror.fsfreeze import Freezer
 from splitmirror.hooks import Hooks
@@ -266,4 +267,16 @@ def test_a_tracked_directory_mirror_in_hot_backup_counts_its_freeze(
     summary = splitmirror_session.run(database, "hot-backup", hold)
     assert hold.frozen is True, "the tracked mirror froze its primary for the final pass"
     assert summary.blocked_ms is not None and summary.window_ms is not None
+    assert HOLD * 1000 <= summary.blocked_ms <= summary.window_ms
+
+
+def test_a_hot_backup_engine_that_holds_writers_counts_its_hold(
+    ledger: Path, write_config: Any, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``holds_writers``: an engine whose HOT_BACKUP locks some tables all the same (MySQL's
+    tables outside InnoDB) has its span counted as in FREEZE."""
+    monkeypatch.setattr(SqliteEngine, "holds_writers", lambda self, mode: True)
+    hold = Hold(Phase.DISCOVER, ledger=ledger)
+    summary = run(untracked(write_config, "hot-backup"), hooks, hold).summary()
+    assert summary is not None and summary.window_ms is not None and summary.blocked_ms is not None
     assert HOLD * 1000 <= summary.blocked_ms <= summary.window_ms

@@ -41,8 +41,9 @@ def held_ms(spans: Iterable[Span], now: float | None = None) -> float:
 
 
 class BlockedTime:
-    """The session's record of its holds on the writers: the engine's (FREEZE only, since a
-    HOT_BACKUP engine lets the database write) and the freezer's."""
+    """The session's record of its holds on the writers: the engine's (FREEZE, and a HOT_BACKUP
+    that locks some tables all the same: the engine says so once its quiesce returned) and the
+    freezer's."""
 
     def __init__(self, freezer: Freezer, *, engine_holds: bool) -> None:
         self._freezer = freezer
@@ -50,9 +51,14 @@ class BlockedTime:
         self._engine: Span | None = None
 
     def quiescing(self) -> None:
-        """Just before the engine's quiesce: from here a FREEZE engine may hold writers."""
-        if self._engine_holds and self._engine is None:
+        """Just before the engine's quiesce: from here the engine may hold writers."""
+        if self._engine is None:
             self._engine = Span(time.monotonic())
+
+    def quiesced(self, holds: bool) -> None:
+        """The engine's quiesce returned, and says whether its mode holds writers (until it
+        answers, a FREEZE engine is taken to: a quiesce that failed half-way may have)."""
+        self._engine_holds = holds
 
     def released(self) -> None:
         """Just after the engine's unquiesce or abort returned (or raised: the watchdog retries
@@ -61,5 +67,5 @@ class BlockedTime:
             self._engine.end = time.monotonic()
 
     def ms(self) -> float:
-        engine = [] if self._engine is None else [self._engine]
+        engine = [] if self._engine is None or not self._engine_holds else [self._engine]
         return held_ms([*engine, *self._freezer.spans])

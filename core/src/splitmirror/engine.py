@@ -149,6 +149,13 @@ class DatabaseEngine(abc.ABC):
     def quiesce(self, mode: Mode) -> None:
         """Enter ``mode``.  Either succeed or leave nothing held (the session still calls abort)."""
 
+    def holds_writers(self, mode: Mode) -> bool:
+        """Asked once :meth:`quiesce` has returned: does the mode, as entered, hold any of the
+        database's writers until :meth:`unquiesce`?  It says what ``blocked_ms`` counts besides
+        filesystem freezes.  FREEZE does by definition; an engine whose HOT_BACKUP locks some
+        tables all the same (MySQL's tables outside InnoDB) says so."""
+        return mode is Mode.FREEZE
+
     @abc.abstractmethod
     def discover(self) -> list[DatabaseFile]:
         """The files that make up the database now, from the database's own catalog."""

@@ -300,6 +300,7 @@ class Session:
         self._quiesced = True  # before the call: a half-entered mode is released by abort()
         self._blocked.quiescing()
         engine.quiesce(self.mode)
+        self._blocked.quiesced(engine.holds_writers(self.mode))
         self._watchdog.tell(state=engine.emergency_state())
 
     def _discover(self) -> None:

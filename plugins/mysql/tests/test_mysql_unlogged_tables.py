@@ -70,6 +70,9 @@ def test_hot_backup_holds_tables_outside_innodb_and_only_them(
     assert during.outcome["innodb"] == "ok", during.outcome  # HOT_BACKUP: InnoDB commits go on
     assert during.outcome["myisam"].startswith("1205 Lock wait timeout"), during.outcome
     assert write(server, f"INSERT INTO {NOTES} VALUES (3, 'after')") == "ok"
+    # The MyISAM table's writers were held for the window, and blocked_ms says so.
+    assert summary.window_ms is not None and summary.blocked_ms is not None
+    assert summary.window_ms - summary.blocked_ms < 50, (summary.window_ms, summary.blocked_ms)
 
     restore = splitmirror_session.restore(summary, splitmirror_session.workspace.root / "restored")
     assert restore.manifest["metadata"]["locked_tables"] == [f"`{DATABASE}`.`notes`"]
@@ -88,6 +91,8 @@ def test_hot_backup_without_tables_outside_innodb_locks_no_table(
 ) -> None:
     splitmirror_database.create_ledger()
     summary = splitmirror_session.run(splitmirror_database, "hot-backup")
+    assert summary.window_ms is not None and summary.blocked_ms is not None
+    assert summary.blocked_ms < summary.window_ms, "no table held: only a freeze can block writers"
     manifest = restore_archive(Path(summary.archive or ""), splitmirror_session.workspace.root / "r").manifest
     assert manifest["metadata"]["locked_tables"] == []
     assert manifest["redo_range"]["exact"] is False and manifest["redo_range"]["innodb_lsn"] > 0

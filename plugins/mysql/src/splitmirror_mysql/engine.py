@@ -313,6 +313,10 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
     def _take(self, statement: str) -> None:
         locks.take(self.conn, statement, self.settings.lock_timeout, self.open_connection)
 
+    def holds_writers(self, mode: Mode) -> bool:
+        """HOT_BACKUP holds the writers of the tables outside InnoDB it locked, for the window."""
+        return mode is Mode.FREEZE or bool(self.locked_tables)
+
     def quiesce(self, mode: Mode) -> None:
         """Each lock's release is noted before the lock is tried, so a lock statement that times
         out or fails still leaves :meth:`release` everything taken before it."""
