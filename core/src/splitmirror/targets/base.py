@@ -3,8 +3,8 @@
 Tape drives want every write to be exactly one record (``block_size`` bytes, 64-256 KiB), so all
 output goes through :class:`Target.write`, which cuts it into records and pads the last one with
 zeros, as ``tar -b`` does.  A seekable target (a plain file) can also :meth:`Target.patch` bytes
-already written: the archive writer uses that to fill in a member's checksum after streaming it
-once, instead of reading every file twice.
+already written: the archive writer uses that to fill in a member's checksum record once its data
+has streamed; on the others the checksum is the manifest's to carry (docs/archive.md).
 """
 
 from __future__ import annotations
