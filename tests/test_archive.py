@@ -18,6 +18,7 @@ from splitmirror.archive.pax import CHECKSUM_KEY, MANIFEST_NAME, ArchiveWriter
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.hooks import Hooks
 from splitmirror.session import Session
+from splitmirror.targets.base import WRITE_BATCH
 from splitmirror.targets.builtin import FileTarget, TapeTarget
 
 
@@ -160,11 +161,46 @@ def test_patch_across_the_emitted_and_buffered_boundary(tmp_path: Path) -> None:
     path = tmp_path / "t.bin"
     target = FileTarget(str(path), 512)
     target.open()
-    target.write(bytes(1000))  # 512 bytes emitted, 488 still buffered
-    target.patch(500, b"A" * 24)  # 12 bytes on disk, 12 in the buffer
+    size = WRITE_BATCH + 488
+    target.write(bytes(size))  # a batch emitted, 488 bytes still buffered
+    target.patch(WRITE_BATCH - 12, b"A" * 24)  # 12 bytes on disk, 12 in the buffer
     target.write(memoryview(b"B" * 600))
     target.commit()
     data = path.read_bytes()
-    assert len(data) == 2048
-    assert data[:500] == bytes(500) and data[500:524] == b"A" * 24 and data[524:1000] == bytes(476)
-    assert data[1000:1600] == b"B" * 600 and data[1600:] == bytes(448)
+    assert len(data) == WRITE_BATCH + 1536
+    assert (
+        data[: WRITE_BATCH - 12] == bytes(WRITE_BATCH - 12)
+        and data[WRITE_BATCH - 12 : WRITE_BATCH + 12] == b"A" * 24
+    )
+    assert data[WRITE_BATCH + 12 : size] == bytes(476)
+    assert data[size : size + 600] == b"B" * 600 and data[size + 600 :] == bytes(448)
+
+
+class CountingFile(FileTarget):
+    """The file target, remembering the size of every batch it emits."""
+
+    def __init__(self, path: str, block_size: int) -> None:
+        super().__init__(path, block_size)
+        self.emits: list[int] = []
+
+    def _emit(self, record: bytes | bytearray | memoryview) -> None:
+        self.emits.append(len(record))
+        super()._emit(record)
+
+
+def test_small_members_go_to_a_file_in_large_writes(tmp_path: Path) -> None:
+    """1000 members of 16 KiB (a database's small tables and indexes): whole records gathered
+    into batches, not a write(2) per 10 KiB record (17,500 for 10,000 such members before)."""
+    target = CountingFile(str(tmp_path / "a.tar"), 10240)
+    target.open()
+    writer = ArchiveWriter(target)
+    contents = [os.urandom(16384) for _ in range(1000)]
+    for i, data in enumerate(contents):
+        writer.add_file(f"f{i}", io.BytesIO(data), len(data))
+    writer.add_manifest({})
+    writer.close()
+    total = sum(target.emits)
+    assert total == (tmp_path / "a.tar").stat().st_size and all(n % 10240 == 0 for n in target.emits)
+    assert len(target.emits) <= total // (WRITE_BATCH // 10240 * 10240) + 2, len(target.emits)
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        assert [tar.extractfile(f"f{i}").read() for i in (0, 999)] == [contents[0], contents[999]]  # type: ignore[union-attr]

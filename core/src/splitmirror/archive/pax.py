@@ -35,6 +35,7 @@ from ..errors import SplitmirrorError
 from ..progress import Progress, no_progress
 from ..targets.base import Target
 from . import sparse
+from .headers import member_header
 from .sparse import Segment
 
 CHECKSUM_KEY = "SCHILY.xattr.user.splitmirror.sha256"
@@ -86,11 +87,17 @@ class ArchiveWriter:
         owner: tuple[int, int] | None = None,
         segments: list[Segment] | None = None,
     ) -> bytes:
-        """The member's header blocks; for a sparse member, its map follows them."""
+        """The member's header blocks; for a sparse member, its map follows them.  The everyday
+        member's are built directly (:mod:`.headers`), byte for byte what ``tarfile`` builds."""
+        uid, gid = owner if owner is not None else (self._uid, self._gid)
+        record = {CHECKSUM_KEY: digest} if digest is not None else {}
+        if segments is None:
+            built = member_header(name, size, mode, int(mtime), uid, gid, record)
+            if built is not None:
+                return built
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = size, mode & 0o7777, int(mtime)
-        info.uid, info.gid = owner if owner is not None else (self._uid, self._gid)
-        record = {CHECKSUM_KEY: digest} if digest is not None else {}
+        info.uid, info.gid = uid, gid
         info.pax_headers = record
         if segments is not None:
             info.size = sparse.stored_size(segments, size)

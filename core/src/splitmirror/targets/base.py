@@ -2,9 +2,12 @@
 
 Tape drives want every write to be exactly one record (``block_size`` bytes, 64-256 KiB), so all
 output goes through :class:`Target.write`, which cuts it into records and pads the last one with
-zeros, as ``tar -b`` does.  A seekable target (a plain file) can also :meth:`Target.patch` bytes
-already written: the archive writer uses that to fill in a member's checksum record once its data
-has streamed; on the others the checksum is the manifest's to carry (docs/archive.md).
+zeros, as ``tar -b`` does.  It hands whole records to the medium about :data:`WRITE_BATCH` bytes at
+a time (the tape target writes them one record a call): a system call per 10 KiB record cost more
+than the copy it saves (an archive of 10,000 small members made 17,500 writes).  A seekable
+target (a plain file) can also :meth:`Target.patch` bytes already written: the archive writer
+uses that to fill in a member's checksum record once its data has streamed; on the others the
+checksum is the manifest's to carry (docs/archive.md).
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from typing import ClassVar
 
 from ..engine import PreflightProblem
 from ..errors import UserError
+
+#: Whole records are gathered up to this many bytes (rounded down to a whole record, at least
+#: one) before they are emitted; a write at least this long goes out without being copied.
+WRITE_BATCH = 1 << 20
 
 
 class TargetError(UserError):
@@ -39,7 +46,8 @@ class Target(abc.ABC):
     def __init__(self, path: str, block_size: int) -> None:
         self.path = path
         self.block_size = block_size
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # always shorter than _batch
+        self._batch = max(1, WRITE_BATCH // block_size) * block_size
         self._emitted = 0  # bytes handed to _emit so far
 
     @classmethod
@@ -85,21 +93,22 @@ class Target(abc.ABC):
         return self._emitted + len(self._buffer)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Buffer ``data`` and emit every whole record; large writes skip the buffer's copy."""
+        """Buffer ``data``, emitting a batch of records whenever one is full; a write of a batch
+        or more skips the buffer's copy (its whole records go out as they are)."""
         view = memoryview(data).cast("B")
         if self._buffer:
-            fill = min(len(view), -len(self._buffer) % self.block_size or self.block_size)
+            fill = min(len(view), self._batch - len(self._buffer))
             self._buffer += view[:fill]
             view = view[fill:]
-            if len(self._buffer) == self.block_size:
-                self._guarded_emit(self._buffer)
-                self._emitted += self.block_size
-                self._buffer.clear()
-        whole = len(view) - len(view) % self.block_size
-        if whole:
+            if len(self._buffer) < self._batch:
+                return
+            self._emit_buffer()
+        if len(view) >= self._batch:
+            whole = len(view) - len(view) % self.block_size
             self._guarded_emit(view[:whole])
             self._emitted += whole
-        self._buffer += view[whole:]
+            view = view[whole:]
+        self._buffer += view
 
     def patch(self, offset: int, data: bytes) -> None:
         """Overwrite ``data`` at archive ``offset`` (only where :attr:`seekable`)."""
@@ -112,12 +121,16 @@ class Target(abc.ABC):
 
     def commit(self) -> None:
         """Pad the last record with zeros, write it, and make the archive durable."""
+        self._buffer += bytes(-len(self._buffer) % self.block_size)
+        self._emit_buffer()
+        self._finish()
+
+    def _emit_buffer(self) -> None:
+        """Emit the buffer (whole records) and empty it."""
         if self._buffer:
-            self._buffer += bytes(self.block_size - len(self._buffer) % self.block_size)
             self._guarded_emit(self._buffer)
             self._emitted += len(self._buffer)
             self._buffer.clear()
-        self._finish()
 
     def _guarded_emit(self, record: bytes | bytearray | memoryview) -> None:
         try:
