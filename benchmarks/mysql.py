@@ -36,6 +36,7 @@ from report import (
     shared_machine,
     tools,
     tracking_of,
+    window_phases,
 )
 from splitmirror.catalog.base import SessionSummary
 from splitmirror.testing.containers import newest, versions
@@ -253,7 +254,9 @@ def interleaved(server: ContainerMysql, scratch: Path, reps: int) -> list[Run]:
         for variant in variants[rep % 3 :] + variants[: rep % 3]:
             run = workload(database, ws, None if variant == "baseline" else runner, variant)
             runs.append(run)
-            window = f", window {run.session.window_ms:.0f} ms" if run.session else ""
+            window = ""
+            if run.session:
+                window = f", window {run.session.window_ms:.0f} ms {window_phases(run.session)}"
             line = f"  rep {rep + 1} {variant:<10} {run.rate:7.0f} commits/s, worst second {run.worst}"
             print(line + window, flush=True)
             for archive in ws.archives.iterdir():  # only the mirror needs to persist

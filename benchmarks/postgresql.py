@@ -42,6 +42,7 @@ from report import (
     shared_machine,
     tools,
     tracking_of,
+    window_phases,
 )
 from splitmirror.catalog.base import SessionSummary
 from splitmirror.testing.containers import newest, versions
@@ -251,7 +252,8 @@ def render(
         f"backup start, the mirror's split, backup stop) took a median {med(windows):.0f} ms "
         f"(final passes: {tracking_of(r.session for r in during)}); SYNC before it and BACKUP "
         "(archiving the split copy) after it take the rest of the session. HOT_BACKUP holds no "
-        "writer except while a tracked mirror's final pass freezes the data filesystem: writes were "
+        "writer except while a mirror freezes the data filesystem for its final pass (the block "
+        "mirror does; the tracked directory mirror only writes it back): writes were "
         f"blocked a median {med(blocked):.0f} ms per session. The slowest second that "
         f"overlapped a session did a median {med(dips):.0f} TPS, {med(dips) / base_tps:.2f}× the "
         "baseline average, the cost of the session's reading, hashing and writing sharing the "
@@ -313,7 +315,7 @@ def interleaved(cluster: Cluster, ws: Workspace, reps: int) -> tuple[list[Run], 
             (during if run.session else base).append(run)
             extra = (
                 f", min {run.min_tps:.0f} TPS/s, window {run.session.window_ms:.0f} ms, session "
-                f"{run.span[1] - run.span[0]:.1f} s"
+                f"{run.span[1] - run.span[0]:.1f} s {window_phases(run.session)}"
                 if run.session
                 else ""
             )

@@ -142,6 +142,17 @@ def tracking_of(summaries: Iterable[SessionSummary | None]) -> str:
     return "; ".join(said) or "?"
 
 
+WINDOW_PHASES = ("QUIESCE", "DISCOVER", "PREPARE", "SPLIT", "CHECK", "UNQUIESCE")
+
+
+def window_phases(summary: SessionSummary) -> str:
+    """Where one session's window went, phase by phase in ms, and what its writers waited: the
+    progress line of a server benchmark, for reading a table's window figure."""
+    took = {p.name: p.duration_ms for p in summary.phases}
+    parts = " ".join(f"{name} {took[name]:.0f}" for name in WINDOW_PHASES if name in took)
+    return f"[{parts}; blocked {summary.blocked_ms or 0:.0f}]"
+
+
 def replace_section(page: Path, marker: str, section: str, *, group: str = "") -> None:
     """Put ``section`` (starting with its ``marker`` line) where the page's section of that marker
     is (up to the next marker line or the end); a new one goes after the last section whose

@@ -61,7 +61,9 @@ def test_the_primary_device_is_looked_up_once_per_session(
     try:
         assert mirror.preflight() == []
         said = mirror.notes()
-        assert mirror.freeze_paths() == [tracked_disk]  # both freeze the primary when tracked
+        # Tracked, the block mirror freezes its primary; the directory mirror writes it back.
+        frozen, written_back = ([tracked_disk], []) if kind == "block" else ([], [tracked_disk])
+        assert (mirror.freeze_paths(), mirror.write_back_paths()) == (frozen, written_back)
         assert mirror.bulk_sync(ignore).tracking == "tracked"
         assert mirror.final_sync([], ignore).tracking == "tracked"
         mirror.split()
@@ -71,6 +73,42 @@ def test_the_primary_device_is_looked_up_once_per_session(
     assert mirror.notes() == said and said[0].startswith("change tracking: on"), said
     lookups = [line for line in findmnt_calls.read_text().splitlines() if "--mountpoint" in line]
     assert len(lookups) == 1, lookups
+
+
+JOURNALED = "the primary's ext4 journals file data (data=journal), out of the tracker's sight"
+
+
+@pytest.mark.parametrize("how", ["mount-option", "superblock-default"])
+def test_an_ext4_that_journals_file_data_is_not_tracked(how: str, tmp_path: Path) -> None:
+    """Journaled data reaches a file's own sectors at a journal checkpoint, after the write-back
+    SPLIT waits for: the tracker would see only the journal written.  ``tune2fs -o
+    journal_data`` makes it the superblock's default, which the mount's options do not list."""
+    from splitmirror.testing.loopfs import loop_device, loop_filesystem_unavailable
+
+    reason = loop_filesystem_unavailable() or tracking.unavailable()
+    if reason:
+        pytest.skip(reason)
+    image, mount = tmp_path / "journal.img", tmp_path / "journal-fs"
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    options = []
+    if how == "superblock-default":
+        subprocess.run(["tune2fs", "-o", "journal_data", str(image)], check=True, capture_output=True)
+    else:
+        options = ["-o", "data=journal"]
+    mount.mkdir()
+    with loop_device(image) as device:
+        subprocess.run(["mount", *options, str(device), str(mount)], check=True)
+        try:
+            auto = provider("directory", mount, tmp_path, "auto")
+            assert auto.notes() == [
+                f"change tracking: off ({JOURNALED}); the final pass compares every changed file"
+            ]
+            refused = [p.sentence() for p in provider("directory", mount, tmp_path, "on").preflight()]
+            assert any(f"change tracking is unavailable: {JOURNALED}" in said for said in refused), refused
+        finally:
+            subprocess.run(["umount", str(mount)], check=True)
 
 
 NO_TRACEPOINT = "this kernel has no block:block_bio_queue tracepoint"

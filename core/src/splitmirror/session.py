@@ -320,6 +320,10 @@ class Session:
             for path in [*parts.engine.freeze_paths(self.mode), *parts.mirror.freeze_paths()]:
                 self._freezer.freeze(path)
         self._guard.raise_pending()
+        started = time.monotonic()
+        for path in parts.mirror.write_back_paths():  # the writers keep going: see its docstring
+            self._freezer.write_back(path)
+        self.stats["write_back_ms"] = round((time.monotonic() - started) * 1000, 1)
         stats = parts.mirror.final_sync([f.path for f in self.files], self.progress(Phase.SPLIT))
         parts.mirror.split()
         self.stats["final_sync"] = dataclasses.asdict(stats)

@@ -12,15 +12,15 @@ kernel's ``block:block_bio_queue`` tracepoint, in a private tracing instance::
         trace_marker                         written by take(): everything before it was read
         per_cpu/cpu*/stats                   "overrun" / "dropped events": events were lost
 
-Every bio queued for the device is recorded as a sector range if it is not a read (its
-``rwbs`` has no R: writes, discards, secure erases, and write zeroes, which older kernels print
-as N; flushes carry no sectors).  :meth:`WriteTracker.take` writes a marker and waits until the
-reader has seen it, and returns what was recorded before the marker: every write submitted
-before the call.  Called with the filesystem frozen (FIFREEZE waits for writeback), it returns
-everything up to the freeze.  When the ring buffer overran in between, the result says
-``lost``, and the caller must fall back to a full compare.  The instance's clock is ``mono``
-(or ``global``): the pipe merges the per-CPU buffers by timestamp, so the marker must be ordered
-against events on every CPU.
+Every bio queued for the device is recorded as a sector range if it is not a read (its ``rwbs``
+has no R: writes, discards, secure erases, and write zeroes, which older kernels print as N;
+flushes carry no sectors).  :meth:`WriteTracker.take` writes a marker and waits until the reader
+has seen it, and returns what was recorded before the marker: every write submitted before the
+call.  Called with the filesystem frozen (FIFREEZE waits for writeback), it returns everything
+up to the freeze; called after syncfs, everything written before it.  When the ring buffer
+overran in between, the result says ``lost``, and the caller must fall back to a full compare.
+The instance's clock is ``mono`` (or ``global``): the pipe merges the per-CPU buffers by
+timestamp, so the marker must be ordered against events on every CPU.
 
 A write recorded when it was queued may still be in flight when a pass reads its range just
 after the take: the pass may copy the old data, and the next take does not hold that write.  On
@@ -31,11 +31,11 @@ pass *k* reads; one completing after it has its completion event in take *k + 1*
 *k + 1* reads it after it landed.  Each take is then enough on its own (``settled``), and so is
 a full compare: a write in flight while it reads is in a later take by its completion.
 
-On bio-based devices (device-mapper, md, NVMe multipath heads) there are no request
-completions: a take is not ``settled``.  The caller then copies, in the final pass, every range
-taken since its last full compare (nothing is in flight with the filesystem frozen), and before
-a full compare waits with :meth:`WriteTracker.drain` until the device had no write in flight:
-a write queued before the tracker started, or lost with an overrun, has then completed.
+On bio-based devices (device-mapper, md, NVMe multipath heads) there are no request completions:
+a take is not ``settled``.  The caller then copies, in the final pass, every range taken since
+its last full compare (frozen or written back, nothing before it is in flight), and before a
+full compare waits with :meth:`WriteTracker.drain` until the device had no write in flight: a
+write queued before the tracker started, or lost with an overrun, has then completed.
 
 The instance is removed when the tracker stops, on every path; one left by a killed process is
 removed by the watchdog or, failing that, by the next tracker (its pid is in its name).

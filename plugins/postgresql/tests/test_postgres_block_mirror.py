@@ -42,9 +42,10 @@ def test_a_drill_on_the_block_mirror(
 def test_a_drill_on_the_tracked_directory_mirror(
     mode: str, container_postgres: ContainerPostgres, splitmirror_session: SessionRunner
 ) -> None:
-    """Change tracking on the directory mirror (it freezes the data directory's filesystem for
-    the final pass, in both modes): the final pass copies the written ranges, and the restore
-    passes pg_amcheck with every acknowledged row."""
+    """Change tracking on the directory mirror (SPLIT writes the data directory's filesystem
+    back for the final pass; FREEZE freezes it, HOT_BACKUP lets pgbench write on): the final
+    pass copies the written ranges, and the restore passes pg_amcheck with every acknowledged
+    row."""
     disk = container_postgres.datadir.parent
     if not os.path.ismount(disk):
         pytest.skip("change tracking needs the data directory on a filesystem of its own (root)")

@@ -75,8 +75,8 @@ class MirrorProvider(abc.ABC):
         self.mirror = mirror
         self.options = options
         #: splitmirror's own directories (the catalog's, the archives'), set by preflight before
-        #: it asks anything: a mirror that freezes the primary only when it chooses to (the
-        #: tracked directory mirror) does not choose to where one of them is on it.
+        #: it asks anything: the directory mirror does not track where one of them is on the
+        #: primary's filesystem (a mode that freezes the primary would block the session).
         self.own_paths: list[Path] = []
 
     @abc.abstractmethod
@@ -127,6 +127,15 @@ class MirrorProvider(abc.ABC):
     def freeze_paths(self) -> list[Path]:
         """Filesystems SPLIT must freeze for the final pass, whatever the mode (a block mirror's
         primary); frozen with the engine's and thawed after CHECK."""
+        return []
+
+    def write_back_paths(self) -> list[Path]:
+        """Filesystems whose dirty pages must be on the disk before the final pass, though the
+        mode lets the database write on (a tracked directory mirror's primary: its tracker sees
+        a write only once the page cache writes it back).  SPLIT writes them back (syncfs(2))
+        after the freezes, without holding a writer: what the database writes after its quiesce
+        is the mode's to repair (WAL, redo), as in an untracked final pass.  A filesystem the
+        engine's mode freezes needs nothing more: the freeze wrote it back."""
         return []
 
     def checked(  # noqa: B027 - optional: only extent-reading providers need the maps

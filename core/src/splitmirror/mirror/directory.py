@@ -40,8 +40,9 @@ class DirectoryOptions(TrackingOptions):
     #: Compare-and-write granularity of the synchronizer.
     block_size: Size = DEFAULT_BLOCK_SIZE
     # ``tracking`` is "auto", as for the block mirror: the short window wherever the machine
-    # allows it.  Tracked, the final pass freezes the primary's filesystem
-    # (:meth:`DirectoryMirror.freeze_paths`), which the session reports as ``blocked_ms``.
+    # allows it.  Tracked, the final pass writes the primary's filesystem back first
+    # (:meth:`DirectoryMirror.write_back_paths`); it is frozen only where the engine's mode
+    # needs an atomic image (InnoDB), which the session reports as ``blocked_ms``.
 
 
 #: Filesystems whose FIEMAP gives real device offsets that written sectors can be matched to.
@@ -116,7 +117,7 @@ class DirectoryMirror(MirrorProvider):
         """The primary filesystem's block device, or None and why tracking cannot use it."""
         mount = mount_point(self.primary) if self.primary.is_dir() else Path("/")
         if mount == Path("/"):
-            return None, "the primary is on the root filesystem, which the tracked final pass cannot freeze"
+            return None, "the primary is on the root filesystem, whose every write the tracker would trace"
         found = subprocess.run(
             ["findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", "--mountpoint", str(mount)],
             capture_output=True, text=True, check=False,
@@ -128,18 +129,23 @@ class DirectoryMirror(MirrorProvider):
             return None, f"the primary's filesystem is {fstype or 'unknown'}, not ext4 or xfs"
         if "rtdev=" in options:
             return None, "the primary's xfs has a realtime device, whose writes are not traced"
+        if fstype == "ext4" and _journals_data(Path(source), options.split(",")):
+            return (
+                None,
+                "the primary's ext4 journals file data (data=journal), out of the tracker's sight",
+            )
         parent = Path(os.path.abspath(self.mirror)).parent
         if parent.exists() and same_filesystem(parent, self.primary):
-            return None, "the mirror is on the primary's filesystem, which the tracked final pass freezes"
+            return None, "the mirror is on the primary's filesystem, whose writes the tracker would trace"
         for own in self.own_paths:
             if same_filesystem(nearest_existing(own), self.primary):
-                return None, f"{own} is on the primary's filesystem, which the tracked final pass freezes"
+                return None, f"{own} is on the primary's filesystem, which a mode that freezes it would block"
         return Path(source), ""
 
     @functools.cached_property
     def _tracking(self) -> TrackingChoice:
-        """Decided once per session, so that preflight, ``check``'s notes, SPLIT's freeze (inside
-        the window: no ``findmnt`` there) and the passes agree."""
+        """Decided once per session, so that preflight, ``check``'s notes, SPLIT's write-back
+        (inside the window: no ``findmnt`` there) and the passes agree."""
         return self.settings.decide(self._device)
 
     def notes(self) -> list[str]:
@@ -148,9 +154,12 @@ class DirectoryMirror(MirrorProvider):
             return ["change tracking: on; the final pass copies only the written ranges of changed files"]
         return [f"change tracking: off ({choice.why_not}); the final pass compares every changed file"]
 
-    def freeze_paths(self) -> list[Path]:
-        """Tracked, the final pass needs every write on the device before it starts: the freeze
-        writes the page cache back, so the tracker has seen them all."""
+    def write_back_paths(self) -> list[Path]:
+        """Tracked, the final pass needs every write made before the quiesce on the device, so
+        that the tracker has seen it: syncfs writes the page cache back.  No freeze: a mode that
+        lets the database write on repairs what it writes during the pass, exactly as when an
+        untracked pass reads a file being written; a mode that cannot freezes the primary
+        itself (the engine's ``freeze_paths``)."""
         return [self.primary] if self._tracking.tracked else []
 
     def preflight(self) -> list[PreflightProblem]:
@@ -208,6 +217,30 @@ class DirectoryMirror(MirrorProvider):
     def _write_marker(self, state: str) -> None:
         """Atomic and durable: a crash right after the split must still find it recorded."""
         replace_durably(self.split_marker, json.dumps({"state": state}))
+
+
+#: ext4's superblock (at byte 1024): ``s_default_mount_opts`` at 0x100, its journalling mode bits.
+_EXT4_DEFAULT_MOUNT_OPTS = 1024 + 0x100
+_EXT4_DEFM_JMODE, _EXT4_DEFM_JMODE_DATA = 0x0060, 0x0020
+
+
+def _journals_data(device: Path, options: list[str]) -> bool:
+    """Whether an ext4 journals file data (its files' sectors are written when the journal says,
+    before Linux 6.5 only at a checkpoint, which a write-back does not force, so tracking is not
+    used there): ``data=journal`` among the mount's options, or no
+    ``data=`` there (the kernel lists only what differs from the superblock's defaults) and the
+    superblock's default (``tune2fs -o journal_data``).  Unreadable: assumed so."""
+    if "data=journal" in options:
+        return True
+    if any(option.startswith("data=") for option in options):
+        return False
+    try:
+        with open(device, "rb") as f:
+            f.seek(_EXT4_DEFAULT_MOUNT_OPTS)
+            defaults = int.from_bytes(f.read(4), "little")
+    except OSError:
+        return True
+    return defaults & _EXT4_DEFM_JMODE == _EXT4_DEFM_JMODE_DATA
 
 
 def _regular_bytes(primary: Path) -> int:

@@ -6,7 +6,10 @@ last placed them — and, for one pass, tells the synchronizer:
 
 * which files it must visit although their fingerprint is unchanged (:meth:`must_visit`): one of
   their extents was written (dirty pages flushed after the previous pass examined the file), or
-  their placement was not settled when last mapped (delayed allocation, inline or shared data);
+  their placement was not settled when last mapped (delayed allocation, inline or shared data),
+  or their writes may not reach their own sectors when the tracker expects them: data
+  journaled by ext4 (``chattr +j``: the journal is written first, the file's sectors when ext4
+  says, before Linux 6.5 only at a journal checkpoint);
 * which byte ranges of a visited file to copy (:meth:`ranges`): the written sectors that fall in
   its extents *as they are now* (mapped again, so blocks allocated since count), or None when the
   file cannot be mapped exactly, or the path now names another inode (a file renamed over it:
@@ -16,9 +19,10 @@ Unwritten (preallocated) extents count like any other: a write into one stays un
 FIEMAP until its writeback completes, so a pass may see the extent unwritten while the page is
 dirty; the writeback, later, lands in its sectors and must bring the file back.
 
-A range is only ever reported once the page cache wrote it back, which is why the tracked
-directory mirror freezes the primary for its final pass (FIFREEZE writes everything back): what
-the final take holds is then everything written before the freeze.  Holes are not writes: a hole
+A range is only ever reported once the page cache wrote it back, which is why SPLIT writes the
+tracked directory mirror's primary back before its final pass (syncfs, or the engine's FIFREEZE,
+which writes everything back first): the final take then holds everything written before the
+quiesce.  Holes are not writes: a hole
 punched leaves no bio, so the synchronizer also clears the mirror wherever the file now reads as
 a hole (SEEK_HOLE, which knows of dirty pages in unwritten extents; FIEMAP's flags do not).
 A copy by ranges is only as complete as what was written back, so the synchronizer records no
@@ -28,12 +32,16 @@ fingerprint for it: a pass that trusts fingerprints compares that file whole.
 from __future__ import annotations
 
 import bisect
+import fcntl
 import os
+import struct
 
 from ..extents import Extent, ExtentFlag, ExtentMap, fiemap
 
 #: Extents whose placement may still change without the file's fingerprint changing.
 _UNSETTLED = ExtentFlag.DELALLOC | ExtentFlag.UNKNOWN | ExtentFlag.SHARED
+FS_IOC_GETFLAGS = 0x80086601
+FS_JOURNAL_DATA_FL = 0x00004000
 
 
 class TrackedFiles:
@@ -93,7 +101,7 @@ class TrackedFiles:
             return None
         self.extents[rel] = emap
         self.inodes[rel] = os.fstat(fd).st_ino
-        if not emap.readable_raw or any(e.flags & _UNSETTLED for e in emap.extents):
+        if _journals_data(fd) or not emap.readable_raw or any(e.flags & _UNSETTLED for e in emap.extents):
             self.unsettled.add(rel)
             return None
         self.unsettled.discard(rel)
@@ -111,6 +119,15 @@ class TrackedFiles:
         self.extents.pop(rel, None)
         self.inodes.pop(rel, None)
         self.unsettled.discard(rel)
+
+
+def _journals_data(fd: int) -> bool:
+    """ext4's per-file data journaling (``chattr +j``); False where the flags cannot be read."""
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4])[0]
+    except OSError:
+        return False
+    return bool(flags & FS_JOURNAL_DATA_FL)
 
 
 def _size(fd: int) -> int:

@@ -6,31 +6,33 @@ the session's :class:`~.trackchoice.TrackingChoice` tracks, a started write trac
 (:meth:`~.trackchoice.TrackingOptions.passes` does both).  Without tracking,
 every pass compares everything, and the final one does it inside the window: the window grows
 with the primary.  With a :class:`~splitmirror.tracking.WriteTracker` running from the start of
-the bulk pass until the primary is frozen:
+the bulk pass until SPLIT has frozen the primary (the block mirror) or written it back (the
+directory mirror, :meth:`~.base.MirrorProvider.write_back_paths`):
 
-1. the bulk pass (SYNC) compares everything, as before, while the tracker records every
-   write made meanwhile;
+1. the bulk pass (SYNC) compares everything, as before, while the tracker records every write
+   made meanwhile;
 2. pre-copy (still SYNC, the database running): short passes each copy only what was written
    since the previous one, repeated while that shrinks, up to ``passes`` times and ``budget``
    seconds, like live migration's pre-copy, so the window starts with the smallest delta.  Under
    the session's ``io_limit`` (:mod:`splitmirror.budget`) they are throttled, and one more pass
    follows at full speed: what it leaves for the window is what an uncapped pass would leave;
-3. the final pass (SPLIT, primary frozen): one more take, which returns every write queued before
-   the freeze, and only those ranges are copied.  Tracking stops at once; the tracing instance
-   is removed, and the mirror's bookkeeping finished (:meth:`Synchronizer.finish`), when the
-   session closes, outside the window.
+3. the final pass (SPLIT, after the freeze or write-back): one more take, which returns every
+   write queued before it, so every write completed before the quiesce, and only those ranges
+   are copied.  What a database that the mode lets write on (never frozen) writes meanwhile is
+   the mode's to repair (WAL, redo), as it is when an untracked pass reads a file being written.
+   Tracking stops at once; the tracing instance is removed, and the mirror's bookkeeping
+   finished (:meth:`Synchronizer.finish`), when the session closes, outside the window.
 
 A write may still be in flight when a pass reads its range.  Where the tracker records request
 completions too (``Dirty.settled``), such a write is in a later take by its completion, and
 nothing more is needed.  Elsewhere (bio-based devices) a pre-copy pass copies its own take and
-the previous one again, and the final pass, with the filesystem frozen and nothing in flight,
-copies every range taken since the last full compare; before a full compare, the tracker waits
-until no write is in flight (:meth:`~splitmirror.tracking.WriteTracker.drain`), and if none
-came, the final pass compares everything.  Nothing is missed by construction: the tracker ran
-without a gap from before the bulk pass read the device until after the freeze.  When the
-kernel's ring buffer overran (``lost``), that pass compares everything instead, and the
-pass's ``tracking`` says so.
-"""
+the previous one again, and the final pass copies every range taken since the last full compare
+(after the freeze or write-back, nothing the image needs is still in flight); before a full
+compare, the tracker waits until no write is in flight
+(:meth:`~splitmirror.tracking.WriteTracker.drain`), and if none came, the final pass compares
+everything.  Nothing is missed by construction: the tracker ran without a gap from before the
+bulk pass read the device until after the freeze or write-back. When the kernel's ring buffer
+overran (``lost``), that pass compares everything instead, and the pass's ``tracking`` says so."""
 
 from __future__ import annotations
 
@@ -114,7 +116,8 @@ class TrackedPasses:
         return dirty
 
     def final(self, report: Report) -> SyncStats:
-        """SPLIT, primary frozen: the last delta, or everything when untracked or lost."""
+        """SPLIT, primary frozen or written back: the last delta, or everything when untracked
+        or lost."""
         if self.tracker is None:
             stats = self.sync.full(report)
             stats.passes.append(stats.bytes_written)
@@ -140,11 +143,12 @@ class TrackedPasses:
         since the last take, how it knew what to copy)."""
         return self._delta(report)
 
-    def _full(self, report: Report, *, frozen: bool = False) -> SyncStats:
+    def _full(self, report: Report, *, final: bool = False) -> SyncStats:
         """Compare everything.  Without completions, a write queued before the tracker started
         or lost with an overrun could be in flight while this reads and in no take: wait until
-        none is in flight first (not needed frozen), or the final pass must compare everything."""
-        if self.tracker is not None and not self.tracker.completions and not frozen:
+        none is in flight first (not in the final pass: the freeze or write-back waited for every
+        write the image needs), or the final pass must compare everything."""
+        if self.tracker is not None and not self.tracker.completions and not final:
             drained = self.tracker.drain()
             self._unsure = "" if drained else "writes stayed in flight before a full compare"
             self._previous, self._since_full = [], []
@@ -164,7 +168,7 @@ class TrackedPasses:
         why_full = "lost events" if dirty.lost else (self._unsure if last else "")
         if why_full:
             log.warning("change tracking: %s; comparing everything", why_full)
-            stats = self._full(report, frozen=last)
+            stats = self._full(report, final=last)
             return stats, stats.bytes_written, f"{why_full}: compared everything"
         ranges = [(start * SECTOR, count * SECTOR) for start, count in dirty.ranges]
         again: list[tuple[int, int]] = []

@@ -4,7 +4,7 @@ The mirrors that can track writes (``block`` and ``directory``) take the ``track
 setting ("auto", "on", "off") and the primary's device, or why there is none that can be traced,
 and :meth:`TrackingOptions.decide` turns them into a :class:`TrackingChoice`: the device to
 track, or why not.  A provider decides the first time anyone asks — preflight, ``splitmirror
-check``'s notes, SPLIT's freeze (inside the window, where no ``findmnt`` may run), SYNC's bulk
+check``'s notes, SPLIT's freeze or write-back (inside the window, where no ``findmnt`` may run), SYNC's bulk
 pass — and keeps the answer for the session, so they all agree, the device is looked up once,
 and ``tracking = "on"`` that cannot be honoured is refused in one wording, whichever mirror.
 """
