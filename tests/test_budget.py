@@ -60,6 +60,29 @@ def with_session_keys(path: Path, keys: str) -> Path:
 
 
 @pytest.mark.parametrize(
+    ("keys", "said"),
+    [
+        ("", "budget: none; SYNC and BACKUP run at full speed (see [session] io_limit)"),
+        (
+            'io_limit = "200MiB/s"\nio_priority = "idle"\ncpu_nice = 10',
+            "budget: SYNC and BACKUP read at most 200.0 MiB/s, at I/O priority idle, at CPU nice 10; "
+            "the window runs at full speed",
+        ),
+    ],
+    ids=["none", "all"],
+)
+def test_check_says_what_the_budget_holds_sync_and_backup_to(
+    keys: str, said: str, ledger: Path, write_config: WriteConfig
+) -> None:
+    config = with_session_keys(write_config(), keys)
+    result = CliRunner().invoke(main, ["check", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["notes"][-1] == said
+    shown = CliRunner().invoke(main, ["check", str(config)])
+    assert said.split(";")[0] in shown.output, shown.output
+
+
+@pytest.mark.parametrize(
     ("keys", "expected"),
     [
         ("", (None, "normal", 0)),

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from . import priority
 from .throttle import Cancelled, Throttle
+from .units import format_size
 
 if TYPE_CHECKING:
     from .config import Config
@@ -71,6 +72,19 @@ class Budget:
         """``[session] io_limit``, ``io_priority`` and ``cpu_nice``."""
         session = config.session
         return cls(session.io_limit, session.io_priority, session.cpu_nice)
+
+    @staticmethod
+    def describe(config: Config) -> str:
+        """What ``splitmirror check`` says of the budget: what SYNC and BACKUP are held to."""
+        session = config.session
+        held = [
+            *([f"read at most {format_size(session.io_limit)}/s"] if session.io_limit else []),
+            *([f"at I/O priority {session.io_priority}"] if session.io_priority != "normal" else []),
+            *([f"at CPU nice {session.cpu_nice}"] if session.cpu_nice else []),
+        ]
+        if not held:
+            return "budget: none; SYNC and BACKUP run at full speed (see [session] io_limit)"
+        return f"budget: SYNC and BACKUP {', '.join(held)}; the window runs at full speed"
 
     def run(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``work(*args, **kwargs)`` under this budget; with priorities to set or a rate to keep,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from . import placement
+from .budget import Budget
 from .catalog import default_catalog_path
 from .config import Config, expand_target_path, plugin_options
 from .engine import DatabaseEngine, PreflightProblem, ServerInfo
@@ -171,7 +172,7 @@ def check(config: Config, hooks: Hooks, *, take_over_mirror: bool = False) -> Ch
             chosen.close()
     finally:
         claim.release()
-    return Checked(server, found, chosen.mirror.notes())
+    return Checked(server, found, [*chosen.mirror.notes(), Budget.describe(config)])
 
 
 def target_path(config: Config, session_id: int) -> str:
