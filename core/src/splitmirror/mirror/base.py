@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import io
 import os
 from collections.abc import Mapping, Sequence
@@ -184,5 +185,26 @@ class MirrorProvider(abc.ABC):
         return True
 
     def relative(self, primary_path: Path) -> Path:
-        """``primary_path`` relative to the primary root; a :class:`ValueError` if outside it."""
-        return primary_path.resolve().relative_to(self.primary.resolve())
+        """``primary_path`` relative to the primary root; a :class:`ValueError` if outside it.
+
+        Asked for every file in DISCOVER (inside the window) and again in BACKUP, so each
+        directory's resolution is remembered for the session: resolving walks every component
+        of the path, an ``lstat`` each, and a database's thousand files share a few directories.
+        A file that is itself a link is resolved in full, every time."""
+        directories = self._resolved_directories
+        parent = directories.get(primary_path.parent)
+        if parent is None:
+            parent = directories[primary_path.parent] = primary_path.parent.resolve()
+        if primary_path.name in ("", ".", "..") or os.path.islink(primary_path):
+            resolved = primary_path.resolve()
+        else:
+            resolved = parent / primary_path.name
+        return resolved.relative_to(self._resolved_primary)
+
+    @functools.cached_property
+    def _resolved_primary(self) -> Path:
+        return self.primary.resolve()
+
+    @functools.cached_property
+    def _resolved_directories(self) -> dict[Path, Path]:
+        return {}
