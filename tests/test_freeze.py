@@ -156,3 +156,34 @@ def test_a_freeze_that_is_not_ours_is_never_thawed_by_us(loop_fs: Path) -> None:
         assert freezer.frozen == [] and freezer.thaw_all() == []
     finally:
         assert thaw(loop_fs), "the administrator's freeze was still in place"
+
+
+def test_the_filesystem_is_written_back_before_it_is_frozen(
+    loop_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syncfs first, the writers free, then FIFREEZE: the freeze holds them only while it
+    writes what was dirtied since (the page cache a write load leaves is written outside it),
+    and the span the session reports as ``blocked_ms`` starts after the write-back."""
+    from splitmirror import fsfreeze
+
+    calls: list[tuple[str, Path, float]] = []
+    real_syncfs, real_ioctl = fsfreeze.syncfs, fsfreeze._ioctl
+
+    def syncfs(path: Path) -> None:
+        calls.append(("syncfs", path, time.monotonic()))
+        real_syncfs(path)
+
+    def ioctl(mount: Path, request: int) -> None:
+        calls.append(("FIFREEZE" if request == fsfreeze.FIFREEZE else "FITHAW", mount, time.monotonic()))
+        real_ioctl(mount, request)
+
+    monkeypatch.setattr(fsfreeze, "syncfs", syncfs)
+    monkeypatch.setattr(fsfreeze, "_ioctl", ioctl)
+    freezer = Freezer()
+    freezer.freeze(loop_fs)
+    try:
+        assert [(what, where) for what, where, _ in calls] == [("syncfs", loop_fs), ("FIFREEZE", loop_fs)]
+        (span,) = freezer.spans
+        assert span.start >= calls[0][2], "the write-back is not counted as the writers' wait"
+    finally:
+        assert freezer.thaw_all() == []
