@@ -75,6 +75,8 @@ class SessionRunner:
         #: Extra ``[mirror]`` keys, e.g. ``{"provider": "block"}`` (then ``workspace.mirror`` is
         #: the mirror's image file).
         self.mirror_options: dict[str, Any] = {}
+        #: Extra ``[session]`` keys, e.g. ``{"cpu_nice": 19}``.
+        self.session_options: dict[str, Any] = {}
         self._configs = 0
 
     def config(self, database: LedgerDatabase, mode: str, *, max_window: str = "30s") -> Config:
@@ -103,6 +105,7 @@ class SessionRunner:
                 f'name = "contract-{self._configs}"',
                 f"max_window = {_toml(max_window)}",
                 f"catalog = {_toml(ws.catalog)}",
+                *(f"{key} = {_toml(value)}" for key, value in self.session_options.items()),
                 "[database]",
                 *(f"{key} = {_toml(value)}" for key, value in database_keys.items()),
                 "[mirror]",
