@@ -150,7 +150,13 @@ def window_phases(summary: SessionSummary) -> str:
     progress line of a server benchmark, for reading a table's window figure."""
     took = {p.name: p.duration_ms for p in summary.phases}
     parts = " ".join(f"{name} {took[name]:.0f}" for name in WINDOW_PHASES if name in took)
-    return f"[{parts}; blocked {summary.blocked_ms or 0:.0f}]"
+    stats = summary.stats or {}
+    final = stats.get("final_sync", {})
+    split = (
+        f"write-back {stats.get('write_back_ms', 0):.0f} ms, final pass {final.get('files_updated', 0)} "
+        f"files updated, {final.get('bytes_written', 0) >> 10} KiB written"
+    )
+    return f"[{parts}; blocked {summary.blocked_ms or 0:.0f}; {split}]"
 
 
 def replace_section(page: Path, marker: str, section: str, *, group: str = "") -> None:

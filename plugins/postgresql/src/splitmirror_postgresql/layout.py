@@ -71,43 +71,53 @@ def walk(
 
     ``link_target`` says where a link in the data directory leads on this host.  A server in a
     container wrote its links with the paths it sees (``/var/lib/postgresql/tablespaces/x``),
-    which do not exist here: followed as they are, a tablespace's files were silently left out."""
+    which do not exist here: followed as they are, a tablespace's files were silently left out.
+
+    DISCOVER runs it inside the window, so it asks the directory entries' types (``scandir``)
+    instead of a ``stat`` or two per file; a directory gone since its parent was listed (a
+    database dropped meanwhile) is skipped, as ``os.walk`` skipped it."""
     follow = link_target or (lambda link: link.resolve())
-    for top, dirs, files in os.walk(datadir):
-        rel = Path(top).relative_to(datadir)
-        first = rel.parts[0] if rel.parts else ""
-        if first in EMPTIED_DIRS or (first == "pg_wal" and not with_wal):
-            dirs[:] = []
-            continue
-        dirs[:] = [d for d in dirs if not d.startswith("pgsql_tmp")]
-        for name in [*dirs]:
-            if (Path(top) / name).is_symlink():  # os.walk lists a link to a directory as a directory
-                dirs.remove(name)
-                files.append(name)
-        for name in files:
-            if excluded(name):
-                continue
-            path = Path(top) / name
-            if path.is_symlink():
-                if rel == Path(".") and (name in EMPTIED_DIRS or (name == "pg_wal" and not with_wal)):
+
+    def skipped_at_root(name: str) -> bool:
+        return name in EMPTIED_DIRS or (name == "pg_wal" and not with_wal)
+
+    def below(directory: Path, rel: Path) -> Iterator[tuple[Path, Path]]:
+        for entry in _entries(directory):
+            name, at_root = entry.name, rel == Path(".")
+            if entry.is_symlink():
+                if excluded(name) or (at_root and skipped_at_root(name)):
                     continue
-                target = follow(path)
+                target = follow(Path(entry.path))
                 if target.is_dir():
                     yield from ((host, rel / name / inside) for host, inside in _walk_plain(target))
-                    continue
-                path = target
-            if path.is_file():
-                yield path, rel / name
+                elif target.is_file():
+                    yield target, rel / name
+            elif entry.is_dir():
+                if not (name.startswith("pgsql_tmp") or (at_root and skipped_at_root(name))):
+                    yield from below(Path(entry.path), rel / name)
+            elif entry.is_file() and not excluded(name):
+                yield Path(entry.path), rel / name
+
+    return below(datadir, Path("."))
 
 
-def _walk_plain(directory: Path) -> Iterator[tuple[Path, Path]]:
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``directory``; none when it is gone or unreadable (as ``os.walk``)."""
+    try:
+        with os.scandir(directory) as listing:
+            return list(listing)
+    except OSError:
+        return []
+
+
+def _walk_plain(directory: Path, rel: Path = Path(".")) -> Iterator[tuple[Path, Path]]:
     """The files below a tablespace or a linked ``pg_wal`` (no links of their own)."""
-    for top, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith("pgsql_tmp")]
-        for name in files:
-            path = Path(top) / name
-            if not excluded(name) and path.is_file():
-                yield path, path.relative_to(directory)
+    for entry in _entries(directory):
+        if entry.is_dir(follow_symlinks=False):
+            if not entry.name.startswith("pgsql_tmp"):
+                yield from _walk_plain(Path(entry.path), rel / entry.name)
+        elif not excluded(entry.name) and entry.is_file():
+            yield Path(entry.path), rel / entry.name
 
 
 def logical_key(relative: Path) -> tuple[int | str, ...]:
