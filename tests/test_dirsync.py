@@ -328,3 +328,30 @@ def test_provider_split_reads_the_mirror_and_reestablishes(primary: Path, mirror
     assert not provider.is_split
     assert provider.bulk_sync(lambda done, total: None).files_updated == 1
     assert (mirror / "db").read_bytes() == b"v2, after the split"
+
+
+def test_a_skipped_directory_is_left_as_it_was_and_caught_up_by_the_next_pass(
+    primary: Path, mirror: Path
+) -> None:
+    """What the archive collects from the primary (PostgreSQL's pg_wal in HOT_BACKUP) the final
+    pass skips, inside the window: left as the mirror had it, even where it vanished or grew on
+    the primary, and its recorded fingerprints kept, so the next pass copies what changed."""
+    (primary / "pg_wal").mkdir()
+    (primary / "pg_wal" / "000000010000000000000001").write_bytes(b"a" * 8192)
+    (primary / "pg_wal" / "old").write_bytes(b"o")
+    (primary / "base").mkdir()
+    (primary / "base" / "1259").write_bytes(b"t" * 8192)
+    syncer(primary, mirror).sync()
+    (primary / "pg_wal" / "000000010000000000000001").write_bytes(b"b" * 8192)
+    (primary / "pg_wal" / "000000010000000000000002").write_bytes(b"c" * 8192)
+    (primary / "pg_wal" / "old").unlink()
+    (primary / "base" / "1259").write_bytes(b"u" * 8192)
+    final = syncer(primary, mirror)
+    final.skip = frozenset({"pg_wal"})
+    final.sync()
+    assert (mirror / "base" / "1259").read_bytes() == b"u" * 8192, "the rest is brought up to date"
+    assert sorted(p.name for p in (mirror / "pg_wal").iterdir()) == ["000000010000000000000001", "old"]
+    assert (mirror / "pg_wal" / "000000010000000000000001").read_bytes() == b"a" * 8192
+    assert {"pg_wal/old", "pg_wal/000000010000000000000001"} <= set(final.load_state()), "fingerprints kept"
+    syncer(primary, mirror).sync()
+    assert tree(mirror) == tree(primary), "the next pass catches the skipped directory up"

@@ -638,3 +638,45 @@ def test_init_failing_after_the_row_is_inserted_records_it_failed(
         Session(config, hooks).run()
     (row,) = SqliteCatalog(config.session.catalog).sessions()
     assert (row.status, row.failed_phase, row.error) == ("FAILED", "INIT", "KeyboardInterrupt")
+
+
+class WriteAtQuiesce:
+    """Writes ``path`` as QUIESCE starts: after the bulk pass, before the final one."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self.path, self.data = path, data
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        if phase is Phase.QUIESCE:
+            self.path.write_bytes(self.data)
+
+
+def test_what_the_engine_collects_after_the_window_is_left_out_of_the_final_pass(
+    root: Path, make_config: Callable[..., Config], hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``collected_paths`` (PostgreSQL's pg_wal in HOT_BACKUP): the final pass, inside the window,
+    leaves them as they were; the rest of the primary is brought up to date, and the next
+    session's passes catch them up."""
+    from splitmirror.engines.sqlite import SqliteEngine
+    from splitmirror.workload import create_ledger
+
+    create_ledger(root / "primary" / "ledger.db")
+    side = root / "primary" / "side"
+    side.mkdir()
+    (side / "log").write_bytes(b"a" * 4096)
+    (root / "primary" / "other").write_bytes(b"a" * 4096)
+    config = make_config(mode="hot-backup")
+    observers = [
+        WriteAtQuiesce(side / "log", b"b" * 4096),
+        WriteAtQuiesce(root / "primary" / "other", b"b" * 4096),
+    ]
+    for i, observer in enumerate(observers):
+        hooks.register(observer, f"write-at-quiesce-{i}")
+    with monkeypatch.context() as patched:
+        patched.setattr(SqliteEngine, "collected_paths", lambda self, mode: [side])
+        assert Session(config, hooks).run().status == "DONE"
+    assert (root / "mirror" / "other").read_bytes() == b"b" * 4096
+    assert (root / "mirror" / "side" / "log").read_bytes() == b"a" * 4096, "the final pass copied it"
+    assert Session(config, hooks).run().status == "DONE"  # collects nothing: all of it copied
+    assert (root / "mirror" / "side" / "log").read_bytes() == b"b" * 4096

@@ -137,3 +137,23 @@ def test_a_file_renamed_over_another_is_copied_whole(mirror: DirectoryMirror, tr
         mirror.close()
     assert (mirror.mirror / "state").read_bytes() == new
     assert not (mirror.mirror / "state.tmp").exists()
+
+
+def test_the_tracked_final_pass_leaves_what_the_engine_collects(
+    mirror: DirectoryMirror, tracked_disk: Path
+) -> None:
+    """``skip_in_final_pass`` holds for the tracked final pass too (PostgreSQL's pg_wal, written
+    fastest of all, is collected from the primary after the window in HOT_BACKUP)."""
+    (tracked_disk / "pg_wal").mkdir()
+    write(tracked_disk / "pg_wal" / "segment", b"a" * 65536, durable=True)
+    write(tracked_disk / "table", b"a" * 65536, durable=True)
+    try:
+        mirror.bulk_sync(ignore)
+        write(tracked_disk / "pg_wal" / "segment", b"b" * 4096, durable=True)
+        write(tracked_disk / "table", b"b" * 4096, durable=True)
+        mirror.skip_in_final_pass([tracked_disk / "pg_wal"])
+        final(mirror)
+    finally:
+        mirror.close()
+    assert (mirror.mirror / "table").read_bytes() == (tracked_disk / "table").read_bytes()
+    assert (mirror.mirror / "pg_wal" / "segment").read_bytes() == b"a" * 65536

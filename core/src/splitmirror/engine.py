@@ -164,6 +164,13 @@ class DatabaseEngine(abc.ABC):
         """Prepare the set (labels, start positions); returns metadata for the manifest."""
         return {}
 
+    def collected_paths(self, mode: Mode) -> list[Path]:
+        """Paths under the primary (directories or files) whose files ``mode`` archives from the
+        primary after the window (:attr:`UnquiesceResult.collected_files`) and never reads from
+        the split image: SPLIT's final pass, inside the window, need not bring them up to date
+        (PostgreSQL's ``pg_wal`` in HOT_BACKUP, written fastest of all).  None by default."""
+        return []
+
     def freeze_paths(self, mode: Mode) -> list[Path]:
         """Directories whose filesystems SPLIT must freeze for the final pass of ``mode`` (FIFREEZE).
 

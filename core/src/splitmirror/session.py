@@ -324,6 +324,7 @@ class Session:
         for path in parts.mirror.write_back_paths():  # the writers keep going: see its docstring
             self._freezer.write_back(path)
         self.stats["write_back_ms"] = round((time.monotonic() - started) * 1000, 1)
+        parts.mirror.skip_in_final_pass(parts.engine.collected_paths(self.mode))
         stats = parts.mirror.final_sync([f.path for f in self.files], self.progress(Phase.SPLIT))
         parts.mirror.split()
         self.stats["final_sync"] = dataclasses.asdict(stats)

@@ -96,6 +96,12 @@ class MirrorProvider(abc.ABC):
         first and in that order (SQLite HOT_BACKUP needs the database before its WAL).
         """
 
+    def skip_in_final_pass(self, paths: Sequence[Path]) -> None:  # noqa: B027 - optional
+        """SPLIT, before :meth:`final_sync`: primary paths (directories or files) the archive
+        does not read from the split image (the engine collects them from the primary after the
+        window), so the final pass may leave them as they were.  A provider that cannot tell
+        files apart (a block mirror) ignores it."""
+
     def catch_up(self, progress: Progress) -> SyncStats | None:
         """One more pre-copy pass at the end of SYNC, after the engine's ``before_window``
         (which may have written much: a checkpoint), so the final pass in the window has less

@@ -83,6 +83,8 @@ class DirectoryMirror(MirrorProvider):
         self.settings = settings
         self.block_size = settings.block_size
         self._passes: TrackedPasses | None = None
+        #: What the final pass leaves as it was (:meth:`skip_in_final_pass`), relative paths.
+        self._final_skip: frozenset[str] = frozenset()
         where = Path(os.path.abspath(mirror))
         self.state_path = where.parent / f".{where.name}.splitmirror-sync.json"
         self.split_marker = where.parent / f".{where.name}.splitmirror-split.json"
@@ -180,13 +182,26 @@ class DirectoryMirror(MirrorProvider):
     def catch_up(self, progress: Progress) -> SyncStats | None:
         return None if self._passes is None else self._passes.last_precopy(progress)
 
+    def skip_in_final_pass(self, paths: Sequence[Path]) -> None:
+        skipped = set()
+        for path in paths:
+            with contextlib.suppress(ValueError):  # outside the primary: not mirrored anyway
+                skipped.add(str(self.relative(path)))
+        self._final_skip = frozenset(skipped - {"."})
+
     def final_sync(self, first: Sequence[Path], progress: Progress) -> SyncStats:
         if self._passes is None:
-            return self._synchronizer().sync(first, progress)
+            sync = self._synchronizer()
+            sync.skip = self._final_skip
+            return sync.sync(first, progress)
         passes = self._passes.sync
         assert isinstance(passes, _DirectoryPasses)
         passes.first = first
-        return self._passes.final(progress)
+        passes.sync.skip = self._final_skip
+        try:
+            return self._passes.final(progress)
+        finally:
+            passes.sync.skip = frozenset()
 
     def close(self) -> None:
         if self._passes is not None:

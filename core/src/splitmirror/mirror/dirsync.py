@@ -74,6 +74,9 @@ class DirectorySync:
         #: their ranges to copy.  ``map_all``: this pass maps every file (the bulk pass).
         self.tracked: TrackedFiles | None = None
         self.map_all = False
+        #: Relative paths a pass leaves as they are, their recorded fingerprints kept: what the
+        #: archive collects from the primary, skipped by the final pass (inside the window).
+        self.skip: frozenset[str] = frozenset()
 
     def sync(
         self,
@@ -207,6 +210,9 @@ class _Pass:
                 child = os.path.join(rel, entry.name)
                 if child in self.done:
                     continue
+                if child in self.cfg.skip:
+                    self._keep(child)
+                    continue
                 if not entry.is_dir(follow_symlinks=False):
                     self._sync_entry(child)
                     continue
@@ -217,6 +223,12 @@ class _Pass:
                     continue
                 self._ensure_dir(child)
             stack.extend(reversed(subdirs))
+
+    def _keep(self, rel: str) -> None:
+        """Leave ``rel`` (and what is below it) as the mirror has it; what the last pass
+        recorded of it still stands, so the next pass compares exactly what changed since."""
+        below = rel + os.sep
+        self.new.update((name, fp) for name, fp in self.old.items() if name == rel or name.startswith(below))
 
     def _drop_extras(self, rel: str, names: set[str]) -> None:
         with os.scandir(self._dst(rel)) as it:

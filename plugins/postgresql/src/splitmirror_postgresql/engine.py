@@ -217,6 +217,12 @@ class PostgresEngine(ServerEngine[psycopg.Connection[Any], PostgresOptions]):
             files.append(DatabaseFile(path, key, role, may_vanish=may_vanish))
         return files
 
+    def collected_paths(self, mode: Mode) -> list[Path]:
+        """HOT_BACKUP archives the WAL from the primary after ``pg_backup_stop``: the final pass
+        need not copy what pgbench-like writers put in ``pg_wal`` meanwhile (measured: most of
+        its bytes)."""
+        return [self.datadir / "pg_wal"] if mode is Mode.HOT_BACKUP else []
+
     def freeze_paths(self, mode: Mode) -> list[Path]:
         if mode is not Mode.FREEZE or "data_directory" not in self.server:
             return []  # HOT_BACKUP repairs the non-atomic copy by replaying WAL
