@@ -251,7 +251,7 @@ PROFILE_PARTS = {
         "~",
         "<method 'update' of '_hashlib.HASH' objects>",
     ),
-    "tar headers (`tarfile`)": ("tarfile.py", "tobuf"),
+    "tar headers (`archive/headers.py`)": ("headers.py", "member_header"),
     "writing to the target": ("base.py", "write"),
 }
 

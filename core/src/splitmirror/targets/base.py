@@ -93,18 +93,21 @@ class Target(abc.ABC):
         return self._emitted + len(self._buffer)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Buffer ``data``, emitting a batch of records whenever one is full; a write of a batch
-        or more skips the buffer's copy (its whole records go out as they are)."""
+        """Buffer ``data`` until a batch is gathered; then complete the buffer's last record
+        and emit it.  What is left of ``data`` is buffered too, unless its whole records make
+        half a batch or more: those go out as they are (a 1 MiB chunk is not copied through the
+        buffer), and only the part record after them is kept."""
         view = memoryview(data).cast("B")
-        if self._buffer:
-            fill = min(len(view), self._batch - len(self._buffer))
+        if len(self._buffer) + len(view) < self._batch:
+            self._buffer += view
+            return
+        if self._buffer:  # a batch is reached, so the buffer's last record can be completed
+            fill = -len(self._buffer) % self.block_size
             self._buffer += view[:fill]
             view = view[fill:]
-            if len(self._buffer) < self._batch:
-                return
             self._emit_buffer()
-        if len(view) >= self._batch:
-            whole = len(view) - len(view) % self.block_size
+        whole = len(view) - len(view) % self.block_size
+        if whole >= self._batch // 2:
             self._guarded_emit(view[:whole])
             self._emitted += whole
             view = view[whole:]
