@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -18,7 +19,7 @@ from splitmirror.archive.pax import CHECKSUM_KEY, MANIFEST_NAME, ArchiveWriter
 from splitmirror.catalog import SqliteCatalog
 from splitmirror.hooks import Hooks
 from splitmirror.session import Session
-from splitmirror.targets.base import WRITE_BATCH
+from splitmirror.targets.base import WRITE_BATCH, TargetFull
 from splitmirror.targets.builtin import FileTarget, TapeTarget
 
 
@@ -204,3 +205,20 @@ def test_small_members_go_to_a_file_in_large_writes(tmp_path: Path) -> None:
     assert len(target.emits) <= total // (WRITE_BATCH // 10240 * 10240) + 2, len(target.emits)
     with tarfile.open(tmp_path / "a.tar") as tar:
         assert [tar.extractfile(f"f{i}").read() for i in (0, 999)] == [contents[0], contents[999]]  # type: ignore[union-attr]
+
+
+class FullOnPatch(FileTarget):
+    """A file target whose disk fills as a member's checksum record is patched in place."""
+
+    def _pwrite(self, offset: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_while_patching_a_checksum_is_the_target_full(tmp_path: Path) -> None:
+    """Not "reading the file failed": the target's own words, as for any other write to it."""
+    target = FullOnPatch(str(tmp_path / "a.tar"), 512)
+    target.open()
+    data = os.urandom(3 * WRITE_BATCH)  # its header is emitted before the record is patched
+    with pytest.raises(TargetFull, match="is full"):
+        ArchiveWriter(target).add_file("big", io.BytesIO(data), len(data))
+    target.discard()

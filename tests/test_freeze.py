@@ -158,32 +158,35 @@ def test_a_freeze_that_is_not_ours_is_never_thawed_by_us(loop_fs: Path) -> None:
         assert thaw(loop_fs), "the administrator's freeze was still in place"
 
 
-def test_the_filesystem_is_written_back_before_it_is_frozen(
-    loop_fs: Path, monkeypatch: pytest.MonkeyPatch
+def test_every_filesystem_is_written_back_before_any_is_frozen(
+    loop_fs: Path, tmp_path: Path, write_config: Any, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """syncfs first, the writers free, then FIFREEZE: the freeze holds them only while it
-    writes what was dirtied since (the page cache a write load leaves is written outside it),
-    and the span the session reports as ``blocked_ms`` starts after the write-back."""
+    """SPLIT: syncfs on each filesystem it will freeze, the writers still free, then FIFREEZE on
+    each: a freeze holds its writers only for what was dirtied since, and never through another
+    filesystem's write-back (they were interleaved before: the first frozen waited for the
+    second's)."""
     from splitmirror import fsfreeze
+    from splitmirror.testing.loopfs import loop_filesystem
 
-    calls: list[tuple[str, Path, float]] = []
+    calls: list[tuple[str, Path]] = []
     real_syncfs, real_ioctl = fsfreeze.syncfs, fsfreeze._ioctl
 
     def syncfs(path: Path) -> None:
-        calls.append(("syncfs", path, time.monotonic()))
+        calls.append(("syncfs", path))
         real_syncfs(path)
 
     def ioctl(mount: Path, request: int) -> None:
-        calls.append(("FIFREEZE" if request == fsfreeze.FIFREEZE else "FITHAW", mount, time.monotonic()))
+        calls.append(("FIFREEZE" if request == fsfreeze.FIFREEZE else "FITHAW", mount))
         real_ioctl(mount, request)
 
     monkeypatch.setattr(fsfreeze, "syncfs", syncfs)
     monkeypatch.setattr(fsfreeze, "_ioctl", ioctl)
-    freezer = Freezer()
-    freezer.freeze(loop_fs)
-    try:
-        assert [(what, where) for what, where, _ in calls] == [("syncfs", loop_fs), ("FIFREEZE", loop_fs)]
-        (span,) = freezer.spans
-        assert span.start >= calls[0][2], "the write-back is not counted as the writers' wait"
-    finally:
-        assert freezer.thaw_all() == []
+    (tmp_path / "second").mkdir()
+    with loop_filesystem(tmp_path / "second", 16 << 20) as second:
+        monkeypatch.setattr(FreezingSqlite, "freeze_paths", lambda self, mode: [self.path.parent, second])
+        hooks.register(Probe(loop_fs), "probe")
+        summary = Session(config_for(loop_fs, tmp_path, write_config), hooks).run()
+        assert not thaw(second), "nothing left frozen"
+    assert summary.status == "DONE"
+    # (then the probe's own freeze attempts, and the thaws)
+    assert calls[:4] == [("syncfs", loop_fs), ("syncfs", second), ("FIFREEZE", loop_fs), ("FIFREEZE", second)]

@@ -70,3 +70,14 @@ def test_the_same_files_asked_in_any_order(tree: Path, tmp_path: Path) -> None:
         assert answer(mirror, tree / name) == resolved(tree / name, tree), name
     assert answer(mirror, tree / "base/1/out-link") is None
     assert answer(mirror, tree / "base/1/in-link") == Path("global/pg_control")
+
+
+def test_a_link_re_pointed_since_is_followed_once_forgotten(tree: Path, tmp_path: Path) -> None:
+    """The session forgets its resolutions as DISCOVER starts: INIT's preflight asked long before."""
+    mirror = DirectoryMirror(tree, tmp_path / "mirror", DirectoryOptions(tracking="off"))
+    assert answer(mirror, tree / "base/glob/pg_control") == Path("global/pg_control")
+    os.remove(tree / "base" / "glob")
+    os.symlink(tmp_path / "outside", tree / "base" / "glob")
+    (tmp_path / "outside" / "pg_control").write_bytes(b"x")
+    mirror.forget_resolutions()
+    assert answer(mirror, tree / "base/glob/pg_control") is None  # now outside the primary

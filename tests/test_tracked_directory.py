@@ -157,3 +157,30 @@ def test_the_tracked_final_pass_leaves_what_the_engine_collects(
         mirror.close()
     assert (mirror.mirror / "table").read_bytes() == (tracked_disk / "table").read_bytes()
     assert (mirror.mirror / "pg_wal" / "segment").read_bytes() == b"a" * 65536
+
+
+def test_a_file_on_a_filesystem_mounted_below_the_primary_is_compared_whole(
+    mirror: DirectoryMirror, tracked_disk: Path, tmp_path: Path
+) -> None:
+    """The tracker watches the primary's device only: a file on another filesystem mounted
+    below it (a tablespace's disk) has no written ranges there, so its changes are found by
+    comparing it whole.  Failed, the mirror keeping the old bytes, when its extents were matched
+    against the primary's device."""
+    from splitmirror.testing.loopfs import loop_filesystem
+
+    (tmp_path / "inner").mkdir()
+    with loop_filesystem(tmp_path / "inner", 16 << 20) as inner:
+        below = tracked_disk / "tablespace"
+        below.mkdir()
+        subprocess.run(["mount", "--bind", str(inner), str(below)], check=True)
+        try:
+            write(below / "16400", os.urandom(256 << 10), durable=True)
+            try:
+                mirror.bulk_sync(ignore)
+                write(below / "16400", os.urandom(8192), 65536, durable=True)
+                final(mirror)
+            finally:
+                mirror.close()
+            assert (mirror.mirror / "tablespace" / "16400").read_bytes() == (below / "16400").read_bytes()
+        finally:
+            subprocess.run(["umount", str(below)], check=True)

@@ -56,18 +56,15 @@ class Freezer:
         The mount is recorded *before* the ioctl: FIFREEZE first writes back every dirty page,
         which can take seconds, and a signal raised as it returns must still find the mount to
         thaw.  If the ioctl itself fails (EBUSY: someone else froze it), the record is dropped,
-        so we never thaw a freeze that is not ours.
-
-        The filesystem is written back first (syncfs), the writers still free: FIFREEZE then
-        holds them only while it writes what was dirtied since, not the whole page cache (under
-        a write load, most of what a session's freeze used to cost the writers).
+        so we never thaw a freeze that is not ours.  SPLIT writes each filesystem back
+        (:meth:`write_back`) before it freezes any, so that the freeze holds the writers only
+        while it writes what was dirtied since, not the page cache a write load leaves.
         """
         mount = mount_point(path)
         if mount in self.frozen:
             return
         if mount == Path("/"):
             raise OSError(errno.EPERM, "refusing to freeze the root filesystem")
-        syncfs(mount)
         self.frozen.append(mount)
         self._tell("freezing", mount)
         # Writers wait from the ioctl's start (it blocks them before writing back), and the

@@ -305,6 +305,7 @@ class Session:
 
     def _discover(self) -> None:
         files = self.parts.engine.discover()
+        self.parts.mirror.forget_resolutions()
         problems = preflight.outside_primary(self.config, self.parts.mirror, [f.path for f in files])
         if problems:
             raise PreflightError(preflight.sentences(problems))
@@ -315,12 +316,19 @@ class Session:
 
     def _split(self) -> None:
         parts = self.parts
+        # The engine's filesystems for the mode, and the mirror's (a block mirror's primary).
+        frozen = [*parts.engine.freeze_paths(self.mode), *parts.mirror.freeze_paths()]
+        started = time.monotonic()
+        # Every one written back first, the writers still free (none is frozen yet: one freeze
+        # would otherwise hold its writers through the next one's write-back); an interrupt
+        # meanwhile stops the session before anything is frozen.
+        for path in frozen:
+            self._freezer.write_back(path)
+        self._guard.raise_pending()
         with self._guard.deferred():  # a signal mid-FIFREEZE is raised once the mount is recorded
-            # The engine's filesystems for the mode, and the mirror's (a block mirror's primary).
-            for path in [*parts.engine.freeze_paths(self.mode), *parts.mirror.freeze_paths()]:
+            for path in frozen:
                 self._freezer.freeze(path)
         self._guard.raise_pending()
-        started = time.monotonic()
         for path in parts.mirror.write_back_paths():  # the writers keep going: see its docstring
             self._freezer.write_back(path)
         self.stats["write_back_ms"] = round((time.monotonic() - started) * 1000, 1)

@@ -207,6 +207,12 @@ class MirrorProvider(abc.ABC):
             resolved = parent / primary_path.name
         return resolved.relative_to(self._resolved_primary)
 
+    def forget_resolutions(self) -> None:
+        """Resolve afresh from now on: DISCOVER asks inside the window, and a link in the
+        primary may have been re-pointed since INIT's preflight asked."""
+        self.__dict__.pop("_resolved_directories", None)
+        self.__dict__.pop("_resolved_primary", None)
+
     @functools.cached_property
     def _resolved_primary(self) -> Path:
         return self.primary.resolve()

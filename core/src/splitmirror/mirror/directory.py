@@ -175,7 +175,7 @@ class DirectoryMirror(MirrorProvider):
         def report(done: int, _unknown: int | None) -> None:
             progress(done, total)
 
-        tracked = TrackedFiles() if self._tracking.tracked else None
+        tracked = TrackedFiles(os.stat(self.primary).st_dev) if self._tracking.tracked else None
         self._passes = self.settings.passes(_DirectoryPasses(self._synchronizer(), tracked), self._tracking)
         return self._passes.bulk(report)
 

@@ -9,7 +9,8 @@ last placed them — and, for one pass, tells the synchronizer:
   their placement was not settled when last mapped (delayed allocation, inline or shared data),
   or their writes may not reach their own sectors when the tracker expects them: data
   journaled by ext4 (``chattr +j``: the journal is written first, the file's sectors when ext4
-  says, before Linux 6.5 only at a journal checkpoint);
+  says, before Linux 6.5 only at a journal checkpoint), and files on another filesystem mounted
+  below the primary (another device, which the tracker does not watch);
 * which byte ranges of a visited file to copy (:meth:`ranges`): the written sectors that fall in
   its extents *as they are now* (mapped again, so blocks allocated since count), or None when the
   file cannot be mapped exactly, or the path now names another inode (a file renamed over it:
@@ -47,7 +48,9 @@ FS_JOURNAL_DATA_FL = 0x00004000
 class TrackedFiles:
     """The reverse index and one pass's dirty byte ranges of the device (``begin``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: int | None = None) -> None:
+        #: ``st_dev`` of the primary's filesystem, the one the tracker watches.
+        self.device = device
         self.extents: dict[str, ExtentMap] = {}
         self.inodes: dict[str, int] = {}  # the inode each path's map belongs to
         self.unsettled: set[str] = set()
@@ -100,8 +103,15 @@ class TrackedFiles:
             self.unsettled.add(rel)
             return None
         self.extents[rel] = emap
-        self.inodes[rel] = os.fstat(fd).st_ino
-        if _journals_data(fd) or not emap.readable_raw or any(e.flags & _UNSETTLED for e in emap.extents):
+        st = os.fstat(fd)
+        self.inodes[rel] = st.st_ino
+        elsewhere = self.device is not None and st.st_dev != self.device
+        if (
+            elsewhere
+            or _journals_data(fd)
+            or not emap.readable_raw
+            or any(e.flags & _UNSETTLED for e in emap.extents)
+        ):
             self.unsettled.add(rel)
             return None
         self.unsettled.discard(rel)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import abc
 import errno
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from ..engine import PreflightProblem
 from ..errors import UserError
 
 #: Whole records are gathered up to this many bytes (rounded down to a whole record, at least
-#: one) before they are emitted; a write at least this long goes out without being copied.
+#: one) before they are emitted; whole records making half of it or more go out as they are.
 WRITE_BATCH = 1 << 20
 
 
@@ -117,7 +118,7 @@ class Target(abc.ABC):
         """Overwrite ``data`` at archive ``offset`` (only where :attr:`seekable`)."""
         split = max(0, min(len(data), self._emitted - offset))
         if split:
-            self._pwrite(offset, data[:split])
+            self._guarded(self._pwrite, offset, data[:split])
         if split < len(data):
             start = offset + split - self._emitted
             self._buffer[start : start + len(data) - split] = data[split:]
@@ -136,8 +137,12 @@ class Target(abc.ABC):
             self._buffer.clear()
 
     def _guarded_emit(self, record: bytes | bytearray | memoryview) -> None:
+        self._guarded(self._emit, record)
+
+    def _guarded(self, write: Callable[..., None], *args: Any) -> None:
+        """``write(*args)``, its OSError said as the target's (full, or failing), not a read's."""
         try:
-            self._emit(record)
+            write(*args)
         except OSError as error:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise TargetFull(
