@@ -23,7 +23,8 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import impl, preflight
@@ -318,24 +319,28 @@ class Session:
         parts = self.parts
         # The engine's filesystems for the mode, and the mirror's (a block mirror's primary).
         frozen = [*parts.engine.freeze_paths(self.mode), *parts.mirror.freeze_paths()]
-        started = time.monotonic()
         # Every one written back first, the writers still free (none is frozen yet: one freeze
         # would otherwise hold its writers through the next one's write-back); an interrupt
         # meanwhile stops the session before anything is frozen.
-        for path in frozen:
-            self._freezer.write_back(path)
+        writing_back = self._write_back(frozen)
         self._guard.raise_pending()
         with self._guard.deferred():  # a signal mid-FIFREEZE is raised once the mount is recorded
             for path in frozen:
                 self._freezer.freeze(path)
         self._guard.raise_pending()
-        for path in parts.mirror.write_back_paths():  # the writers keep going: see its docstring
-            self._freezer.write_back(path)
-        self.stats["write_back_ms"] = round((time.monotonic() - started) * 1000, 1)
+        writing_back += self._write_back(parts.mirror.write_back_paths())  # the writers keep going
+        self.stats["write_back_ms"] = round(writing_back * 1000, 1)
         parts.mirror.skip_in_final_pass(parts.engine.collected_paths(self.mode))
         stats = parts.mirror.final_sync([f.path for f in self.files], self.progress(Phase.SPLIT))
         parts.mirror.split()
         self.stats["final_sync"] = dataclasses.asdict(stats)
+
+    def _write_back(self, paths: Sequence[Path]) -> float:
+        """syncfs on each of ``paths`` not frozen yet (:meth:`Freezer.write_back`); the seconds it took."""
+        started = time.monotonic()
+        for path in paths:
+            self._freezer.write_back(path)
+        return time.monotonic() - started
 
     def _check(self) -> None:
         self._leave_out_vanished(lambda f: not os.path.lexists(f.path))
