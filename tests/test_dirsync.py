@@ -281,6 +281,40 @@ def test_first_files_go_first_in_the_given_order(primary: Path, mirror: Path) ->
     assert tree(mirror) == tree(primary)
 
 
+def test_first_files_are_resolved_afresh_by_each_pass(primary: Path, mirror: Path) -> None:
+    """A pass remembers the directories it resolved (the final pass asks for every file inside
+    the window); a link re-pointed since the last pass must still be followed to where it leads."""
+    for name in ("one", "two"):
+        (primary / name).mkdir()
+        (primary / name / "f").write_text(name)
+    (primary / "link").symlink_to("one")
+    sync = syncer(primary, mirror)
+    seen: list[Path] = []
+    sync.sync([primary / "link" / "f"], on_file=seen.append)
+    (primary / "link").unlink()
+    (primary / "link").symlink_to("two")
+    seen.clear()
+    sync.sync([primary / "link" / "f"], on_file=seen.append)
+    assert seen[0] == primary / "two" / "f"
+    assert tree(mirror) == tree(primary)
+
+
+def test_a_first_file_whose_directory_became_a_file_meanwhile_is_skipped(primary: Path, mirror: Path) -> None:
+    """The primary changes while a pass runs: a listed file below a directory that is now a
+    file is gone, not an error."""
+    (primary / "d").mkdir()
+    for name in ("a", "b"):
+        (primary / "d" / name).write_text(name)
+
+    def replace_directory(path: Path) -> None:
+        if path.name == "a":
+            shutil.rmtree(primary / "d")
+            (primary / "d").write_text("now a file")
+
+    syncer(primary, mirror).sync([primary / "d" / "a", primary / "d" / "b"], on_file=replace_directory)
+    assert tree(mirror) == tree(primary)
+
+
 def test_progress_reaches_the_bytes_of_the_tree(primary: Path, mirror: Path) -> None:
     (primary / "one").write_bytes(b"1" * 3000)
     (primary / "two").write_bytes(b"2" * 5000)

@@ -417,9 +417,15 @@ def test_a_progress_observer_failing_inside_the_window_is_logged(
 
 
 def test_a_progress_observer_failing_on_every_block_is_logged_once(
-    ledger: Path, make_config: Any, lenient_hooks: Hooks, caplog: pytest.LogCaptureFixture
+    ledger: Path,
+    make_config: Any,
+    lenient_hooks: Hooks,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Many reports inside the window (a small block size, a bigger database): one traceback."""
+    """Many reports inside the window (a small block size, a bigger database, every report
+    passed on to observers): one traceback."""
+    monkeypatch.setattr("splitmirror.session.PROGRESS_INTERVAL", 0)
     with closing(sqlite3.connect(ledger)) as db, db:
         db.executemany(
             "INSERT INTO ledger (writer, seq, at, payload) VALUES (1, ?, 0, randomblob(2000))",
@@ -680,3 +686,26 @@ def test_what_the_engine_collects_after_the_window_is_left_out_of_the_final_pass
     assert (root / "mirror" / "side" / "log").read_bytes() == b"a" * 4096, "the final pass copied it"
     assert Session(config, hooks).run().status == "DONE"  # collects nothing: all of it copied
     assert (root / "mirror" / "side" / "log").read_bytes() == b"b" * 4096
+
+
+def test_observers_hear_progress_at_most_every_interval_and_at_the_end(
+    make_config: Any, hooks: Hooks
+) -> None:
+    """Synchronizers and the archive report every file (thousands, some inside the window);
+    observers hear the first report, then at most one an interval, and the one reaching the total."""
+    heard: list[tuple[int, int | None]] = []
+
+    class Listener:
+        @impl
+        def splitmirror_progress(self, session: Session, phase: Phase, done: int, total: int | None) -> None:
+            heard.append((done, total))
+
+    remove = hooks.register(Listener(), "test-listener")
+    try:
+        report = Session(make_config(), hooks).progress(Phase.BACKUP)
+        for done in range(1, 2001):
+            report(done, 2000)
+    finally:
+        remove()
+    assert heard[0] == (1, 2000) and heard[-1] == (2000, 2000)
+    assert len(heard) <= 3, f"{len(heard)} reports in well under a second"

@@ -47,6 +47,9 @@ from .progress import Progress
 from .watchdog import Watchdog
 from .window import SignalGuard
 
+#: Seconds between two progress reports to observers (a terminal redraws about as often).
+PROGRESS_INTERVAL = 0.1
+
 
 @dataclasses.dataclass
 class _Pending:
@@ -250,12 +253,21 @@ class Session:
             raise WindowExceeded(f"the window passed max_window ({self.config.session.max_window:g}s)")
 
     def progress(self, phase: Phase) -> Progress:
-        """A progress callback for ``phase`` that also enforces the window limit."""
+        """A progress callback for ``phase`` that also enforces the window limit.
+
+        Synchronizers and the archive report every file and chunk (thousands inside the
+        window); observers hear at most every :data:`PROGRESS_INTERVAL`, and when ``done``
+        reaches a known ``total``: a hook call costs more than the check of the window."""
+        last = -PROGRESS_INTERVAL
 
         def report(done: int, total: int | None) -> None:
+            nonlocal last
             if phase.in_window:
                 self._check_window()
-            self.hooks.progress(self, phase, done, total)
+            now = time.monotonic()
+            if now - last >= PROGRESS_INTERVAL or (total is not None and done >= total):
+                last = now
+                self.hooks.progress(self, phase, done, total)
 
         return report
 

@@ -197,15 +197,23 @@ class MirrorProvider(abc.ABC):
         directory's resolution is remembered for the session: resolving walks every component
         of the path, an ``lstat`` each, and a database's thousand files share a few directories.
         A file that is itself a link is resolved in full, every time."""
+        path = os.fspath(primary_path)
+        directory, name = os.path.split(path)
         directories = self._resolved_directories
-        parent = directories.get(primary_path.parent)
+        parent = directories.get(directory)
         if parent is None:
-            parent = directories[primary_path.parent] = primary_path.parent.resolve()
-        if primary_path.name in ("", ".", "..") or os.path.islink(primary_path):
-            resolved = primary_path.resolve()
+            parent = directories[directory] = str(Path(directory).resolve())
+        if name in ("", ".", "..") or os.path.islink(path):
+            resolved = str(primary_path.resolve())
         else:
-            resolved = parent / primary_path.name
-        return resolved.relative_to(self._resolved_primary)
+            resolved = os.path.join(parent, name)
+        root = self._resolved_primary
+        if resolved == root:
+            return Path(".")
+        inside = root.rstrip(os.sep) + os.sep
+        if not resolved.startswith(inside):
+            raise ValueError(f"{resolved} is not inside the primary {root}")
+        return Path(resolved[len(inside) :])
 
     def forget_resolutions(self) -> None:
         """Resolve afresh from now on: DISCOVER asks inside the window, and a link in the
@@ -214,9 +222,10 @@ class MirrorProvider(abc.ABC):
         self.__dict__.pop("_resolved_primary", None)
 
     @functools.cached_property
-    def _resolved_primary(self) -> Path:
-        return self.primary.resolve()
+    def _resolved_primary(self) -> str:
+        return str(self.primary.resolve())
 
     @functools.cached_property
-    def _resolved_directories(self) -> dict[Path, Path]:
+    def _resolved_directories(self) -> dict[str, str]:
+        """Each directory asked about, as given, and where it really is."""
         return {}

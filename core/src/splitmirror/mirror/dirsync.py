@@ -77,6 +77,10 @@ class DirectorySync:
         #: Relative paths a pass leaves as they are, their recorded fingerprints kept: what the
         #: archive collects from the primary, skipped by the final pass (inside the window).
         self.skip: frozenset[str] = frozenset()
+        #: Real paths of the primary and of the directories :meth:`relative` was asked about,
+        #: remembered for one pass: the final pass asks for every file DISCOVER listed, inside
+        #: the window, and a database's thousand files share a few directories.
+        self._real: dict[str, str] = {}
 
     def sync(
         self,
@@ -89,6 +93,7 @@ class DirectorySync:
         ``first`` files are synchronized before the rest, in the given order; ``on_file`` is
         called with the primary path of every file and symlink once it is synchronized.
         """
+        self._real = {}  # a link in the primary may have been re-pointed since the last pass
         one = _Pass(self, progress, on_file)
         stats = one.run(first)
         self._save_state(one.new)
@@ -97,12 +102,21 @@ class DirectorySync:
     def relative(self, path: Path) -> str:
         """``path`` relative to the primary through real directories, so that a file reached
         through a symlinked directory is copied where the mirror really holds it."""
-        absolute = os.path.abspath(path)
-        real = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
-        root = os.path.realpath(self.primary)
-        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        directory, name = os.path.split(os.path.abspath(path))
+        real = os.path.join(self._realpath(directory), name)
+        root = self._realpath(str(self.primary))
+        if real == root:
+            return "."
+        inside = root.rstrip(os.sep) + os.sep
+        if not real.startswith(inside):
             raise UserError(f"{path} is not inside the primary {root}, so it is not mirrored.")
-        return os.path.relpath(real, root)
+        return real[len(inside) :]
+
+    def _realpath(self, path: str) -> str:
+        real = self._real.get(path)
+        if real is None:
+            real = self._real[path] = os.path.realpath(path)
+        return real
 
     def load_state(self) -> dict[str, Fingerprint]:
         """The previous pass's fingerprints; empty when missing, unreadable or for another pair."""
@@ -149,6 +163,7 @@ class _Pass:
         self.new: dict[str, Fingerprint] = {}
         self.done: set[str] = set()
         self.dirs: list[tuple[str, os.stat_result]] = []
+        self.ensured: set[str] = set()  # mirror directories made ready in this pass
         self.dirty: set[str] = set()
         self.done_bytes = 0
         self.copy = FileCopy(cfg.block_size, self.stats, self._advance)
@@ -237,7 +252,10 @@ class _Pass:
             self._remove(os.path.join(rel, name))
 
     def _ensure_dir(self, rel: str) -> None:
-        """A mirror directory we can write into; its real mode is set by :meth:`_finish_dirs`."""
+        """A mirror directory we can write into; its real mode is set by :meth:`_finish_dirs`.
+        Once a pass: each of the files listed first makes sure of every directory above it."""
+        if rel in self.ensured:
+            return
         path = self._dst(rel)
         mst = _stat(path, follow=not rel)
         if mst is not None and not stat.S_ISDIR(mst.st_mode):
@@ -248,10 +266,13 @@ class _Pass:
             self.dirty.add(os.path.dirname(path))
         elif not self.cfg.as_root and mst.st_mode & 0o700 != 0o700:
             os.chmod(path, stat.S_IMODE(mst.st_mode) | 0o700)
+        self.ensured.add(rel)
 
     def _remove(self, rel: str) -> None:
         path = self._dst(rel)
         if _stat(path) is not None:
+            below = rel + os.sep
+            self.ensured = {d for d in self.ensured if d != rel and not d.startswith(below)}
             self.stats.files_deleted += _remove_tree(path, self.cfg.as_root)
             self.dirty.add(os.path.dirname(path))
 
@@ -413,9 +434,10 @@ def _fp(st: os.stat_result) -> Fingerprint:
 
 
 def _stat(path: str, follow: bool = False) -> os.stat_result | None:
+    """None for a path that is not there, also when a directory on its way became a file."""
     try:
         return os.stat(path, follow_symlinks=follow)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -460,8 +482,8 @@ def _remove_tree(path: str, as_root: bool) -> int:
 def _fsync_dir(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return  # removed later in the pass; its parent is fsynced instead
+    except (FileNotFoundError, NotADirectoryError):
+        return  # removed (or replaced) later in the pass; its parent is fsynced instead
     try:
         os.fsync(fd)
     finally:

@@ -81,27 +81,31 @@ def walk(
     def skipped_at_root(name: str) -> bool:
         return name in EMPTIED_DIRS or (name == "pg_wal" and not with_wal)
 
-    def below(directory: Path, rel: Path) -> Iterator[tuple[Path, Path]]:
+    def below(directory: str, rel: str) -> Iterator[tuple[Path, Path]]:
+        """Relative names are strings until a file is yielded: a ``Path`` costs more than the
+        ``scandir`` entry it names."""
+        at_root = not rel
         for entry in _entries(directory):
-            name, at_root = entry.name, rel == Path(".")
+            name = entry.name
+            inner = os.path.join(rel, name)
             if entry.is_symlink():
                 if excluded(name) or (at_root and skipped_at_root(name)):
                     continue
                 target = follow(Path(entry.path))
                 if target.is_dir():
-                    yield from ((host, rel / name / inside) for host, inside in _walk_plain(target))
+                    yield from ((host, inner / inside) for host, inside in _walk_plain(target))
                 elif target.is_file():
-                    yield target, rel / name
+                    yield target, Path(inner)
             elif entry.is_dir():
                 if not (name.startswith("pgsql_tmp") or (at_root and skipped_at_root(name))):
-                    yield from below(Path(entry.path), rel / name)
+                    yield from below(entry.path, inner)
             elif entry.is_file() and not excluded(name):
-                yield Path(entry.path), rel / name
+                yield Path(entry.path), Path(inner)
 
-    return below(datadir, Path("."))
+    return below(str(datadir), "")
 
 
-def _entries(directory: Path) -> list[os.DirEntry[str]]:
+def _entries(directory: Path | str) -> list[os.DirEntry[str]]:
     """The entries of ``directory``; none when it is gone or unreadable (as ``os.walk``)."""
     try:
         with os.scandir(directory) as listing:
