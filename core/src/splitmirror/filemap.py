@@ -66,6 +66,9 @@ class FileMap:
         self.with_extents = with_extents
         self.remap_at_check = True
         self._resolved: dict[Path, Path] = {}  # a path as the engine gave it -> resolved
+        #: The paths (as given) that :meth:`check` found gone: the session decides whether
+        #: the database may lose them.
+        self.vanished: list[Path] = []
 
     def _record(self, path: Path, fingerprint: Fingerprint) -> None:
         self.entries[path] = fingerprint
@@ -103,11 +106,18 @@ class FileMap:
         return resolved
 
     def check(self, paths: Iterable[Path]) -> CheckResult:
-        """CHECK: remap changed files, map new ones, forget files the database no longer uses."""
+        """CHECK: remap changed files, map new ones, forget files the database no longer uses.
+        A file gone by now is left to the caller (:attr:`vanished`): in a mode that lets the
+        database write, it can drop a table between DISCOVER and this look."""
         result = CheckResult()
         wanted: set[Path] = set()
+        self.vanished = []
         for given in paths:
-            now = Fingerprint.of(given)
+            try:
+                now = Fingerprint.of(given)
+            except FileNotFoundError:
+                self.vanished.append(given)
+                continue
             path = self._resolve(given, now)
             if path in wanted:
                 continue

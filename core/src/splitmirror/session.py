@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -355,14 +354,15 @@ class Session:
         return time.monotonic() - started
 
     def _check(self) -> None:
-        self._leave_out_vanished(lambda f: not os.path.lexists(f.path))
-        missing = [f.path for f in self.files if not os.path.lexists(f.path)]
+        result = self._filemap.check(f.path for f in self.files)
+        gone = set(self._filemap.vanished)
+        self._leave_out_vanished(lambda f: f.path in gone)
+        missing = [f.path for f in self.files if f.path in gone]
         if missing:
             raise SplitmirrorError(
                 f"{missing[0]} vanished during the window ({len(missing)} file(s) in all), although the "
                 "database said it uses it; the image would be incomplete, so the session stops"
             )
-        result = self._filemap.check(f.path for f in self.files)
         self.stats["check"] = dataclasses.asdict(result)
         if self.parts.mirror.supports_extent_reads:
             self.parts.mirror.checked(self._filemap.extents, self._filemap.entries)
