@@ -142,7 +142,9 @@ class DirectorySync:
         }
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         with open(tmp, "w", encoding="ascii") as out:
-            json.dump({**doc, "files": files}, out, separators=(",", ":"))
+            # dumps, not dump: ``json.dump`` encodes in Python, piece by piece (20 ms for a
+            # thousand files, inside the window); ``dumps`` uses the C encoder.
+            out.write(json.dumps({**doc, "files": files}, separators=(",", ":")))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.state_path)
