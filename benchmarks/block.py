@@ -140,6 +140,7 @@ def archive_by_extent(provider: BlockMirror, files: list[Path], mount: Path) -> 
         for path, size in zip(files, sizes, strict=True)
     ]
     layouts = [s if s is not None else [(0, size)] for s, size in zip(segments, sizes, strict=True)]
+    provider.will_read(files)  # as BACKUP does: the plan of neighbouring extents
     openers = [functools.partial(provider.split_reader, path) for path in files]
     with ReadAhead(openers, layouts, workers=provider.read_workers) as ahead:
         for index, path in enumerate(files):

@@ -20,7 +20,14 @@ from splitmirror.archive.readahead import ReadAhead
 from splitmirror.extents import Extent, ExtentFlag, ExtentMap
 from splitmirror.mirror.block import ExtentReader
 from splitmirror.mirror.blocksync import DirectReader
-from splitmirror.mirror.splitread import MAX_READ, ExtentSplitReader, ReaderPool, SplitReader, reader_for
+from splitmirror.mirror.splitread import (
+    MAX_READ,
+    CoalescedReads,
+    ExtentSplitReader,
+    ReaderPool,
+    SplitReader,
+    reader_for,
+)
 from splitmirror.targets.builtin import FileTarget
 
 
@@ -236,3 +243,67 @@ def test_a_short_read_ends_the_member_even_with_data_after_it() -> None:
     reader = ShortOnce(bytes(range(100)), log, "0")
     with ReadAhead([lambda: reader], [[(0, 100)]], chunk=30, depth=4) as ahead:
         assert b"".join(ahead.member(0)) == bytes(range(35))
+
+
+class CountedReads:
+    """A device reader that counts the reads the device sees."""
+
+    def __init__(self, device: Path, log: list[tuple[int, int]]) -> None:
+        self.reader, self.log = DirectReader(device, MAX_READ), log
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.log.append((offset, length))
+        return self.reader.read(offset, length)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def small_files_side_by_side(device: Path) -> tuple[list[ExtentMap], list[bytes]]:
+    """36 small files (some with unaligned ends) packed one after the other on the device in
+    the order they are read, one 8 KiB gap among them, then one far away."""
+    image = bytearray(os.urandom(4 * MAX_READ))
+    maps, contents, physical = [], [], 0
+    for i in range(36):
+        size = 16384 if i % 3 else 10_000
+        if i == 20:
+            physical += 8192  # a gap a run reads through
+        if i == 35:
+            physical = 3 * MAX_READ  # not a neighbour
+        maps.append(ExtentMap(size, (Extent(0, physical, -(-size // 4096) * 4096, ExtentFlag.LAST),)))
+        contents.append(bytes(image[physical : physical + size]))
+        physical += -(-size // 4096) * 4096
+    device.write_bytes(image)
+    return maps, contents
+
+
+def test_neighbouring_small_files_are_read_from_the_device_as_one(tmp_path: Path) -> None:
+    """The block mirror plans runs of extents that lie side by side in BACKUP's order: 35
+    neighbours are one device read, the far file its own; every member still gets its bytes,
+    read ahead by four workers."""
+    device = tmp_path / "device.img"
+    maps, contents = small_files_side_by_side(device)
+    log: list[tuple[int, int]] = []
+    pool = ReaderPool(lambda: CountedReads(device, log))
+    runs = CoalescedReads(pool, [(e.physical, min(e.length, m.size)) for m in maps for e in m.extents])
+    openers = [lambda m=m: ExtentSplitReader(pool, m, runs) for m in maps]
+    with ReadAhead(openers, [[(0, m.size)] for m in maps], workers=4) as ahead:
+        got = [b"".join(bytes(chunk) for chunk in ahead.member(i)) for i in range(len(maps))]
+    pool.close()
+    assert got == contents
+    assert sorted(log) == [(0, 35 * 16384 - 12 * 4096 + 8192), (3 * MAX_READ, 16384)], log
+
+
+def test_a_run_is_let_go_once_taken_and_a_second_read_goes_to_the_device(tmp_path: Path) -> None:
+    device = tmp_path / "device.img"
+    maps, contents = small_files_side_by_side(device)
+    log: list[tuple[int, int]] = []
+    pool = ReaderPool(lambda: CountedReads(device, log))
+    runs = CoalescedReads(pool, [(e.physical, min(e.length, m.size)) for m in maps[:3] for e in m.extents])
+    readers = [ExtentSplitReader(pool, m, runs) for m in maps[:3]]
+    assert [read_at(r, 0, m.size) for r, m in zip(readers, maps[:3], strict=True)] == contents[:3]
+    assert len(log) == 1
+    assert all(run.data is None and run.done for run in runs._runs.values()), "a taken run kept its bytes"
+    assert read_at(readers[1], 0, maps[1].size) == contents[1]
+    assert len(log) == 2
+    pool.close()

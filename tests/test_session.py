@@ -256,6 +256,9 @@ def test_mirror_provider_from_a_plugin_is_used_in_phase_order(
             calls.append("split")
             super().split()
 
+        def will_read(self, primary_paths: Any) -> None:
+            calls.append(f"will_read {[p.name for p in primary_paths]}")
+
         def reestablish(self) -> None:
             calls.append("reestablish")
             super().reestablish()
@@ -268,7 +271,13 @@ def test_mirror_provider_from_a_plugin_is_used_in_phase_order(
     path = write_config(mode="hot-backup")
     path.write_text(path.read_text().replace('provider = "directory"', 'provider = "tracing-directory"'))
     run(load_config(path), hooks, Provider())
-    assert calls == ["bulk_sync", "final_sync ['ledger.db', 'ledger.db-wal']", "split", "reestablish"]
+    assert calls == [
+        "bulk_sync",
+        "final_sync ['ledger.db', 'ledger.db-wal']",
+        "split",
+        "will_read ['ledger.db', 'ledger.db-wal']",  # BACKUP's order, before its first read
+        "reestablish",
+    ]
 
 
 def test_progress_bars_observer_renders_sync_and_backup(ledger: Path, make_config: Any, hooks: Hooks) -> None:

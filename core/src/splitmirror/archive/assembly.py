@@ -87,6 +87,7 @@ class ArchiveAssembly:
         sources = [(f, True) for f in [*files, *window_files]] + [(f, False) for f in collected]
         planned = [self._plan(f, mirrored) for f, mirrored in sources]
         total, done = sum(p.info.size for p in planned), 0
+        self.mirror.will_read([p.file.path for p in planned if p.mirrored])
         writer = ArchiveWriter(self.target, uid=os.getuid(), gid=os.getgid())
         self.target.open()
         ahead = ReadAhead(

@@ -151,6 +151,11 @@ class MirrorProvider(abc.ABC):
         """CHECK, primary still frozen: each file's extent map and identity at the split
         (resolved paths); only called when :attr:`supports_extent_reads`."""
 
+    def will_read(self, primary_paths: Sequence[Path]) -> None:  # noqa: B027 - optional
+        """BACKUP, before its first read: the files it reads from the split image, in the order
+        it reads them, so that a provider can plan its reads (the block mirror reads the
+        extents of neighbouring small files as one)."""
+
     def split_stat(self, primary_path: Path) -> SplitStat:
         """Size, mode, mtime and owner of the file in the split image."""
         with self.open_split_copy(primary_path) as source:

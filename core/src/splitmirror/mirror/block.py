@@ -40,7 +40,7 @@ from ..progress import Progress
 from .base import MirrorProvider, SplitStat, SyncStats
 from .blocksync import DEFAULT_CHUNK, DEFAULT_WORKERS, BlockSync, BlockSyncStats, DirectReader
 from .precopy import Report, TrackedPasses
-from .splitread import MAX_READ, ExtentSplitReader, ReaderPool, SplitReader, reader_for
+from .splitread import MAX_READ, CoalescedReads, ExtentSplitReader, ReaderPool, SplitReader, reader_for
 from .trackchoice import TrackingChoice, TrackingOptions
 
 log = logging.getLogger("splitmirror.mirror.block")
@@ -175,6 +175,7 @@ class BlockMirror(MirrorProvider):
         self._reader: DirectReader | None = None
         self._pool: ReaderPool | None = None  # BACKUP's device readers, one per read in flight
         self._pool_lock = threading.Lock()
+        self._runs: CoalescedReads | None = None  # BACKUP's plan of neighbouring extents
         self._passes: TrackedPasses | None = None
 
     def _key(self, primary_path: Path) -> Path:
@@ -314,9 +315,30 @@ class BlockMirror(MirrorProvider):
         if path not in self.maps:
             raise FileNotFoundError(f"{primary_path} has no extent map from CHECK")
         with self._pool_lock:  # BACKUP's read-ahead opens files from several threads
-            if self._pool is None:
-                self._pool = ReaderPool(lambda: DirectReader(self.mirror, MAX_READ))
-            return ExtentSplitReader(self._pool, self.maps[path])
+            return ExtentSplitReader(self._readers(), self.maps[path], self._runs)
+
+    def _readers(self) -> ReaderPool:
+        if self._pool is None:
+            self._pool = ReaderPool(lambda: DirectReader(self.mirror, MAX_READ))
+        return self._pool
+
+    def will_read(self, primary_paths: Sequence[Path]) -> None:
+        """Plan one device read for each run of small files whose extents lie side by side in
+        the order BACKUP reads them (a file up to one read long is read in one piece, so each
+        of its extents is asked for whole)."""
+        pieces = []
+        for primary_path in primary_paths:
+            path = self._key(primary_path)
+            emap = self.maps.get(path)
+            if path in self.spooled or emap is None or emap.size > MAX_READ:
+                continue
+            pieces += [
+                (extent.physical + (offset - extent.logical), length)
+                for offset, length, extent in emap.pieces()
+                if extent is not None and not extent.zeros
+            ]
+        with self._pool_lock:
+            self._runs = CoalescedReads(self._readers(), pieces)
 
     def data_ranges(self, primary_path: Path) -> list[tuple[int, int]] | None:
         """Holes and unwritten extents are what the map leaves out; a spooled copy has
@@ -348,6 +370,7 @@ class BlockMirror(MirrorProvider):
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        self._runs = None
         self._keys.clear()
         if self._spool is not None:
             shutil.rmtree(self._spool, ignore_errors=True)
