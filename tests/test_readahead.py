@@ -307,3 +307,19 @@ def test_a_run_is_let_go_once_taken_and_a_second_read_goes_to_the_device(tmp_pat
     assert read_at(readers[1], 0, maps[1].size) == contents[1]
     assert len(log) == 2
     pool.close()
+
+
+def test_an_extent_two_files_share_is_read_on_its_own(tmp_path: Path) -> None:
+    """A reflinked extent appears twice in BACKUP's plan: in a run it would be taken once and
+    its second run would wait, holding its bytes, for a read that never comes."""
+    device = tmp_path / "device.img"
+    maps, contents = small_files_side_by_side(device)
+    maps, contents = [*maps[:6], maps[2]], [*contents[:6], contents[2]]  # the 7th shares the 3rd's
+    log: list[tuple[int, int]] = []
+    pool = ReaderPool(lambda: CountedReads(device, log))
+    runs = CoalescedReads(pool, [(e.physical, min(e.length, m.size)) for m in maps for e in m.extents])
+    readers = [ExtentSplitReader(pool, m, runs) for m in maps]
+    assert [read_at(r, 0, m.size) for r, m in zip(readers, maps, strict=True)] == contents
+    assert all(run.done and run.data is None for run in runs._runs.values()), "a run still holds bytes"
+    assert maps[2].extents[0].physical not in runs._runs
+    pool.close()

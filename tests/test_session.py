@@ -720,57 +720,40 @@ def test_observers_hear_progress_at_most_every_interval_and_at_the_end(
     assert len(heard) <= 3, f"{len(heard)} reports in well under a second"
 
 
-def test_a_file_that_may_vanish_and_does_by_check_is_left_out(
-    ledger: Path, write_config: Any, hooks: Hooks
+def test_observers_hear_the_last_progress_of_a_phase_without_a_total(
+    ledger: Path, write_config: Any, hooks: Hooks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A database that writes on through the window (HOT_BACKUP, no freeze) may drop a table
-    between DISCOVER and CHECK: a file its engine said may vanish is left out, named in the
-    stats, and the session goes on."""
+    """The final pass reports bytes without a total: its last report, held back by the
+    interval, is told when the phase ends, so a progress display does not end on a stale count."""
     from splitmirror.config import load_config
-    from splitmirror.engine import DatabaseFile
-    from splitmirror.engines.sqlite import SqliteEngine
+    from splitmirror.mirror.directory import DirectoryMirror
 
-    dropped = ledger.parent / "dropped-table"
-    dropped.write_bytes(b"a table the database drops in the window")
+    monkeypatch.setattr("splitmirror.session.PROGRESS_INTERVAL", 1e9)  # only the first goes at once
+    raw: list[tuple[int, int | None]] = []
+    heard: list[tuple[int, int | None]] = []
 
-    class DropsATable(SqliteEngine):
-        name = "sqlite-drops"
-        url_schemes = ("sqlitedrops",)
+    class Recording(DirectoryMirror):
+        name = "recording-directory"
 
-        def discover(self) -> list[DatabaseFile]:
-            return [*super().discover(), DatabaseFile(dropped, (1, 0), "data", may_vanish=True)]
+        def final_sync(self, first: Any, progress: Any) -> Any:
+            def record(done: int, total: int | None) -> None:
+                raw.append((done, total))
+                progress(done, total)
+
+            return super().final_sync(first, record)
 
     class Provider:
         @impl
-        def splitmirror_register_engines(self, register: Any) -> None:
-            register(DropsATable)
+        def splitmirror_register_mirrors(self, register: Any) -> None:
+            register(Recording)
 
-        @impl(wrapper=True)
-        def splitmirror_phase(self, session: Session, phase: Phase) -> Generator[None, object, object]:
-            if phase is Phase.CHECK:
-                dropped.unlink()
-            return (yield)
+        @impl
+        def splitmirror_progress(self, session: Session, phase: Phase, done: int, total: int | None) -> None:
+            if phase is Phase.SPLIT:
+                heard.append((done, total))
 
-    path = write_config(mode="hot-backup")
-    path.write_text(path.read_text().replace('url = "sqlite://', 'url = "sqlitedrops://'))
-    session = run(load_config(path), hooks, Provider())
-    summary = session.summary()
-    assert summary is not None and summary.status == "DONE"
-    assert summary.stats["vanished"] == [str(dropped)]
-    assert "dropped-table" not in {m.member for m in session.members}
-
-
-def test_check_tells_the_files_gone_since_discover_apart_instead_of_failing(tmp_path: Path) -> None:
-    """CHECK looks at each file once: a file gone between a separate existence check and its
-    fingerprint failed the session with a traceback-worthy FileNotFoundError."""
-    from splitmirror.filemap import FileMap
-
-    kept, gone = tmp_path / "kept", tmp_path / "gone"
-    kept.write_bytes(b"k")
-    gone.write_bytes(b"g")
-    files = FileMap()
-    files.map([kept, gone])
-    gone.unlink()
-    result = files.check([kept, gone])
-    assert files.vanished == [gone]
-    assert result.unchanged == 1 and result.gone_since_map == 1
+    path = write_config()
+    path.write_text(path.read_text().replace('provider = "directory"', 'provider = "recording-directory"'))
+    run(load_config(path), hooks, Provider())
+    assert len(set(raw)) > 1, "the final pass reported once: the test proves nothing"
+    assert heard == [raw[0], raw[-1]]

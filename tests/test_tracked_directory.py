@@ -210,3 +210,34 @@ def test_a_table_appended_to_during_the_final_pass_is_not_compared_whole(
     assert stats.tracking == "tracked"
     assert stats.bytes_read < 1 << 20, f"{stats.bytes_read} bytes read: the table was compared whole"
     assert (mirror.mirror / "table").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (ExtentFlag.DELALLOC | ExtentFlag.UNKNOWN, [(0, 4096), (8192, 4096)]),  # unplaced: copied
+        (ExtentFlag.SHARED, None),  # a reflinked extent stays shared: compared, not copied each pass
+        (ExtentFlag.DATA_INLINE | ExtentFlag.NOT_ALIGNED, None),  # no sectors of its own
+        (ExtentFlag(0), [(0, 4096)]),  # placed and unwritten since: only the tracked write
+    ],
+    ids=["delalloc", "shared", "inline", "placed"],
+)
+def test_what_a_visited_file_copies_by_its_second_extent(
+    flags: ExtentFlag, expected: list[tuple[int, int]] | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FIEMAP's flags decide, extent by extent: the tracked write of the first (placed) extent,
+    and for the second what its flags allow."""
+    from splitmirror.extents import Extent
+    from splitmirror.mirror import filetrack
+
+    path = tmp_path / "table"
+    path.write_bytes(bytes(16384))
+    second = Extent(8192, 0 if flags & ExtentFlag.UNKNOWN else 1 << 30, 4096, flags | ExtentFlag.LAST)
+    extents = [Extent(0, 1 << 20, 8192, ExtentFlag(0)), second]
+    monkeypatch.setattr(filetrack, "fiemap", lambda fd, sync: extents)
+    tracked = filetrack.TrackedFiles()
+    with open(path, "rb") as f:
+        tracked.mapped("table", f.fileno())
+        tracked.begin([(1 << 20, 4096)])  # the first extent's first block was written
+        assert tracked.ranges("table", f.fileno()) == expected
+    assert ("table" in tracked.unsettled) == (flags != ExtentFlag(0)), "visited on every pass until settled"

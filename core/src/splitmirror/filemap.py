@@ -115,7 +115,7 @@ class FileMap:
         for given in paths:
             try:
                 now = Fingerprint.of(given)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # or a directory on its way went
                 self.vanished.append(given)
                 continue
             path = self._resolve(given, now)

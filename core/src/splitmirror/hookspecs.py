@@ -117,9 +117,9 @@ def splitmirror_phase_finished(
 def splitmirror_progress(session: Session, phase: Phase, done: int, total: int | None) -> None:
     """Bytes done so far in a long phase (SYNC, SPLIT's final pass, BACKUP).
 
-    Called at most every 0.1 s of a phase (the first report at once), and whenever ``done``
-    reaches a known ``total``; still, keep implementations cheap: SPLIT calls it inside the
-    window.
+    Called at most every 0.1 s of a phase (the first report at once), whenever ``done``
+    reaches a known ``total``, and with the phase's last report when it ends well; still, keep
+    implementations cheap: SPLIT calls it inside the window.
 
     :param session: the running session.
     :param phase: the phase making progress.

@@ -87,6 +87,8 @@ class Session:
         self._window_start: float | None = None
         self._quiesced = False
         self._pending: list[_Pending] | None = None
+        #: The last progress report a phase held back (phase, done, total), told when it ends.
+        self._unsent: tuple[Phase, int, int | None] | None = None
         self._body_ran: Phase | None = None
 
     @property
@@ -244,6 +246,10 @@ class Session:
         """Called by the core's ``splitmirror_phase`` implementation."""
         self._body_ran = phase
         _BODIES[phase](self)
+        if self._unsent is not None and self._unsent[0] is phase:  # the phase's last word
+            _phase, done, total = self._unsent
+            self._unsent = None
+            self.hooks.progress(self, phase, done, total)
 
     def _check_window(self) -> None:
         if self._window_start is None or self.window_ms is not None:
@@ -255,8 +261,9 @@ class Session:
         """A progress callback for ``phase`` that also enforces the window limit.
 
         Synchronizers and the archive report every file and chunk (thousands inside the
-        window); observers hear at most every :data:`PROGRESS_INTERVAL`, and when ``done``
-        reaches a known ``total``: a hook call costs more than the check of the window."""
+        window); observers hear at most every :data:`PROGRESS_INTERVAL`, when ``done`` reaches
+        a known ``total``, and the last report of a phase that ends well: a hook call costs more
+        than the check of the window."""
         last = -PROGRESS_INTERVAL
 
         def report(done: int, total: int | None) -> None:
@@ -265,8 +272,10 @@ class Session:
                 self._check_window()
             now = time.monotonic()
             if now - last >= PROGRESS_INTERVAL or (total is not None and done >= total):
-                last = now
+                last, self._unsent = now, None
                 self.hooks.progress(self, phase, done, total)
+            else:
+                self._unsent = (phase, done, total)
 
         return report
 

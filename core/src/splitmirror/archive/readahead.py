@@ -26,10 +26,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ..mirror.splitread import SplitReader
+from ..mirror.splitread import MAX_READ, SplitReader
 from .sparse import Segment
 
-CHUNK = 1 << 20
+#: A member up to one device read long is read in one chunk: the block mirror's runs of
+#: neighbouring extents (:class:`~splitmirror.mirror.splitread.CoalescedReads`) count on it.
+CHUNK = MAX_READ
 
 
 class _Opened:

@@ -13,9 +13,9 @@ last placed them — and, for one pass, tells the synchronizer:
   below the primary (another device, which the tracker does not watch);
 * which byte ranges of a visited file to copy (:meth:`ranges`): the written sectors that fall in
   its extents *as they are now* (mapped again, so blocks allocated since count), and the whole of
-  each extent whose placement is not settled (delayed allocation: the pages a database appends
-  wait in the page cache, unseen by the tracker, until written back), or None when the file
-  cannot be mapped exactly (inline, tail-packed or encoded data, data journaled, another
+  each extent not yet placed (delayed allocation: the pages a database appends wait in the page
+  cache, unseen by the tracker, until written back), or None when the file cannot be mapped
+  exactly (inline, tail-packed or encoded data, shared extents, data journaled, another
   device), or the path now names another inode (a file renamed over it: its data was written,
   and taken, under its old name) — then the whole file is compared.  A table a database appends
   to is nearly always mid-allocation at its end; comparing it whole for that (measured: a
@@ -44,11 +44,13 @@ import struct
 
 from ..extents import NOT_RAW, Extent, ExtentFlag, ExtentMap, fiemap
 
-#: Extents whose placement may still change without the file's fingerprint changing: copied
-#: whole whenever the file is visited.
-_UNSETTLED = ExtentFlag.DELALLOC | ExtentFlag.UNKNOWN | ExtentFlag.SHARED
-#: Extents whose writes do not land on sectors of their own: the file is compared whole.
-_INEXACT = NOT_RAW & ~(ExtentFlag.DELALLOC | ExtentFlag.UNKNOWN)
+#: Unplaced extents (pages waiting in the page cache, unseen by the tracker): the file is
+#: visited on every pass until they are placed, and they are copied whole.
+_UNPLACED = ExtentFlag.DELALLOC | ExtentFlag.UNKNOWN
+#: Extents whose writes do not land on sectors of their own, and shared (reflinked) extents,
+#: which stay shared until rewritten (a clone of a database would be copied whole on every
+#: pass): the file is compared whole.
+_INEXACT = (NOT_RAW & ~_UNPLACED) | ExtentFlag.SHARED
 FS_IOC_GETFLAGS = 0x80086601
 FS_JOURNAL_DATA_FL = 0x00004000
 
@@ -103,8 +105,9 @@ class TrackedFiles:
         return found
 
     def mapped(self, rel: str, fd: int) -> ExtentMap | None:
-        """Map the file again and remember it; None when its placement is not exact.  A file
-        with unsettled extents is visited on every pass until they settle."""
+        """Map the file again and remember it; None when its placement is not exact (the file
+        is then compared whole, on every pass).  A file with unplaced extents is visited on
+        every pass until they are placed."""
         try:
             emap = ExtentMap(_size(fd), tuple(fiemap(fd, sync=False)))
         except OSError:
@@ -118,7 +121,7 @@ class TrackedFiles:
         if elsewhere or _journals_data(fd) or any(e.flags & _INEXACT for e in emap.extents):
             self.unsettled.add(rel)
             return None
-        if any(e.flags & _UNSETTLED for e in emap.extents):
+        if any(e.flags & _UNPLACED for e in emap.extents):
             self.unsettled.add(rel)
         else:
             self.unsettled.discard(rel)
@@ -133,7 +136,7 @@ class TrackedFiles:
         return [
             r
             for e in emap.extents
-            for r in ([(e.logical, e.length)] if e.flags & _UNSETTLED else self._written(e))
+            for r in ([(e.logical, e.length)] if e.flags & _UNPLACED else self._written(e))
         ]
 
     def forget(self, rel: str) -> None:

@@ -22,6 +22,7 @@ taken.  Measured on 10,000 files of 16 KiB: one request for 64 files instead of 
 from __future__ import annotations
 
 import bisect
+import collections
 import io
 import itertools
 import os
@@ -148,9 +149,11 @@ class CoalescedReads:
     """One device read for each run of extents that BACKUP reads one after the other and
     that lie next to each other on the device.
 
-    ``pieces`` are the ``(physical, length)`` extents in the order BACKUP reads them.  A piece
-    joins the run before it when its aligned start falls at most :data:`GAP` past the run's
-    end and the run stays within :data:`MAX_READ`; a run of one piece is read as before."""
+    ``pieces`` are the ``(physical, length)`` extents in the order BACKUP reads them, each asked
+    for whole in one read.  A piece joins the run before it when its aligned start falls at most
+    :data:`GAP` past the run's end and the run stays within :data:`MAX_READ`; a run of one piece
+    is read as before, and so is an extent two files share (reflinks), which would be taken
+    from the first run only and keep the second waiting for bytes never asked of it."""
 
     #: Bytes of the device read and thrown away between two neighbours rather than ask twice.
     GAP = 16 << 10
@@ -159,9 +162,15 @@ class CoalescedReads:
         self._pool = pool
         self._runs: dict[int, _Run] = {}  # by the physical start of each piece in a run
         planned: list[tuple[int, int, list[tuple[int, int]]]] = []
+        shared = {
+            physical for physical, count in collections.Counter(p for p, _ in pieces).items() if count > 1
+        }
         for physical, length in pieces:
+            if physical in shared:
+                planned.append((0, 0, []))  # read on its own, and the run before it ends
+                continue
             low, high = _aligned(physical, length)
-            if planned:
+            if planned and planned[-1][2]:
                 start, stop, members = planned[-1]
                 if stop <= low <= stop + self.GAP and high - start <= MAX_READ:
                     planned[-1] = (start, high, [*members, (physical, length)])
@@ -171,7 +180,7 @@ class CoalescedReads:
             if len(members) > 1:
                 run = _Run(start, stop, sum(length for _physical, length in members))
                 for physical, _length in members:
-                    self._runs.setdefault(physical, run)
+                    self._runs[physical] = run
 
     def read(self, physical: int, buffer: memoryview) -> bool:
         """Fill ``buffer`` from ``physical`` out of its run; False when it is in none (or its
