@@ -18,7 +18,8 @@ from splitmirror.phases import Mode, Phase
 from splitmirror.session import Session
 from splitmirror.testing import SessionRunner, SqliteLedgerDatabase
 
-BURST = 8 << 20  # what the "checkpoint" writes
+BURST = 8 << 20  # what the first "checkpoint" writes
+DIRTIED = 64 << 10  # what the second writes: what was dirtied during the last pre-copy pass
 
 
 class Phases:
@@ -33,13 +34,14 @@ class Phases:
 
 
 def checkpoint_into(burst: Path, events: list[str]) -> object:
-    """A ``before_window`` that writes :data:`BURST` bytes into the primary, as a checkpoint
-    writes dirty pages out, and records that it ran."""
+    """A ``before_window`` that writes into the primary as a checkpoint writes dirty pages out
+    (:data:`BURST` bytes the first time, :data:`DIRTIED` the second), and records that it ran."""
+    sizes = [BURST, DIRTIED]
 
     def before_window(self: SqliteEngine, mode: Mode) -> None:
         events.append(f"before_window({mode.value})")
         with open(burst, "r+b") as f:
-            f.write(os.urandom(BURST))
+            f.write(os.urandom(sizes.pop(0)))
             os.fsync(f.fileno())
 
     return before_window
@@ -61,10 +63,12 @@ def test_before_window_runs_at_the_end_of_sync_and_its_writes_miss_the_window(
     splitmirror_session.mirror_options = {"provider": "directory", "tracking": "on"}
     summary = splitmirror_session.run(database, mode, Phases(events))
     assert summary.status == "DONE"
-    assert events.index("SYNC") < events.index(f"before_window({mode})") < events.index("QUIESCE")
+    called = f"before_window({mode})"
+    assert events[events.index("SYNC") : events.index("QUIESCE")] == ["SYNC", called, called], events
     bulk, final = summary.stats["bulk_sync"], summary.stats["final_sync"]
     assert bulk["passes"][-1] >= BURST, f"the last pre-copy pass did not copy the burst: {bulk['passes']}"
     assert final["bytes_written"] < BURST // 4, f"the window copied the burst: {final}"
+    assert final["bytes_written"] >= DIRTIED, "the second checkpoint's pages are the final pass's"
 
 
 def test_without_tracking_there_is_no_extra_pass(

@@ -139,11 +139,13 @@ class DatabaseEngine(abc.ABC):
         """The files the database uses as known before quiescing: MAP's candidates."""
 
     def before_window(self, mode: Mode) -> None:  # noqa: B027 - optional: most engines have nothing to do early
-        """End of SYNC, before the mirror's last pre-copy pass and well before QUIESCE: do now
-        what entering ``mode`` would otherwise do inside the window, while the database still
-        runs (PostgreSQL checkpoints, so that the checkpoint of ``pg_backup_start`` has little
-        left to write, and the pages it writes are copied by that last pass, not in the
-        window).  Must hold nothing: the database is not quiesced yet.  Nothing by default."""
+        """End of SYNC, before the mirror's last pre-copy pass, and where the mirror has one,
+        again after it, right before QUIESCE: do now what entering ``mode`` would otherwise do
+        inside the window, while the database still runs (PostgreSQL checkpoints: the pages
+        the first checkpoint writes are copied by that last pass, and the second writes what
+        was dirtied during it, so that the checkpoint of ``pg_backup_start`` inside the window
+        has next to nothing left to write).  Must hold nothing: the database is not quiesced
+        yet; may be called twice.  Nothing by default."""
 
     @abc.abstractmethod
     def quiesce(self, mode: Mode) -> None:

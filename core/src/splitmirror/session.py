@@ -311,6 +311,10 @@ class Session:
         last = self._budget.run(self.parts.mirror.catch_up, progress)  # its delta at full rate
         if last is not None:
             stats.add(last)
+            # Again, for what the database dirtied during that pass: written now, outside the
+            # window, rather than by QUIESCE's own checkpoint inside it; the final pass copies
+            # those pages either way.
+            self.parts.engine.before_window(self.mode)
         self.stats["bulk_sync"] = dataclasses.asdict(stats)
 
     def _quiesce(self) -> None:
