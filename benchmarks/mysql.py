@@ -36,6 +36,7 @@ from report import (
     shared_machine,
     tools,
     tracking_of,
+    window_medians,
     window_phases,
 )
 from splitmirror.catalog.base import SessionSummary
@@ -196,7 +197,10 @@ def render(server: str, name: str, found: list[str], runs: list[Run]) -> str:
         f"Over the whole {SECONDS} s run the writers kept {hot_rate / base_rate:.2f}× their baseline commit "
         f"rate with a HOT_BACKUP session and {freeze_rate / base_rate:.2f}× with a FREEZE session. "
         f"The window (QUIESCE through UNQUIESCE) took a median {hot_window:.0f} ms in HOT_BACKUP and "
-        f"{freeze_window:.0f} ms in FREEZE; the slowest second during a session saw a median "
+        f"{freeze_window:.0f} ms in FREEZE (HOT_BACKUP's "
+        f"{window_medians(r.session for r in runs if r.variant == 'hot-backup')}; FREEZE's "
+        f"{window_medians(r.session for r in runs if r.variant == 'freeze').split(': ', 1)[1]}); "
+        "the slowest second during a session saw a median "
         f"{worst['hot-backup']:.0f} commits (HOT_BACKUP) and {worst['freeze']:.0f} (FREEZE), against "
         f"{worst['baseline']:.0f} for the baseline's slowest second. Commits stall in both modes for the "
         "final mirror pass in SPLIT, which runs with the data filesystem frozen (InnoDB needs an atomic "

@@ -43,6 +43,7 @@ from report import (
     shared_machine,
     tools,
     tracking_of,
+    window_medians,
     window_phases,
 )
 from splitmirror.catalog.base import SessionSummary
@@ -291,7 +292,8 @@ def render(
         f"whole {SECONDS} s run (median {tps:.0f} against {base_tps:.0f} TPS), although the session "
         f"covered only a median {med(lengths):.1f} s of it. The window (QUIESCE through UNQUIESCE: "
         f"backup start, the mirror's split, backup stop) took a median {med(windows):.0f} ms "
-        f"(final passes: {tracking_of(r.session for r in during)}); SYNC before it and BACKUP "
+        f"({window_medians(r.session for r in during)}; final passes: "
+        f"{tracking_of(r.session for r in during)}); SYNC before it and BACKUP "
         "(archiving the split copy) after it take the rest of the session. HOT_BACKUP holds no "
         "writer except while a mirror freezes the data filesystem for its final pass (the block "
         "mirror does; the tracked directory mirror only writes it back): writes were "

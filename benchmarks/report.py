@@ -91,8 +91,10 @@ def render(
     size: int,
     hashing: float,
     startup: float,
+    profiled: str,
 ) -> str:
-    """The page; ``archived`` and ``synced`` are (how it was measured, results)."""
+    """The page; ``archived`` and ``synced`` are (how it was measured, results); ``profiled``
+    the sentence :func:`profile` made of one archive to a file."""
     t = {r.name: r.median for r in archived[1] + synced[1]}
     to_file, tar_file = t["splitmirror FileTarget"], t["tar -cf FILE + fsync"]
     to_pipe, tar_pipe = t["splitmirror StdoutTarget | cat"], t["tar -cf - | cat"]
@@ -122,6 +124,7 @@ def render(
         "stream archive's checksums go into its manifest (docs/archive.md). Before these changes (the "
         f"run of {BEFORE['date']}, same benchmark) the ratios were {BEFORE['file']:.2f}× to a file and "
         f"{BEFORE['pipe']:.2f}× into a pipe, where every file was read and hashed twice. "
+        f"{profiled} "
         f"An incremental mirror pass at 1 % churn took {inc / rsync:.2f}× as long as rsync's "
         "delta mode with `--fsync` (DirectorySync always fsyncs what it changed). Both read every changed "
         "file in full on both sides, so a pass costs the size of the changed files, not of the changes "
@@ -143,6 +146,17 @@ def tracking_of(summaries: Iterable[SessionSummary | None]) -> str:
 
 
 WINDOW_PHASES = ("QUIESCE", "DISCOVER", "PREPARE", "SPLIT", "CHECK", "UNQUIESCE")
+
+
+def window_medians(summaries: Iterable[SessionSummary | None]) -> str:
+    """Where the windows went: each window phase's median in ms, as a sentence's clause."""
+    done = [s for s in summaries if s]
+    parts = []
+    for name in WINDOW_PHASES:
+        took = [sum(p.duration_ms for p in s.phases if p.name == name) for s in done]
+        if took:
+            parts.append(f"{name} {statistics.median(took):.0f}")
+    return "median ms of each phase inside the window: " + ", ".join(parts)
 
 
 def window_phases(summary: SessionSummary) -> str:
@@ -246,7 +260,10 @@ def kept_sections(page: Path = PAGE) -> str:
 #: Where the archive's main thread spends its time, by the functions that say so (cProfile
 #: keys: file name or ``~`` for built-ins, and the function's name); the rest is Python.
 PROFILE_PARTS = {
-    "waiting for reads (the read-ahead's threads)": ("~", "<method 'acquire' of '_thread.lock' objects>"),
+    "waiting on other threads (reads ahead; large members' hashing)": (
+        "~",
+        "<method 'acquire' of '_thread.lock' objects>",
+    ),
     "SHA-256 (small members, hashed inline; large ones hash in a helper thread)": (
         "~",
         "<method 'update' of '_hashlib.HASH' objects>",

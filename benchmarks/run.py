@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from report import Result, machine, render
+from report import Result, machine, profile, render
 from splitmirror.archive.pax import ArchiveWriter
 from splitmirror.archive.readahead import ReadAhead
 from splitmirror.mirror.base import SyncStats
@@ -339,10 +339,13 @@ def main() -> None:
             f"(median {statistics.median(sizes) / 1024:.0f} KiB) in 10 directories; {args.reps} repetitions"
         )
         archived = bench_archive(primary, scratch, args.reps)
+        drop_caches()
+        profiled = profile(lambda: archive(primary, FileTarget(str(scratch / "profiled.tar"), BLOCK_SIZE)))
+        (scratch / "profiled.tar").unlink()
         synced = bench_sync(primary, scratch, args.reps, rng)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    text = render(facts, archived, synced, size, hashing, python_startup())
+    text = render(facts, archived, synced, size, hashing, python_startup(), profiled)
     print("\n" + text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
