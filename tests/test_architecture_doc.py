@@ -51,18 +51,26 @@ def test_the_table_names_no_module_that_does_not_exist() -> None:
 
 
 def test_every_public_member_of_a_plugin_base_class_is_named() -> None:
-    """The plugin API is the three base classes' public members: docs/architecture.md names
-    each (it once missed half of them, ``will_read`` among the newest)."""
+    """The plugin API is the three base classes' public members, class attributes included:
+    each class's bullet in docs/architecture.md's Plugins section names each (it once missed
+    half of them, ``will_read`` among the newest)."""
     from splitmirror.engine import DatabaseEngine
     from splitmirror.mirror.base import MirrorProvider
     from splitmirror.targets.base import Target
 
     text = (ROOT / "docs" / "architecture.md").read_text()
     section = text.split("\n## Plugins\n", 1)[1].split("\n## ", 1)[0]
-    missing = [
-        f"{cls.__name__}.{name}"
-        for cls in (DatabaseEngine, MirrorProvider, Target)
-        for name in vars(cls)
-        if not name.startswith("_") and f"`{name}`" not in section
-    ]
+    bullets = {
+        found.group(1): found.group(0)
+        for found in re.finditer(r"- \*\*[^*]+\*\* \(`([\w.]+)`\).*?(?=\n- \*\*|\n\n)", section, re.S)
+    }
+    missing = []
+    for cls in (DatabaseEngine, MirrorProvider, Target):
+        bullet = bullets[f"{cls.__module__.removeprefix('splitmirror.')}.{cls.__name__}"]
+        names = dict.fromkeys([*vars(cls), *cls.__annotations__])
+        missing += [
+            f"{cls.__name__}.{name}"
+            for name in names
+            if not name.startswith("_") and f"`{name}`" not in bullet
+        ]
     assert not missing, f"docs/architecture.md's Plugins section does not name {missing}"

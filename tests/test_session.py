@@ -757,3 +757,77 @@ def test_observers_hear_the_last_progress_of_a_phase_without_a_total(
     run(load_config(path), hooks, Provider())
     assert len(set(raw)) > 1, "the final pass reported once: the test proves nothing"
     assert heard == [raw[0], raw[-1]]
+
+
+def test_a_file_that_may_vanish_and_does_by_check_is_left_out(
+    ledger: Path, write_config: Any, hooks: Hooks
+) -> None:
+    """A database that writes on through the window (HOT_BACKUP, no freeze) may drop a table
+    between DISCOVER and CHECK: a file its engine said may vanish is left out, named in the
+    stats, and the session goes on."""
+    from splitmirror.config import load_config
+    from splitmirror.engine import DatabaseFile
+    from splitmirror.engines.sqlite import SqliteEngine
+
+    dropped = ledger.parent / "dropped-table"
+    dropped.write_bytes(b"a table the database drops in the window")
+
+    class DropsATable(SqliteEngine):
+        name = "sqlite-drops"
+        url_schemes = ("sqlitedrops",)
+
+        def discover(self) -> list[DatabaseFile]:
+            return [*super().discover(), DatabaseFile(dropped, (1, 0), "data", may_vanish=True)]
+
+    class Provider:
+        @impl
+        def splitmirror_register_engines(self, register: Any) -> None:
+            register(DropsATable)
+
+        @impl(wrapper=True)
+        def splitmirror_phase(self, session: Session, phase: Phase) -> Generator[None, object, object]:
+            if phase is Phase.CHECK:
+                dropped.unlink()
+            return (yield)
+
+    path = write_config(mode="hot-backup")
+    path.write_text(path.read_text().replace('url = "sqlite://', 'url = "sqlitedrops://'))
+    session = run(load_config(path), hooks, Provider())
+    summary = session.summary()
+    assert summary is not None and summary.status == "DONE"
+    assert summary.stats["vanished"] == [str(dropped)]
+    assert "dropped-table" not in {m.member for m in session.members}
+
+
+def test_check_tells_the_files_gone_since_discover_apart_instead_of_failing(tmp_path: Path) -> None:
+    """CHECK looks at each file once: a file gone between a separate existence check and its
+    fingerprint failed the session with a traceback-worthy FileNotFoundError."""
+    from splitmirror.filemap import FileMap
+
+    kept, gone = tmp_path / "kept", tmp_path / "gone"
+    kept.write_bytes(b"k")
+    gone.write_bytes(b"g")
+    files = FileMap()
+    files.map([kept, gone])
+    gone.unlink()
+    result = files.check([kept, gone])
+    assert files.vanished == [gone]
+    assert result.unchanged == 1 and result.gone_since_map == 1
+
+
+def test_check_counts_a_file_whose_directory_became_a_file_as_vanished(tmp_path: Path) -> None:
+    """A database that drops a tablespace or a schema directory between DISCOVER and CHECK: the
+    path's directory is now something else, which ``stat`` reports as ENOTDIR, not ENOENT."""
+    from splitmirror.filemap import FileMap
+
+    directory = tmp_path / "tablespace"
+    directory.mkdir()
+    inside = directory / "16400"
+    inside.write_bytes(b"t")
+    files = FileMap()
+    files.map([inside])
+    inside.unlink()
+    directory.rmdir()
+    directory.write_bytes(b"a file where the directory was")
+    files.check([inside])
+    assert files.vanished == [inside]

@@ -104,7 +104,8 @@ class DatabaseEngine(abc.ABC):
     """A database kind.  Subclasses are registered through ``splitmirror_register_engines``.
 
     Lifecycle within one session: ``__init__`` (no I/O) → :meth:`connect` → :meth:`preflight`
-    → :meth:`layout` → :meth:`before_window` → :meth:`quiesce` → :meth:`discover` →
+    → :meth:`layout` → :meth:`before_window` (twice where the mirror has a last pre-copy
+    pass) → :meth:`quiesce` → :meth:`discover` →
     :meth:`prepare` → :meth:`unquiesce` → :meth:`close`.  On any failure after :meth:`quiesce` was called the
     session calls :meth:`abort` instead of :meth:`unquiesce`, then :meth:`close`.
     """

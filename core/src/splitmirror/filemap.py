@@ -89,7 +89,7 @@ class FileMap:
             try:
                 resolved = self._resolved[path] = path.resolve()
                 self._record(resolved, Fingerprint.of(resolved))
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 continue
         return len(self.entries)
 
