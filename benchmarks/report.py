@@ -270,6 +270,7 @@ PROFILE_PARTS = {
     ),
     "tar headers (`archive/headers.py`)": ("headers.py", "member_header"),
     "writing to the target": ("base.py", "write"),
+    "fsync (the archive made durable)": ("~", "<built-in method posix.fsync>"),
 }
 
 
@@ -292,5 +293,6 @@ def profile(action: Callable[[], object]) -> str:
             if function == name and ((where == "~" and file == "~") or file.endswith(where))
         ) / total  # fmt: skip
     rest = max(0.0, 1 - sum(shares.values()))
-    parts = [f"{label} {share:.0%}" for label, share in shares.items()] + [f"the rest (Python) {rest:.0%}"]
+    parts = [f"{label} {share:.0%}" for label, share in shares.items()]
+    parts.append(f"the rest (Python, and system calls not named here) {rest:.0%}")
     return "Profile of the archive's main thread (one run under cProfile): " + ", ".join(parts) + "."
