@@ -247,8 +247,7 @@ class Session:
         self._body_ran = phase
         _BODIES[phase](self)
         if self._unsent is not None and self._unsent[0] is phase:  # the phase's last word
-            _phase, done, total = self._unsent
-            self._unsent = None
+            (_phase, done, total), self._unsent = self._unsent, None
             self.hooks.progress(self, phase, done, total)
 
     def _check_window(self) -> None:
@@ -258,12 +257,9 @@ class Session:
             raise WindowExceeded(f"the window passed max_window ({self.config.session.max_window:g}s)")
 
     def progress(self, phase: Phase) -> Progress:
-        """A progress callback for ``phase`` that also enforces the window limit.
-
-        Synchronizers and the archive report every file and chunk (thousands inside the
-        window); observers hear at most every :data:`PROGRESS_INTERVAL`, when ``done`` reaches
-        a known ``total``, and the last report of a phase that ends well: a hook call costs more
-        than the check of the window."""
+        """A progress callback for ``phase`` that also enforces the window limit.  Observers
+        hear at most every :data:`PROGRESS_INTERVAL`, when ``done`` reaches a known ``total``
+        and a phase's last report: thousands come, some inside the window."""
         last = -PROGRESS_INTERVAL
 
         def report(done: int, total: int | None) -> None:
@@ -311,9 +307,8 @@ class Session:
         last = self._budget.run(self.parts.mirror.catch_up, progress)  # its delta at full rate
         if last is not None:
             stats.add(last)
-            # Again, for what the database dirtied during that pass: written now, outside the
-            # window, rather than by QUIESCE's own checkpoint inside it; the final pass copies
-            # those pages either way.
+            # Again: what was dirtied during that pass is written outside the window, not by
+            # QUIESCE's own checkpoint inside it (the final pass copies it either way).
             self.parts.engine.before_window(self.mode)
         self.stats["bulk_sync"] = dataclasses.asdict(stats)
 
