@@ -14,6 +14,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +26,41 @@ FITHAW = 0xC0045878
 
 
 def mount_point(path: Path) -> Path:
-    """The mount point of the filesystem holding ``path``."""
+    """The mount point of the filesystem holding ``path``.
+
+    Found in the mount table, not by ``st_dev`` (``os.path.ismount``): every btrfs subvolume
+    has a device number of its own, so a subvolume's directory looks like a mount point though
+    FIFREEZE on it freezes the whole btrfs."""
     path = path.resolve()
-    while not os.path.ismount(path) and path != path.parent:
+    mounts = {mount for mount, _source in _mounts()}
+    while path not in mounts and path != path.parent:
         path = path.parent
     return path
 
 
 def same_filesystem(a: Path, b: Path) -> bool:
-    return os.stat(a).st_dev == os.stat(b).st_dev
+    """Whether ``a`` and ``b`` are on one filesystem: freezing one freezes the other.  Two
+    subvolumes of a btrfs differ in ``st_dev`` but share the device it is mounted from."""
+    if os.stat(a).st_dev == os.stat(b).st_dev:
+        return True
+    sources = dict(_mounts())
+    source_a, source_b = sources.get(mount_point(a)), sources.get(mount_point(b))
+    return source_a is not None and source_a.startswith("/dev/") and source_a == source_b
+
+
+def _mounts() -> list[tuple[Path, str]]:
+    """(mount point, source) of each mount, from ``/proc/self/mountinfo`` (octal escapes undone)."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, after = line.partition(" - ")
+        mount = fields.split(" ")[4]
+        source = after.split(" ")[1] if after.count(" ") >= 1 else ""
+        found.append((Path(_unescape(mount)), _unescape(source)))
+    return found
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda octal: chr(int(octal.group(1), 8)), field)
 
 
 class Freezer:

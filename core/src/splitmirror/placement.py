@@ -244,7 +244,8 @@ def preflight_problems(
     problems = place_problems(config, catalog, target_is_file, mirror)
     if problems:
         return problems
-    freezes = [(path, False) for path in engine_freezes] + [(path, True) for path in mirror.freeze_paths()]
+    mine = mirror.freeze_paths()
+    freezes = [(path, path in mine) for path in mirror.freezes_for(engine_freezes)]
     places = [path for _key, _what, path in _ours(config, catalog, target_is_file)]
     found = (_freeze_problem(path, freezes) for path in [*places, resolved(config.mirror.mirror).parent])
     return [problem for problem in found if problem is not None]

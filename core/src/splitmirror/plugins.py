@@ -42,6 +42,7 @@ BUILTIN_PLUGINS: Mapping[str, str] = {
     "sqlite": "splitmirror.engines.sqlite",
     "directory": "splitmirror.mirror.directory",
     "block": "splitmirror.mirror.block",
+    "btrfs": "splitmirror.mirror.btrfs_snapshot",
     "targets": "splitmirror.targets.builtin",
 }
 

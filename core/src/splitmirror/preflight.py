@@ -124,14 +124,14 @@ def problems(config: Config, chosen: Chosen, claim: MirrorClaim) -> tuple[Server
         mirror_problems = _asked(f"{provider} preflight", mirror.preflight())
     with _plugin(f"{name} layout"):
         layout = engine.layout()
+    freezes = engine.freeze_paths(mode)
     return server, [
         *engine_problems,
         *mirror_problems,
         *outside_primary(config, mirror, layout),
+        *mirror.freeze_problems(freezes),
         *probe.preflight(),
-        *placement.preflight_problems(
-            config, chosen.catalog_path, probe.name == "file", engine.freeze_paths(mode), mirror
-        ),
+        *placement.preflight_problems(config, chosen.catalog_path, probe.name == "file", freezes, mirror),
         *claim.problems(),
     ]
 

@@ -337,7 +337,7 @@ class Session:
     def _split(self) -> None:
         parts = self.parts
         # The engine's filesystems for the mode, and the mirror's (a block mirror's primary).
-        frozen = [*parts.engine.freeze_paths(self.mode), *parts.mirror.freeze_paths()]
+        frozen = parts.mirror.freezes_for(parts.engine.freeze_paths(self.mode))
         # Every one written back first, the writers still free (none is frozen yet: one freeze
         # would otherwise hold its writers through the next one's write-back); an interrupt
         # meanwhile stops the session before anything is frozen.

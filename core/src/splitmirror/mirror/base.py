@@ -9,7 +9,7 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar, Literal
 
 import pydantic
 
@@ -17,6 +17,7 @@ from .. import extents
 from ..engine import NoOptions, PreflightProblem
 from ..extents import ExtentMap
 from ..filemap import Fingerprint
+from ..fsfreeze import same_filesystem
 from ..progress import Progress
 from .splitread import SplitReader, reader_for
 
@@ -70,6 +71,14 @@ class MirrorProvider(abc.ABC):
     supports_extent_reads: ClassVar[bool] = False
     #: How many reads BACKUP keeps in flight on the split image (:mod:`..archive.readahead`).
     read_workers: ClassVar[int] = 2
+    #: How the split becomes one instant for every file.  ``"frozen"``: the final pass copies
+    #: while SPLIT holds frozen what the engine's mode and :meth:`freeze_paths` name.
+    #: ``"snapshot"``: :meth:`split` takes one atomic image of everything under the primary (a
+    #: btrfs snapshot), so SPLIT freezes nothing there: a freeze would hold the snapshot itself,
+    #: which must write.  ``"per-file"``: each file's copy is atomic but the set is not, and none
+    #: can be taken on a frozen filesystem (reflink clones).  With either of the last two, a
+    #: freeze left on the primary's filesystem is refused in preflight (:meth:`freeze_problems`).
+    split_instant: ClassVar[Literal["frozen", "snapshot", "per-file"]] = "frozen"
 
     def __init__(self, primary: Path, mirror: Path, options: pydantic.BaseModel) -> None:
         self.primary = primary
@@ -135,6 +144,44 @@ class MirrorProvider(abc.ABC):
         """Filesystems SPLIT must freeze for the final pass, whatever the mode (a block mirror's
         primary); frozen with the engine's and thawed after CHECK."""
         return []
+
+    def freezes_for(self, engine_freezes: Sequence[Path]) -> list[Path]:
+        """What SPLIT freezes: the engine's paths for its mode, less those a ``"snapshot"``
+        split covers (under the primary), and :meth:`freeze_paths`."""
+        kept = [p for p in engine_freezes if self.split_instant != "snapshot" or not self._inside(p)]
+        return [*kept, *self.freeze_paths()]
+
+    def freeze_problems(self, engine_freezes: Sequence[Path]) -> list[PreflightProblem]:
+        """Freezes that would hold this provider's split itself: with a ``"snapshot"`` or
+        ``"per-file"`` split, any freeze left on the primary's filesystem (the snapshot or the
+        clones would wait for the thaw, which waits for them)."""
+        if self.split_instant == "frozen" or not self.primary.is_dir():
+            return []
+        for path in self.freezes_for(engine_freezes):
+            if path.exists() and same_filesystem(path, self.primary):
+                if self.split_instant == "snapshot":
+                    why, fix = "one snapshot of the primary", f"put {path} inside [mirror] primary"
+                else:
+                    why = "clones, one file at a time, and a frozen filesystem cannot clone"
+                    fix = (
+                        'use mode = "hot-backup" where the engine repairs a copy made file by file, '
+                        "or the btrfs provider"
+                    )
+                return [
+                    PreflightProblem(
+                        f"the database's mode needs {path} frozen at the split, and the {self.name} "
+                        f"mirror splits by {why} (the split would wait for the thaw)",
+                        fix,
+                    )
+                ]
+        return []
+
+    def _inside(self, path: Path) -> bool:
+        try:
+            self.relative(path)
+        except ValueError:
+            return False
+        return True
 
     def write_back_paths(self) -> list[Path]:
         """Filesystems whose dirty pages must be on the disk before the final pass, though the

@@ -75,6 +75,9 @@ class SessionRunner:
         #: Extra ``[mirror]`` keys, e.g. ``{"provider": "block"}`` (then ``workspace.mirror`` is
         #: the mirror's image file).
         self.mirror_options: dict[str, Any] = {}
+        #: ``[mirror] mirror`` when not the workspace's (a btrfs snapshot directory must be on
+        #: the primary's btrfs).
+        self.mirror_path: Path | None = None
         #: Extra ``[session]`` keys, e.g. ``{"cpu_nice": 19}``.
         self.session_options: dict[str, Any] = {}
         self._configs = 0
@@ -110,7 +113,7 @@ class SessionRunner:
                 *(f"{key} = {_toml(value)}" for key, value in database_keys.items()),
                 "[mirror]",
                 f"primary = {_toml(primary or ws.primary)}",
-                f"mirror = {_toml(ws.mirror)}",
+                f"mirror = {_toml(self.mirror_path or ws.mirror)}",
                 *(f"{key} = {_toml(value)}" for key, value in self.mirror_options.items()),
                 "[target]",
                 f"path = {_toml(ws.archives / 'contract-{session}.tar')}",

@@ -4,9 +4,10 @@ database plugins running the contract suite.
 Fixtures: ``splitmirror_workspace`` (primary, mirror, archives, catalog folders),
 ``splitmirror_catalog`` (a private catalog, also set as ``$SPLITMIRROR_CATALOG``),
 ``splitmirror_loop_filesystem`` (a mounted loop-device ext4 when running as root; skips with the
-reason otherwise; ``splitmirror_loop_size`` sets its size), ``splitmirror_primary_disk`` (that
-loop filesystem when it can be made, a plain directory otherwise: where a containerized server's
-data directory is bind-mounted from), ``splitmirror_session`` (a
+reason otherwise; ``splitmirror_loop_size`` sets its size), ``splitmirror_btrfs_subvolume`` (a
+subvolume on a loop-device btrfs, with a ``snapshots`` directory beside it),
+``splitmirror_primary_disk`` (that loop filesystem when it can be made, a plain directory
+otherwise: where a containerized server's data directory is bind-mounted from), ``splitmirror_session`` (a
 :class:`~splitmirror.testing.SessionRunner`),
 ``splitmirror_writers`` (how many ledger writers a drill starts; 4) and ``splitmirror_drill``
 (runs a restore drill against the ``splitmirror_database`` your plugin provides).
@@ -83,6 +84,22 @@ def splitmirror_loop_filesystem(tmp_path: Path, splitmirror_loop_size: int) -> I
         pytest.skip(reason)
     with loop_filesystem(tmp_path, splitmirror_loop_size) as mount:
         yield mount
+
+
+@pytest.fixture
+def splitmirror_btrfs_subvolume(tmp_path: Path, splitmirror_loop_size: int) -> Iterator[Path]:
+    """A subvolume ``primary`` on a btrfs on a loop device (at least 256 MiB), beside an empty
+    directory ``snapshots``; unmounted and detached afterwards, pass or fail."""
+    from .. import btrfs
+    from .loopfs import loop_filesystem, loop_filesystem_unavailable
+
+    reason = loop_filesystem_unavailable("btrfs")
+    if reason:
+        pytest.skip(reason)
+    with loop_filesystem(tmp_path, max(splitmirror_loop_size, 256 << 20), "btrfs") as mount:
+        btrfs.create_subvolume(mount / "primary")
+        (mount / "snapshots").mkdir()
+        yield mount / "primary"
 
 
 @pytest.fixture

@@ -1,0 +1,221 @@
+"""The mirror-provider contract: what every mirror provider must pass, ours and third parties'.
+
+Subclass :class:`MirrorContract` in your provider's tests and provide a ``splitmirror_mirror``
+fixture returning a :class:`MirrorSetup`: a primary the provider can split (a directory, a
+subvolume, a mount point: the suite puts a SQLite ledger in it) and the ``[mirror]`` keys that
+name your provider.  Override :meth:`MirrorContract.split_leftovers` to say what a split leaves
+behind until CLEANUP (snapshots, clones), so the suite can check nothing is left after a failure
+or a killed session.  The suite runs real sessions with ledger writers committing throughout:
+
+- the session calls the provider in the phases' order (sync, then the split inside the
+  window, reads only after it, the mirror re-established in CLEANUP);
+- the split image is the primary as it was quiesced: every archived file equals the primary's
+  bytes at UNQUIESCE, though the writers changed the primary before BACKUP read a byte;
+- a failure after the split re-establishes the mirror and leaves nothing behind, and the next
+  session passes a restore drill;
+- a session SIGKILLed after the split leaves what the next session cleans up;
+- restore drills in both modes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .. import impl
+from ..catalog import SqliteCatalog
+from ..errors import SessionFailed
+from ..mirror.base import MirrorProvider
+from ..phases import Phase
+from ..session import Session
+from .contract import Fault
+from .database import SqliteLedgerDatabase
+from .drill import SessionRunner, _start_writers, _stop, _wait_for_acks, run_drill
+from .faults import run_killed
+
+#: The provider methods whose order the contract checks.
+WATCHED = ("bulk_sync", "final_sync", "split", "open_split_copy", "split_reader", "reestablish")
+
+
+@dataclasses.dataclass(frozen=True)
+class MirrorSetup:
+    """What a provider's tests give the contract."""
+
+    #: Where the ledger database is created; ``[mirror] primary``.
+    primary: Path
+    #: ``[mirror]`` keys: ``provider`` and the provider's own.
+    options: Mapping[str, Any]
+    #: ``[mirror] mirror``; the workspace's ``mirror`` when None.
+    mirror: Path | None = None
+
+
+class _Calls:
+    """Which provider method ran in which phase, in order."""
+
+    def __init__(self) -> None:
+        self.phase: Phase | None = None
+        self.calls: list[tuple[str, Phase | None]] = []
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        self.phase = phase
+
+    def wrap(self, monkeypatch: pytest.MonkeyPatch, provider: type[MirrorProvider]) -> None:
+        for name in WATCHED:
+            original = getattr(provider, name)
+
+            def recorded(
+                self_: MirrorProvider, *args: Any, __name: str = name, __original: Any = original
+            ) -> Any:
+                self.calls.append((__name, self.phase))
+                return __original(self_, *args)
+
+            monkeypatch.setattr(provider, name, recorded)
+
+    def first(self, name: str) -> int:
+        return next(i for i, (called, _phase) in enumerate(self.calls) if called == name)
+
+    def phases_of(self, name: str) -> set[Phase | None]:
+        return {phase for called, phase in self.calls if called == name}
+
+
+class _PrimaryAtUnquiesce:
+    """Hashes each database file on the primary when UNQUIESCE starts (the split is taken, the
+    database still quiesced), then holds BACKUP back until the writers have changed one."""
+
+    def __init__(self) -> None:
+        self.digests: dict[str, str] = {}
+        self.changed_before_backup = False
+
+    @impl
+    def splitmirror_phase_started(self, session: Session, phase: Phase) -> None:
+        if phase is Phase.UNQUIESCE:
+            self.digests = {str(f.path): _digest(f.path) for f in session.files}
+        elif phase is Phase.BACKUP:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not self.changed_before_backup:
+                self.changed_before_backup = any(_digest(Path(p)) != d for p, d in self.digests.items())
+                time.sleep(0.01)
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return "gone"
+
+
+class MirrorContract:
+    """Subclass with a ``splitmirror_mirror`` fixture (:class:`MirrorSetup`)."""
+
+    def split_leftovers(self, setup: MirrorSetup) -> list[str]:
+        """What a split of ``setup`` leaves until CLEANUP (snapshot names); empty by default."""
+        return []
+
+    @pytest.fixture
+    def mirror_runner(
+        self, splitmirror_mirror: MirrorSetup, splitmirror_session: SessionRunner
+    ) -> SessionRunner:
+        splitmirror_session.mirror_options = dict(splitmirror_mirror.options)
+        splitmirror_session.mirror_path = splitmirror_mirror.mirror
+        return splitmirror_session
+
+    @pytest.fixture
+    def ledger(self, splitmirror_mirror: MirrorSetup) -> SqliteLedgerDatabase:
+        return SqliteLedgerDatabase(splitmirror_mirror.primary)
+
+    @pytest.fixture
+    def writing(self, ledger: SqliteLedgerDatabase, mirror_runner: SessionRunner) -> Iterator[None]:
+        """Ledger writers committing from before the session to after it."""
+        ledger.create_ledger()
+        acks = {w: mirror_runner.workspace.root / f"contract-acks-{w}.txt" for w in (1, 2)}
+        procs = _start_writers(ledger, acks)
+        try:
+            _wait_for_acks(procs, acks, 10)
+            yield
+        finally:
+            _stop(procs)
+
+    def _provider(self, runner: SessionRunner, setup: MirrorSetup) -> type[MirrorProvider]:
+        return runner.hooks().mirrors.get(str(setup.options["provider"]))
+
+    def test_the_session_calls_the_provider_in_the_phases_order(
+        self,
+        splitmirror_mirror: MirrorSetup,
+        mirror_runner: SessionRunner,
+        ledger: SqliteLedgerDatabase,
+        writing: None,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        calls = _Calls()
+        calls.wrap(monkeypatch, self._provider(mirror_runner, splitmirror_mirror))
+        mirror_runner.run(ledger, "freeze", calls)
+        assert calls.phases_of("bulk_sync") == {Phase.SYNC}, calls.calls
+        assert calls.phases_of("final_sync") == {Phase.SPLIT} == calls.phases_of("split"), calls.calls
+        assert calls.first("bulk_sync") < calls.first("final_sync") < calls.first("split"), calls.calls
+        reads = [i for i, (name, _p) in enumerate(calls.calls) if name in ("open_split_copy", "split_reader")]
+        assert reads and min(reads) > calls.first("split"), "the split image is read only after the split"
+        assert Phase.CLEANUP in calls.phases_of("reestablish"), calls.calls
+        assert max(reads) < calls.first("reestablish"), "nothing is read once the mirror is re-established"
+        assert self.split_leftovers(splitmirror_mirror) == []
+
+    def test_the_split_image_is_the_primary_as_it_was_quiesced(
+        self, mirror_runner: SessionRunner, ledger: SqliteLedgerDatabase, writing: None
+    ) -> None:
+        at_unquiesce = _PrimaryAtUnquiesce()
+        summary = mirror_runner.run(ledger, "freeze", at_unquiesce)
+        assert at_unquiesce.changed_before_backup, "the writers did not change the primary before BACKUP"
+        archived = {
+            f.path: f.sha256 for f in SqliteCatalog(mirror_runner.workspace.catalog).files(summary.id)
+        }
+        assert at_unquiesce.digests, "no database file was discovered"
+        for path, digest in at_unquiesce.digests.items():
+            assert archived[path] == digest, f"{path} in the archive is not the primary as it was quiesced"
+
+    @pytest.mark.parametrize("phase", [Phase.CHECK, Phase.BACKUP])
+    def test_a_failure_after_the_split_leaves_nothing_and_the_next_session_passes(
+        self,
+        phase: Phase,
+        splitmirror_mirror: MirrorSetup,
+        mirror_runner: SessionRunner,
+        ledger: SqliteLedgerDatabase,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        ledger.create_ledger()
+        calls = _Calls()
+        calls.wrap(monkeypatch, self._provider(mirror_runner, splitmirror_mirror))
+        with pytest.raises(SessionFailed, match=f"injected fault in {phase.name}"):
+            mirror_runner.run(ledger, "freeze", calls, Fault(phase))
+        assert calls.first("split") < calls.first("reestablish"), calls.calls
+        assert self.split_leftovers(splitmirror_mirror) == [], "the failed session's split is left behind"
+        report = run_drill(ledger, mirror_runner, "freeze", writers=2)
+        assert report.passed, str(report)
+
+    def test_a_session_killed_after_the_split_is_cleaned_up_by_the_next(
+        self, splitmirror_mirror: MirrorSetup, mirror_runner: SessionRunner, ledger: SqliteLedgerDatabase
+    ) -> None:
+        ledger.create_ledger()
+        config = mirror_runner.config_file(ledger.url, "freeze", ledger.options, ledger.primary)
+        killed = run_killed(config, "SPLIT", mirror_runner.workspace.root)
+        assert SqliteCatalog(mirror_runner.workspace.catalog).get(killed.session_id).status == "FAILED"
+        summary = mirror_runner.run(ledger, "freeze")
+        assert summary.status == "DONE"
+        assert self.split_leftovers(splitmirror_mirror) == [], "the killed session's split is still there"
+
+    @pytest.mark.parametrize("mode", ["freeze", "hot-backup"])
+    def test_a_restore_drill(
+        self, mode: str, mirror_runner: SessionRunner, ledger: SqliteLedgerDatabase
+    ) -> None:
+        report = run_drill(ledger, mirror_runner, mode)
+        assert report.acknowledged > 0 and report.passed, str(report)
+
+
+def leftovers_named(directory: Path, match: Callable[[str], bool]) -> list[str]:
+    """Names in ``directory`` that ``match``: a helper for :meth:`MirrorContract.split_leftovers`."""
+    return sorted(p.name for p in directory.iterdir() if match(p.name)) if directory.is_dir() else []
