@@ -164,3 +164,41 @@ def test_subvolumes_of_one_btrfs_are_one_filesystem_to_freeze(splitmirror_btrfs_
     assert mount_point(splitmirror_btrfs_subvolume / "db") == mount
     assert same_filesystem(splitmirror_btrfs_subvolume, other)
     assert not same_filesystem(splitmirror_btrfs_subvolume, Path("/proc"))
+
+
+def test_a_snapshot_that_cannot_be_taken_fails_split_and_releases_the_database(
+    splitmirror_mirror: MirrorSetup, subvolume_runner: SessionRunner
+) -> None:
+    """The fault matrix's row for the split itself failing: the snapshot directory made
+    immutable after preflight.  SPLIT fails with one sentence naming both paths, the database
+    takes writes at once, nothing is left, and the next session passes."""
+    import subprocess
+
+    from splitmirror import impl
+    from splitmirror.errors import SessionFailed
+    from splitmirror.phases import Phase
+
+    snapshots = splitmirror_mirror.mirror
+    assert snapshots is not None
+
+    class Immutable:
+        @impl
+        def splitmirror_phase_started(self, session: object, phase: Phase) -> None:
+            if phase is Phase.QUIESCE:
+                subprocess.run(["chattr", "+i", str(snapshots)], check=True)
+
+    ledger = SqliteLedgerDatabase(splitmirror_mirror.primary)
+    ledger.create_ledger()
+    try:
+        with pytest.raises(SessionFailed) as failed:
+            subvolume_runner.run(ledger, "freeze", Immutable())
+    finally:
+        subprocess.run(["chattr", "-i", str(snapshots)], check=True)
+    assert failed.value.phase == "SPLIT"
+    assert (
+        f"could not snapshot {splitmirror_mirror.primary} into {snapshots} (Operation not permitted)"
+        in str(failed.value)
+    )
+    assert ledger.accepts_writes()
+    assert list(snapshots.iterdir()) == []
+    assert subvolume_runner.run(ledger, "freeze").status == "DONE"

@@ -171,7 +171,14 @@ class BtrfsMirror(MirrorProvider):
     def split(self) -> None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         snapshot = self.mirror / f"{SNAPSHOT_PREFIX}{stamp}-{os.getpid()}"
-        btrfs.snapshot(self.primary, snapshot, readonly=True)
+        try:
+            btrfs.snapshot(self.primary, snapshot, readonly=True)
+        except OSError as error:
+            raise OSError(
+                error.errno,
+                f"could not snapshot {self.primary} into {self.mirror} ({error.strerror}); the database "
+                "was released and nothing was kept: check that directory (free space, attributes: lsattr -d)",
+            ) from None
         self.snapshot = snapshot
 
     def open_split_copy(self, primary_path: Path) -> BinaryIO:
