@@ -15,6 +15,7 @@ from splitmirror.mirror.base import MirrorProvider
 from splitmirror.mirror.block import BlockMirror
 from splitmirror.mirror.btrfs_snapshot import BtrfsMirror
 from splitmirror.mirror.directory import DirectoryMirror
+from splitmirror.mirror.reflink import ReflinkMirror
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -34,7 +35,9 @@ def rows(provider: str) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize("provider", [DirectoryMirror, BlockMirror, BtrfsMirror], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "provider", [DirectoryMirror, BlockMirror, BtrfsMirror, ReflinkMirror], ids=lambda p: p.name
+)
 def test_every_key_of_a_built_in_provider_is_documented_with_its_default(
     provider: type[MirrorProvider],
 ) -> None:

@@ -32,7 +32,7 @@ def mount_point(path: Path) -> Path:
     has a device number of its own, so a subvolume's directory looks like a mount point though
     FIFREEZE on it freezes the whole btrfs."""
     path = path.resolve()
-    mounts = {mount for mount, _source in _mounts()}
+    mounts = {mount for mount, _source, _kind in _mounts()}
     while path not in mounts and path != path.parent:
         path = path.parent
     return path
@@ -43,19 +43,27 @@ def same_filesystem(a: Path, b: Path) -> bool:
     subvolumes of a btrfs differ in ``st_dev`` but share the device it is mounted from."""
     if os.stat(a).st_dev == os.stat(b).st_dev:
         return True
-    sources = dict(_mounts())
+    sources = {mount: source for mount, source, _kind in _mounts()}
     source_a, source_b = sources.get(mount_point(a)), sources.get(mount_point(b))
     return source_a is not None and source_a.startswith("/dev/") and source_a == source_b
 
 
-def _mounts() -> list[tuple[Path, str]]:
-    """(mount point, source) of each mount, from ``/proc/self/mountinfo`` (octal escapes undone)."""
+def filesystem_type_of(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (``ext4``, ``xfs``, ...), as mounted."""
+    mount = mount_point(path)
+    kinds = [kind for where, _source, kind in _mounts() if where == mount]
+    return kinds[-1] if kinds else "unknown"
+
+
+def _mounts() -> list[tuple[Path, str, str]]:
+    """(mount point, source, type) of each mount, from ``/proc/self/mountinfo`` (octal
+    escapes undone), in mount order: the last of a stacked mount point is the visible one."""
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields, _, after = line.partition(" - ")
         mount = fields.split(" ")[4]
-        source = after.split(" ")[1] if after.count(" ") >= 1 else ""
-        found.append((Path(_unescape(mount)), _unescape(source)))
+        kind, source = ([*after.split(" "), "", ""])[:2]
+        found.append((Path(_unescape(mount)), _unescape(source), kind))
     return found
 
 

@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: Mapping[str, str] = {
     "directory": "splitmirror.mirror.directory",
     "block": "splitmirror.mirror.block",
     "btrfs": "splitmirror.mirror.btrfs_snapshot",
+    "reflink": "splitmirror.mirror.reflink",
     "targets": "splitmirror.targets.builtin",
 }
 

@@ -6,6 +6,7 @@ Fixtures: ``splitmirror_workspace`` (primary, mirror, archives, catalog folders)
 ``splitmirror_loop_filesystem`` (a mounted loop-device ext4 when running as root; skips with the
 reason otherwise; ``splitmirror_loop_size`` sets its size), ``splitmirror_btrfs_subvolume`` (a
 subvolume on a loop-device btrfs, with a ``snapshots`` directory beside it),
+``splitmirror_reflink_filesystem`` (a loop-device xfs that clones),
 ``splitmirror_primary_disk`` (that loop filesystem when it can be made, a plain directory
 otherwise: where a containerized server's data directory is bind-mounted from), ``splitmirror_session`` (a
 :class:`~splitmirror.testing.SessionRunner`),
@@ -100,6 +101,20 @@ def splitmirror_btrfs_subvolume(tmp_path: Path, splitmirror_loop_size: int) -> I
         btrfs.create_subvolume(mount / "primary")
         (mount / "snapshots").mkdir()
         yield mount / "primary"
+
+
+@pytest.fixture
+def splitmirror_reflink_filesystem(tmp_path: Path, splitmirror_loop_size: int) -> Iterator[Path]:
+    """A loop-device xfs made with reflink (at least 320 MiB: xfs's own minimum), mounted;
+    thawed, unmounted and detached afterwards, pass or fail."""
+    from .loopfs import loop_filesystem, loop_filesystem_unavailable
+
+    reason = loop_filesystem_unavailable("xfs")
+    if reason:
+        pytest.skip(reason)
+    size = max(splitmirror_loop_size, 320 << 20)
+    with loop_filesystem(tmp_path, size, "xfs", ["-m", "reflink=1"]) as mount:
+        yield mount
 
 
 @pytest.fixture
