@@ -151,6 +151,8 @@ def _describe(
     loc = prefix + tuple(str(p) for p in error["loc"])
     section, key = (loc[0], loc[-1]) if len(loc) > 1 else (None, loc[0] if loc else "")
     kind = error["type"]
+    if prefix and not error["loc"]:  # a rule across the section's keys (a model validator)
+        return f"{where}: [{prefix[0]}] " + str(error["msg"]).removeprefix("Value error, ")
     if kind == "extra_forbidden":
         known = [*also, *_model_fields(model, tuple(error["loc"][:-1]))]
         close = difflib.get_close_matches(key, known, n=1)

@@ -95,6 +95,7 @@ class Opening:
             chosen.engine, chosen.mirror, server, catalog, session_id, target, chosen.catalog_path
         )
         catalog.update_session(session_id, server_version=server.version)
+        chosen.mirror.session_id = session_id
         problems = target.preflight()  # the real name, now that the session has its id
         if target.name == "file":
             problems += placement.archive_problems(cfg, Path(target.path))

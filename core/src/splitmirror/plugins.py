@@ -44,6 +44,7 @@ BUILTIN_PLUGINS: Mapping[str, str] = {
     "block": "splitmirror.mirror.block",
     "btrfs": "splitmirror.mirror.btrfs_snapshot",
     "reflink": "splitmirror.mirror.reflink",
+    "command": "splitmirror.mirror.command",
     "targets": "splitmirror.targets.builtin",
 }
 

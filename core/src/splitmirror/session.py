@@ -436,7 +436,9 @@ class Session:
         parts = self._opening.parts
         if parts is None:
             return  # no row yet: the error itself is the whole story
-        for undo in (parts.target.discard, self._reestablish):
+        # Failed in CLEANUP, the archive is complete and catalogued: only the mirror failed.
+        keep = self.phase is Phase.CLEANUP
+        for undo in (self._reestablish,) if keep else (parts.target.discard, self._reestablish):
             with contextlib.suppress(Exception):  # the original error is the one to report
                 undo()
         parts.catalog.update_session(

@@ -88,6 +88,9 @@ class MirrorProvider(abc.ABC):
         #: it asks anything: the directory mirror does not track where one of them is on the
         #: primary's filesystem (a mode that freezes the primary would block the session).
         self.own_paths: list[Path] = []
+        #: The session's catalog id, set by INIT once its row exists (the command mirror hands
+        #: it to the site's programs); None in ``check``.
+        self.session_id: int | None = None
 
     @abc.abstractmethod
     def preflight(self) -> list[PreflightProblem]:

@@ -167,6 +167,9 @@ class BlockMirror(MirrorProvider):
         settings = options if isinstance(options, BlockOptions) else BlockOptions()
         super().__init__(primary, mirror, settings)
         self.settings = settings
+        #: Where BACKUP reads the files' extents (the mirror here; the command mirror's split
+        #: device there) and where CHECK spools the files that cannot be read raw.
+        self.image, self.spool_parent = mirror, mirror.parent
         self.maps: dict[Path, ExtentMap] = {}
         self.fingerprints: dict[Path, Fingerprint] = {}
         self.spooled: dict[Path, Path] = {}
@@ -283,7 +286,7 @@ class BlockMirror(MirrorProvider):
         for path, emap in self.maps.items():
             if not emap.readable_raw:
                 if self._spool is None:
-                    self._spool = Path(tempfile.mkdtemp(prefix=".splitmirror-spool-", dir=self.mirror.parent))
+                    self._spool = Path(tempfile.mkdtemp(prefix=".splitmirror-spool-", dir=self.spool_parent))
                 copy = self._spool / str(len(self.spooled))
                 shutil.copyfile(path, copy)
                 self.spooled[path] = copy
@@ -304,7 +307,7 @@ class BlockMirror(MirrorProvider):
         if path not in self.maps:
             raise FileNotFoundError(f"{primary_path} has no extent map from CHECK")
         if self._reader is None:
-            self._reader = DirectReader(self.mirror, 1 << 20)
+            self._reader = DirectReader(self.image, 1 << 20)
         emap = self.maps[path]
         return io.BufferedReader(ExtentReader(self._reader, emap), max(4096, min(emap.size, 1 << 20)))
 
@@ -319,7 +322,7 @@ class BlockMirror(MirrorProvider):
 
     def _readers(self) -> ReaderPool:
         if self._pool is None:
-            self._pool = ReaderPool(lambda: DirectReader(self.mirror, MAX_READ))
+            self._pool = ReaderPool(lambda: DirectReader(self.image, MAX_READ))
         return self._pool
 
     def will_read(self, primary_paths: Sequence[Path]) -> None:

@@ -160,7 +160,8 @@ def locate_archive(
     session_id: int | None, archive: str | None, catalog_path: Path | None
 ) -> tuple[str, list[FileRecord] | None]:
     """The archive to read and, for a session ID, the catalog's file list to check it against
-    (``verify`` and ``restore`` share it).  Only a ``DONE`` session has an archive."""
+    (``verify`` and ``restore`` share it).  Only a ``DONE`` session has an archive, and one that
+    failed in CLEANUP (re-establishing the mirror), after its archive was complete."""
     if session_id is None:
         if archive is None:
             raise UserError("give a session ID, or the archive itself with --archive PATH")
@@ -171,7 +172,7 @@ def locate_archive(
         files = catalog.files(session_id)
     finally:
         catalog.close()
-    if summary.status != DONE:
+    if summary.status != DONE and summary.failed_phase != "CLEANUP":
         why = f" (failed in {summary.failed_phase}: {summary.error})" if summary.failed_phase else ""
         raise CatalogError(
             f"session {session_id} is {summary.status}{why}; only a DONE session has an archive"

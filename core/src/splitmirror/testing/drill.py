@@ -60,6 +60,8 @@ class Workspace:
 def _toml(value: Any) -> str:
     if isinstance(value, Mapping):  # an inline table, e.g. PostgreSQL's path_map
         return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):  # an argument list, e.g. the command mirror's
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value if isinstance(value, int | float) else str(value))

@@ -36,7 +36,7 @@ from ..phases import Phase
 from ..session import Session
 from .contract import Fault
 from .database import SqliteLedgerDatabase
-from .drill import SessionRunner, _start_writers, _stop, _wait_for_acks, run_drill
+from .drill import SessionRunner, Workspace, _start_writers, _stop, _wait_for_acks, run_drill
 from .faults import run_killed
 
 #: The provider methods whose order the contract checks.
@@ -219,3 +219,20 @@ class MirrorContract:
 def leftovers_named(directory: Path, match: Callable[[str], bool]) -> list[str]:
     """Names in ``directory`` that ``match``: a helper for :meth:`MirrorContract.split_leftovers`."""
     return sorted(p.name for p in directory.iterdir() if match(p.name)) if directory.is_dir() else []
+
+
+def command_recipe(scripts: Path, workspace: Workspace, variant: str) -> dict[str, Any]:
+    """``[mirror]`` keys of the command mirror's loop-device recipe (docs/mirrors.md) with its
+    scripts in ``scripts``: the split image read by extent from the mirror image file
+    (``variant`` "device") or mounted read-only at ``<workspace>/split-image`` ("mountpoint")."""
+    image = str(workspace.root / "mirror.img")
+    keys: dict[str, Any] = {
+        "provider": "command",
+        **{f"{step}_command": [str(scripts / f"loop-{step}"), image] for step in ("sync", "split", "resync")},
+    }
+    if variant == "mountpoint":
+        (workspace.root / "split-image").mkdir(exist_ok=True)
+        keys["image_mountpoint"] = str(workspace.root / "split-image")
+    else:
+        keys["image_device"] = image
+    return keys
