@@ -1,5 +1,10 @@
-"""The mirror-provider contract on the built-in block mirror (the btrfs mirror's is in
-test_btrfs_mirror.py): the suite third parties run holds for ours too."""
+"""The mirror-provider contract on the built-in block and directory mirrors (the btrfs mirror's
+is in test_btrfs_mirror.py): the suite third parties run holds for ours too.
+
+The directory mirror's final pass opens and closes every file of the primary inside the window,
+in the session's process: with the SQLite engine's lock held in that process (POSIX locks go
+with any close of the inode), the writers got in and its split was not the primary as quiesced.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from splitmirror.testing import Workspace
 from splitmirror.testing.mirror_contract import MirrorContract, MirrorSetup
 
 
@@ -14,3 +20,9 @@ class TestBlockMirrorContract(MirrorContract):
     @pytest.fixture
     def splitmirror_mirror(self, disk: Path) -> MirrorSetup:
         return MirrorSetup(primary=disk, options={"provider": "block"})
+
+
+class TestDirectoryMirrorContract(MirrorContract):
+    @pytest.fixture
+    def splitmirror_mirror(self, splitmirror_workspace: Workspace) -> MirrorSetup:
+        return MirrorSetup(primary=splitmirror_workspace.primary, options={"provider": "directory"})

@@ -12,13 +12,19 @@ it cannot be restarted, and checkpoints cannot pass our snapshot.  The mirror's 
 the database first, then the WAL (logical order); SQLite's recovery on open replays the copied
 WAL, ignoring a torn last frame.  ``-shm`` is only the shared-memory index: it is neither backed
 up nor restored (SQLite rebuilds it).
+
+The connection that holds either lives in a child process (:mod:`.sqlite_holder`), started at
+:meth:`SqliteEngine.connect`, never in the session's: SQLite's locks are POSIX ``fcntl`` locks,
+which a process loses all of on an inode when it closes *any* descriptor of it, and the mirror's
+final pass opens and closes every file of the primary inside the window (``-shm``, where WAL
+mode locks; the database, where rollback-journal mode does).  In the session's process that
+silently let the writers in mid-window.  The child dies with the session's process.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Mapping
 from contextlib import closing
 from pathlib import Path
@@ -38,6 +44,7 @@ from ..engine import (
 from ..errors import PreflightError, SplitmirrorError
 from ..phases import Mode
 from ..restore_steps import RestoreStep
+from .sqlite_holder import HolderLost, LockHolder
 
 _HEADER = b"SQLite format 3\x00"
 
@@ -76,17 +83,12 @@ class SqliteEngine(DatabaseEngine):
         assert isinstance(options, SqliteOptions)
         self.settings = options
         self.path = sqlite_path(url)
-        self._db: sqlite3.Connection | None = None
+        self._holder: LockHolder | None = None
         self._mode: Mode | None = None
         self.journal_mode = ""
 
     def _companion(self, suffix: str) -> Path:
         return self.path.with_name(self.path.name + suffix)
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "connect() first"
-        return self._db
 
     def connect(self) -> ServerInfo:
         try:
@@ -100,11 +102,28 @@ class SqliteEngine(DatabaseEngine):
             raise PreflightError(f"cannot read the SQLite database {self.path}: {error.strerror}") from None
         if header and header != _HEADER:
             raise PreflightError(f"{self.path} is not a SQLite database; check [database] url")
-        self._db = sqlite3.connect(
-            self.path, timeout=self.settings.lock_timeout, isolation_level=None, check_same_thread=False
-        )
-        self.journal_mode = str(self.db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        with closing(sqlite3.connect(self.path, timeout=self.settings.lock_timeout)) as db:
+            self.journal_mode = str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        self._start_holder()  # now, outside the window: QUIESCE only has to ask it
         return ServerInfo("sqlite", sqlite3.sqlite_version, self.journal_mode)
+
+    def _start_holder(self) -> LockHolder:
+        if self._holder is not None and self._holder.alive:
+            return self._holder
+        if self._holder is not None:
+            self._holder.kill()
+        # Ours before it starts: a signal mid-start leaves abort() something to end.
+        holder = self._holder = LockHolder(
+            self.path, self.settings.lock_timeout, self.settings.checkpoint_attempts
+        )
+        try:
+            holder.start()
+        except (OSError, HolderLost) as error:
+            self._holder = None
+            raise PreflightError(
+                f"could not start the process that holds the lock on {self.path}: {error}"
+            ) from None
+        return holder
 
     def preflight(self, mode: Mode) -> list[PreflightProblem]:
         problems = []
@@ -133,63 +152,40 @@ class SqliteEngine(DatabaseEngine):
     def quiesce(self, mode: Mode) -> None:
         self._mode = mode
         if mode is Mode.HOT_BACKUP:
-            self.db.execute("BEGIN")
-            self.db.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-        elif self.journal_mode == "wal":
-            self._freeze_wal()
+            command = "hot-backup"
         else:
-            self._begin_immediate()
-
-    def _begin_immediate(self) -> None:
-        """Take the write lock, polling every few hundred microseconds.
-
-        SQLite's own busy handler sleeps in steps of up to 100 ms, and a busy writer that
-        commits and immediately begins again wins the lock back each time: we measured seconds of
-        window lost that way.  Short polls catch the gap between two of its transactions.
-        """
-        deadline = time.monotonic() + self.settings.lock_timeout
-        self.db.execute("PRAGMA busy_timeout = 0")
+            command = "freeze-wal" if self.journal_mode == "wal" else "freeze"
         try:
-            pause = 0.0002
-            while True:
-                try:
-                    self.db.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as error:
-                    if "locked" not in str(error) or time.monotonic() > deadline:
-                        raise QuiesceFailed(
-                            f"could not take the write lock on {self.path} within lock_timeout "
-                            f"({self.settings.lock_timeout:g}s): {error}; find the long transaction "
-                            f"holding it, or raise lock_timeout"
-                        ) from None
-                time.sleep(pause)
-                pause = min(pause * 1.5, 0.002)
-        finally:
-            self.db.execute(f"PRAGMA busy_timeout = {int(self.settings.lock_timeout * 1000)}")
+            answer = self._start_holder().ask(command)
+        except HolderLost as lost:
+            raise QuiesceFailed(self._lost(lost)) from None
+        self._raise_for(answer)
 
-    def _freeze_wal(self) -> None:
-        """Hold the write lock, then checkpoint every committed frame into the main file.
+    def _raise_for(self, answer: Mapping[str, Any]) -> None:
+        """The child's failure, raised here as the exception the lock taken in-process raised."""
+        error = answer.get("error")
+        if error is None:
+            return
+        if error == "lock":
+            raise QuiesceFailed(
+                f"could not take the write lock on {self.path} within lock_timeout "
+                f"({self.settings.lock_timeout:g}s): {answer['detail']}; find the long transaction "
+                f"holding it, or raise lock_timeout"
+            )
+        if error == "checkpoint":
+            raise QuiesceFailed(
+                f"could not checkpoint the WAL of {self.path}: readers kept old snapshots open; "
+                f'retry, raise checkpoint_attempts, or use mode = "hot-backup"'
+            )
+        kind = getattr(sqlite3, str(answer.get("type")), None)
+        if isinstance(kind, type) and issubclass(kind, sqlite3.Error):
+            raise kind(answer["detail"])
+        raise SplitmirrorError(f"quiescing {self.path} failed: {answer.get('type')}: {answer.get('detail')}")
 
-        Checkpointing first and locking second races every busy writer (it slips frames in
-        between); a PASSIVE checkpoint from a second connection needs no write lock, so it runs
-        while we hold it, and with no new frames possible it reaches the end of the WAL unless a
-        reader still sits on an older snapshot, for which we wait briefly.
-        """
-        self._begin_immediate()
-        deadline = time.monotonic() + self.settings.lock_timeout
-        with closing(sqlite3.connect(self.path, timeout=self.settings.lock_timeout)) as helper:
-            for _attempt in range(self.settings.checkpoint_attempts):
-                # (1, -1, -1) means another connection's checkpoint holds the lock and may still
-                # be copying frames into the main file: not done until ours sees them all in.
-                busy, frames, done = helper.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if busy == 0 and frames >= 0 and done == frames:
-                    return
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.005)
-        raise QuiesceFailed(
-            f"could not checkpoint the WAL of {self.path}: readers kept old snapshots open; "
-            f'retry, raise checkpoint_attempts, or use mode = "hot-backup"'
+    def _lost(self, lost: HolderLost) -> str:
+        return (
+            f"the process holding the lock on {self.path} ended unexpectedly ({lost}); nothing "
+            f"is held any more, so no split taken under it can be trusted"
         )
 
     def discover(self) -> list[DatabaseFile]:
@@ -208,15 +204,20 @@ class SqliteEngine(DatabaseEngine):
             # The WAL's name only: its size now is not the archived copy's (writers append until
             # here, after the split); the archived size is the member's, in the file list.
             redo = {"wal": wal.name}
-        self.db.execute("ROLLBACK")
         self._mode = None
+        try:
+            answer = self._holder.ask("release") if self._holder is not None else {}
+        except HolderLost as lost:
+            raise QuiesceFailed(self._lost(lost)) from None
+        if not answer.get("held"):
+            raise QuiesceFailed(f"the lock on {self.path} was gone by UNQUIESCE; the split is not trusted")
         mode = "hot-backup" if redo else "freeze"
         return UnquiesceResult(label=f"sqlite {mode} of {self.path.name}", redo_range=redo)
 
     def abort(self) -> None:
-        if self._db is not None and self._db.in_transaction:
-            self._db.execute("ROLLBACK")
         self._mode = None
+        if self._holder is not None:
+            self._holder.release()  # ends the child instead when it cannot be asked
 
     @classmethod
     def prepare_restore(cls, directory: Path, manifest: Mapping[str, Any]) -> list[RestoreStep]:
@@ -241,12 +242,12 @@ class SqliteEngine(DatabaseEngine):
         return steps
 
     def close(self) -> None:
-        if self._db is not None:
+        if self._holder is not None:
             try:
                 self.abort()
             finally:
-                self._db.close()  # closing also releases any lock the rollback could not
-                self._db = None
+                self._holder.stop()  # its exit also releases any lock the rollback could not
+                self._holder = None
 
 
 @impl

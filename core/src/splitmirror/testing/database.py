@@ -10,6 +10,8 @@ import abc
 import contextlib
 import dataclasses
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
@@ -113,6 +115,17 @@ def committed_within(timeout: float, write: Callable[[], None], errors: tuple[ty
     return bool(outcome) and outcome[0]
 
 
+#: A write transaction held until standard input closes (run with the database's path).
+_HOLD_WRITE_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=1, isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.read()
+db.execute("ROLLBACK")
+"""
+
+
 class SqliteLedgerDatabase(LedgerDatabase):
     """The built-in SQLite engine's side of the contract (WAL mode, so both modes apply)."""
 
@@ -146,12 +159,22 @@ class SqliteLedgerDatabase(LedgerDatabase):
 
     @contextlib.contextmanager
     def _write_transaction(self) -> Iterator[None]:
-        with closing(sqlite3.connect(self.path, timeout=1, isolation_level=None)) as db:
-            db.execute("BEGIN IMMEDIATE")
+        """Held by a child process, as the engine holds its own (:mod:`..engines.sqlite_holder`):
+        held here, the first close of a database file in this process, where the suite's
+        sessions run, would drop it (POSIX record locks), and the session would not wait."""
+        with subprocess.Popen(
+            [sys.executable, "-c", _HOLD_WRITE_LOCK, str(self.path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        ) as holder:
+            assert holder.stdin is not None and holder.stdout is not None
             try:
+                if holder.stdout.readline() != b"held\n":
+                    raise RuntimeError(f"could not take the write lock on {self.path} for the test")
                 yield
             finally:
-                db.execute("ROLLBACK")
+                holder.stdin.close()  # it rolls back and exits
+                holder.wait(timeout=30)
 
     def blocker(self, mode: str) -> contextlib.AbstractContextManager[None] | None:
         """An open write transaction: FREEZE waits for SQLite's write lock behind it
