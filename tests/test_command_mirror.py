@@ -83,7 +83,15 @@ def test_the_commands_get_the_session_and_their_info_lines_are_logged(
         f'exec {RECIPE / "loop-split"} "$@"',
     )
     runner.mirror_options["split_command"] = [split, runner.mirror_options["split_command"][1]]
+    image = runner.mirror_options["resync_command"][1]
+    resync = script(
+        runner.workspace,
+        "resync",
+        f'cp "$SPLITMIRROR_FILE_LIST" {seen}.resync\nexec {RECIPE / "loop-resync"} {image}',
+    )
+    runner.mirror_options["resync_command"] = [resync]
     summary = runner.run(ledger, "hot-backup")
+    assert Path(f"{seen}.resync").read_text() == Path(f"{seen}.files").read_text(), "the resync gets the list"
     env = dict(line.split("=", 1) for line in seen.read_text().splitlines())
     assert env["SPLITMIRROR_SESSION"] == str(summary.id) and env["SPLITMIRROR_PHASE"] == "SPLIT"
     assert env["SPLITMIRROR_PRIMARY"] == str(ledger.primary)
@@ -109,6 +117,7 @@ def test_a_failing_split_command_fails_split_in_its_own_words_and_releases(
     said = str(failed.value)
     assert "the split command" in said and "failed with exit code 3: array busy: try later" in said
     assert ledger.accepts_writes()
+    assert not mounted(Path(runner.mirror_options["image_mountpoint"]))
     runner.mirror_options["split_command"] = good
     assert runner.run(ledger, "freeze").status == "DONE", "the next session passes"
 
@@ -161,12 +170,13 @@ def test_a_failing_resync_fails_cleanup_but_keeps_the_archive(
             "split_command's program /no/such/array-cli is not found",
         ),
         ({"split_command": []}, "split_command"),
+        ({"split_command": ["/bin/true", 3]}, "[mirror] split_command[1]: input should be a valid string"),
         (
             {"image_mountpoint": None, "image_device": "/dev/null", "freeze": False},
             "image_device needs freeze = true",
         ),
     ],
-    ids=["both images", "no image", "missing program", "empty command", "extents unfrozen"],
+    ids=["both images", "no image", "missing program", "empty command", "a number", "extents unfrozen"],
 )
 def test_bad_command_mirror_keys_are_refused_in_one_sentence(
     keys: dict[str, Any], said: str, runner: SessionRunner, ledger: SqliteLedgerDatabase
@@ -191,3 +201,88 @@ def test_a_split_that_is_its_own_instant_freezes_nothing_under_the_primary(
     assert mirror.freezes_for([disk / "data"]) == [] and mirror.freeze_paths() == []
     frozen = CommandMirror(disk, splitmirror_workspace.mirror, options.model_copy(update={"freeze": True}))
     assert frozen.freezes_for([disk / "data"]) == [disk / "data", disk]
+
+
+def test_an_image_device_that_is_not_a_copy_of_the_primarys_device_fails_split(
+    disk: Path, splitmirror_session: SessionRunner, ledger: SqliteLedgerDatabase
+) -> None:
+    """Extents are offsets on the primary's device: an image of anything else would archive the
+    wrong bytes under checksums made from them.  SPLIT compares the first MiB and refuses."""
+    other = splitmirror_session.workspace.root / "other.img"
+    other.write_bytes(b"\0" * (1 << 20))
+    splitmirror_session.mirror_options = {
+        "provider": "command",
+        "split_command": ["/bin/true"],
+        "image_device": str(other),
+    }
+    with pytest.raises(
+        SessionFailed, match=rf"image_device {other} does not hold a copy of the primary's device"
+    ):
+        splitmirror_session.run(ledger, "freeze")
+    assert ledger.accepts_writes() and not is_frozen(disk)
+
+
+def test_the_primarys_own_device_as_image_device_is_refused(
+    disk: Path, splitmirror_session: SessionRunner, ledger: SqliteLedgerDatabase
+) -> None:
+    from splitmirror.testing.loopfs import device_of
+
+    own = device_of(disk)
+    splitmirror_session.mirror_options = {
+        "provider": "command",
+        "split_command": ["/bin/true"],
+        "image_device": str(own),
+    }
+    done = splitmirror_session.command(
+        "check", splitmirror_session.config_file(ledger.url, "freeze", primary=disk)
+    )
+    assert (
+        done.returncode != 0
+        and f"image_device {own} is the primary's own device" in done.stdout + done.stderr
+    )
+
+
+def test_a_command_that_leaves_a_child_holding_its_output_has_still_finished(
+    runner: SessionRunner, ledger: SqliteLedgerDatabase
+) -> None:
+    """Its exit is what counts (``ssh`` with a persistent connection, a daemon it starts): the
+    window does not wait for the child, nor is the command said to hang."""
+    marker = f"splitmirror-detached-{os.getpid()}"
+    image = runner.mirror_options["split_command"][1]
+    split = script(
+        runner.workspace, "split", f'{RECIPE / "loop-split"} {image}\nsetsid sh -c "sleep 30 # {marker}" &'
+    )
+    runner.mirror_options["split_command"] = [split]
+    try:
+        summary = runner.run(ledger, "freeze", max_window="10s")
+    finally:
+        subprocess.run(["pkill", "-f", marker], check=False)
+    assert summary.status == "DONE" and (summary.window_ms or 0) < 5000, summary.window_ms
+
+
+def test_a_session_killed_in_cleanup_keeps_its_complete_archive(
+    runner: SessionRunner, ledger: SqliteLedgerDatabase
+) -> None:
+    """A resync that runs for an hour, then kill -9 or the OOM killer: the watchdog marks the row
+    FAILED in CLEANUP and leaves the archive, which verify and restore accept."""
+    config = runner.config_file(ledger.url, "freeze", primary=ledger.primary)
+    image = runner.mirror_options["resync_command"][1]
+    killer = script(
+        runner.workspace, "resync", f"{RECIPE / 'loop-resync'} {image}\nkill -KILL $PPID\nsleep 5"
+    )
+    text = config.read_text().replace(
+        f'resync_command = ["{RECIPE / "loop-resync"}", "{image}"]', f'resync_command = ["{killer}"]'
+    )
+    assert killer in text
+    config.write_text(text)
+    died = runner.command("backup", config)
+    assert died.returncode == -9, died.stderr
+    catalog = SqliteCatalog(runner.workspace.catalog)
+    deadline = time.monotonic() + 10
+    while catalog.sessions()[0].status == "STARTED" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [summary] = catalog.sessions()
+    assert (summary.status, summary.failed_phase) == ("FAILED", "CLEANUP"), summary
+    assert Path(summary.archive or "").is_file(), "the watchdog kept the complete archive"
+    verified = runner.command("verify", str(summary.id))
+    assert verified.returncode == 0, verified.stdout + verified.stderr

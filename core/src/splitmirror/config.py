@@ -150,6 +150,8 @@ def _describe(
     """One pydantic error → one sentence naming section, key and fix."""
     loc = prefix + tuple(str(p) for p in error["loc"])
     section, key = (loc[0], loc[-1]) if len(loc) > 1 else (None, loc[0] if loc else "")
+    if len(loc) > 2 and key.isdigit():  # an item of a list: split_command[1]
+        key = f"{loc[-2]}[{key}]"
     kind = error["type"]
     if prefix and not error["loc"]:  # a rule across the section's keys (a model validator)
         return f"{where}: [{prefix[0]}] " + str(error["msg"]).removeprefix("Value error, ")

@@ -55,6 +55,18 @@ def filesystem_type_of(path: Path) -> str:
     return kinds[-1] if kinds else "unknown"
 
 
+def path_in_filesystem(path: Path) -> str:
+    """Where ``path`` is from its filesystem's own root, which is not its mount point's when a
+    subdirectory is mounted (a bind mount, a btrfs ``subvol=``): mountinfo's fourth field."""
+    resolved, mount = path.resolve(), mount_point(path)
+    root = "/"
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" ")
+        if Path(_unescape(fields[4])) == mount:
+            root = _unescape(fields[3])  # the last one listed is the one visible
+    return os.path.normpath(os.path.join(root, os.path.relpath(resolved, mount))).lstrip("/")
+
+
 def _mounts() -> list[tuple[Path, str, str]]:
     """(mount point, source, type) of each mount, from ``/proc/self/mountinfo`` (octal
     escapes undone), in mount order: the last of a stacked mount point is the visible one."""

@@ -9,7 +9,7 @@ Read :meth:`Session.run` first; it is the whole contract in twenty lines:
   filesystem and releases the database before doing anything else.  While it is in the window,
   catalog writes and ``phase_finished`` notifications wait until the window has closed;
 * the catalog row is ``DONE`` only after the archive is complete, fsynced and its manifest
-  written; otherwise it is ``FAILED`` with the phase and the first line of the error.
+  written; otherwise ``FAILED`` with the phase and the error's first line (in CLEANUP, the archive stays).
 
 The phase bodies follow, one method each.  INIT's is :mod:`.opening`, which builds the
 session's :class:`~splitmirror.opening.Parts` that every later phase uses (its checks are
@@ -424,20 +424,20 @@ class Session:
         )
 
     def _cleanup(self) -> None:
+        self._watchdog.tell(archive_complete=True)  # a death from here on keeps the archive
         self.parts.mirror.reestablish()
         self.parts.catalog.finish_session(self.parts.id, status=DONE, finished_at=utc_now())
 
     # -- endings --------------------------------------------------------------------------
 
     def _fail(self, error: BaseException) -> None:
-        """Everything a failed session owes: the archive discarded, the mirror back, the row."""
+        """What a failed session owes: the archive discarded (unless complete), the mirror back, the row."""
         if self._quiesced or self._freezer.frozen:  # only if the window's own finally was skipped
             self._release()
         parts = self._opening.parts
         if parts is None:
             return  # no row yet: the error itself is the whole story
-        # Failed in CLEANUP, the archive is complete and catalogued: only the mirror failed.
-        keep = self.phase is Phase.CLEANUP
+        keep = self.phase is Phase.CLEANUP  # the archive is complete: only the mirror failed
         for undo in (self._reestablish,) if keep else (parts.target.discard, self._reestablish):
             with contextlib.suppress(Exception):  # the original error is the one to report
                 undo()

@@ -25,7 +25,8 @@ report an image the watchdog has already given up.  Then, in order: every filesy
 as frozen is thawed; the engine's :meth:`~splitmirror.engine.DatabaseEngine.emergency_release`
 runs in this fresh process with the engine's last emergency state; and the catalog row, if still
 ``STARTED``, becomes ``FAILED`` with the phase and why, and the archive files the session was
-writing (``Target.leftovers``) are removed: only a ``DONE`` session leaves an archive.
+writing (``Target.leftovers``) are removed, unless the session said its archive was complete
+(CLEANUP: only the mirror's re-establishing was left, and the archive stays).
 
 The watchdog stays until the session says ``done``, so a death during BACKUP still gets its row
 marked.  When the session's own release failed (``release_failed``: the engine's ``abort``
@@ -141,6 +142,8 @@ class _Watch:
         self.state: Mapping[str, Any] | None = None
         self.released = False
         self.release_failed = False
+        #: CLEANUP has begun: the archive is complete and catalogued, not a leftover.
+        self.archive_complete = False
         self.window_start: float | None = None
         self.last_beat = time.monotonic()
 
@@ -162,6 +165,8 @@ class _Watch:
             self.released = True
         if "release_failed" in message:
             self.release_failed = True
+        if "archive_complete" in message:
+            self.archive_complete = True
         return bool(message.get("done"))
 
     def overdue(self) -> str | None:
@@ -192,7 +197,7 @@ class _Watch:
             done.append("removed its tracing instance")
         if self._record(reason):
             done.append(f"marked session {self.hello['session']} FAILED")
-            for leftover in self.hello.get("leftovers", []):  # only a session that never finished
+            for leftover in [] if self.archive_complete else self.hello.get("leftovers", []):
                 with contextlib.suppress(OSError):
                     os.unlink(leftover)
                     done.append(f"removed {leftover}")

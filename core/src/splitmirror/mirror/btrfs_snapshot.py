@@ -59,7 +59,15 @@ class BtrfsMirror(MirrorProvider):
         return problems
 
     def _primary_problems(self) -> list[PreflightProblem]:
-        primary = self.primary
+        primary = self.primary.resolve()
+        if os.geteuid() != 0:
+            return [
+                PreflightProblem(
+                    "creating and deleting btrfs snapshots needs root (without it, one could be made "
+                    "and never deleted)",
+                    "run as root",
+                )
+            ]
         if not primary.is_dir():
             state = "is not a directory" if primary.exists() else "does not exist"
             return [
@@ -171,15 +179,16 @@ class BtrfsMirror(MirrorProvider):
     def split(self) -> None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         snapshot = self.mirror / f"{SNAPSHOT_PREFIX}{stamp}-{os.getpid()}"
+        self.snapshot = snapshot  # before the ioctl: a signal as it returns must not lose it
         try:
             btrfs.snapshot(self.primary, snapshot, readonly=True)
         except OSError as error:
+            self.snapshot = None
             raise OSError(
                 error.errno,
                 f"could not snapshot {self.primary} into {self.mirror} ({error.strerror}); the database "
                 "was released and nothing was kept: check that directory (free space, attributes: lsattr -d)",
             ) from None
-        self.snapshot = snapshot
 
     def open_split_copy(self, primary_path: Path) -> BinaryIO:
         if self.snapshot is None:

@@ -30,20 +30,23 @@ from typing import Annotated, BinaryIO
 
 import pydantic
 
-from .. import impl
+from .. import btrfs, impl
 from ..config import Duration
 from ..engine import PreflightProblem
 from ..extents import ExtentMap
 from ..filemap import Fingerprint
-from ..fsfreeze import mount_point, same_filesystem
+from ..fsfreeze import mount_point, path_in_filesystem, same_filesystem
 from ..placement import containment_problem
 from ..progress import Progress
 from .base import MirrorProvider, SplitStat, SyncStats
-from .block import BlockMirror, BlockOptions
+from .block import BlockMirror, BlockOptions, mounted_device
+from .blocksync import DirectReader
 from .commands import run_command
 from .splitread import SplitReader
 
 Argv = Annotated[list[str], pydantic.Field(min_length=1)]
+#: How much of the start of image_device is compared with the primary's device after the split.
+START = 1 << 20
 
 
 class CommandOptions(pydantic.BaseModel):
@@ -151,6 +154,8 @@ class CommandMirror(MirrorProvider):
             )
         image = options.image_mountpoint or options.image_device
         assert image is not None
+        if options.image_device is not None:
+            problems += self._device_problems(options.image_device)
         inside = containment_problem(primary, image)
         if inside:
             problems.append(PreflightProblem(inside, "put the split image outside the primary"))
@@ -159,6 +164,25 @@ class CommandMirror(MirrorProvider):
                 PreflightProblem("freezing the primary needs root", "run as root, or set freeze = false")
             )
         return problems
+
+    def _device_problems(self, device: Path) -> list[PreflightProblem]:
+        """What makes reading the files' extents from ``device`` wrong, known before anything runs."""
+        if btrfs.is_btrfs(self.primary):
+            return [
+                PreflightProblem(
+                    "image_device cannot serve a btrfs primary (its extents are not device offsets)",
+                    "use image_mountpoint, or the btrfs provider",
+                )
+            ]
+        own = mounted_device(mount_point(self.primary))
+        if own is not None and os.path.realpath(own) == os.path.realpath(device):
+            return [
+                PreflightProblem(
+                    f"image_device {device} is the primary's own device",
+                    "set it to the split copy (the mirror LUN, the snapshot volume, the image file)",
+                )
+            ]
+        return []
 
     def notes(self) -> list[str]:
         options = self.settings
@@ -197,24 +221,49 @@ class CommandMirror(MirrorProvider):
         self._resync_due = True  # a split that failed half way still needs its resync
         self._run("the split command", self.settings.split_command, self.settings.split_timeout, "SPLIT")
         mountpoint, device = self.settings.image_mountpoint, self.settings.image_device
-        if mountpoint is not None and not os.path.ismount(mountpoint):
+        if mountpoint is not None and mount_point(mountpoint) != mountpoint.resolve():
             raise OSError(
                 f"the split command exited 0, but nothing is mounted at image_mountpoint {mountpoint}"
             )
-        if device is not None and not device.exists():
+        if device is not None:
+            self._check_image(device)
+
+    def _check_image(self, device: Path) -> None:
+        """The image read by extent must be a copy of the primary's device: the extents are its
+        offsets.  Its first MiB (superblock, group descriptors) is compared with the frozen
+        primary's, so a whole LUN named for a partition, or another volume, fails here instead
+        of archiving the wrong bytes under checksums made from them."""
+        if not device.exists():
             raise OSError(f"the split command exited 0, but image_device {device} does not exist")
+        primary = mounted_device(mount_point(self.primary))
+        if primary is None:
+            raise OSError(
+                f"the primary {self.primary} is not on a block device the image can be compared with"
+            )
+        readers = [DirectReader(path, START) for path in (primary, device)]
+        try:
+            same = readers[0].read(0, START) == readers[1].read(0, START)
+        finally:
+            for reader in readers:
+                reader.close()
+        if not same:
+            raise OSError(
+                f"image_device {device} does not hold a copy of the primary's device {primary} (their "
+                "first MiB differ); set image_device to the split copy of exactly that device (not the "
+                "whole disk of a partition)"
+            )
 
     def reestablish(self) -> None:
         """Let go of the image, then resynchronize (once, even when asked again on a failure path)."""
         if self._extents is not None:
             self._extents.reestablish()
-        if self._files is not None:
-            self._files.unlink(missing_ok=True)
         if self._resync_due:
             self._resync_due = False
             self._run(
                 "the resync command", self.settings.resync_command, self.settings.resync_timeout, "CLEANUP"
             )
+        if self._files is not None:  # after the resync, which gets it too
+            self._files.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._extents is not None:
@@ -230,7 +279,7 @@ class CommandMirror(MirrorProvider):
 
     @functools.cached_property
     def _primary_in_image(self) -> str:
-        return os.path.relpath(self.primary.resolve(), mount_point(self.primary))
+        return path_in_filesystem(self.primary)
 
     def checked(self, maps: Mapping[Path, ExtentMap], fingerprints: Mapping[Path, Fingerprint]) -> None:
         if self._extents is not None:

@@ -2,10 +2,15 @@
 
 The model is SAP BRBACKUP's ``split_cmd``/``resync_cmd``: a program that tells the array (LVM,
 ZFS, a cloud) what to do and exits 0 when it is done.  Lines it prints beginning ``#INFO`` are
-logged as they are; anything else it prints is what a failure says, so its last such line
-becomes the session's one-sentence error.  The program runs in a process group of its own,
-killed whole when it overstays its timeout or the session is interrupted (the window limit
-raises in the middle of the wait): a split command that hangs must not hold the database.
+logged as they come; anything else it prints is what a failure says, so its last such line
+becomes the session's one-sentence error.
+
+The program runs in a process group of its own.  Its *exit* is what is waited for, not the end
+of its output: a program that leaves a child holding its standard output (``ssh`` with a
+persistent control connection, a daemon it starts) has still finished.  One that overstays its
+timeout, or is still running when the session is interrupted (the window limit raises in the
+middle of the wait), has its whole group killed, and nothing more is waited for inside the
+window: a split command that hangs must not hold the database.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
+from typing import IO
 
 from ..errors import SplitmirrorError
 
@@ -25,15 +32,39 @@ log = logging.getLogger("splitmirror.mirror.command")
 INFO = "#INFO"
 #: How much of a failing command's own words the error keeps.
 SAID_LIMIT = 300
+#: How long the output of a program that exited is still read (what a child of its own holds
+#: open is not waited for).
+DRAIN_S = 0.2
 
 
 class CommandFailed(SplitmirrorError):
     """A command exited non-zero or overstayed its timeout; the message is one sentence."""
 
 
+class _Output:
+    """Reads a command's output as it comes: ``#INFO`` lines logged, the last other line kept."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.last = ""
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        with contextlib.suppress(OSError, ValueError), stream:
+            for raw in stream:
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line.startswith(INFO):
+                    log.info("%s", line[len(INFO) :].strip())
+                elif line.strip():
+                    self.last = line.strip()[:SAID_LIMIT]
+
+    def drain(self, seconds: float) -> None:
+        self._thread.join(seconds)
+
+
 def run_command(what: str, argv: Sequence[str], timeout: float, env: Mapping[str, str]) -> None:
     """Run ``argv`` (``what`` names it in the log and the error: "the split command") and wait
-    up to ``timeout`` seconds; :class:`CommandFailed` unless it exits 0."""
+    up to ``timeout`` seconds for it to exit; :class:`CommandFailed` unless it exits 0."""
     log.info("%s: %s", what, " ".join(argv))
     try:
         process = subprocess.Popen(
@@ -46,38 +77,31 @@ def run_command(what: str, argv: Sequence[str], timeout: float, env: Mapping[str
         )
     except OSError as error:
         raise CommandFailed(f"{what} {argv[0]} could not be started: {error.strerror}") from None
+    assert process.stdout is not None
+    output = _Output(process.stdout)
     try:
-        output, _ = process.communicate(timeout=timeout)
+        code = process.wait(timeout)
     except subprocess.TimeoutExpired:
         _kill(process)
+        output.drain(DRAIN_S)
+        said = f" (its last words: {output.last})" if output.last else ""
         raise CommandFailed(
-            f"{what} {argv[0]} did not finish within {timeout:g}s and was ended; see what it waits for, "
-            "or raise its timeout"
+            f"{what} {argv[0]} did not finish within {timeout:g}s and was ended{said}; see what it "
+            "waits for, or raise its timeout"
         ) from None
     except BaseException:  # the window limit, Ctrl-C: the group goes first, then the session
         _kill(process)
         raise
-    said = _said(output.decode(errors="replace"))
-    if process.returncode != 0:
-        how = f"was killed by signal {-process.returncode}" if process.returncode < 0 else "failed"
-        code = "" if process.returncode < 0 else f" with exit code {process.returncode}"
-        raise CommandFailed(f"{what} {argv[0]} {how}{code}" + (f": {said}" if said else ""))
-
-
-def _said(output: str) -> str:
-    """Log the ``#INFO`` lines; the last other line, for a failure to quote."""
-    last = ""
-    for line in output.splitlines():
-        if line.startswith(INFO):
-            log.info("%s", line[len(INFO) :].strip())
-        elif line.strip():
-            last = line.strip()
-    return last[:SAID_LIMIT]
+    output.drain(DRAIN_S)
+    if code != 0:
+        how = f"was killed by signal {-code}" if code < 0 else f"failed with exit code {code}"
+        raise CommandFailed(f"{what} {argv[0]} {how}" + (f": {output.last}" if output.last else ""))
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the command's whole process group and reap it."""
+    """SIGKILL the command's whole process group; reap it if it is gone at once (a process
+    in uninterruptible sleep is left to the kernel: the session must not wait on it)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(Exception):
-        process.communicate(timeout=5)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(0.1)

@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 import pydantic
 
-from .. import impl
+from .. import btrfs, impl
 from ..engine import PreflightProblem
 from ..fsfreeze import filesystem_type_of, same_filesystem
 from ..placement import containment_problem
@@ -88,6 +88,15 @@ class ReflinkMirror(MirrorProvider):
                     f"the mirror {mirror} is on another filesystem than the primary {primary}, and a "
                     "clone stays on its filesystem",
                     "set [mirror] mirror to a directory on the primary's filesystem, outside the primary",
+                )
+            ]
+        inner = next(btrfs.nested(primary), None)
+        if inner is not None:
+            return [
+                PreflightProblem(
+                    f"the primary {primary} holds {inner}, another filesystem or subvolume, whose files "
+                    "cannot be cloned into the mirror",
+                    "move what is there into the primary's filesystem, or set [mirror] primary below it",
                 )
             ]
         if not _clones(where):
@@ -163,16 +172,16 @@ class ReflinkMirror(MirrorProvider):
             target = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 clone(source, target)
+                size = os.fstat(target).st_size  # the clone's: the source may have grown since
             except OSError as error:
-                raise OSError(
-                    error.errno, f"could not clone {path} into {destination} ({error.strerror})"
-                ) from None
+                said = f"could not clone {path} into {destination} ({error.strerror})"
+                raise OSError(error.errno, said) from None
             finally:
                 os.close(target)
-            info = os.fstat(source)
+            info = os.fstat(source)  # mode, owner and mtime: the clone's are its own
         finally:
             os.close(source)
-        self._stats[relative] = SplitStat(info.st_size, info.st_mode, info.st_mtime, info.st_uid, info.st_gid)
+        self._stats[relative] = SplitStat(size, info.st_mode, info.st_mtime, info.st_uid, info.st_gid)
         return True
 
     def split(self) -> None:

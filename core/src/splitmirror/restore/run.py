@@ -175,7 +175,8 @@ def locate_archive(
     if summary.status != DONE and summary.failed_phase != "CLEANUP":
         why = f" (failed in {summary.failed_phase}: {summary.error})" if summary.failed_phase else ""
         raise CatalogError(
-            f"session {session_id} is {summary.status}{why}; only a DONE session has an archive"
+            f"session {session_id} is {summary.status}{why}; only a DONE session has an archive (or one "
+            "that failed in CLEANUP)"
         )
     path = archive or summary.archive
     if not path or path in ("-", STDOUT_LABEL):

@@ -104,7 +104,8 @@ class FileTarget(Target):
 
     def discard(self) -> None:
         """Remove what this session wrote, even a committed archive whose session then failed
-        (say, recording it in the catalog): only ``DONE`` sessions leave an archive behind."""
+        (say, recording it in the catalog): only a ``DONE`` session leaves an archive behind, and
+        one that failed in CLEANUP, whose archive was complete (the session does not call this)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
