@@ -21,18 +21,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import subprocess
+import sys
+import tarfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 
 from .. import impl
 from ..catalog import SqliteCatalog
-from ..errors import SessionFailed
+from ..config import load_config
+from ..engine import DatabaseEngine, DatabaseFile, PreflightProblem, ServerInfo, UnquiesceResult
+from ..errors import PreflightError, SessionFailed
 from ..mirror.base import MirrorProvider
-from ..phases import Phase
+from ..phases import Mode, Phase
 from ..session import Session
 from .contract import Fault
 from .database import SqliteLedgerDatabase
@@ -111,11 +117,85 @@ def _digest(path: Path) -> str:
         return "gone"
 
 
+#: Writes n to file ``a``, then n to file ``b``, n = 1, 2, ..., each write on the disk before the
+#: next starts (O_DIRECT; fdatasync where the filesystem has no O_DIRECT), with no lock of its
+#: own: only one instant of the disk (a frozen filesystem, an atomic snapshot: a crash image)
+#: holds a == b or a == b + 1.  Between them in archive order, a file of 16 MiB that never
+#: changes: a copy made file by file takes long enough over it for the writer to move on.
+_PAIR_WRITER = """
+import mmap, os, sys
+a, middle, b = sys.argv[1:4]
+with open(middle, "wb") as f:
+    f.write(os.urandom(16 << 20))
+def opened(path):
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644), False
+    except OSError:
+        return os.open(path, os.O_WRONLY | os.O_CREAT, 0o644), True
+files = [opened(a), opened(b)]
+block = mmap.mmap(-1, 4096)
+n = 0
+while True:
+    n += 1
+    block[:] = n.to_bytes(8, "little") * 512
+    for fd, sync in files:
+        os.pwrite(fd, block, 0)
+        if sync:
+            os.fdatasync(fd)
+"""
+
+
+class _PairEngine(DatabaseEngine):
+    """A database of two files kept in step by one writer and no lock: FREEZE asks SPLIT to
+    freeze the filesystem, which is what makes its image one instant.  For the contract only."""
+
+    name = "contract-pairs"
+    url_schemes = ("contract-pairs",)
+    modes = (Mode.FREEZE,)
+
+    @property
+    def directory(self) -> Path:
+        return Path(urlsplit(self.url).path)
+
+    def connect(self) -> ServerInfo:
+        return ServerInfo("contract-pairs", "1")
+
+    def preflight(self, mode: Mode) -> list[PreflightProblem]:
+        return []
+
+    def layout(self) -> list[Path]:
+        return [self.directory / name for name in ("a", "middle", "b")]
+
+    def freeze_paths(self, mode: Mode) -> list[Path]:
+        return [self.directory]
+
+    def quiesce(self, mode: Mode) -> None:
+        """Nothing: the freeze is the quiesce."""
+
+    def discover(self) -> list[DatabaseFile]:
+        return [DatabaseFile(path, (i,), "data") for i, path in enumerate(self.layout())]
+
+    def unquiesce(self) -> UnquiesceResult:
+        return UnquiesceResult(label="contract pairs")
+
+    def abort(self) -> None:
+        """Nothing to release."""
+
+    @staticmethod
+    @impl
+    def splitmirror_register_engines(register: Callable[[type[DatabaseEngine]], None]) -> None:
+        register(_PairEngine)
+
+
 class MirrorContract:
     """Subclass with a ``splitmirror_mirror`` fixture (:class:`MirrorSetup`)."""
 
+    #: Whether a split leaves something behind until CLEANUP (a snapshot, clones, a mount):
+    #: then :meth:`split_leftovers` must name it, and a killed session's must be found there.
+    split_leaves_behind: ClassVar[bool] = True
+
     def split_leftovers(self, setup: MirrorSetup) -> list[str]:
-        """What a split of ``setup`` leaves until CLEANUP (snapshot names); empty by default."""
+        """What a split of ``setup`` leaves until CLEANUP (snapshot names, mounts)."""
         return []
 
     @pytest.fixture
@@ -204,9 +284,44 @@ class MirrorContract:
         config = mirror_runner.config_file(ledger.url, "freeze", ledger.options, ledger.primary)
         killed = run_killed(config, "SPLIT", mirror_runner.workspace.root)
         assert SqliteCatalog(mirror_runner.workspace.catalog).get(killed.session_id).status == "FAILED"
+        left = self.split_leftovers(splitmirror_mirror)
+        assert bool(left) == self.split_leaves_behind, (
+            f"after a split, split_leftovers() names {left}: name what the split leaves until CLEANUP "
+            "(override split_leftovers), or set split_leaves_behind = False"
+        )
         summary = mirror_runner.run(ledger, "freeze")
         assert summary.status == "DONE"
         assert self.split_leftovers(splitmirror_mirror) == [], "the killed session's split is still there"
+
+    def test_a_mode_that_freezes_the_primary_gets_one_instant_or_is_refused(
+        self, splitmirror_mirror: MirrorSetup, mirror_runner: SessionRunner
+    ) -> None:
+        """Two files written one after the other, with no lock but the freeze SPLIT sets: in the
+        image, ``a`` is ``b`` or one ahead.  A copy made file by file while they are written
+        breaks that; a provider whose split cannot run under a freeze must refuse in preflight."""
+        primary = splitmirror_mirror.primary
+        pairs, url = [primary / "a", primary / "b"], f"contract-pairs://{primary}"
+        mirror_runner.plugins.append(_PairEngine)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _PAIR_WRITER, str(pairs[0]), str(primary / "middle"), str(pairs[1])]
+        )
+        try:
+            while not all(p.exists() and p.stat().st_size for p in pairs):
+                time.sleep(0.01)
+            config = load_config(mirror_runner.config_file(url, "freeze", primary=primary))
+            provider = mirror_runner.hooks().mirrors.get(str(splitmirror_mirror.options["provider"]))
+            if provider.split_instant == "per-file":
+                with pytest.raises(PreflightError, match="frozen at the split"):
+                    Session(config, mirror_runner.hooks()).run()
+                return
+            summary = Session(config, mirror_runner.hooks()).run()
+        finally:
+            writer.kill()
+            writer.wait()
+        members = {f.path: f.member for f in SqliteCatalog(mirror_runner.workspace.catalog).files(summary.id)}
+        with tarfile.open(summary.archive or "") as archive:
+            a, b = (_counter(archive, members[str(path)]) for path in pairs)
+        assert a - b in (0, 1), f"a = {a}, b = {b}: the split is not one instant"
 
     @pytest.mark.parametrize("mode", ["freeze", "hot-backup"])
     def test_a_restore_drill(
@@ -236,3 +351,13 @@ def command_recipe(scripts: Path, workspace: Workspace, variant: str) -> dict[st
     else:
         keys["image_device"] = image
     return keys
+
+
+def _counter(archive: tarfile.TarFile, member: str) -> int:
+    """The pair writer's counter in ``member``: every 8 bytes of its 4 KiB must agree."""
+    extracted = archive.extractfile(member)
+    assert extracted is not None, member
+    data = extracted.read()
+    values = {data[i : i + 8] for i in range(0, len(data), 8)}
+    assert len(values) == 1, f"{member} is torn within one write"
+    return int.from_bytes(values.pop(), "little")
