@@ -202,3 +202,15 @@ def test_a_snapshot_that_cannot_be_taken_fails_split_and_releases_the_database(
     assert ledger.accepts_writes()
     assert list(snapshots.iterdir()) == []
     assert subvolume_runner.run(ledger, "freeze").status == "DONE"
+
+
+def test_a_primary_reached_through_a_link_is_the_subvolume_it_names(
+    splitmirror_mirror: MirrorSetup, subvolume_runner: SessionRunner
+) -> None:
+    link = subvolume_runner.workspace.root / "db-link"
+    link.symlink_to(splitmirror_mirror.primary)
+    ledger = SqliteLedgerDatabase(splitmirror_mirror.primary)
+    ledger.create_ledger()
+    config = subvolume_runner.config_file(ledger.url, "freeze", primary=link)
+    done = subvolume_runner.command("check", config)
+    assert done.returncode == 0, done.stdout + done.stderr
