@@ -214,3 +214,5 @@ def test_a_primary_reached_through_a_link_is_the_subvolume_it_names(
     config = subvolume_runner.config_file(ledger.url, "freeze", primary=link)
     done = subvolume_runner.command("check", config)
     assert done.returncode == 0, done.stdout + done.stderr
+    backup = subvolume_runner.command("backup", config)
+    assert backup.returncode == 0, backup.stdout + backup.stderr

@@ -107,8 +107,8 @@ def create_subvolume(path: Path) -> None:
 
 
 def delete_subvolume(path: Path) -> None:
-    """Delete the subvolume or snapshot at ``path``, read-only or not (needs CAP_SYS_ADMIN or
-    the user_subvol_rm_allowed mount option)."""
+    """Delete the subvolume or snapshot at ``path``, read-only or not (CAP_SYS_ADMIN: the
+    btrfs mirror runs as root)."""
     _directory_ioctl(path.parent, SNAP_DESTROY, _vol_args(path.name))
 
 

@@ -55,6 +55,14 @@ def filesystem_type_of(path: Path) -> str:
     return kinds[-1] if kinds else "unknown"
 
 
+def mounted_from(path: Path) -> Path | None:
+    """The block device the filesystem holding ``path`` is mounted from (the mount table's
+    source, which a bind mount shares), or None when it is not a device."""
+    sources = {mount: source for mount, source, _kind in _mounts()}
+    source = sources.get(mount_point(path), "")
+    return Path(source) if source.startswith("/dev/") else None
+
+
 def path_in_filesystem(path: Path) -> str:
     """Where ``path`` is from its filesystem's own root, which is not its mount point's when a
     subdirectory is mounted (a bind mount, a btrfs ``subvol=``): mountinfo's fourth field."""

@@ -424,7 +424,6 @@ class Session:
         )
 
     def _cleanup(self) -> None:
-        self._watchdog.tell(archive_complete=True)  # a death from here on keeps the archive
         self.parts.mirror.reestablish()
         self.parts.catalog.finish_session(self.parts.id, status=DONE, finished_at=utc_now())
 

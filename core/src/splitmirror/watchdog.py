@@ -153,6 +153,9 @@ class _Watch:
             self.last_beat = time.monotonic()
         if "phase" in message:
             self.phase = message["phase"]
+            # CLEANUP begins only after BACKUP committed and catalogued the archive: from the
+            # first moment of it, a death keeps the archive (only the mirror was left to do).
+            self.archive_complete = self.archive_complete or self.phase == "CLEANUP"
             if self.phase == "QUIESCE" and self.window_start is None:
                 self.window_start = time.monotonic()
         if "freezing" in message and message["freezing"] not in self.frozen:
@@ -165,8 +168,6 @@ class _Watch:
             self.released = True
         if "release_failed" in message:
             self.release_failed = True
-        if "archive_complete" in message:
-            self.archive_complete = True
         return bool(message.get("done"))
 
     def overdue(self) -> str | None:

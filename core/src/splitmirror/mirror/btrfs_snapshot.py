@@ -54,20 +54,19 @@ class BtrfsMirror(MirrorProvider):
     # -- preflight ------------------------------------------------------------------------
 
     def preflight(self) -> list[PreflightProblem]:
-        problems = self._primary_problems()
-        problems += self._mirror_problems()
-        return problems
-
-    def _primary_problems(self) -> list[PreflightProblem]:
-        primary = self.primary.resolve()
+        problems = self._primary_problems() + self._mirror_problems()
         if os.geteuid() != 0:
-            return [
+            problems.append(
                 PreflightProblem(
                     "creating and deleting btrfs snapshots needs root (without it, one could be made "
                     "and never deleted)",
                     "run as root",
                 )
-            ]
+            )
+        return problems
+
+    def _primary_problems(self) -> list[PreflightProblem]:
+        primary = self.primary.resolve()
         if not primary.is_dir():
             state = "is not a directory" if primary.exists() else "does not exist"
             return [

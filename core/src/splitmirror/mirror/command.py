@@ -21,7 +21,7 @@ environment (:func:`command_environment`).
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -35,11 +35,11 @@ from ..config import Duration
 from ..engine import PreflightProblem
 from ..extents import ExtentMap
 from ..filemap import Fingerprint
-from ..fsfreeze import mount_point, path_in_filesystem, same_filesystem
+from ..fsfreeze import mount_point, mounted_from, path_in_filesystem, same_filesystem
 from ..placement import containment_problem
 from ..progress import Progress
 from .base import MirrorProvider, SplitStat, SyncStats
-from .block import BlockMirror, BlockOptions, mounted_device
+from .block import BlockMirror, BlockOptions
 from .blocksync import DirectReader
 from .commands import run_command
 from .splitread import SplitReader
@@ -116,6 +116,8 @@ class CommandMirror(MirrorProvider):
         self._files: Path | None = None
         self._resync_due = False
         self._extents: BlockMirror | None = None
+        #: The primary's directory in the mounted image (image_mountpoint), found by :meth:`split`.
+        self._primary_in_image: Path | None = None
         if not options.freeze:  # the site's split is one instant by itself (a snapshot)
             self.split_instant = "snapshot"  # type: ignore[misc]
         if options.image_device is not None:  # read by extent, as the block mirror does
@@ -174,8 +176,16 @@ class CommandMirror(MirrorProvider):
                     "use image_mountpoint, or the btrfs provider",
                 )
             ]
-        own = mounted_device(mount_point(self.primary))
-        if own is not None and os.path.realpath(own) == os.path.realpath(device):
+        own = mounted_from(self.primary)
+        if own is None:
+            return [
+                PreflightProblem(
+                    f"the primary {self.primary} is not on a block device, so image_device cannot be "
+                    "compared with it or read by its extents",
+                    "use image_mountpoint",
+                )
+            ]
+        if os.path.realpath(own) == os.path.realpath(device):
             return [
                 PreflightProblem(
                     f"image_device {device} is the primary's own device",
@@ -225,6 +235,8 @@ class CommandMirror(MirrorProvider):
             raise OSError(
                 f"the split command exited 0, but nothing is mounted at image_mountpoint {mountpoint}"
             )
+        if mountpoint is not None:
+            self._primary_in_image = self._find_primary_in(mountpoint)
         if device is not None:
             self._check_image(device)
 
@@ -233,20 +245,22 @@ class CommandMirror(MirrorProvider):
         offsets.  Its first MiB (superblock, group descriptors) is compared with the frozen
         primary's, so a whole LUN named for a partition, or another volume, fails here instead
         of archiving the wrong bytes under checksums made from them."""
-        if not device.exists():
-            raise OSError(f"the split command exited 0, but image_device {device} does not exist")
-        primary = mounted_device(mount_point(self.primary))
-        if primary is None:
-            raise OSError(
-                f"the primary {self.primary} is not on a block device the image can be compared with"
-            )
-        readers = [DirectReader(path, START) for path in (primary, device)]
+        primary = mounted_from(self.primary)
+        assert primary is not None, "preflight refuses a primary that is not on a device"
         try:
-            same = readers[0].read(0, START) == readers[1].read(0, START)
-        finally:
-            for reader in readers:
-                reader.close()
-        if not same:
+            with contextlib.ExitStack() as stack:
+                starts = []
+                for path in (primary, device):
+                    reader = DirectReader(path, START)
+                    stack.callback(reader.close)
+                    starts.append(reader.read(0, START))
+        except OSError as error:
+            raise OSError(
+                f"the split command exited 0, but image_device {device} cannot be read ({error.strerror})"
+            ) from None
+        if len(starts[1]) < len(starts[0]):
+            raise OSError(f"image_device {device} is smaller than the primary's device {primary}")
+        if starts[0] != starts[1]:
             raise OSError(
                 f"image_device {device} does not hold a copy of the primary's device {primary} (their "
                 "first MiB differ); set image_device to the split copy of exactly that device (not the "
@@ -272,14 +286,27 @@ class CommandMirror(MirrorProvider):
     # -- reading the image ------------------------------------------------------------------
 
     def _image_path(self, primary_path: Path) -> Path:
-        """Where ``primary_path`` is in the mounted image, which is the primary's whole
-        filesystem (a LUN, a logical volume, a dataset), the primary somewhere inside it."""
-        assert self.settings.image_mountpoint is not None
-        return self.settings.image_mountpoint / self._primary_in_image / self.relative(primary_path)
+        assert self._primary_in_image is not None, "the image is found by split()"
+        return self._primary_in_image / self.relative(primary_path)
 
-    @functools.cached_property
-    def _primary_in_image(self) -> str:
-        return path_in_filesystem(self.primary)
+    def _find_primary_in(self, image: Path) -> Path:
+        """Where the primary is in the mounted image.  Mounted whole (a LUN, a logical volume),
+        the image shows the filesystem from its root, and the primary is where the mount table
+        says it is in its filesystem (a bind or ``subvol=`` mount of a subdirectory included);
+        mounted as the primary's mount shows it (a snapshot of the primary's own subvolume, a
+        ZFS clone of its dataset), the primary is where it is below its mount point."""
+        candidates = [
+            path_in_filesystem(self.primary),
+            os.path.relpath(self.primary.resolve(), mount_point(self.primary)),
+        ]
+        for candidate in dict.fromkeys(candidates):
+            if (image / candidate).is_dir():
+                return image / candidate
+        places = " or ".join(dict.fromkeys(candidates))
+        raise OSError(
+            f"the split image mounted at {image} holds no {places}, where the primary {self.primary} "
+            "would be; mount the primary's filesystem (or the same subvolume) there"
+        )
 
     def checked(self, maps: Mapping[Path, ExtentMap], fingerprints: Mapping[Path, Fingerprint]) -> None:
         if self._extents is not None:
