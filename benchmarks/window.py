@@ -4,9 +4,12 @@ For 1, 4 and 16 GiB SQLite databases (a ledger, a 256 MiB hot file, the rest bal
 loop-device ext4 under the same write load — one ledger writer committing, and random 8 KiB
 overwrites of the hot file at full speed — FREEZE sessions are run on the block mirror with
 tracking on and off, and on the directory mirror with tracking on and off; the window of each
-(QUIESCE through UNQUIESCE) is recorded.  Not a test.  The result replaces its own section
+(QUIESCE through UNQUIESCE) is recorded.  The same databases and load on the btrfs mirror (a
+snapshot of a subvolume of a loop-device btrfs) and the reflink mirror (clones on a loop-device
+xfs made with reflink) give the window and the SPLIT phase, which for them is the snapshot or
+the clones (``window_split.py``).  Not a test.  The result replaces its own section
 (``<!-- window -->``) of docs/performance.md.  Run as root:
-``.venv/bin/python benchmarks/window.py [--sizes 1,4,16]``.
+``.venv/bin/python benchmarks/window.py [--sizes 1,4,16] [--split-sizes 1,4]``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from report import replace_section
 from splitmirror.testing import SessionRunner, SqliteLedgerDatabase, Workspace
 from splitmirror.testing.loopfs import loop_filesystem
 from splitmirror.tracking import unavailable
+from window_split import SplitRow, measure_split_mirrors, render_split
 
 MARKER = "<!-- window -->"
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -110,6 +114,7 @@ def measure(size_gib: int, scratch: Path, reps: int) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n\n")[0])
     parser.add_argument("--sizes", default="1,4,16", help="database sizes in GiB, comma-separated")
+    parser.add_argument("--split-sizes", help="sizes for the btrfs and reflink rows; default: --sizes")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
@@ -118,18 +123,22 @@ def main() -> None:
         sys.exit(f"cannot run the window benchmark: {why or 'it needs root (loop devices, tracing)'}.")
     scratch = Path(tempfile.mkdtemp(prefix="splitmirror-windowbench-", dir="/var/tmp"))
     rows: list[Row] = []
+    split_rows: list[SplitRow] = []
+    split_sizes = [int(s) for s in (args.split_sizes or args.sizes).split(",")]
     try:
         for size in [int(s) for s in args.sizes.split(",")]:
             rows += measure(size, scratch, args.reps)
+        for size in split_sizes:
+            split_rows += measure_split_mirrors(size, scratch, args.reps, HOT, OVERWRITER, fill)
     finally:
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
-    section = render(rows, args.reps)
+    section = render(rows, args.reps, split_rows)
     print("\n" + section)
     replace_section(args.out, MARKER, section)
     print(f"wrote {args.out}")
 
 
-def render(rows: list[Row], reps: int) -> str:
+def render(rows: list[Row], reps: int, split_rows: list[SplitRow]) -> str:
     cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln), ":?")
     sizes = sorted({size for size, *_ in rows})
     names = list(dict.fromkeys(name for _size, name, *_ in rows))
@@ -182,7 +191,11 @@ def render(rows: list[Row], reps: int) -> str:
             "hot file, from the page cache, without freezing the primary), so its window follows the "
             "hot file, not the database."
         )
-    return "\n\n".join([*wrapped, "\n".join(table), textwrap.fill(prose, 100)]) + "\n"
+    parts = [*wrapped, "\n".join(table), textwrap.fill(prose, 100)]
+    if split_rows:
+        split_table, split_prose = render_split(split_rows)
+        parts += [split_table, textwrap.fill(split_prose, 100, break_on_hyphens=False)]
+    return "\n\n".join(parts) + "\n"
 
 
 if __name__ == "__main__":
