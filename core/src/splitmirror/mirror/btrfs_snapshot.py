@@ -4,7 +4,7 @@
 on the same btrfs, outside the primary, where SPLIT puts the snapshot
 (``splitmirror-split-<UTC time>-<pid>``) that BACKUP reads and CLEANUP deletes.  There is no
 sync pass: the snapshot shares the primary's extents, so the window costs one transaction
-commit, not a copy.
+commit (with the subvolume's dirty pages written back first), not a copy of the data.
 
 The snapshot is itself the instant: btrfs takes it atomically for the whole subvolume, so SPLIT
 freezes nothing under the primary (:attr:`split_instant`); a freeze would not help anyway, since
