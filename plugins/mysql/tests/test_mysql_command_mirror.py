@@ -20,7 +20,7 @@ from splitmirror_mysql.testing import ContainerMysql, MysqlLedgerDatabase
 #: Mirrors do not change with the server's version, nor with the flavour here (the recipe copies
 #: the whole device twice a session, the slowest drill of the suite): the newest MariaDB only;
 #: MySQL's InnoDB is proven on the btrfs and block mirrors' drills.
-pytestmark = on_newest("server", "mariadb")
+pytestmark = on_newest("server", "mariadb", pairs=True)
 
 RECIPE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "command-mirror"
 
