@@ -1,6 +1,17 @@
 """PostgreSQL in a container, its data directory bind-mounted from a host disk: the contract suite
 (both modes, fault injection, restore drill into a fresh container) for every supported version
-whose image exists here, and what a DBA sees when the password is wrong."""
+whose image exists here, and what a DBA sees when the password is wrong.
+
+Some rows run on the newest version only, where the version cannot change the outcome: a wrong
+password (libpq's refusal at connect, before any statement of the engine's), the restore's
+printed ``docker run`` line (made from the recorded data directory, the harness's ``PGDATA`` on
+every version; each version's drills start their copies by it), the contract's refusal of an
+undeclared mode (before connecting; this engine declares both, so it skips), and unquiesce on
+failure in every window phase.  The other versions fail in QUIESCE (HOT_BACKUP's backup and slot
+held, nothing frozen) and in SPLIT (the data filesystem frozen under the server, thawed before
+the release): a failure in DISCOVER or PREPARE leaves the server as QUIESCE does, one in CHECK
+as every successful session leaves it for UNQUIESCE, one in UNQUIESCE after ``pg_backup_stop``;
+the engine sends the same statements to a server in the same state."""
 
 from __future__ import annotations
 
@@ -12,9 +23,24 @@ import pytest
 from click.testing import CliRunner
 
 from splitmirror.cli import main
+from splitmirror.phases import Phase
 from splitmirror.testing import SessionRunner
-from splitmirror.testing.contract import DatabaseContract
+from splitmirror.testing.containers import newest_usable, on_newest, versions
+from splitmirror.testing.contract import WINDOW, DatabaseContract
 from splitmirror_postgresql.container import ContainerLedgerDatabase, ContainerPostgres, write_pgpass
+
+#: One run on the newest version (see the module docstring).
+newest_only = on_newest("container_postgres", "postgres")
+#: The unquiesce rows: every window phase on the newest version, QUIESCE and SPLIT on the others.
+unquiesce_cases = pytest.mark.parametrize(
+    ("container_postgres", "phase"),
+    [
+        pytest.param(version, phase, id=f"{version}-{phase.name}")
+        for version in versions("postgres")
+        for phase in (WINDOW if version == newest_usable("postgres") else [Phase.QUIESCE, Phase.SPLIT])
+    ],
+    indirect=["container_postgres"],
+)
 
 
 class TestPostgresInContainer(DatabaseContract):
@@ -22,13 +48,33 @@ class TestPostgresInContainer(DatabaseContract):
     def splitmirror_database(self, container_postgres: ContainerPostgres) -> ContainerLedgerDatabase:
         return ContainerLedgerDatabase(container_postgres)
 
+    @newest_only
+    def test_an_undeclared_mode_is_refused_before_connecting(
+        self, splitmirror_database: ContainerLedgerDatabase, splitmirror_session: SessionRunner
+    ) -> None:
+        super().test_an_undeclared_mode_is_refused_before_connecting(
+            splitmirror_database, splitmirror_session
+        )
+
+    @unquiesce_cases
+    def test_unquiesce_on_failure(
+        self,
+        phase: Phase,
+        splitmirror_database: ContainerLedgerDatabase,
+        splitmirror_session: SessionRunner,
+        contract_mode: str,
+    ) -> None:
+        super().test_unquiesce_on_failure(phase, splitmirror_database, splitmirror_session, contract_mode)
+
 
 def test_the_data_directory_is_on_its_own_disk(container_postgres: ContainerPostgres) -> None:
-    """As root the host side of the bind mount is a loop-device filesystem (FREEZE needs that)."""
+    """As root the host side of the bind mount is a loop-device filesystem (FREEZE needs that).
+    On every version: it is also where each version's image is seen to run that version."""
     assert os.path.ismount(container_postgres.datadir.parent)
     assert (container_postgres.datadir / "PG_VERSION").read_text().strip() == container_postgres.version
 
 
+@newest_only
 def test_a_wrong_password_is_one_sentence_and_touches_nothing(
     container_postgres: ContainerPostgres,
     splitmirror_session: SessionRunner,
@@ -53,6 +99,7 @@ def test_a_wrong_password_is_one_sentence_and_touches_nothing(
     assert database.accepts_writes()
 
 
+@newest_only
 def test_the_restore_says_how_to_start_the_copy_in_a_container(
     container_postgres: ContainerPostgres, splitmirror_session: SessionRunner
 ) -> None:

@@ -1,12 +1,14 @@
 """``path_map`` keys as people write them (issue 15): a trailing slash maps the data directory
 itself; a key with ``..`` is refused by ``check`` when it loads the configuration, exit 2, one
-sentence.  Only the last test needs a server (in a container)."""
+sentence.  Only the last test needs a server (in a container), the newest: matching the key to
+``data_directory`` is splitmirror's, the same on every version."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from splitmirror.testing import SessionRunner
+from splitmirror.testing.containers import on_newest
 from splitmirror_postgresql.container import DATA, ContainerLedgerDatabase, ContainerPostgres
 from splitmirror_postgresql.engine import PostgresEngine, PostgresOptions
 
@@ -30,6 +32,7 @@ def test_a_key_with_dot_dot_is_refused_by_check_in_one_sentence(splitmirror_sess
     assert not splitmirror_session.workspace.catalog.exists()
 
 
+@on_newest("container_postgres", "postgres")
 def test_check_passes_with_a_trailing_slash_key(
     container_postgres: ContainerPostgres, splitmirror_session: SessionRunner
 ) -> None:
