@@ -42,7 +42,8 @@ Exit codes:
   3  a preflight check failed (nothing was changed on the database)
   4  another session is running for this configuration or on its mirror
   5  the catalog cannot be opened or is not there, the session asked for is
-     not in it or not DONE, or the archive to verify or restore cannot be found
+     not in it or not DONE (nor failed in CLEANUP, its archive complete), or
+     the archive to verify or restore cannot be found
   6  verification failed: a checksum, size or the manifest does not match,
      or the archive is truncated, damaged or not a tar archive; restore: a
      member does not match its checksum
