@@ -58,6 +58,14 @@ class SplitStat:
     gid: int
 
 
+def split_leftovers(directory: Path, prefix: str, holding: Path | None) -> list[Path]:
+    """The entries of ``directory`` named ``prefix...`` other than ``holding``: the splits
+    (snapshots, clone directories) killed sessions left in a provider's own directory."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.startswith(prefix) and p != holding)
+
+
 class MirrorProvider(abc.ABC):
     """A primary and its mirror.  Subclasses are registered through ``splitmirror_register_mirrors``.
 

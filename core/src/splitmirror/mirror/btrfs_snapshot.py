@@ -32,7 +32,7 @@ from ..engine import PreflightProblem
 from ..fsfreeze import same_filesystem
 from ..placement import containment_problem
 from ..progress import Progress
-from .base import MirrorProvider, SyncStats
+from .base import MirrorProvider, SyncStats, split_leftovers
 
 log = logging.getLogger("splitmirror.mirror.btrfs")
 
@@ -146,13 +146,7 @@ class BtrfsMirror(MirrorProvider):
 
     def leftovers(self) -> list[Path]:
         """Snapshots of this provider in the mirror directory that no session holds."""
-        if not self.mirror.is_dir():
-            return []
-        return sorted(
-            path
-            for path in self.mirror.iterdir()
-            if path.name.startswith(SNAPSHOT_PREFIX) and path != self.snapshot
-        )
+        return split_leftovers(self.mirror, SNAPSHOT_PREFIX, self.snapshot)
 
     def bulk_sync(self, progress: Progress) -> SyncStats:
         """Nothing to copy; the mirror directory made ready and what a killed session left deleted

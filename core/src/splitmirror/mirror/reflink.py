@@ -36,7 +36,7 @@ from ..engine import PreflightProblem
 from ..fsfreeze import filesystem_type_of, same_filesystem
 from ..placement import containment_problem
 from ..progress import Progress
-from .base import MirrorProvider, SplitStat, SyncStats
+from .base import MirrorProvider, SplitStat, SyncStats, split_leftovers
 
 log = logging.getLogger("splitmirror.mirror.reflink")
 
@@ -120,13 +120,7 @@ class ReflinkMirror(MirrorProvider):
 
     def leftovers(self) -> list[Path]:
         """Split directories of this provider that no session holds."""
-        if not self.mirror.is_dir():
-            return []
-        return sorted(
-            path
-            for path in self.mirror.iterdir()
-            if path.name.startswith(SPLIT_PREFIX) and path != self.split_dir
-        )
+        return split_leftovers(self.mirror, SPLIT_PREFIX, self.split_dir)
 
     def bulk_sync(self, progress: Progress) -> SyncStats:
         """Nothing to copy; the mirror directory made ready and a killed session's clones deleted."""
