@@ -74,6 +74,9 @@ def positions_text(positions: Mapping[str, Any]) -> str:
 def print_summary(console: Console, summary: SessionSummary) -> None:
     # The title on a line of its own: rich wraps a table's title to the table's width.
     console.print(f"session {summary.id} ({escape(summary.name)}): {summary.status}", soft_wrap=True)
+    from .timeline import print_timeline
+
+    print_timeline(console, summary)  # the picture first, then the numbers
     table = Table()
     table.add_column("phase")
     table.add_column("duration", justify="right")
