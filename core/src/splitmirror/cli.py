@@ -9,24 +9,25 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from . import __version__, preflight
 from .catalog import default_catalog_path, open_catalog
+from .catalog.base import PRUNED
+from .cli_common import _emit_json, _says_catalog, err, handled, json_option, out, state
+from .cli_operations import prune_, run_prune
 from .config import load_config
-from .errors import SessionFailed, SessionInterrupted, UserError
+from .errors import SessionFailed
 from .hooks import Hooks
 from .plugins import PluginRecord
 from .progress_bars import ProgressBars
+from .prune import policy_of
 from .report import print_files, print_sessions, print_summary, summary_json
 from .restore import from_catalog, locate_archive, restore_archive, verify_archive
 from .restore.report import print_restore, print_verify
@@ -53,54 +54,6 @@ Exit codes:
   130 interrupted before the session started
 """
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-# Piped output keeps whole lines (paths, errors) instead of rich's 80-column default.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
-
-
-def _emit_json(data: Any, console: Console | None = None) -> None:
-    text = json.dumps(data, indent=2, default=str)
-    if console is None or console is out:
-        click.echo(text)
-    else:
-        click.echo(text, err=True)
-
-
-def handled(func: F) -> F:
-    """Turn handled errors into one sentence and an exit code; anything else is a bug and keeps
-    its traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        as_json = bool(kwargs.get("as_json"))
-        try:
-            return func(*args, **kwargs)
-        except UserError as error:
-            _fail(str(error), error.exit_code, as_json)
-        except SessionFailed as error:
-            _fail(str(error), error.exit_code, as_json=False)  # the summary was printed already
-        except (KeyboardInterrupt, SessionInterrupted) as error:
-            name = getattr(error, "signal_name", "SIGINT")
-            _fail(f"interrupted by {name}", 130, as_json)
-
-    return wrapper  # type: ignore[return-value]
-
-
-_archive_on_stdout = False
-
-
-def _fail(message: str, code: int, as_json: bool) -> NoReturn:
-    if as_json:
-        # Standard output may be the archive itself (path = "-"): then the error goes beside it.
-        _emit_json({"error": message, "exit_code": code}, err if _archive_on_stdout else out)
-    else:
-        err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-    sys.exit(code)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 catalog_option = click.option(
     "--catalog",
     "catalog_path",
@@ -122,10 +75,6 @@ def _catalog_for(catalog_path: Path | None, config_file: Path | None) -> Path:
     if config_file is not None:
         return default_catalog_path(load_config(config_file).session.catalog)
     return default_catalog_path(catalog_path)
-
-
-def _says_catalog(path: Path) -> None:
-    out.print(f"[dim]catalog {escape(str(path))}[/dim]", soft_wrap=True)
 
 
 class _OneSentence(click.Group):
@@ -162,6 +111,9 @@ def main() -> None:
     """Consistent file-level backups of live databases from a split mirror."""
 
 
+main.add_command(prune_)
+
+
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @json_option
@@ -171,16 +123,18 @@ def main() -> None:
     is_flag=True,
     help="Hand the mirror, which holds another primary's copy, over to CONFIG's primary (once).",
 )
+@click.option("--prune", "then_prune", is_flag=True, help="After a DONE session, apply CONFIG's [retention].")
 @handled
-def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool) -> None:
+def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool, then_prune: bool) -> None:
     """Run one backup session for CONFIG (a TOML file)."""
     cfg = load_config(config)
+    if then_prune:
+        policy_of(cfg)  # a --prune without [retention] is said before the session, not after
     hooks = Hooks()
     session = Session(cfg, hooks, take_over_mirror=take_over_mirror)
     # With the archive on standard output, reports go to standard error.
-    global _archive_on_stdout
-    _archive_on_stdout = cfg.target.path == "-"
-    report = err if _archive_on_stdout else out
+    state.archive_on_stdout = cfg.target.path == "-"
+    report = err if state.archive_on_stdout else out
     emit = functools.partial(_emit_json, console=report)
     bars = ProgressBars(err, enabled=not quiet and err.is_terminal)
     unregister = hooks.register(bars, "cli-progress")
@@ -201,6 +155,8 @@ def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool) -> 
         emit(summary_json(summary))
     else:
         print_summary(report, summary)
+    if then_prune and not run_prune(cfg, report, as_json=as_json):
+        sys.exit(1)
 
 
 @main.command()
@@ -312,6 +268,7 @@ def _since(value: str | None) -> str | None:
     help="Only this status.",
 )
 @click.option("--since", help="Only sessions started at or after this date/time (ISO 8601, UTC default).")
+@click.option("--all", "show_all", is_flag=True, help="Also the sessions whose archives were pruned.")
 @config_option
 @catalog_option
 @json_option
@@ -320,15 +277,18 @@ def list_(
     database: str | None,
     status: str | None,
     since: str | None,
+    show_all: bool,
     config_file: Path | None,
     catalog_path: Path | None,
     as_json: bool,
 ) -> None:
-    """List the sessions in the catalog."""
+    """List the sessions in the catalog (those whose archives were pruned only with --all)."""
     after = _since(since)  # a bad argument is said before any catalog is looked for
     path = _catalog_for(catalog_path, config_file)
     catalog = open_catalog(path, create=False)
     sessions = catalog.sessions(database=database, status=status and status.upper(), since=after)
+    if not show_all:
+        sessions = [s for s in sessions if s.pruned != PRUNED]
     if as_json:
         _emit_json([summary_json(s) for s in sessions])
     else:

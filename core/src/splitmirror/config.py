@@ -17,6 +17,7 @@ import re
 import stat
 import string
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,7 @@ import pydantic
 
 from . import placement, priority
 from .errors import ConfigError
+from .operations import MetricsConfig, NotifyConfig, RetentionConfig
 from .phases import Mode
 from .units import parse_duration, parse_rate, parse_size
 
@@ -115,6 +117,9 @@ class Config(pydantic.BaseModel):
     database: DatabaseConfig
     mirror: MirrorConfig
     target: TargetConfig
+    retention: RetentionConfig | None = None
+    metrics: MetricsConfig | None = None
+    notify: NotifyConfig | None = None
     source: Path = Path("<memory>")
 
     def extras(self, section: Literal["database", "mirror"]) -> dict[str, Any]:
@@ -127,6 +132,9 @@ _SECTION_HINTS = {
     "database": "url and mode",
     "mirror": "provider, primary and mirror",
     "target": "path (and optionally block_size)",
+    "retention": "keep_last, keep_within, keep_daily, keep_weekly or keep_monthly",
+    "metrics": "textfile",
+    "notify": "command",
 }
 
 
@@ -134,6 +142,8 @@ def _model_fields(model: type[pydantic.BaseModel], loc: tuple[int | str, ...]) -
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
+        # An optional section ([retention]) is annotated ``RetentionConfig | None``.
+        annotation = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
         if not (isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)):
             return []
         model = annotation
@@ -167,6 +177,8 @@ def _describe(
                 f"{where}: the [{key}] section is missing; add it with {_SECTION_HINTS.get(key, 'its keys')}"
             )
         return f"{where}: [{section}] needs the key {key!r}"
+    if section is None and kind == "value_error":  # a rule across an optional section's keys
+        return f"{where}: [{key}] " + str(error["msg"]).removeprefix("Value error, ")
     if section is None:  # a whole section given as a plain value
         return f"{where}: {key} must be a section: write [{key}] followed by its keys"
     message = str(error["msg"]).removeprefix("Value error, ")

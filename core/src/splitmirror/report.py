@@ -122,7 +122,7 @@ def print_sessions(console: Console, sessions: list[SessionSummary]) -> None:
             s.name,
             s.database,
             s.mode,
-            s.status,
+            s.status + {None: "", "PRUNING": " (pruning)", "PRUNED": " (pruned)"}.get(s.pruned, ""),
             s.started_at,
             milliseconds(s.window_ms),
             milliseconds(s.blocked_ms),

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 import re
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {
@@ -24,7 +24,8 @@ _SIZE_FACTORS = {
 
 
 def parse_duration(value: str | int | float) -> float:
-    """Seconds from ``"250ms"``, ``"30s"``, ``"2m"``, ``"1h"`` or a bare number of seconds."""
+    """Seconds from ``"250ms"``, ``"30s"``, ``"2m"``, ``"1h"``, ``"7d"``, ``"4w"`` or a bare number
+    of seconds."""
     if isinstance(value, bool):
         raise ValueError('expected a duration such as "30s" or "500ms"')
     if isinstance(value, int | float):
@@ -32,7 +33,7 @@ def parse_duration(value: str | int | float) -> float:
     else:
         match = _DURATION.match(value)
         if not match:
-            raise ValueError(f'{value!r} is not a duration; write it like "30s", "500ms" or "2m"')
+            raise ValueError(f'{value!r} is not a duration; write it like "30s", "500ms", "2m" or "7d"')
         seconds = float(match.group(1)) * _DURATION_FACTORS[match.group(2) or "s"]
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError("a duration must be a finite number greater than zero")

@@ -8,7 +8,7 @@ from pathlib import Path
 import platformdirs
 
 from ..errors import CatalogError
-from .base import Catalog, FileRecord, PhaseRecord, SessionSummary
+from .base import Catalog, DrillRecord, FileRecord, PhaseRecord, SessionSummary
 from .sqlite import SqliteCatalog
 
 CATALOG_ENV = "SPLITMIRROR_CATALOG"
@@ -38,6 +38,7 @@ def open_catalog(path: Path | None = None, *, create: bool = True) -> Catalog:
 __all__ = [
     "CATALOG_ENV",
     "Catalog",
+    "DrillRecord",
     "FileRecord",
     "PhaseRecord",
     "SessionSummary",

@@ -71,6 +71,11 @@ class SessionSummary:
     label: str = ""
     redo_range: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     stats: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: ``None`` while the archive is kept; ``PRUNING`` once ``prune`` chose to delete it (the
+    #: archive may still be there), ``PRUNED`` once it is gone (docs/operations.md).
+    pruned: str | None = None
+    pruned_at: str | None = None
+    pruned_why: str | None = None
     phases: list[PhaseRecord] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -78,6 +83,29 @@ class SessionSummary:
         data["redo_range"] = dict(self.redo_range)
         data["stats"] = dict(self.stats)
         return data
+
+
+PRUNING, PRUNED = "PRUNING", "PRUNED"
+
+
+@dataclasses.dataclass(frozen=True)
+class DrillRecord:
+    """One ``splitmirror drill``: an archive restored into a scratch place, its database started
+    and checked there (:mod:`splitmirror.drill`)."""
+
+    id: int
+    session_id: int
+    name: str  # the configuration's [session] name
+    status: str  # RUNNING, PASSED, FAILED
+    started_at: str
+    finished_at: str | None = None
+    duration_ms: float | None = None
+    route: str = ""  # how the database was started: "host", "container", or "" (no server)
+    checks: list[str] = dataclasses.field(default_factory=list)  # what was checked, in words
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class Catalog(abc.ABC):
@@ -123,6 +151,28 @@ class Catalog(abc.ABC):
     @abc.abstractmethod
     def files(self, session_id: int) -> list[FileRecord]:
         """The session's members in archive order."""
+
+    @abc.abstractmethod
+    def mark_pruning(self, session_id: int, *, at: str, why: str) -> None:
+        """Record that ``prune`` is deleting the session's archive, before it deletes a byte."""
+
+    @abc.abstractmethod
+    def mark_pruned(self, session_id: int, *, at: str) -> None:
+        """Record that the session's archive is gone."""
+
+    @abc.abstractmethod
+    def start_drill(self, session_id: int, *, name: str, started_at: str) -> int:
+        """Insert a ``RUNNING`` drill of the session and return its id."""
+
+    @abc.abstractmethod
+    def finish_drill(
+        self, drill_id: int, *, status: str, finished_at: str, duration_ms: float, route: str,
+        checks: list[str], error: str | None,
+    ) -> None: ...  # fmt: skip
+
+    @abc.abstractmethod
+    def drills(self, *, name: str | None = None, session_id: int | None = None) -> list[DrillRecord]:
+        """Drills, oldest first."""
 
     def close(self) -> None:  # noqa: B027 - optional: most catalogs hold a connection
         """Release the connection."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import CatalogError
 from ..paths import ensure_private_dir
-from .base import Catalog, FileRecord, PhaseRecord, SessionSummary
+from .base import Catalog, DrillRecord, FileRecord, PhaseRecord, SessionSummary
 
 #: Each entry upgrades the schema by one version; never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -67,6 +67,25 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: how long the writers were held, beside the window (NULL in the rows before it).
     """
     ALTER TABLE sessions ADD COLUMN blocked_ms REAL;
+    """,
+    # 3: retention (an archive being deleted, then gone) and the drills of archives.
+    """
+    ALTER TABLE sessions ADD COLUMN pruned TEXT CHECK (pruned IN ('PRUNING', 'PRUNED'));
+    ALTER TABLE sessions ADD COLUMN pruned_at TEXT;
+    ALTER TABLE sessions ADD COLUMN pruned_why TEXT;
+    CREATE TABLE drills (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id INTEGER NOT NULL REFERENCES sessions (id),
+        name TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('RUNNING', 'PASSED', 'FAILED')),
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        duration_ms REAL,
+        route TEXT NOT NULL DEFAULT '',
+        checks TEXT NOT NULL DEFAULT '[]',
+        error TEXT
+    );
+    CREATE INDEX drills_by_name ON drills (name, id);
     """,
 )
 
@@ -277,6 +296,45 @@ class SqliteCatalog(Catalog):
                 )
             )
         return result
+
+    def mark_pruning(self, session_id: int, *, at: str, why: str) -> None:
+        self._db.execute(
+            "UPDATE sessions SET pruned = 'PRUNING', pruned_at = ?, pruned_why = ? WHERE id = ?",
+            (at, why, session_id),
+        )
+
+    def mark_pruned(self, session_id: int, *, at: str) -> None:
+        self._db.execute(
+            "UPDATE sessions SET pruned = 'PRUNED', pruned_at = ? WHERE id = ?", (at, session_id)
+        )
+
+    def start_drill(self, session_id: int, *, name: str, started_at: str) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO drills (session_id, name, status, started_at) VALUES (?, ?, 'RUNNING', ?)",
+            (session_id, name, started_at),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def finish_drill(
+        self, drill_id: int, *, status: str, finished_at: str, duration_ms: float, route: str,
+        checks: list[str], error: str | None,
+    ) -> None:  # fmt: skip
+        self._db.execute(
+            "UPDATE drills SET status = ?, finished_at = ?, duration_ms = ?, route = ?, checks = ?,"
+            " error = ? WHERE id = ?",
+            (status, finished_at, duration_ms, route, json.dumps(checks), error, drill_id),
+        )
+
+    def drills(self, *, name: str | None = None, session_id: int | None = None) -> list[DrillRecord]:
+        clauses, params = [], []
+        for column, value in (("name", name), ("session_id", session_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._rows(f"SELECT * FROM drills{where} ORDER BY id", tuple(params))
+        return [DrillRecord(**{**dict(row), "checks": json.loads(row["checks"])}) for row in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..archive.reader import STDIN, ArchiveReader
 from ..catalog import FileRecord, open_catalog
-from ..catalog.base import DONE
+from ..catalog.base import DONE, PRUNED
 from ..errors import CatalogError, PluginError, UserError, first_line
 from ..hooks import Hooks
 from ..restore_steps import RestoreStep, as_step
@@ -177,6 +177,14 @@ def locate_archive(
         raise CatalogError(
             f"session {session_id} is {summary.status}{why}; only a DONE session has an archive (or one "
             "that failed in CLEANUP)"
+        )
+    if summary.pruned is not None and archive is None:
+        how = (
+            "was deleted" if summary.pruned == PRUNED else "is being deleted (or a prune was killed doing so)"
+        )
+        raise CatalogError(
+            f"session {session_id}'s archive {how} by `splitmirror prune` at {summary.pruned_at} "
+            f"({summary.pruned_why}); pick a kept session from `splitmirror list`"
         )
     path = archive or summary.archive
     if not path or path in ("-", STDOUT_LABEL):

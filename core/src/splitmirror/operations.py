@@ -1,0 +1,98 @@
+"""The sections for running splitmirror every night: ``[retention]``, ``[metrics]``, ``[notify]``.
+
+They sit apart from the session's own sections (:mod:`.config`) because none of them changes what
+a session reads or writes: they say what happens around sessions, afterwards (docs/operations.md).
+Each section is optional; a section present with nothing to do in it is refused, since a DBA who
+wrote ``[retention]`` and no rule meant some rule.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pydantic
+
+from .units import parse_duration
+
+_STRICT = pydantic.ConfigDict(extra="forbid", frozen=True)
+Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{value!r} is not a count; write a whole number of archives, 1 or more")
+    return value
+
+
+Count = Annotated[int, pydantic.BeforeValidator(_count)]
+
+
+class RetentionConfig(pydantic.BaseModel):
+    """Which archives ``splitmirror prune`` keeps: every archive that any rule keeps stays."""
+
+    model_config = _STRICT
+
+    keep_last: Count | None = None
+    keep_within: Duration | None = None
+    keep_daily: Count | None = None
+    keep_weekly: Count | None = None
+    keep_monthly: Count | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _some_rule(self) -> RetentionConfig:
+        if all(value is None for value in self.model_dump().values()):
+            raise ValueError(
+                "has no rule, so it would keep only the newest archive; add keep_last, keep_within, "
+                "keep_daily, keep_weekly or keep_monthly (or remove the section)"
+            )
+        return self
+
+
+def _fields(value: str, allowed: frozenset[str], key: str) -> str:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+    except ValueError as error:
+        raise ValueError(f"{key} {value!r} has an unbalanced brace ({error})") from None
+    unknown = fields - allowed
+    if unknown:
+        known = " or ".join(f"{{{name}}}" for name in sorted(allowed))
+        raise ValueError(f"{key} uses {{{sorted(unknown)[0]}}}, which is not known; use {known}")
+    return value
+
+
+class MetricsConfig(pydantic.BaseModel):
+    """A Prometheus textfile for node_exporter's textfile collector (:mod:`.metrics`)."""
+
+    model_config = _STRICT
+
+    textfile: Path
+
+    @pydantic.field_validator("textfile")
+    @classmethod
+    def _prom_file(cls, value: Path) -> Path:
+        _fields(str(value), frozenset({"name"}), "textfile")
+        if not value.name.endswith(".prom"):
+            raise ValueError(
+                f"textfile {str(value)!r} must end in .prom: node_exporter's textfile collector reads "
+                "only those"
+            )
+        return value
+
+
+def _argv(value: list[str]) -> list[str]:
+    if not value or not value[0]:
+        raise ValueError('must name a program: write it as a list, e.g. ["/usr/local/bin/page-dba"]')
+    return value
+
+
+class NotifyConfig(pydantic.BaseModel):
+    """A program told of every session's end (:mod:`.notify`)."""
+
+    model_config = _STRICT
+
+    command: Annotated[list[str], pydantic.AfterValidator(_argv)]
+    #: The outcomes worth a message; by default every one.
+    on: list[Literal["DONE", "FAILED"]] = ["DONE", "FAILED"]
+    timeout: Annotated[Duration, pydantic.Field(le=3600)] = 60.0
