@@ -110,7 +110,7 @@ def test_builtins_listed_with_versions() -> None:
     records = {r.name: r for r in hooks.plugins.records}
     assert {"sqlite", "directory", "targets", "session"} <= set(records)
     assert all(r.version == __version__ and r.loaded for r in records.values())
-    assert hooks.targets.names() == ["stdout", "tape", "file"]
+    assert hooks.targets.names() == ["stdout", "tape", "file", "command"]
 
 
 class FileAgain(FileTarget):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 import stat
 import string
 import tomllib
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
+import pydantic_core
 
 from . import placement, priority
 from .errors import ConfigError
@@ -80,12 +82,67 @@ class MirrorConfig(pydantic.BaseModel):
     mirror: Path
 
 
+def _fields_of(value: str, key: str | None) -> str:
+    """``value`` (``[target] key``, or an argument of a command) itself when the only
+    ``{fields}`` it uses are :data:`TARGET_FIELDS`."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+    except ValueError as error:
+        what = key or "the argument"
+        raise ValueError(
+            f"{what} {value!r} has an unbalanced brace ({error}); write {{{{ and }}}} for a literal one"
+        ) from None
+    unknown = fields - TARGET_FIELDS
+    if unknown:
+        raise ValueError(
+            f"{key or repr(value)} uses {{{sorted(unknown)[0]}}}, which is not known; "
+            f"use {{session}}, {{name}} or {{timestamp}}"
+        )
+    return value
+
+
+def _argv(value: object) -> object:
+    """A program and its arguments as a TOML list of strings (no shell reads it)."""
+    if isinstance(value, str):
+        raise ValueError(
+            f"{value!r} is one string; write the program and its arguments as a list, "
+            'e.g. ["zstd", "-q", "-o", "/backup/{name}-{session}.tar.zst"] (no shell is used)'
+        )
+    if isinstance(value, list) and not value:
+        raise ValueError("the list is empty; give the program and its arguments")
+    return value
+
+
+#: A ``[target]`` argument: one string, whose ``{fields}`` are filled in per session.
+_Arg = Annotated[str, pydantic.AfterValidator(lambda value: _fields_of(value, None))]
+#: ``[target] command`` and its kin: a program and its arguments.
+Argv = Annotated[list[_Arg], pydantic.BeforeValidator(_argv)]
+#: What the catalog and ``[target] path`` say of a command target: ``command: zstd -q ...``.
+COMMAND_LABEL = "command: "
+
+
+def _key_error(key: str, message: str) -> pydantic_core.ValidationError:
+    """A rule across ``[target]``'s keys, said of the key ``key`` (``[target] read_command: ...``)."""
+    detail = pydantic_core.InitErrorDetails(
+        type=pydantic_core.PydanticCustomError("value_error", message), loc=(key,), input=None
+    )
+    return pydantic_core.ValidationError.from_exception_data("TargetConfig", [detail])
+
+
 class TargetConfig(pydantic.BaseModel):
+    """Where the archive goes: ``path`` (a file, a tape, ``-``) or ``command`` (a program that
+    takes it on its standard input, :mod:`.targets.command`).  For a command target ``kind`` is
+    ``"command"`` and ``path`` is filled in as its label (:data:`COMMAND_LABEL`)."""
+
     model_config = _STRICT
 
-    path: str
+    path: str = ""
     block_size: Size = 256 * 1024
     kind: str | None = None
+    command: Argv | None = None
+    read_command: Argv | None = None
+    delete_command: Argv | None = None
+    command_timeout: Duration = 3600.0
 
     @pydantic.field_validator("block_size")
     @classmethod
@@ -97,17 +154,38 @@ class TargetConfig(pydantic.BaseModel):
     @pydantic.field_validator("path")
     @classmethod
     def _known_fields(cls, value: str) -> str:
-        try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
-        except ValueError as error:
-            raise ValueError(f"path {value!r} has an unbalanced brace ({error})") from None
-        unknown = fields - TARGET_FIELDS
-        if unknown:
-            raise ValueError(
-                f"path uses {{{sorted(unknown)[0]}}}, which is not known; "
-                f"use {{session}}, {{name}} or {{timestamp}}"
+        return _fields_of(value, "path")
+
+    @pydantic.model_validator(mode="after")
+    def _path_or_command(self) -> TargetConfig:
+        given = self.model_fields_set
+        if "command" not in given:
+            if "path" not in given:
+                raise _key_error(
+                    "path",
+                    'missing; set it to an archive file, a tape device or "-" (standard output), or set '
+                    "command instead (a program that takes the archive on its standard input)",
+                )
+            for key in ("read_command", "delete_command", "command_timeout"):
+                if key in given:
+                    raise _key_error(
+                        key, f"it goes with command (a command target); set command or remove {key}"
+                    )
+            if self.kind == "command":
+                raise _key_error(
+                    "kind", '"command" needs [target] command, the program to pipe the archive into'
+                )
+            return self
+        if "path" in given:
+            raise _key_error(
+                "command",
+                "path and command are alternatives; keep one (path writes the archive to a file, a tape "
+                "or standard output, command pipes it into a program)",
             )
-        return value
+        if self.kind not in (None, "command"):
+            raise _key_error("kind", f"is {self.kind!r} but command is set; remove kind")
+        assert self.command is not None
+        return self.model_copy(update={"path": COMMAND_LABEL + shlex.join(self.command), "kind": "command"})
 
 
 class Config(pydantic.BaseModel):

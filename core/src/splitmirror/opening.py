@@ -80,7 +80,7 @@ class Opening:
                 config=str(cfg.source),
                 started_at=utc_now(),
             )
-            target = chosen.target_class(preflight.target_path(cfg, session_id), cfg.target.block_size)
+            target = preflight.make_target(cfg, chosen.target_class, session_id)
         except BaseException as error:  # a row without its parts: the session cannot record it later
             if session_id is not None:
                 catalog.finish_session(

@@ -114,7 +114,7 @@ def problems(config: Config, chosen: Chosen, claim: MirrorClaim) -> tuple[Server
     """Connect and ask everyone what would stop the session; changes nothing."""
     engine, mirror, mode = chosen.engine, chosen.mirror, config.database.mode
     name, provider = f"the {engine.name} engine's", f"the {config.mirror.provider} mirror's"
-    probe = chosen.target_class(target_path(config, 0), config.target.block_size)
+    probe = make_target(config, chosen.target_class, 0)
     mirror.own_paths = placement.own_directories(config, chosen.catalog_path, probe.name == "file")
     with _plugin(f"{name} connect"):
         server = engine.connect()
@@ -177,10 +177,20 @@ def check(config: Config, hooks: Hooks, *, take_over_mirror: bool = False) -> Ch
 
 def target_path(config: Config, session_id: int) -> str:
     """``[target] path`` with its placeholders filled for the session ``session_id``."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return expand_target_path(
-        config.target.path, session=session_id, name=config.session.name, timestamp=stamp
+        config.target.path, session=session_id, name=config.session.name, timestamp=_timestamp()
     )
+
+
+def make_target(config: Config, target_class: type[Target], session_id: int) -> Target:
+    """The target of the session ``session_id`` (0: a probe for ``check``), ``[target]`` filled in."""
+    return target_class.for_session(
+        config.target, session=session_id, name=config.session.name, timestamp=_timestamp()
+    )
+
+
+def _timestamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def sentences(found: list[PreflightProblem]) -> str:

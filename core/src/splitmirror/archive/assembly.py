@@ -89,6 +89,7 @@ class ArchiveAssembly:
         total, done = sum(p.info.size for p in planned), 0
         self.mirror.will_read([p.file.path for p in planned if p.mirrored])
         writer = ArchiveWriter(self.target, uid=os.getuid(), gid=os.getgid())
+        self.stats.update(self.target.stats())  # e.g. the commands that read it back
         self.target.open()
         ahead = ReadAhead(
             [p.opener for p in planned],

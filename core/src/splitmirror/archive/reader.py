@@ -13,9 +13,10 @@ error that names the member where it happened:
 
 Data is read in chunks (:data:`CHUNK`), so memory stays bounded whatever the archive holds.
 Stream mode (``r|*``) reads anything that can only be read once (standard input, a tape, a
-pipe).  A regular file is opened in random-access mode instead: read front to back it is the
-same single pass, at three times the speed (``tarfile``'s stream layer copies every buffer
-twice), and it can skip data it is not asked for (``restore --only``, the safety scan).
+pipe, a program's output: :mod:`.read_command`).  A regular file is opened in random-access
+mode instead: read front to back it is the same single pass, at three times the speed
+(``tarfile``'s stream layer copies every buffer twice), and it can skip data it is not asked
+for (``restore --only``, the safety scan).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, cast
 
 from ..errors import UserError
 from .pax import CHECKSUM_KEY
+from .read_command import ReadCommand
 
 CHUNK = 1 << 20
 #: Only the manifest is held in memory whole; one this large is not ours.
@@ -115,15 +117,19 @@ def describe_kind(info: tarfile.TarInfo) -> str:
 class ArchiveReader:
     """One archive, read once: ``with ArchiveReader(path) as reader: for info in reader: ...``.
 
-    ``source`` is a path, or ``"-"`` for standard input.  ``stream`` (default: anything but a
-    regular file) picks ``tarfile``'s stream mode.  Iteration raises
+    ``source`` is a path, ``"-"`` for standard input, or a :class:`.ReadCommand` (its failure,
+    once its output has ended, is raised in place of what the reader found).  ``stream``
+    (default: anything but a regular file) picks ``tarfile``'s stream mode.  Iteration raises
     :class:`ArchiveTruncated` or :class:`ArchiveDamaged` when the archive does not end with its
     end-of-archive marker; members read so far stay valid.
     """
 
-    def __init__(self, source: str | Path, *, stream: bool | None = None) -> None:
+    def __init__(self, source: str | Path | ReadCommand, *, stream: bool | None = None) -> None:
+        self.command = source if isinstance(source, ReadCommand) else None
         self.source = str(source)
-        if stream is None:
+        if self.command is not None:
+            stream = True
+        elif stream is None:
             stream = not is_regular_file(self.source)
         self.stream = stream or self.source == STDIN
         self.label = "standard input" if self.source == STDIN else self.source
@@ -132,7 +138,16 @@ class ArchiveReader:
         self._tar: _TarFile | None = None
 
     def __enter__(self) -> Self:
-        if self.source == STDIN:
+        if self.command is not None:
+            try:
+                self._file = cast(IO[bytes], self.command.open())
+            except OSError as error:
+                raise ArchiveNotFound(
+                    f"the read_command {self.command.program} could not be started "
+                    f"({error.strerror or error}); install it, or pass your copy of the archive with "
+                    "--archive PATH"
+                ) from None
+        elif self.source == STDIN:
             self._file = sys.stdin.buffer
         else:
             try:
@@ -150,7 +165,7 @@ class ArchiveReader:
                 self._tar = _TarFile.open(fileobj=self._file, mode="r:*")
         except (*_DECODE_ERRORS, OSError) as error:
             self._close_file()
-            raise self._open_failure(str(error)) from None
+            raise self._command_said(failed=True) or self._open_failure(str(error)) from None
         return self
 
     def __exit__(
@@ -160,11 +175,24 @@ class ArchiveReader:
             self._tar.close()
             self._tar = None
         self._close_file()
+        said = self._command_said(failed=error is not None)
+        if said is not None and (error is None or isinstance(error, ArchiveDamaged)):
+            raise said from None
+
+    def _command_said(self, *, failed: bool) -> ArchiveDamaged | ArchiveNotFound | None:
+        """A read command's failure (see :meth:`.ReadCommand.close`), once it is done with."""
+        said = self.command.close(failed) if self.command is not None else None
+        if said is None:
+            return None
+        sentence, given = said
+        if not given:
+            return ArchiveNotFound(sentence)
+        return ArchiveDamaged(f"{sentence}; what it gave of the archive cannot be trusted")
 
     def _check_length(self) -> None:
         """A file shorter than one tar block is no archive at all (not even a truncated one)."""
         assert self._file is not None
-        if self._file is sys.stdin.buffer:
+        if self._file is sys.stdin.buffer or self.command is not None:
             return
         size = os.fstat(self._file.fileno()).st_size
         if 0 < size < tarfile.BLOCKSIZE:
@@ -183,7 +211,7 @@ class ArchiveReader:
         return NotATarArchive(f"{self.label} is not a tar archive, so it is not a splitmirror archive")
 
     def _close_file(self) -> None:
-        if self._file is not None and self._file is not sys.stdin.buffer:
+        if self._file is not None and self._file is not sys.stdin.buffer and self.command is None:
             self._file.close()
         self._file = None
 

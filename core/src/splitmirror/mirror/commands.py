@@ -18,21 +18,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
-import signal
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from typing import IO
 
 from ..errors import SplitmirrorError
+from ..processes import SAID_LIMIT, kill_group, wait_exit
 
 log = logging.getLogger("splitmirror.mirror.command")
 
 #: The prefix of the lines a command prints for the log.
 INFO = "#INFO"
-#: How much of a failing command's own words the error keeps.
-SAID_LIMIT = 300
 #: How long the output of a program that exited is still read (what a child of its own holds
 #: open is not waited for).
 DRAIN_S = 0.2
@@ -81,9 +78,9 @@ def run_command(what: str, argv: Sequence[str], timeout: float, env: Mapping[str
     assert process.stdout is not None
     output = _Output(process.stdout)
     try:
-        code = _wait(process, timeout)
+        code = wait_exit(process, timeout)
     except subprocess.TimeoutExpired:
-        _kill(process)
+        kill_group(process)
         output.drain(DRAIN_S)
         said = f" (its last words: {output.last})" if output.last else ""
         raise CommandFailed(
@@ -91,36 +88,9 @@ def run_command(what: str, argv: Sequence[str], timeout: float, env: Mapping[str
             "waits for, or raise its timeout"
         ) from None
     except BaseException:  # the window limit, Ctrl-C: the group goes first, then the session
-        _kill(process)
+        kill_group(process)
         raise
     if code != 0:
         output.drain(DRAIN_S)  # its last words (on success, the #INFO lines go on being logged)
         how = f"was killed by signal {-code}" if code < 0 else f"failed with exit code {code}"
         raise CommandFailed(f"{what} {argv[0]} {how}" + (f": {output.last}" if output.last else ""))
-
-
-def _wait(process: subprocess.Popen[bytes], timeout: float) -> int:
-    """The exit code, woken by the exit itself (a pidfd), not by ``Popen.wait``'s polling,
-    which sleeps up to 50 ms at a time: the split command's wait is inside the window.  A
-    signal handler that raises (the window limit) still interrupts it."""
-    try:
-        pidfd = os.pidfd_open(process.pid)
-    except (AttributeError, OSError):  # before Linux 5.3
-        return process.wait(timeout)
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if not poller.poll(max(0, int(timeout * 1000))):
-            raise subprocess.TimeoutExpired(process.args, timeout)
-    finally:
-        os.close(pidfd)
-    return process.wait()
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the command's whole process group; reap it if it is gone at once (a process
-    in uninterruptible sleep is left to the kernel: the session must not wait on it)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(0.1)

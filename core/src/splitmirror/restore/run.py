@@ -3,7 +3,11 @@
 The order is the guarantee: nothing is created (not even DIR) until every member has passed the
 safety scan and DIR is known to be fit, and every file is checked against its checksum before it
 takes its name.  The archive is read twice (headers, then the data of the chosen members), so it
-must be a regular file; a tape or a pipe is copied to a file first (docs/restore.md).
+must be a regular file; a tape or a pipe is copied to a file first (docs/restore.md).  An archive
+that a program gives (a session's ``[target] read_command``) is read by running it twice: the
+scan's plan, made from the first run, is what the second run's data is written by, and every file
+is still checked against its checksum, so a second run that gave other bytes restores nothing
+unchecked.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..archive.read_command import ReadCommand
 from ..archive.reader import STDIN, ArchiveReader
 from ..catalog import FileRecord, open_catalog
 from ..catalog.base import DONE, PRUNED
@@ -52,7 +57,7 @@ class RestoreResult:
 
 
 def restore_archive(
-    source: str | Path,
+    source: str | Path | ReadCommand,
     directory: Path,
     *,
     only: Sequence[str] = (),
@@ -66,7 +71,8 @@ def restore_archive(
     refused (exit 7, nothing written), damaged (exit 6), not found (exit 5), writing failed
     (exit 1)."""
     label = str(source)
-    if label == STDIN or (os.path.exists(label) and not os.path.isfile(label)):
+    rerun = isinstance(source, ReadCommand)
+    if not rerun and (label == STDIN or (os.path.exists(label) and not os.path.isfile(label))):
         raise RestoreRefused(
             "restore reads the archive twice (a safety scan before anything is written), so it needs "
             "a regular file; copy the tape or stream to a file first (docs/restore.md)"
@@ -75,7 +81,11 @@ def restore_archive(
     with ArchiveReader(source, stream=False) as reader:
         plan = scan(reader, only=only, expected=expected)
         check_directory(directory, plan, force=force)
-        restored, size = _write(reader, plan, directory)
+        if not rerun:
+            restored, size = _write(reader, plan, directory)
+    if rerun:  # a program's output cannot seek back: it runs again, read forward to each member
+        with ArchiveReader(source) as reader:
+            restored, size = _write(reader, plan, directory)
     skipped = [e.name for e in plan.entries if not e.selected and e.name != "."]
     engine, steps, notes = _prepare(plan, directory, set(restored), hooks)
     return RestoreResult(
@@ -158,10 +168,12 @@ def _prepare(
 
 def locate_archive(
     session_id: int | None, archive: str | None, catalog_path: Path | None
-) -> tuple[str, list[FileRecord] | None]:
+) -> tuple[str | ReadCommand, list[FileRecord] | None]:
     """The archive to read and, for a session ID, the catalog's file list to check it against
     (``verify`` and ``restore`` share it).  Only a ``DONE`` session has an archive, and one that
-    failed in CLEANUP (re-establishing the mirror), after its archive was complete."""
+    failed in CLEANUP (re-establishing the mirror), after its archive was complete.  A session
+    whose archive went into a program (``[target] command``) is read through the
+    ``read_command`` recorded with it, unless ``archive`` names a copy."""
     if session_id is None:
         if archive is None:
             raise UserError("give a session ID, or the archive itself with --archive PATH")
@@ -186,7 +198,19 @@ def locate_archive(
             f"session {session_id}'s archive {how} by `splitmirror prune` at {summary.pruned_at} "
             f"({summary.pruned_why}); pick a kept session from `splitmirror list`"
         )
-    path = archive or summary.archive
+    commands = summary.stats.get("archive_commands")
+    if archive is None and isinstance(commands, Mapping):
+        read = commands.get("read")
+        if not read:
+            raise CatalogError(
+                f"session {session_id}'s archive went into a program ({summary.archive}) and no [target] "
+                "read_command was recorded to read it back; pass your copy with --archive PATH (or "
+                "--archive - to read it from standard input)"
+            )
+        return ReadCommand([str(arg) for arg in read]), files
+    if archive is not None:
+        return archive, files  # the DBA's copy (``-``: standard input), checked against the catalog
+    path = summary.archive
     if not path or path in ("-", STDOUT_LABEL):
         raise CatalogError(
             f"session {session_id}'s archive went to standard output, so the catalog cannot say where "

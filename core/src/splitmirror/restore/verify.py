@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..archive.pax import CHECKSUM_KEY, MANIFEST_NAME
+from ..archive.read_command import ReadCommand
 from ..archive.reader import ArchiveDamaged, ArchiveReader, NotATarArchive, checksum_record, describe_kind
 from ..catalog.base import FileRecord
 
@@ -99,10 +100,14 @@ def from_manifest(manifest: Mapping[str, Any]) -> list[Expectation]:
 
 
 def verify_archive(
-    source: str | Path, catalog: Sequence[FileRecord] | None = None, *, session_id: int | None = None
+    source: str | Path | ReadCommand,
+    catalog: Sequence[FileRecord] | None = None,
+    *,
+    session_id: int | None = None,
 ) -> VerifyReport:
-    """Read ``source`` once (a path, or ``"-"``) and compare it with ``catalog`` (the session's
-    files, the manifest's row included) or, without one, with its own manifest.
+    """Read ``source`` once (a path, ``"-"``, or a program's output) and compare it with
+    ``catalog`` (the session's files, the manifest's row included) or, without one, with its
+    own manifest.
 
     Raises :class:`~splitmirror.archive.reader.ArchiveNotFound` and
     :class:`~splitmirror.archive.reader.NotATarArchive`; every other finding is in the report.

@@ -15,8 +15,9 @@ from __future__ import annotations
 import abc
 import errno
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
+from ..config import TargetConfig, expand_target_path
 from ..engine import PreflightProblem
 from ..errors import UserError
 
@@ -56,6 +57,14 @@ class Target(abc.ABC):
     def accepts(cls, path: str) -> bool:
         """True when this target handles ``path`` without ``[target] kind`` being set."""
 
+    @classmethod
+    def for_session(cls, config: TargetConfig, *, session: int, name: str, timestamp: str) -> Self:
+        """The target of one session: ``[target]`` with its fields filled in
+        (:func:`~splitmirror.config.expand_target_path`).  A target with keys of its own
+        (``[target] command``) overrides this."""
+        path = expand_target_path(config.path, session=session, name=name, timestamp=timestamp)
+        return cls(path, config.block_size)
+
     @property
     def location(self) -> str:
         """Where the archive is, for the catalog and the summary."""
@@ -64,6 +73,11 @@ class Target(abc.ABC):
     def preflight(self) -> list[PreflightProblem]:
         """What would stop writing here, checked without creating anything."""
         return []
+
+    def stats(self) -> dict[str, Any]:
+        """What the session's catalog row keeps of this target in its ``stats``, beside the
+        archive's location: what finds the archive again without the configuration."""
+        return {}
 
     @abc.abstractmethod
     def open(self) -> None:

@@ -1,4 +1,5 @@
-"""The built-in targets: a plain file, a tape device, standard output."""
+"""The built-in targets: a plain file, a tape device, standard output (and, from
+:mod:`.command`, a program's standard input)."""
 
 from __future__ import annotations
 
@@ -210,6 +211,9 @@ class StdoutTarget(Target):
 
 @impl
 def splitmirror_register_targets(register: Callable[[type[Target]], None]) -> None:
+    from .command import CommandTarget  # it imports this module (the pipe widening)
+
     register(StdoutTarget)
     register(TapeTarget)
     register(FileTarget)
+    register(CommandTarget)  # never by its path: [target] command sets kind = "command"
