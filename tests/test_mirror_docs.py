@@ -1,5 +1,6 @@
-"""docs/configuration.md's table of each built-in mirror provider lists every key its options
-model takes, and nothing else, with the model's default (it once listed only ``block_size`` for
+"""docs/configuration.md's table of each built-in mirror provider (and of ``[retention]``,
+``[metrics]``, ``[notify]`` and ``[drill]``) lists every key its options model takes, and
+nothing else, with the model's default (it once listed only ``block_size`` for
 the directory provider, which takes ``tracking`` and the pre-copy keys too)."""
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ from splitmirror.mirror.btrfs_snapshot import BtrfsMirror
 from splitmirror.mirror.command import CommandMirror
 from splitmirror.mirror.directory import DirectoryMirror
 from splitmirror.mirror.reflink import ReflinkMirror
+from splitmirror.operations import DrillConfig, MetricsConfig, NotifyConfig, RetentionConfig
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
 def rows(provider: str) -> dict[str, str]:
     """``key -> default cell`` of the table under ``### The `provider` provider``."""
+    return table_under(f"### The `{provider}` provider")
+
+
+def table_under(heading: str) -> dict[str, str]:
+    """``key -> default cell`` of the key table under ``heading``."""
     text = DOC.read_text()
-    heading = f"### The `{provider}` provider"
     assert heading in text, f"configuration.md has no {heading!r}"
     section = text.split(heading, 1)[1].split("\n#", 1)[0]
     found = {}
@@ -45,8 +51,25 @@ def rows(provider: str) -> dict[str, str]:
 def test_every_key_of_a_built_in_provider_is_documented_with_its_default(
     provider: type[MirrorProvider],
 ) -> None:
-    model = provider.options_model
-    documented = rows(provider.name)
+    documented_as_modelled(provider.options_model, rows(provider.name))
+
+
+@pytest.mark.parametrize(
+    ("section", "model"),
+    [
+        ("retention", RetentionConfig),
+        ("metrics", MetricsConfig),
+        ("notify", NotifyConfig),
+        ("drill", DrillConfig),
+    ],
+)
+def test_every_key_of_the_nightly_sections_is_documented_with_its_default(
+    section: str, model: type[pydantic.BaseModel]
+) -> None:
+    documented_as_modelled(model, table_under(f"## `[{section}]`"))
+
+
+def documented_as_modelled(model: type[pydantic.BaseModel], documented: dict[str, str]) -> None:
     assert sorted(documented) == sorted(model.model_fields), "keys documented != keys taken"
     for key, cell in documented.items():
         field = model.model_fields[key]

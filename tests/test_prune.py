@@ -193,3 +193,35 @@ def test_an_archive_that_cannot_be_deleted_stays_pruning_and_fails_the_prune(
         subprocess.run(["chattr", "-i", str(stuck)], check=True)
     assert cli("prune", str(config)).returncode == 0
     assert not stuck.exists() and rows(root)[sessions[0]["id"]].pruned == "PRUNED"
+
+
+def test_a_command_target_archive_goes_by_its_delete_command(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    zstd = f'["zstd", "-q", "-o", "{root}/archives/ledger-{{session}}.tar.zst"]'
+    target = (
+        f"command = {zstd}\n" + f'delete_command = ["rm", "{root}/archives/ledger-{{session}}.tar.zst"]\n'
+    )
+    config = write_config(extra=KEEP_TWO)
+    config.write_text(
+        config.read_text().replace(f'path = "{root}/archives/ledger-{{session}}.tar"\n', target)
+    )
+    sessions = backups(config, 3)
+    files = [root / "archives" / f"ledger-{s['id']}.tar.zst" for s in sessions]
+    assert all(path.exists() for path in files)
+    outcomes = json.loads(cli("prune", str(config), "--json").stdout)
+    assert [o["result"] for o in outcomes] == ["kept", "kept", "deleted"]
+    assert outcomes[2]["detail"] == "by delete_command"
+    assert [path.exists() for path in files] == [False, True, True]
+
+    without = config.read_text().replace(
+        f'delete_command = ["rm", "{root}/archives/ledger-{{session}}.tar.zst"]\n', ""
+    )
+    config.write_text(without)
+    backups(config, 1)  # its archive has no delete_command recorded; the two before it do
+    outcomes = json.loads(cli("prune", str(config), "--json").stdout)
+    assert [o["result"] for o in outcomes] == ["kept", "kept", "deleted"]
+    backups(config, 2)
+    outcomes = json.loads(cli("prune", str(config), "--json").stdout)
+    assert [o["result"] for o in outcomes] == ["kept", "kept", "left", "deleted"]
+    assert "without delete_command" in outcomes[2]["detail"]

@@ -7,8 +7,6 @@ import datetime as dt
 import pytest
 
 from splitmirror.catalog.base import DONE, FAILED, PRUNED, PRUNING, STARTED, SessionSummary
-from splitmirror.config import parse_config
-from splitmirror.errors import ConfigError
 from splitmirror.operations import RetentionConfig
 from splitmirror.retention import decide
 
@@ -123,27 +121,3 @@ def test_reasons_say_every_rule_that_keeps() -> None:
     decisions = decide(nightly(3), RetentionConfig(keep_last=1, keep_daily=1), tz=UTC)
     assert decisions[0].reasons == ("the newest DONE archive", "one of the last 1", "daily 2026-11-03")
     assert decisions[1].reasons == ("outside the policy",)
-
-
-BASE = {
-    "session": {"name": "orders"},
-    "database": {"url": "sqlite:///srv/orders.db"},
-    "mirror": {"primary": "/srv", "mirror": "/backup/mirror"},
-    "target": {"path": "/backup/orders-{session}.tar"},
-}
-
-
-@pytest.mark.parametrize(
-    ("retention", "sentence"),
-    [
-        ({}, "[retention] has no rule, so it would keep only the newest archive"),
-        ({"keep_last": 0}, "[retention] keep_last: 0 is not a count"),
-        ({"keep_daily": "seven"}, "[retention] keep_daily: 'seven' is not a count"),
-        ({"keep_within": "a week"}, "[retention] keep_within: 'a week' is not a duration"),
-        ({"keep_yearly": 3}, "[retention] has no key 'keep_yearly'; did you mean 'keep_daily'?"),
-    ],
-)
-def test_bad_retention_keys_are_one_sentence(retention: dict[str, object], sentence: str) -> None:
-    with pytest.raises(ConfigError) as raised:
-        parse_config({**BASE, "retention": retention}, "orders.toml")
-    assert str(raised.value).startswith(f"orders.toml: {sentence}"), str(raised.value)

@@ -140,3 +140,37 @@ def test_the_restore_drill_snippet_runs_as_written(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "drill hot-backup, 4 writers:" in done.stdout and " 0 lost, 0 gaps" in done.stdout, done.stdout
+
+
+def test_the_readme_nightly_section_runs_as_written(tmp_path: Path) -> None:
+    """README's "Running it every night": its sections added to the walkthrough's config, its
+    commands run twice over (a night, then the next), the metrics and the drill as it says."""
+    walkthrough = section(REPO / "README.md", "## A five-minute walkthrough")
+    nightly = section(REPO / "README.md", "## Running it every night")
+    (config,) = blocks(walkthrough, "toml")
+    (sections,) = blocks(nightly, "toml")
+    (shell,) = blocks(nightly, "sh")
+
+    def here(text: str) -> str:
+        return text.replace("/srv/data", f"{tmp_path}/srv/data").replace("/backup", f"{tmp_path}/backup")
+
+    database = tmp_path / "srv" / "data" / "orders.db"
+    database.parent.mkdir(parents=True)
+    create_ledger(database, rows=1000)
+    for directory in ("backup/mirror", "backup/archives"):
+        (tmp_path / directory).mkdir(parents=True)
+    (tmp_path / "orders.toml").write_text(here(config) + "\n" + here(sections))
+    (tmp_path / "orders.toml").chmod(0o600)
+    lines = commands(here(shell))
+    assert any("backup --prune" in line for line in lines) and any("drill" in line for line in lines)
+    for night in range(2):
+        for line in lines:
+            done = run(line, tmp_path)
+            assert done.returncode == 0, f"night {night}: {line}\n{done.stdout}\n{done.stderr}"
+    listed = run("splitmirror list --config orders.toml --all", tmp_path).stdout
+    assert "last drill of orders: session 2 PASSED" in listed
+    metrics = (tmp_path / "backup" / "metrics" / "splitmirror-orders.prom").read_text()
+    assert 'splitmirror_last_drill_success{name="orders"} 1.0' in metrics
+    # Both nights fell on one day: the daily, weekly and monthly rules keep its newest archive.
+    assert 'splitmirror_archives{name="orders"} 1.0' in metrics
+    assert "DONE (pruned)" in listed

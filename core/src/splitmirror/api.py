@@ -31,6 +31,9 @@ The names, by what a plugin does with them:
   ``prepare_restore``; :func:`restored_location` and :func:`primary_at_backup` for where a path
   lands in a restore.  (What ``splitmirror restore`` did, ``RestoreResult``, which test adapters
   take, is :mod:`splitmirror.testing`'s.)
+* **drill** a restored copy (``splitmirror drill``): :class:`DrillCopy`, what
+  ``DatabaseEngine.drill_check`` is given, :class:`DrillFailed` for its one-sentence failure, and
+  :func:`answer` for how a query's result is reported.
 * **observe** a session: :class:`Session` (what observers read of it: ``id``, ``config``,
   ``mode``, ``engine``, ``files``, ``stats``), :class:`SessionSummary`, :class:`Config`.
 """
@@ -40,6 +43,7 @@ from __future__ import annotations
 from . import impl
 from .catalog.base import SessionSummary
 from .config import Config, Duration, Size, redact_url
+from .drillcopy import DrillCopy, DrillFailed, answer
 from .engine import (
     DatabaseEngine,
     DatabaseFile,
@@ -77,6 +81,8 @@ __all__ = [
     "ConfigError",
     "DatabaseEngine",
     "DatabaseFile",
+    "DrillCopy",
+    "DrillFailed",
     "Duration",
     "ExtentMap",
     "ExtraMember",
@@ -107,6 +113,7 @@ __all__ = [
     "TargetFull",
     "UnquiesceResult",
     "UserError",
+    "answer",
     "container_steps",
     "first_line",
     "format_size",

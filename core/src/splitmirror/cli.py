@@ -20,15 +20,26 @@ from rich.table import Table
 from . import __version__, preflight
 from .catalog import default_catalog_path, open_catalog
 from .catalog.base import PRUNED
-from .cli_common import _emit_json, _says_catalog, err, handled, json_option, out, state
-from .cli_operations import prune_, run_prune
+from .cli_common import (
+    _catalog_for,
+    _emit_json,
+    _says_catalog,
+    catalog_option,
+    config_option,
+    err,
+    handled,
+    json_option,
+    out,
+    state,
+)
+from .cli_operations import drill_, drill_due, prune_, run_drill_and_report, run_prune
 from .config import load_config
 from .errors import SessionFailed
 from .hooks import Hooks
 from .plugins import PluginRecord
 from .progress_bars import ProgressBars
 from .prune import policy_of
-from .report import print_files, print_sessions, print_summary, summary_json
+from .report import print_drills, print_files, print_sessions, print_summary, summary_json
 from .restore import from_catalog, locate_archive, restore_archive, verify_archive
 from .restore.report import print_restore, print_verify
 from .session import Session
@@ -53,28 +64,6 @@ Exit codes:
      was written)
   130 interrupted before the session started
 """
-
-catalog_option = click.option(
-    "--catalog",
-    "catalog_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Catalog file (default: $SPLITMIRROR_CATALOG, else the user's data directory).",
-)
-config_option = click.option(
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Read the catalog CONFIG's sessions use (its [session] catalog, else the default).",
-)
-
-
-def _catalog_for(catalog_path: Path | None, config_file: Path | None) -> Path:
-    """The catalog a reading command reads: --config's, --catalog, or the default."""
-    if config_file is not None and catalog_path is not None:
-        raise click.UsageError("give --config or --catalog, not both")
-    if config_file is not None:
-        return default_catalog_path(load_config(config_file).session.catalog)
-    return default_catalog_path(catalog_path)
 
 
 class _OneSentence(click.Group):
@@ -112,6 +101,7 @@ def main() -> None:
 
 
 main.add_command(prune_)
+main.add_command(drill_)
 
 
 @main.command()
@@ -155,7 +145,12 @@ def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool, the
         emit(summary_json(summary))
     else:
         print_summary(report, summary)
-    if then_prune and not run_prune(cfg, report, as_json=as_json):
+    catalog_path = default_catalog_path(cfg.session.catalog)
+    drilled = not drill_due(cfg, catalog_path) or run_drill_and_report(
+        cfg, catalog_path, summary.id, report, keep=False, as_json=as_json
+    )
+    pruned = not then_prune or run_prune(cfg, report, as_json=as_json)
+    if not (drilled and pruned):
         sys.exit(1)
 
 
@@ -294,6 +289,8 @@ def list_(
     else:
         _says_catalog(path)
         print_sessions(out, sessions)
+        names = dict.fromkeys(s.name for s in sessions)
+        print_drills(out, [d for name in names for d in catalog.drills(name=name)[-1:]], last=True)
 
 
 @main.command()
@@ -308,12 +305,14 @@ def show(session_id: int, config_file: Path | None, catalog_path: Path | None, a
     catalog = open_catalog(path, create=False)
     summary = catalog.get(session_id)
     files = catalog.files(session_id)
+    drills = catalog.drills(session_id=session_id)
     if as_json:
-        _emit_json(summary_json(summary, files))
+        _emit_json({**summary_json(summary, files), "drills": [d.to_json() for d in drills]})
     else:
         _says_catalog(path)
         print_summary(out, summary)
         print_files(out, files)
+        print_drills(out, drills, last=False)
 
 
 archive_option = click.option(

@@ -14,6 +14,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from .catalog import default_catalog_path
+from .config import load_config
 from .errors import SessionFailed, SessionInterrupted, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,3 +75,26 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 def _says_catalog(path: Path) -> None:
     out.print(f"[dim]catalog {escape(str(path))}[/dim]", soft_wrap=True)
+
+
+catalog_option = click.option(
+    "--catalog",
+    "catalog_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Catalog file (default: $SPLITMIRROR_CATALOG, else the user's data directory).",
+)
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read the catalog CONFIG's sessions use (its [session] catalog, else the default).",
+)
+
+
+def _catalog_for(catalog_path: Path | None, config_file: Path | None) -> Path:
+    """The catalog a reading command reads: --config's, --catalog, or the default."""
+    if config_file is not None and catalog_path is not None:
+        raise click.UsageError("give --config or --catalog, not both")
+    if config_file is not None:
+        return default_catalog_path(load_config(config_file).session.catalog)
+    return default_catalog_path(catalog_path)

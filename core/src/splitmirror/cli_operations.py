@@ -1,4 +1,5 @@
-"""The commands for running splitmirror every night: ``prune`` (and ``backup --prune``'s half).
+"""The commands for running splitmirror every night: ``prune`` and ``drill`` (and the halves
+``backup --prune`` and ``[drill] every`` run after a session).
 
 :mod:`splitmirror.cli` adds them to the ``splitmirror`` group; they live apart so the session's
 own commands stay readable in one file.
@@ -14,10 +15,25 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .catalog import default_catalog_path, open_catalog
-from .cli_common import _emit_json, _says_catalog, handled, json_option, out
+from . import metrics
+from .catalog import Catalog, default_catalog_path, open_catalog
+from .catalog.base import DONE
+from .cli_common import (
+    _catalog_for,
+    _emit_json,
+    _says_catalog,
+    catalog_option,
+    config_option,
+    handled,
+    json_option,
+    out,
+)
 from .config import Config, load_config
+from .drill import run_drill
+from .errors import CatalogError, ConfigError
+from .hooks import Hooks
 from .prune import Outcome, policy_of, prune
+from .retention import has_archive
 from .units import format_size
 
 
@@ -27,6 +43,8 @@ def run_prune(config: Config, console: Console, *, dry_run: bool = False, as_jso
     catalog = open_catalog(default_catalog_path(config.session.catalog), create=False)
     try:
         outcomes = prune(config, catalog, dry_run=dry_run)
+        if not dry_run:
+            metrics.write_quietly(config, catalog)  # the archives it counts changed
     finally:
         catalog.close()
     if as_json:
@@ -81,4 +99,105 @@ def prune_(config: Path, dry_run: bool, as_json: bool) -> None:
     if not as_json:
         _says_catalog(default_catalog_path(cfg.session.catalog))
     if not run_prune(cfg, out, dry_run=dry_run, as_json=as_json):
+        sys.exit(1)
+
+
+def _drill_config(
+    session_id: int | None, config_file: Path | None, catalog_path: Path | None
+) -> tuple[Config, Path]:
+    """The configuration a drill runs by, and its catalog: ``--config``, else the file the
+    session's catalog row names (its database URL and ``[drill]`` are needed)."""
+    if config_file is not None:
+        path = _catalog_for(catalog_path, config_file)
+        return load_config(config_file), path
+    if session_id is None:
+        raise click.UsageError("give a session ID, or --config CONFIG to drill its newest archive")
+    path = _catalog_for(catalog_path, None)
+    catalog = open_catalog(path, create=False)
+    try:
+        recorded = catalog.get(session_id).config
+    finally:
+        catalog.close()
+    if not Path(recorded).is_file():
+        raise ConfigError(
+            f"session {session_id}'s configuration {recorded} is not there; pass the configuration "
+            "with --config CONFIG"
+        )
+    return load_config(recorded), path
+
+
+def newest_archive(catalog: Catalog, name: str) -> int:
+    """The newest kept DONE archive of the configuration called ``name``."""
+    kept = [
+        s for s in catalog.sessions(status=DONE) if s.name == name and has_archive(s) and s.pruned is None
+    ]
+    if not kept:
+        raise CatalogError(f"the catalog holds no kept DONE archive of {name!r} to drill; run a backup first")
+    return kept[-1].id
+
+
+def run_drill_and_report(
+    config: Config, catalog_path: Path, session_id: int | None, console: Console, *, keep: bool, as_json: bool
+) -> bool:
+    """Drill, record, write the metrics, report; True when the drill passed."""
+    catalog = open_catalog(catalog_path, create=False)
+    try:
+        chosen = session_id if session_id is not None else newest_archive(catalog, config.session.name)
+        if not as_json:
+            console.print(f"drilling session {chosen}: restore, start, check …")
+        result = run_drill(catalog, catalog_path, chosen, config, Hooks(), keep=keep)
+        metrics.write_quietly(config, catalog)
+    finally:
+        catalog.close()
+    if as_json:
+        _emit_json(result.to_json(), console)
+        return result.passed
+    record = result.record
+    for check in record.checks:
+        console.print(f"[green]✓[/green] {escape(check)}", soft_wrap=True)
+    route = {"host": "on this host", "container": "in a container", "": "in place"}[record.route]
+    said = f"drill {record.id} of session {record.session_id}"
+    how = f"({route}, {(record.duration_ms or 0) / 1000:.1f} s)"
+    if result.passed:
+        console.print(f"{said}: [green]PASSED[/green] {how}")
+    else:
+        console.print(f"{said}: [red]FAILED[/red] {how}: {escape(record.error or '')}", soft_wrap=True)
+    if keep:
+        console.print(f"the restored copy stays in {escape(str(result.directory))} (--keep)", soft_wrap=True)
+    return result.passed
+
+
+def drill_due(config: Config, catalog_path: Path) -> bool:
+    """``[drill] every = N``: whether the DONE session just recorded is the Nth."""
+    every = config.drill.every if config.drill is not None else None
+    if every is None:
+        return False
+    catalog = open_catalog(catalog_path, create=False)
+    try:
+        done = [s for s in catalog.sessions(status=DONE) if s.name == config.session.name]
+    finally:
+        catalog.close()
+    return len(done) % every == 0
+
+
+@click.command(name="drill")
+@click.argument("session_id", type=int, metavar="[ID]", required=False)
+@click.option("--keep", is_flag=True, help="Leave the restored copy in the scratch directory, for a look.")
+@config_option
+@catalog_option
+@json_option
+@handled
+def drill_(
+    session_id: int | None, keep: bool, config_file: Path | None, catalog_path: Path | None, as_json: bool
+) -> None:
+    """Restore session ID's archive into a scratch directory, start the database there as the
+    restore steps say, run its integrity check and [drill] query, and clean up.
+
+    Without ID, the newest archive of --config CONFIG.  The outcome is recorded in the catalog
+    (`list` shows each configuration's last drill); exit code 1 when the drill fails.
+    """
+    config, path = _drill_config(session_id, config_file, catalog_path)
+    if not as_json:
+        _says_catalog(path)
+    if not run_drill_and_report(config, path, session_id, out, keep=keep, as_json=as_json):
         sys.exit(1)

@@ -27,7 +27,7 @@ import pydantic_core
 
 from . import placement, priority
 from .errors import ConfigError
-from .operations import MetricsConfig, NotifyConfig, RetentionConfig
+from .operations import DrillConfig, MetricsConfig, NotifyConfig, RetentionConfig, program_and_arguments
 from .phases import Mode
 from .units import parse_duration, parse_rate, parse_size
 
@@ -101,22 +101,10 @@ def _fields_of(value: str, key: str | None) -> str:
     return value
 
 
-def _argv(value: object) -> object:
-    """A program and its arguments as a TOML list of strings (no shell reads it)."""
-    if isinstance(value, str):
-        raise ValueError(
-            f"{value!r} is one string; write the program and its arguments as a list, "
-            'e.g. ["zstd", "-q", "-o", "/backup/{name}-{session}.tar.zst"] (no shell is used)'
-        )
-    if isinstance(value, list) and not value:
-        raise ValueError("the list is empty; give the program and its arguments")
-    return value
-
-
 #: A ``[target]`` argument: one string, whose ``{fields}`` are filled in per session.
 _Arg = Annotated[str, pydantic.AfterValidator(lambda value: _fields_of(value, None))]
 #: ``[target] command`` and its kin: a program and its arguments.
-Argv = Annotated[list[_Arg], pydantic.BeforeValidator(_argv)]
+Argv = Annotated[list[_Arg], pydantic.BeforeValidator(program_and_arguments)]
 #: What the catalog and ``[target] path`` say of a command target: ``command: zstd -q ...``.
 COMMAND_LABEL = "command: "
 
@@ -198,6 +186,7 @@ class Config(pydantic.BaseModel):
     retention: RetentionConfig | None = None
     metrics: MetricsConfig | None = None
     notify: NotifyConfig | None = None
+    drill: DrillConfig | None = None
     source: Path = Path("<memory>")
 
     def extras(self, section: Literal["database", "mirror"]) -> dict[str, Any]:
@@ -213,6 +202,7 @@ _SECTION_HINTS = {
     "retention": "keep_last, keep_within, keep_daily, keep_weekly or keep_monthly",
     "metrics": "textfile",
     "notify": "command",
+    "drill": "every, image, binaries, query, scratch or timeout",
 }
 
 

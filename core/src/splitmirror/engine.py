@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import pydantic
 
+from .drillcopy import DrillCopy, DrillFailed
 from .phases import Mode
 from .restore_steps import RestoreStep
 
@@ -204,6 +205,34 @@ class DatabaseEngine(abc.ABC):
         :mod:`splitmirror.restored_paths` says where they are in ``directory``.
         """
         return []
+
+    #: The port the server listens on inside its image (5432, 3306): a drill in a container
+    #: publishes it on 127.0.0.1.  ``None`` for an embedded database, opened in place.
+    drill_port: ClassVar[int | None] = None
+
+    @classmethod
+    def drill_environment(cls, port: int, scratch: Path) -> Mapping[str, str]:
+        """Variables under which the *host* restore steps start the copy out of the live
+        server's way: on ``port`` (``PGPORT``, ``MYSQL_TCP_PORT``), with any socket or lock file
+        in ``scratch`` (a directory of the drill's own).  Plumbing a DBA's shell has anyway: the
+        steps themselves run as printed (:mod:`splitmirror.testing.steps`)."""
+        return {}
+
+    @classmethod
+    def drill_check(cls, copy: DrillCopy) -> list[str]:
+        """``splitmirror drill``: wait until the started ``copy`` answers (by ``copy.deadline``),
+        run the database's own integrity check and ``copy.query``, and return what was checked,
+        one phrase each (``"PRAGMA integrity_check: ok (orders.db)"``).  Raise
+        :class:`~splitmirror.drillcopy.DrillFailed` with one sentence when the copy does not open
+        or a check fails.  Engines without it cannot be drilled (the drill says so)."""
+        raise DrillFailed(f"the {cls.name} engine cannot check a restored copy: it has no drill_check")
+
+    @classmethod
+    def drill_stop(cls, copy: DrillCopy) -> None:
+        """Stop a copy the host steps started as a daemon of its own (``pg_ctl ... stop``).  A
+        ``start`` step's process group is ended by the drill itself, and a container removed:
+        nothing to do by default."""
+        return None
 
     def emergency_state(self) -> Mapping[str, Any] | None:
         """What a fresh process needs to release this engine's hold if the session's process

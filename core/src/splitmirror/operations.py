@@ -1,4 +1,5 @@
-"""The sections for running splitmirror every night: ``[retention]``, ``[metrics]``, ``[notify]``.
+"""The sections for running splitmirror every night: ``[retention]``, ``[metrics]``, ``[notify]``,
+``[drill]``.
 
 They sit apart from the session's own sections (:mod:`.config`) because none of them changes what
 a session reads or writes: they say what happens around sessions, afterwards (docs/operations.md).
@@ -81,9 +82,16 @@ class MetricsConfig(pydantic.BaseModel):
         return value
 
 
-def _argv(value: list[str]) -> list[str]:
-    if not value or not value[0]:
-        raise ValueError('must name a program: write it as a list, e.g. ["/usr/local/bin/page-dba"]')
+def program_and_arguments(value: object) -> object:
+    """A program and its arguments as a TOML list of strings (no shell reads it): the site's
+    programs are written so wherever splitmirror runs one (``[target] command``, ``[notify]``)."""
+    if isinstance(value, str):
+        raise ValueError(
+            f"{value!r} is one string; write the program and its arguments as a list, "
+            'e.g. ["zstd", "-q", "-o", "/backup/{name}-{session}.tar.zst"] (no shell is used)'
+        )
+    if isinstance(value, list) and (not value or value[0] == ""):
+        raise ValueError("the list is empty; give the program and its arguments")
     return value
 
 
@@ -92,7 +100,26 @@ class NotifyConfig(pydantic.BaseModel):
 
     model_config = _STRICT
 
-    command: Annotated[list[str], pydantic.AfterValidator(_argv)]
+    command: Annotated[list[str], pydantic.BeforeValidator(program_and_arguments)]
     #: The outcomes worth a message; by default every one.
     on: list[Literal["DONE", "FAILED"]] = ["DONE", "FAILED"]
     timeout: Annotated[Duration, pydantic.Field(le=3600)] = 60.0
+
+
+class DrillConfig(pydantic.BaseModel):
+    """How ``splitmirror drill`` restores, starts and checks an archive (:mod:`.drill`)."""
+
+    model_config = _STRICT
+
+    #: ``backup`` drills its own archive after every Nth DONE session of the configuration.
+    every: Count | None = None
+    #: The server's image: the copy starts by the container route (else by the host route).
+    image: str | None = None
+    #: The server's programs (``/usr/lib/postgresql/17/bin``), put first on ``PATH``.
+    binaries: Path | None = None
+    #: The DBA's own question to the copy; it must run without error.
+    query: str | None = None
+    #: Where the drill restores (a directory of its own is made inside, and removed).
+    scratch: Path | None = None
+    #: For the copy to start and be checked.
+    timeout: Annotated[Duration, pydantic.Field(le=86400)] = 600.0

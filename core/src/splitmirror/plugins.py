@@ -46,6 +46,8 @@ BUILTIN_PLUGINS: Mapping[str, str] = {
     "reflink": "splitmirror.mirror.reflink",
     "command": "splitmirror.mirror.command",
     "targets": "splitmirror.targets.builtin",
+    "metrics": "splitmirror.metrics",
+    "notify": "splitmirror.notify",
 }
 
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .catalog.base import FileRecord, SessionSummary
+from .catalog.base import DrillRecord, FileRecord, SessionSummary
 from .units import format_size
 
 
@@ -141,3 +141,17 @@ def print_files(console: Console, files: list[FileRecord]) -> None:
             str(f.seq), f.member, f.role, str(f.size), f.sha256[:16] + "…", str(f.offset), f.read_method
         )
     console.print(table)
+
+
+def print_drills(console: Console, drills: list[DrillRecord], *, last: bool) -> None:
+    """Drills, one line each: ``list`` shows each configuration's last, ``show`` the session's."""
+    for drill in drills:
+        status = {"PASSED": "[green]PASSED[/green]", "FAILED": "[red]FAILED[/red]"}.get(
+            drill.status, drill.status
+        )
+        what = f"last drill of {escape(drill.name)}" if last else f"drill {drill.id}"
+        why = f": {escape(drill.error)}" if drill.error else f" ({escape('; '.join(drill.checks))})"
+        console.print(
+            f"{what}: session {drill.session_id} {status} at {drill.finished_at or drill.started_at}{why}",
+            soft_wrap=True,
+        )

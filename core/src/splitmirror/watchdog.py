@@ -198,6 +198,7 @@ class _Watch:
             done.append("removed its tracing instance")
         if self._record(reason):
             done.append(f"marked session {self.hello['session']} FAILED")
+            self._tell_the_site()
             for leftover in [] if self.archive_complete else self.hello.get("leftovers", []):
                 with contextlib.suppress(OSError):
                     os.unlink(leftover)
@@ -233,6 +234,26 @@ class _Watch:
         for failure in failures:
             print(f"splitmirror watchdog: emergency release failed: {failure}", file=sys.stderr)
         return not failures
+
+    def _tell_the_site(self) -> None:
+        """A killed session's end, told as a finished one's is: the metrics textfile rewritten
+        and the notifier run (``[metrics]``, ``[notify]``); a failure is printed, nothing more."""
+        from . import metrics, notify
+        from .catalog.sqlite import SqliteCatalog
+        from .config import load_config
+
+        try:
+            config = load_config(Path(self.hello["config"]))
+            catalog = SqliteCatalog(Path(self.hello["catalog"]))
+            try:
+                metrics.write_quietly(config, catalog)
+                problem = notify.notify(config, catalog.get(int(self.hello["session"])))
+            finally:
+                catalog.close()
+        except Exception as error:  # noqa: BLE001 - the config or catalog broke meanwhile: report
+            problem = f"cannot tell the metrics and the notifier: {error}"
+        if problem:
+            print(f"splitmirror watchdog: {problem}", file=sys.stderr)
 
     def _record(self, reason: str) -> bool:
         from .catalog.base import FAILED, STARTED, utc_now

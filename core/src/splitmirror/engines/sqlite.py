@@ -34,6 +34,7 @@ import pydantic
 
 from .. import impl
 from ..config import Duration
+from ..drillcopy import DrillCopy, DrillFailed, answer
 from ..engine import (
     DatabaseEngine,
     DatabaseFile,
@@ -240,6 +241,27 @@ class SqliteEngine(DatabaseEngine):
                 ),
             ]
         return steps
+
+    @classmethod
+    def drill_check(cls, copy: DrillCopy) -> list[str]:
+        """Open each restored database (which replays its WAL into the copy), run ``PRAGMA
+        integrity_check`` and the DBA's query there."""
+        checks = []
+        for member in copy.manifest.get("files", []):
+            if member.get("role") != "data":
+                continue
+            name = member["member"]
+            try:
+                with closing(sqlite3.connect(copy.directory / name)) as db:
+                    said = [str(row[0]) for row in db.execute("PRAGMA integrity_check")]
+                    if said != ["ok"]:
+                        raise DrillFailed(f"PRAGMA integrity_check on {name} says: {'; '.join(said[:3])}")
+                    checks.append(f"PRAGMA integrity_check: ok ({name})")
+                    if copy.query:
+                        checks.append(f"query: {answer(db.execute(copy.query).fetchall())} ({name})")
+            except sqlite3.Error as error:
+                raise DrillFailed(f"the restored {name} cannot be read: {error}") from None
+        return checks
 
     def close(self) -> None:
         if self._holder is not None:

@@ -1,0 +1,264 @@
+"""``splitmirror drill``: a user's own archive restored, started and checked, then cleaned up.
+
+The project's drills prove the code; this proves an archive.  It does what a DBA would do with
+it on the bad day, and nothing a DBA would not:
+
+1. restore the archive into a scratch directory of its own (every member checked against the
+   catalog's checksums, as ``restore`` does);
+2. start the database there *by the engine's restore steps*, the ones ``restore`` prints: the
+   container route when ``[drill] image`` names the server's image, the host route otherwise
+   (the server's programs on ``PATH``, ``[drill] binaries`` first).  What the drill adds is
+   plumbing only: a free port on 127.0.0.1 (published, for a container), the engine's
+   variables that keep the copy out of the live server's way, a label on the container;
+3. have the engine check the copy (:meth:`~splitmirror.engine.DatabaseEngine.drill_check`): its
+   own integrity check and the DBA's ``[drill] query``;
+4. stop the copy and remove the scratch directory, pass or fail, and record the outcome in the
+   catalog (``list`` shows each configuration's last drill; the metrics carry it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .catalog import Catalog
+from .catalog.base import DrillRecord, utc_now
+from .config import Config, plugin_options
+from .drillcopy import DrillCopy, DrillFailed, DrillRoute
+from .engine import DatabaseEngine
+from .errors import UserError
+from .hooks import Hooks
+from .operations import DrillConfig
+from .processes import how_it_ended, kill_group
+from .restore import from_catalog, locate_archive, restore_archive
+from .restore_steps import RestoreStep, for_route
+
+#: The label every drill container carries (``docker ps --filter label=splitmirror.drill``).
+LABEL = "splitmirror.drill"
+#: How long one ``run`` step of the restore may take.
+STEP_TIMEOUT_S = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DrillResult:
+    record: DrillRecord
+    archive: str
+    directory: Path
+    kept: bool  # the scratch directory was kept (``--keep``)
+
+    @property
+    def passed(self) -> bool:
+        return self.record.status == "PASSED"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.record.to_json(), "archive": self.archive, "directory": str(self.directory),
+                "kept": self.kept}  # fmt: skip
+
+
+def settings(config: Config | None) -> DrillConfig:
+    """The configuration's ``[drill]``, or the defaults (host route, no query)."""
+    return config.drill if config is not None and config.drill is not None else DrillConfig()
+
+
+def run_drill(
+    catalog: Catalog, catalog_path: Path, session_id: int, config: Config, hooks: Hooks, *, keep: bool = False
+) -> DrillResult:
+    """Drill session ``session_id``'s archive; the outcome is recorded whatever it is."""
+    wanted = settings(config)
+    summary = catalog.get(session_id)
+    source, files = locate_archive(session_id, None, catalog_path)
+    scratch = _scratch(wanted, config)
+    directory = Path(tempfile.mkdtemp(prefix=f"splitmirror-drill-{session_id}-", dir=scratch))
+    started, clock = utc_now(), time.monotonic()
+    drill_id = catalog.start_drill(session_id, name=summary.name, started_at=started)
+    route: DrillRoute = ""
+    checks: list[str] = []
+    error: str | None = None
+    try:
+        restored = restore_archive(
+            source, directory / "restore", expected=from_catalog(files or []), hooks=hooks
+        )
+        engine = hooks.engine_for_url(config.database.url)
+        on_host = any(step.route == "host" for step in restored.steps)
+        route = "container" if wanted.image else ("host" if on_host else "")
+        options = plugin_options(config, "database", engine.options_model)
+        with _started(engine, restored.steps, route, wanted, directory, drill_id) as (host, port, path):
+            copy = DrillCopy(
+                directory=restored.directory, manifest=restored.manifest, route=route, host=host, port=port,
+                url=config.database.url, options=options, query=wanted.query,
+                deadline=clock + wanted.timeout, path=path,
+            )  # fmt: skip
+            try:
+                checks = engine.drill_check(copy)
+            finally:
+                with contextlib.suppress(Exception):
+                    engine.drill_stop(copy)
+    except (DrillFailed, UserError) as failure:
+        error = str(failure)
+    finally:
+        if not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+    status = "FAILED" if error else "PASSED"
+    catalog.finish_drill(
+        drill_id, status=status, finished_at=utc_now(), duration_ms=(time.monotonic() - clock) * 1000,
+        route=route, checks=checks, error=error,
+    )  # fmt: skip
+    record = next(d for d in catalog.drills(session_id=session_id) if d.id == drill_id)
+    return DrillResult(record, str(source), directory, keep)
+
+
+def _scratch(wanted: DrillConfig, config: Config) -> Path:
+    """Where restores go: ``[drill] scratch``, else the system's temporary directory; never
+    inside the primary or the mirror (a restore there would be backed up, or clobbered)."""
+    scratch = (wanted.scratch or Path(tempfile.gettempdir())).resolve()
+    for key, place in (("primary", config.mirror.primary), ("mirror", config.mirror.mirror)):
+        if scratch.is_relative_to(Path(place).resolve()):
+            raise UserError(
+                f"[drill] scratch {scratch} is inside the [mirror] {key}; point it at a directory of "
+                "its own, such as /var/tmp/splitmirror-drill"
+            )
+    if not scratch.is_dir():
+        raise UserError(f"[drill] scratch {scratch} is not a directory; create it or choose another")
+    return scratch
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _started(
+    engine: type[DatabaseEngine], steps: Sequence[RestoreStep], route: DrillRoute, wanted: DrillConfig,
+    directory: Path, drill_id: int,
+) -> Iterator[tuple[str | None, int | None, str]]:  # fmt: skip
+    """Start the copy by its route's steps; yield where it listens and the ``PATH`` used; stop
+    it on leaving, pass or fail."""
+    path = os.pathsep.join([*([str(wanted.binaries)] if wanted.binaries else []), os.environ.get("PATH", "")])
+    if route == "":
+        yield None, None, path
+        return
+    if engine.drill_port is None:
+        raise DrillFailed(
+            f"[drill] image is set, but {engine.name} copies are opened in place, not started: remove image"
+            if route == "container"
+            else f"the {engine.name} engine names no server port, so its copy cannot be reached"
+        )
+    environment = {**os.environ, "PATH": path}
+    if route == "container":
+        _run_steps([s for s in for_route(steps, "container") if s.kind == "run"], environment)
+        with _container(steps, wanted.image or "", engine.drill_port, drill_id) as port:
+            yield "127.0.0.1", port, path
+        return
+    port = _free_port()
+    environment.update(engine.drill_environment(port, directory))
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for step in for_route(steps, "host"):
+            if step.kind == "run":
+                _run_steps([step], environment)
+            elif step.kind == "start":
+                with (directory / "server.log").open("ab") as log:
+                    started.append(
+                        subprocess.Popen(
+                            step.argv,
+                            env=environment,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    )
+        yield "127.0.0.1", port, path
+    finally:
+        for process in started:
+            _end(process)
+
+
+def _run_steps(steps: Sequence[RestoreStep], environment: Mapping[str, str]) -> None:
+    for step in steps:
+        try:
+            done = subprocess.run(
+                step.argv, env=dict(environment), capture_output=True, timeout=STEP_TIMEOUT_S, check=False
+            )
+        except FileNotFoundError:
+            raise DrillFailed(
+                f"the restore step `{step.text()}` needs {step.argv[0]}, which is not on PATH; install the "
+                "server's programs or name their directory in [drill] binaries"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise DrillFailed(
+                f"the restore step `{step.text()}` did not finish in {STEP_TIMEOUT_S:g}s"
+            ) from None
+        if done.returncode != 0:
+            said = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()[-3:]
+            raise DrillFailed(
+                f"the restore step `{step.text()}` {how_it_ended(done.returncode)}: {' / '.join(said)}"
+            )
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """A server a ``start`` step runs: asked to shut down (SIGTERM), killed after 30 s."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+
+
+@contextlib.contextmanager
+def _container(steps: Sequence[RestoreStep], image: str, inner_port: int, drill_id: int) -> Iterator[int]:
+    """The container route's ``docker run`` step with ``image`` for ``IMAGE``, ``inner_port``
+    published on 127.0.0.1; yields the published port; removes the container on leaving."""
+    found = [step for step in steps if step.kind == "container"]
+    if len(found) != 1:
+        raise DrillFailed(
+            f"[drill] image is set, but the restore steps have {len(found)} container steps, not one; "
+            "this engine's copies start on the host: remove image"
+        )
+    step = found[0]
+    argv = [
+        "docker", "run", "--label", f"{LABEL}={drill_id}", "-p", f"127.0.0.1::{inner_port}",
+        *step.docker_options, image, *step.server_args,
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    except FileNotFoundError:
+        raise DrillFailed("[drill] image is set, but there is no docker program on PATH") from None
+    if done.returncode != 0:
+        said = (done.stdout + done.stderr).strip().splitlines()[-2:]
+        raise DrillFailed(f"the container step failed: {' / '.join(said)}")
+    container = done.stdout.strip()
+    try:
+        published = subprocess.run(
+            ["docker", "port", container, f"{inner_port}/tcp"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout.split()
+        if not published:
+            raise DrillFailed(f"the container {container[:12]} stopped at once: {_logs(container)}")
+        yield int(published[0].rsplit(":", 1)[1])
+    except DrillFailed as failure:
+        raise DrillFailed(f"{failure} (server log: {_logs(container)})") from None
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True, timeout=120, check=False)
+
+
+def _logs(container: str) -> str:
+    done = subprocess.run(
+        ["docker", "logs", "--tail", "5", container], capture_output=True, text=True, timeout=60
+    )
+    return " / ".join((done.stdout + done.stderr).strip().splitlines()[-5:]) or "(no output)"
