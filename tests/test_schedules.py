@@ -8,6 +8,7 @@ verified from a copy whose ExecStart= names this environment's ``splitmirror``.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shlex
@@ -31,6 +32,9 @@ UNITS = ROOT / "contrib" / "systemd"
 SERVICE = UNITS / "splitmirror@.service"
 TIMER = UNITS / "splitmirror@.timer"
 DROP_IN = UNITS / "splitmirror@orders.service.d" / "local.conf"
+DRILL_SERVICE = UNITS / "splitmirror-drill@.service"
+DRILL_TIMER = UNITS / "splitmirror-drill@.timer"
+DRILL_DROP_IN = UNITS / "splitmirror-drill@orders.service.d" / "local.conf"
 CRONJOB = ROOT / "docs" / "examples" / "kubernetes" / "cronjob.yaml"
 DOC = ROOT / "docs" / "scheduling.md"
 INSTANCE = "orders"
@@ -62,9 +66,9 @@ def only(path: Path, key: str) -> str:
     return value
 
 
-def exec_start() -> list[str]:
+def exec_start(service: Path = SERVICE) -> list[str]:
     """The service's command for the instance, as argv."""
-    return shlex.split(only(SERVICE, "ExecStart").replace("%i", INSTANCE))
+    return shlex.split(only(service, "ExecStart").replace("%i", INSTANCE))
 
 
 def help_text(*command: str) -> str:
@@ -102,10 +106,10 @@ def unit_dir(tmp_path: Path) -> Path:
     shutil.copytree(UNITS, here)
     program = Path(sys.executable).with_name("splitmirror")
     assert program.exists(), program
-    service = here / SERVICE.name
-    text = service.read_text()
-    assert text.count("ExecStart=/usr/local/bin/splitmirror ") == 1
-    service.write_text(text.replace("ExecStart=/usr/local/bin/splitmirror ", f"ExecStart={program} "))
+    for service in (here / SERVICE.name, here / DRILL_SERVICE.name):
+        text = service.read_text()
+        assert text.count("ExecStart=/usr/local/bin/splitmirror ") == 1
+        service.write_text(text.replace("ExecStart=/usr/local/bin/splitmirror ", f"ExecStart={program} "))
     for block in doc_blocks("ini"):
         head = re.fullmatch(r"# /etc/systemd/system/(\S+)", block[0])
         if head:
@@ -115,11 +119,12 @@ def unit_dir(tmp_path: Path) -> Path:
 
 
 def verify(here: Path) -> subprocess.CompletedProcess[str]:
-    """Verify the instance's service and timer, and the doc's alert unit as OnFailure= starts it;
-    only them, not the host's other units."""
-    names = [f"splitmirror@{INSTANCE}.service", f"splitmirror@{INSTANCE}.timer"]
+    """Verify the instance's services and timers (backup and drill), and the doc's alert unit as
+    OnFailure= starts it; only them, not the host's other units."""
+    units = ("splitmirror", "splitmirror-drill")
+    names = [f"{unit}@{INSTANCE}.{kind}" for unit in units for kind in ("service", "timer")]
     if (here / "splitmirror-alert@.service").exists():
-        names.append(f"splitmirror-alert@splitmirror@{INSTANCE}.service.service")
+        names += [f"splitmirror-alert@{unit}@{INSTANCE}.service.service" for unit in units]
     return analyze("verify", "--man=no", "--recursive-errors=no", *(str(here / name) for name in names))
 
 
@@ -157,6 +162,15 @@ def test_the_drop_ins_are_verified_too(unit_dir: Path) -> None:
         (TIMER.name, "Persistent=true", "Persistant=true"),
         (DROP_IN.relative_to(UNITS).as_posix(), "After=postgresql.service", "Afterr=postgresql.service"),
         ("splitmirror-alert@.service", "Type=oneshot", "Typ=oneshot"),
+        (DRILL_SERVICE.name, "PrivateTmp=no", "PrivateTpm=no"),
+        (DRILL_SERVICE.name, "NoNewPrivileges=yes", "NoNewPrivilege=yes"),
+        (DRILL_TIMER.name, "FixedRandomDelay=true", "FixedRandomDelya=true"),
+        (
+            DRILL_DROP_IN.relative_to(UNITS).as_posix(),
+            "ReadWritePaths=-/var/lib/prometheus/node-exporter",
+            "ReadWritePath=-/var/lib/prometheus/node-exporter",
+        ),
+        ("splitmirror@orders.service.d/drill.conf", "PrivateTmp=no", "PrivateTemp=no"),
     ],
 )
 def test_a_misspelt_directive_fails_verification(
@@ -201,7 +215,11 @@ def test_the_timer_is_nightly_persistent_and_spread() -> None:
     assert only(TIMER, "WantedBy") == "timers.target"
 
 
-@pytest.mark.parametrize("path", [SERVICE, TIMER, DROP_IN], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [SERVICE, TIMER, DROP_IN, DRILL_SERVICE, DRILL_TIMER, DRILL_DROP_IN],
+    ids=lambda p: p.relative_to(UNITS).as_posix(),
+)
 def test_every_directive_says_why(path: Path) -> None:
     lines = path.read_text().splitlines()
     bare = [
@@ -210,6 +228,88 @@ def test_every_directive_says_why(path: Path) -> None:
         if key != "Description" and not lines[number - 2].startswith("#")
     ]
     assert not bare, "a directive without a comment above it:\n" + "\n".join(bare)
+
+
+# -- the drill's units ---------------------------------------------------------------------------
+
+
+@needs_analyze
+def test_the_drill_drop_ins_are_verified_too(unit_dir: Path) -> None:
+    """The contrib drill drop-in and the doc's OnFailure= drop-in are read with the drill service,
+    and the doc's drop-in for [drill] every with the backup service."""
+    dump = analyze(
+        "verify", "--man=no", str(unit_dir / f"splitmirror-drill@{INSTANCE}.service"), level="debug"
+    )
+    output = dump.stdout + dump.stderr
+    assert f"DropIn Path: {unit_dir / DRILL_DROP_IN.relative_to(UNITS)}" in output
+    assert f"DropIn Path: {unit_dir / 'splitmirror-drill@.service.d' / 'alert.conf'}" in output
+    assert f"OnFailure: splitmirror-alert@splitmirror-drill@{INSTANCE}.service.service" in output
+    dump = analyze("verify", "--man=no", str(unit_dir / f"splitmirror@{INSTANCE}.service"), level="debug")
+    assert (
+        f"DropIn Path: {unit_dir / 'splitmirror@orders.service.d' / 'drill.conf'}"
+        in dump.stdout + dump.stderr
+    )
+
+
+def test_the_drill_service_runs_drill_with_options_drill_has() -> None:
+    program, command, *arguments = exec_start(DRILL_SERVICE)
+    assert (Path(program).name, command) == ("splitmirror", "drill")
+    assert program == exec_start()[0], "the backup's program"
+    options = [argument for argument in arguments if argument.startswith("-")]
+    assert set(options) <= listed_options("drill"), f"not in `splitmirror drill --help`: {options}"
+    assert arguments == ["--config", f"/etc/splitmirror/{INSTANCE}.toml"], "no ID: the newest kept archive"
+
+
+def test_the_drill_sandbox_is_not_the_backups() -> None:
+    """What a drill needs (the catalog as the backup keeps it, set-uid for runuser, the host's
+    /var/tmp as scratch), and none of the backup's freezing, tracing or disks."""
+    assert only(DRILL_SERVICE, "Type") == "oneshot"
+    assert values(DRILL_SERVICE, "SuccessExitStatus") == []
+    assert values(DRILL_SERVICE, "Restart") == []
+    assert only(DRILL_SERVICE, "KillMode") == "control-group"
+    for key in ("StateDirectory", "StateDirectoryMode", "ProtectSystem", "NoNewPrivileges", "User"):
+        assert only(DRILL_SERVICE, key) == only(SERVICE, key), key
+    catalog = [v for v in values(SERVICE, "Environment") if v.startswith("SPLITMIRROR_CATALOG=")]
+    assert catalog and catalog[0] in values(DRILL_SERVICE, "Environment")
+    capabilities = set(only(DRILL_SERVICE, "CapabilityBoundingSet").split())
+    assert {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_KILL"} <= capabilities
+    assert "CAP_SYS_ADMIN" not in capabilities
+    assert only(DRILL_SERVICE, "PrivateDevices") == "yes"
+    assert values(DRILL_SERVICE, "DeviceAllow") == []
+    assert "@mount" not in only(DRILL_SERVICE, "SystemCallFilter")
+    assert "AF_UNIX" in only(DRILL_SERVICE, "RestrictAddressFamilies").split()  # /run/docker.sock
+    # The scratch: $TMPDIR, writable, the host's own (the Docker daemon mounts it by its path).
+    assert only(DRILL_SERVICE, "PrivateTmp") == "no"
+    assert "TMPDIR=/var/tmp" in values(DRILL_SERVICE, "Environment")
+    assert "-/var/tmp" in values(DRILL_SERVICE, "ReadWritePaths")
+    # Ordered after the backup of the same configuration, never stopping it.
+    assert "splitmirror@%i.service" in " ".join(values(DRILL_SERVICE, "After")).split()
+    assert values(DRILL_SERVICE, "Conflicts") == []
+    assert values(DRILL_SERVICE, "Wants") == ["network-online.target"]
+
+
+def test_the_default_scratch_follows_tmpdir(tmp_path: Path) -> None:
+    """[drill] scratch defaults to tempfile.gettempdir(), which the unit points with TMPDIR."""
+    probe = "import tempfile; print(tempfile.gettempdir())"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == str(tmp_path)
+
+
+@needs_analyze
+def test_the_drill_timer_is_weekly_persistent_and_spread() -> None:
+    calendar = only(DRILL_TIMER, "OnCalendar")
+    result = analyze("calendar", "--iterations=2", calendar)
+    assert result.returncode == 0, result.stderr
+    assert f"Normalized form: {calendar}" in result.stdout
+    elapses = re.findall(r"(?:Next elapse|Iter\. #2): \w+ (\d{4}-\d\d-\d\d) ", result.stdout)
+    assert len(elapses) == 2
+    first, second = (dt.date.fromisoformat(day) for day in elapses)
+    assert (second - first).days == 7
+    assert only(DRILL_TIMER, "Persistent") == "true"
+    assert only(DRILL_TIMER, "RandomizedDelaySec")
+    assert only(DRILL_TIMER, "Unit") == "splitmirror-drill@%i.service"
+    assert only(DRILL_TIMER, "WantedBy") == "timers.target"
 
 
 # -- Kubernetes --------------------------------------------------------------------------------
@@ -325,6 +425,38 @@ def test_the_doc_names_the_units_files_and_settings_as_they_are() -> None:
         assert f"`{key}={only(TIMER, key)}`" in text, key
 
 
+def drill_section() -> str:
+    return DOC.read_text().split("## Restore drills on their own timer", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_docs_drill_section_names_the_units_and_commands_as_they_are() -> None:
+    section = drill_section()
+    for name in (DRILL_SERVICE, DRILL_TIMER, DRILL_DROP_IN):
+        assert name.relative_to(ROOT).as_posix() in section, name
+    for command in (
+        f"systemctl enable --now splitmirror-drill@{INSTANCE}.timer",
+        f"systemctl start splitmirror-drill@{INSTANCE}.service",
+        f"journalctl -u splitmirror-drill@{INSTANCE}",
+        "systemctl list-timers 'splitmirror-drill@*'",
+        f"splitmirror list --config /etc/splitmirror/{INSTANCE}.toml",
+        " ".join(["splitmirror", *exec_start(DRILL_SERVICE)[1:]]),
+        "splitmirror_last_drill_success",
+        "[drill] every",
+    ):
+        assert command in section, command
+    assert exec_start(DRILL_SERVICE)[1:] in [argv[1:] for argv in commands_in_doc()]
+    for key in ("OnCalendar", "RandomizedDelaySec", "FixedRandomDelay", "Persistent"):
+        assert f"`{key}={only(DRILL_TIMER, key)}`" in section, key
+    assert f"`After={values(DRILL_SERVICE, 'After')[0]}`" in section
+    assert f"`ReadWritePaths={only(DRILL_DROP_IN, 'ReadWritePaths')}`" in section
+
+
+def test_the_docs_drill_sandbox_table_is_the_drill_service() -> None:
+    """Each setting the table names is the drill service's, and each of the service's is in it."""
+    section = drill_section().split("### The drill's sandbox is not the backup's", 1)[1].split("\n### ", 1)[0]
+    assert_table_is_the_service(section, DRILL_SERVICE)
+
+
 def test_the_docs_exit_codes_are_splitmirrors() -> None:
     section = DOC.read_text().split("### How a failed run shows", 1)[1]
     table = {int(code) for code in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)}
@@ -334,8 +466,14 @@ def test_the_docs_exit_codes_are_splitmirrors() -> None:
 def test_the_docs_sandbox_table_is_the_service() -> None:
     """Each setting the table names is the service's, and each of the service's is in it."""
     section = DOC.read_text().split("### The sandbox, option by option", 1)[1].split("\n## ", 1)[0]
+    assert_table_is_the_service(section, SERVICE)
+
+
+def assert_table_is_the_service(section: str, unit: Path) -> None:
+    """The table's settings (its rows' first column) are ``unit``'s, and it names each of
+    ``unit``'s [Service] settings but Type=, ExecStart= and User=."""
     rows = [line for line in section.splitlines() if line.startswith("| `")]
-    lines = {f"{key}={value}" for _, key, value, _ in directives(SERVICE)}
+    lines = {f"{key}={value}" for _, key, value, _ in directives(unit)}
     named = set()
     for row in rows:
         for setting in re.findall(r"`(\w+=[^`]*)`", row.split(" | ")[0]):
@@ -344,6 +482,6 @@ def test_the_docs_sandbox_table_is_the_service() -> None:
             if value:
                 assert setting in lines, setting
             else:  # CapabilityBoundingSet=: the capabilities are in the next column
-                assert set(re.findall(r"`(CAP_\w+)`", row)) == set(only(SERVICE, key).split())
-    service = {key for section, key, _, _ in directives(SERVICE) if section == "Service"}
+                assert set(re.findall(r"`(CAP_\w+)`", row)) == set(only(unit, key).split())
+    service = {key for section, key, _, _ in directives(unit) if section == "Service"}
     assert service - named == {"Type", "ExecStart", "User"}
