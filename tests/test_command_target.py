@@ -118,7 +118,7 @@ def restore_and_open(root: Path, session_id: int) -> None:
 
 
 @needs_zstd
-def test_zstd_backup_verify_restore(ledger: Path, root: Path, archive: Path) -> None:
+def test_zstd_backup_verify_restore_drill(ledger: Path, root: Path, archive: Path) -> None:
     done, session_id = backup(
         zstd_config(root, delete_command=["rm", "-f", f"{root}/archives/{{name}}-{{session}}.tar.zst"])
     )
@@ -139,10 +139,12 @@ def test_zstd_backup_verify_restore(ledger: Path, root: Path, archive: Path) -> 
     assert verified.returncode == 0, verified.stderr
     assert "zstd -dc" in verified.stdout and "verification passed" in verified.stdout
     restore_and_open(root, 1)
+    drilled = cli("drill", "1", "--catalog", str(root / "catalog.db"))  # read back through zstd -dc
+    assert drilled.returncode == 0 and "PASSED" in drilled.stdout, drilled.stdout + drilled.stderr
 
 
 @needs_gpg
-def test_gpg_symmetric_encryption_backup_verify_restore(ledger: Path, root: Path) -> None:
+def test_gpg_symmetric_encryption_backup_verify_restore_drill(ledger: Path, root: Path) -> None:
     home = root / "gnupg"
     home.mkdir(mode=0o700)
     secret = root / "passphrase"
@@ -164,6 +166,8 @@ def test_gpg_symmetric_encryption_backup_verify_restore(ledger: Path, root: Path
         verified = cli("verify", str(session_id), "--catalog", str(root / "catalog.db"))
         assert verified.returncode == 0, verified.stderr
         restore_and_open(root, session_id)
+        drilled = cli("drill", str(session_id), "--catalog", str(root / "catalog.db"))
+        assert drilled.returncode == 0 and "PASSED" in drilled.stdout, drilled.stdout + drilled.stderr
         # the wrong passphrase: gpg fails, and verify says so in one sentence (exit 5: it gave nothing)
         secret.write_text("wrong\n")
         refused = cli("verify", str(session_id), "--catalog", str(root / "catalog.db"))

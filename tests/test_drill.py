@@ -167,3 +167,17 @@ def test_drill_bad_input_is_one_sentence(ledger: Path, write_config: Any, root: 
         and "sqlite copies are opened in place, not started: remove image" in no_container.stdout
     )
     assert [d.status for d in drills(root)] == ["FAILED"]  # bad input is not a drill; a failed one is
+
+
+def test_backup_json_with_a_drill_and_a_prune_is_one_object(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    config = drill_config(write_config, root, every=1)
+    config.write_text(config.read_text() + "\n[retention]\nkeep_last = 1\n")
+    backup(config)
+    proc = cli("backup", str(config), "--json", "--prune", "-q")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)  # one document: json.loads refuses anything after it
+    assert data["status"] == "DONE"
+    assert data["drill"]["status"] == "PASSED" and data["drill"]["session_id"] == data["id"]
+    assert [o["result"] for o in data["prune"]] == ["kept", "deleted"]

@@ -48,7 +48,9 @@ EXIT_CODES = """\b
 Exit codes:
   0  success
   1  the session ran and failed (the catalog says FAILED, with the phase);
-     restore: writing into DIR failed part way (a full disk, permissions)
+     restore: writing into DIR failed part way (a full disk, permissions);
+     prune (and backup --prune): an archive could not be deleted; drill (and
+     backup with [drill] every): the drill failed, its session staying DONE
   2  bad configuration (a path inside the primary or the mirror too),
      bad arguments, or an unknown or broken plugin
   3  a preflight check failed (nothing was changed on the database)
@@ -141,15 +143,16 @@ def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool, the
     finally:
         bars.stop()
         unregister()
-    if as_json:
-        emit(summary_json(summary))
-    else:
+    data = summary_json(summary)  # with --json, one object: the drill and the prune inside it
+    if not as_json:
         print_summary(report, summary)
     catalog_path = default_catalog_path(cfg.session.catalog)
     drilled = not drill_due(cfg, catalog_path) or run_drill_and_report(
-        cfg, catalog_path, summary.id, report, keep=False, as_json=as_json
+        cfg, catalog_path, summary.id, report, keep=False, as_json=as_json, into=data
     )
-    pruned = not then_prune or run_prune(cfg, report, as_json=as_json)
+    pruned = not then_prune or run_prune(cfg, report, as_json=as_json, into=data)
+    if as_json:
+        emit(data)
     if not (drilled and pruned):
         sys.exit(1)
 

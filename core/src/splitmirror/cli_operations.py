@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -37,8 +38,16 @@ from .retention import has_archive
 from .units import format_size
 
 
-def run_prune(config: Config, console: Console, *, dry_run: bool = False, as_json: bool = False) -> bool:
-    """Prune ``config``'s archives and report; False when an archive could not be deleted."""
+def run_prune(
+    config: Config,
+    console: Console,
+    *,
+    dry_run: bool = False,
+    as_json: bool = False,
+    into: dict[str, Any] | None = None,
+) -> bool:
+    """Prune ``config``'s archives and report (with ``as_json``, as ``into["prune"]`` when given:
+    ``backup --json`` prints one object); False when an archive could not be deleted."""
     policy_of(config)  # no [retention]: said before any catalog is looked for
     catalog = open_catalog(default_catalog_path(config.session.catalog), create=False)
     try:
@@ -48,10 +57,17 @@ def run_prune(config: Config, console: Console, *, dry_run: bool = False, as_jso
     finally:
         catalog.close()
     if as_json:
-        _emit_json([outcome.to_json() for outcome in outcomes], console)
+        _json_out([outcome.to_json() for outcome in outcomes], console, into, "prune")
     else:
         print_outcomes(console, outcomes, dry_run=dry_run)
     return all(outcome.result != "failed" for outcome in outcomes)
+
+
+def _json_out(data: Any, console: Console, into: dict[str, Any] | None, key: str) -> None:
+    if into is None:
+        _emit_json(data, console)
+    else:
+        into[key] = data
 
 
 def print_outcomes(console: Console, outcomes: list[Outcome], *, dry_run: bool) -> None:
@@ -137,9 +153,17 @@ def newest_archive(catalog: Catalog, name: str) -> int:
 
 
 def run_drill_and_report(
-    config: Config, catalog_path: Path, session_id: int | None, console: Console, *, keep: bool, as_json: bool
+    config: Config,
+    catalog_path: Path,
+    session_id: int | None,
+    console: Console,
+    *,
+    keep: bool,
+    as_json: bool,
+    into: dict[str, Any] | None = None,
 ) -> bool:
-    """Drill, record, write the metrics, report; True when the drill passed."""
+    """Drill, record, write the metrics, report (with ``as_json``, as ``into["drill"]`` when
+    given); True when the drill passed."""
     catalog = open_catalog(catalog_path, create=False)
     try:
         chosen = session_id if session_id is not None else newest_archive(catalog, config.session.name)
@@ -150,7 +174,7 @@ def run_drill_and_report(
     finally:
         catalog.close()
     if as_json:
-        _emit_json(result.to_json(), console)
+        _json_out(result.to_json(), console, into, "drill")
         return result.passed
     record = result.record
     for check in record.checks:
