@@ -79,6 +79,9 @@ def run_drill(
     source, files = locate_archive(session_id, None, catalog_path)
     scratch = _scratch(wanted, config)
     directory = Path(tempfile.mkdtemp(prefix=f"splitmirror-drill-{session_id}-", dir=scratch))
+    # The server's own user (postgres, mysql) must pass through to the restore its steps hand
+    # it; nobody may list what is in here.
+    directory.chmod(0o711)
     started, clock = utc_now(), time.monotonic()
     drill_id = catalog.start_drill(session_id, name=summary.name, started_at=started)
     route: DrillRoute = ""
