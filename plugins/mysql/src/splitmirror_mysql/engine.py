@@ -38,6 +38,7 @@ import pymysql
 
 from splitmirror.api import (
     DatabaseFile,
+    DrillCopy,
     Duration,
     Mode,
     PreflightError,
@@ -47,11 +48,11 @@ from splitmirror.api import (
     ServerInfo,
     ServerOptions,
     UnquiesceResult,
-    first_line,
 )
 
-from . import layout, locks, restore
+from . import drill, layout, locks, restore
 from .connection import UrlError, connect
+from .drill import message as _message
 
 MARIADB, MYSQL = "MariaDB", "MySQL"
 
@@ -422,6 +423,23 @@ class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
                 leftover.unlink()
         return restore.restore_steps(directory, manifest)
 
+    # -- drills (``splitmirror drill``, :mod:`.drill`) --------------------------------------
+
+    drill_port = 3306
+
+    @classmethod
+    def drill_environment(cls, port: int, scratch: Path) -> Mapping[str, str]:
+        """The port, socket and pid file for the host route's server start, in ``scratch``
+        (:func:`.drill.environment`)."""
+        return drill.environment(port, scratch)
+
+    @classmethod
+    def drill_check(cls, copy: DrillCopy) -> list[str]:
+        """Wait for the copy's crash recovery, ``CHECK TABLE`` every table, compare GTIDs, run
+        the query (:func:`.drill.check`).  No ``drill_stop``: the host route's server is a
+        ``start`` step, whose process group the drill ends, and a container is removed."""
+        return drill.check(copy)
+
 
 #: Engines whose tables need no lock beside the instance lock: InnoDB (its redo log is in the
 #: atomic image), and those with no files to copy (in memory, remote, the server's own).
@@ -439,10 +457,3 @@ _NO_FILES = (
 
 def _quoted(name: str) -> str:
     return "`" + str(name).replace("`", "``") + "`"
-
-
-def _message(error: BaseException) -> str:
-    """PyMySQL errors are ``(code, message)``; the message is what a DBA needs."""
-    if isinstance(error, pymysql.Error) and len(error.args) >= 2:
-        return first_line(Exception(f"{error.args[1]} ({error.args[0]})"))
-    return first_line(error)
