@@ -25,6 +25,7 @@ import pydantic
 
 from splitmirror.api import (
     DatabaseFile,
+    DrillCopy,
     ExtraMember,
     Mode,
     PreflightProblem,
@@ -37,7 +38,7 @@ from splitmirror.api import (
     first_line,
 )
 
-from . import identity, layout, restored_paths
+from . import drill, identity, layout, restored_paths
 from .restore import restore_steps
 
 
@@ -62,6 +63,7 @@ class PostgresEngine(ServerEngine[psycopg.Connection[Any], PostgresOptions]):
     frozen_files = "the data directory, pg_wal and tablespaces"
     freeze_reason = "FREEZE freezes filesystems"
     freeze_alternative = 'mode = "hot-backup"'
+    drill_port = 5432
 
     def __init__(self, url: str, options: pydantic.BaseModel) -> None:
         super().__init__(url, options)
@@ -339,6 +341,26 @@ class PostgresEngine(ServerEngine[psycopg.Connection[Any], PostgresOptions]):
         return restore_steps(
             directory, datadir, manifest, [t for t in tablespaces if not t.is_relative_to(datadir)]
         )
+
+    @classmethod
+    def drill_environment(cls, port: int, scratch: Path) -> Mapping[str, str]:
+        """``PGPORT``, which ``pg_ctl`` passes on to the server (``runuser`` keeps the
+        environment): the copy listens on the drill's port, its socket file and lock file are
+        named by that port, and its shared memory keys derive from it, so nothing it makes can
+        meet the live server's.  A ``port`` set in the restored ``postgresql.conf`` (or
+        ``postgresql.auto.conf``) overrides it: the copy then fails to start beside the live
+        server, which keeps its port (docs/databases/postgresql.md, "Drills")."""
+        return {"PGPORT": str(port)}
+
+    @classmethod
+    def drill_check(cls, copy: DrillCopy) -> list[str]:
+        """Wait for the copy to open, amcheck every database, run the query (:mod:`.drill`)."""
+        return drill.check(copy)
+
+    @classmethod
+    def drill_stop(cls, copy: DrillCopy) -> None:
+        """``pg_ctl stop -m fast`` for the daemon the host route's ``pg_ctl start`` left."""
+        drill.stop(copy)
 
 
 def _tablespace_on_host(location: Path) -> dict[str, Any]:
