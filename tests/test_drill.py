@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +185,59 @@ def test_backup_json_with_a_drill_and_a_prune_is_one_object(
     assert data["status"] == "DONE"
     assert data["drill"]["status"] == "PASSED" and data["drill"]["session_id"] == data["id"]
     assert [o["result"] for o in data["prune"]] == ["kept", "deleted"]
+
+
+def test_a_query_past_the_timeout_fails_the_drill(ledger: Path, write_config: Any, root: Path) -> None:
+    slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+    config = drill_config(write_config, root, query=slow, timeout="2s")
+    session = backup(config)
+    proc = cli("drill", str(session["id"]), "--catalog", str(root / "catalog.db"))
+    assert proc.returncode == 1
+    assert "[drill] query failed on ledger.db: it did not finish within [drill] timeout" in proc.stdout
+
+
+def test_a_terminated_drill_is_recorded_and_leaves_nothing(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+    config = drill_config(write_config, root, query=slow, timeout="1h")
+    session = backup(config)
+    argv = ["drill", str(session["id"]), "--catalog", str(root / "catalog.db")]
+    drill = subprocess.Popen(
+        [sys.executable, "-m", "splitmirror", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not drills(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)  # into the query
+    drill.send_signal(signal.SIGTERM)
+    out, _ = drill.communicate(timeout=60)
+    assert drill.returncode == 1
+    assert "FAILED" in out and "interrupted by SIGTERM" in out
+    [record] = drills(root)
+    assert record.status == "FAILED" and record.error == "interrupted by SIGTERM"
+    assert list((root / "scratch").iterdir()) == []
+
+
+def test_backup_prune_keeps_everything_when_the_drill_fails(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    config = drill_config(write_config, root, every=2, query="SELECT * FROM no_such_table")
+    config.write_text(config.read_text() + "\n[retention]\nkeep_last = 1\n")
+    first = backup(config)
+    proc = cli("backup", str(config), "--prune", "-q")
+    assert proc.returncode == 1
+    assert "prune skipped: session 2's drill failed" in proc.stdout
+    assert Path(first["archive"]).exists()
+
+
+def test_backup_with_drills_refuses_a_scratch_it_cannot_use_before_the_session(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    config = write_config(extra=f'\n[drill]\nevery = 1\nscratch = "{root}/no-such-directory"\n')
+    proc = cli("backup", str(config))
+    assert proc.returncode == 2 and "[drill] scratch" in one_sentence(proc)
+    assert not (root / "catalog.db").exists() or drills(root) == []

@@ -56,6 +56,19 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("target", "sentence"),
+    [
+        ({"path": "-"}, '[drill] every: needs an archive splitmirror can read back, and [target] path = "-"'),
+        ({"command": ["zstd", "-o", "/b/x.zst"]}, "[drill] every: needs [target] read_command to read"),
+    ],
+)
+def test_drills_after_backups_need_an_archive_they_can_read(target: dict[str, object], sentence: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config({**BASE, "target": target, "drill": {"every": 3}}, "orders.toml")
+    assert str(raised.value).startswith(f"orders.toml: {sentence}"), str(raised.value)
+
+
 @pytest.mark.parametrize(("section", "value", "sentence"), CASES)
 def test_bad_keys_are_one_sentence(section: str, value: dict[str, object], sentence: str) -> None:
     with pytest.raises(ConfigError) as raised:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,3 +227,65 @@ def test_a_command_target_archive_goes_by_its_delete_command(
     outcomes = json.loads(cli("prune", str(config), "--json").stdout)
     assert [o["result"] for o in outcomes] == ["kept", "kept", "left", "deleted"]
     assert "without delete_command" in outcomes[2]["detail"]
+
+
+def test_an_archive_path_another_kept_session_names_is_never_deleted(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    """The review's case: no {session} in the path, the first archive moved aside as the
+    preflight says, the next session writing the same path; the newer one is the file there."""
+    config = write_config(extra="\n[retention]\nkeep_last = 1\n")
+    config.write_text(config.read_text().replace("ledger-{session}.tar", "ledger.tar"))
+    first = backups(config, 1)[0]
+    Path(first["archive"]).rename(root / "archives" / "ledger-moved.tar")
+    second = backups(config, 1)[0]
+    assert first["archive"] == second["archive"]
+    outcomes = json.loads(cli("prune", str(config), "--json").stdout)
+    assert [o["result"] for o in outcomes] == ["kept", "left"]
+    assert outcomes[1]["detail"] == f"session {second['id']} names the same archive and is kept"
+    assert cli("verify", str(second["id"]), "--catalog", str(root / "catalog.db")).returncode == 0
+
+
+def test_a_relative_archive_path_is_recorded_absolute(ledger: Path, write_config: Any, root: Path) -> None:
+    config = write_config(extra=KEEP_TWO)
+    config.write_text(config.read_text().replace(f'path = "{root}/archives/', 'path = "archives/'))
+    ran = subprocess.run(
+        [sys.executable, "-m", "splitmirror", "backup", str(config), "--json", "-q"],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["archive"] == f"{root}/archives/ledger-1.tar"
+
+
+def test_a_copied_configuration_for_another_database_never_prunes_the_first(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    orders = write_config(extra="\n[retention]\nkeep_last = 1\n")
+    kept = backups(orders, 1)[0]
+    (root / "primary2").mkdir()
+    shutil.copy(ledger, root / "primary2" / "ledger.db")
+    copied = root / "copied.toml"
+    copied.write_text(
+        orders.read_text()
+        .replace(f"{root}/primary", f"{root}/primary2")
+        .replace(f"{root}/mirror", f"{root}/mirror2")
+        .replace("ledger-{session}", "copied-{session}")
+    )  # the same [session] name, another database
+    copied.chmod(0o600)
+    backups(copied, 2)
+    outcomes = json.loads(cli("prune", str(copied), "--json").stdout)
+    assert kept["id"] not in [o["id"] for o in outcomes]
+    assert Path(kept["archive"]).exists()
+
+
+def test_two_prunes_of_one_catalog_do_not_run_at_once(ledger: Path, write_config: Any, root: Path) -> None:
+    config = write_config(extra=KEEP_TWO)
+    backups(config, 1)
+    locks = root / "locks"
+    locks.mkdir(exist_ok=True)
+    with (locks / "prune.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = cli("prune", str(config))
+        assert busy.returncode == 4 and "another prune of the catalog" in one_sentence(busy)
+        assert cli("prune", str(config), "--dry-run").returncode == 0  # reads only
+    assert cli("prune", str(config)).returncode == 0

@@ -641,14 +641,14 @@ def test_init_failing_after_the_row_is_inserted_records_it_failed(
     from splitmirror.catalog import SqliteCatalog
 
     config = make_config()
-    real = preflight.target_path
+    real = preflight.make_target
 
-    def interrupted(cfg: Any, session_id: int) -> str:
+    def interrupted(cfg: Any, target_class: Any, session_id: int) -> Any:
         if session_id:
             raise KeyboardInterrupt
-        return real(cfg, session_id)
+        return real(cfg, target_class, session_id)
 
-    monkeypatch.setattr(preflight, "target_path", interrupted)
+    monkeypatch.setattr(preflight, "make_target", interrupted)
     with pytest.raises(KeyboardInterrupt):
         Session(config, hooks).run()
     (row,) = SqliteCatalog(config.session.catalog).sessions()

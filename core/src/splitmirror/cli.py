@@ -34,6 +34,7 @@ from .cli_common import (
 )
 from .cli_operations import drill_, drill_due, prune_, run_drill_and_report, run_prune
 from .config import load_config
+from .drill import scratch_of
 from .errors import SessionFailed
 from .hooks import Hooks
 from .plugins import PluginRecord
@@ -122,6 +123,8 @@ def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool, the
     cfg = load_config(config)
     if then_prune:
         policy_of(cfg)  # a --prune without [retention] is said before the session, not after
+    if cfg.drill is not None and cfg.drill.every is not None:
+        scratch_of(cfg)  # so is a drill that could not restore anywhere
     hooks = Hooks()
     session = Session(cfg, hooks, take_over_mirror=take_over_mirror)
     # With the archive on standard output, reports go to standard error.
@@ -150,7 +153,14 @@ def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool, the
     drilled = not drill_due(cfg, catalog_path) or run_drill_and_report(
         cfg, catalog_path, summary.id, report, keep=False, as_json=as_json, into=data
     )
-    pruned = not then_prune or run_prune(cfg, report, as_json=as_json, into=data)
+    if then_prune and not drilled:  # the older archives may be the good ones: keep them all
+        skipped = (
+            f"prune skipped: session {summary.id}'s drill failed; fix that before retention deletes more"
+        )
+        data["prune_skipped"] = skipped
+        if not as_json:
+            report.print(f"[yellow]{escape(skipped)}[/yellow]", soft_wrap=True)
+    pruned = not then_prune or not drilled or run_prune(cfg, report, as_json=as_json, into=data)
     if as_json:
         emit(data)
     if not (drilled and pruned):

@@ -7,6 +7,7 @@ own commands stay readable in one file.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from .config import Config, load_config
 from .drill import run_drill
 from .errors import CatalogError, ConfigError
 from .hooks import Hooks
-from .prune import Outcome, policy_of, prune
+from .prune import Outcome, one_prune_at_a_time, policy_of, prune
 from .retention import has_archive
 from .units import format_size
 
@@ -49,9 +50,11 @@ def run_prune(
     """Prune ``config``'s archives and report (with ``as_json``, as ``into["prune"]`` when given:
     ``backup --json`` prints one object); False when an archive could not be deleted."""
     policy_of(config)  # no [retention]: said before any catalog is looked for
-    catalog = open_catalog(default_catalog_path(config.session.catalog), create=False)
+    catalog_path = default_catalog_path(config.session.catalog)
+    catalog = open_catalog(catalog_path, create=False)
     try:
-        outcomes = prune(config, catalog, dry_run=dry_run)
+        with contextlib.nullcontext() if dry_run else one_prune_at_a_time(catalog_path, config):
+            outcomes = prune(config, catalog, dry_run=dry_run)
         if not dry_run:
             metrics.write_quietly(config, catalog)  # the archives it counts changed
     finally:

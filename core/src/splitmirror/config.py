@@ -109,12 +109,14 @@ Argv = Annotated[list[_Arg], pydantic.BeforeValidator(program_and_arguments)]
 COMMAND_LABEL = "command: "
 
 
-def _key_error(key: str, message: str) -> pydantic_core.ValidationError:
-    """A rule across ``[target]``'s keys, said of the key ``key`` (``[target] read_command: ...``)."""
+def _key_error(key: str | tuple[str, str], message: str) -> pydantic_core.ValidationError:
+    """A rule across keys, said of one: ``key`` in ``[target]`` (``[target] read_command: ...``),
+    or ``(section, key)`` (``[drill] every: ...``)."""
+    loc = key if isinstance(key, tuple) else (key,)
     detail = pydantic_core.InitErrorDetails(
-        type=pydantic_core.PydanticCustomError("value_error", message), loc=(key,), input=None
+        type=pydantic_core.PydanticCustomError("value_error", message), loc=loc, input=None
     )
-    return pydantic_core.ValidationError.from_exception_data("TargetConfig", [detail])
+    return pydantic_core.ValidationError.from_exception_data("Config", [detail])
 
 
 class TargetConfig(pydantic.BaseModel):
@@ -192,6 +194,21 @@ class Config(pydantic.BaseModel):
     def extras(self, section: Literal["database", "mirror"]) -> dict[str, Any]:
         model = self.database if section == "database" else self.mirror
         return dict(model.model_extra or {})
+
+    @pydantic.model_validator(mode="after")
+    def _drills_can_read_the_archive(self) -> Config:
+        """``backup`` drills its own archive with ``[drill] every``: one it can read back."""
+        if self.drill is None or self.drill.every is None:
+            return self
+        if self.target.path == "-":
+            raise _key_error(
+                ("drill", "every"),
+                'needs an archive splitmirror can read back, and [target] path = "-" sends it to standard '
+                "output; drill your copy by hand",
+            )
+        if self.target.command is not None and self.target.read_command is None:
+            raise _key_error(("drill", "every"), "needs [target] read_command to read the archive back")
+        return self
 
 
 _SECTION_HINTS = {

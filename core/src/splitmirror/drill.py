@@ -36,17 +36,15 @@ from .catalog.base import DrillRecord, utc_now
 from .config import Config, plugin_options
 from .drillcopy import DrillCopy, DrillFailed, DrillRoute
 from .engine import DatabaseEngine
-from .errors import UserError
+from .errors import SplitmirrorError, UserError
 from .hooks import Hooks
 from .operations import DrillConfig
-from .processes import how_it_ended, kill_group
+from .processes import how_it_ended, kill_group, last_words, wait_exit
 from .restore import from_catalog, locate_archive, restore_archive
 from .restore_steps import RestoreStep, for_route
 
 #: The label every drill container carries (``docker ps --filter label=splitmirror.drill``).
 LABEL = "splitmirror.drill"
-#: How long one ``run`` step of the restore may take.
-STEP_TIMEOUT_S = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,57 +71,90 @@ def settings(config: Config | None) -> DrillConfig:
 def run_drill(
     catalog: Catalog, catalog_path: Path, session_id: int, config: Config, hooks: Hooks, *, keep: bool = False
 ) -> DrillResult:
-    """Drill session ``session_id``'s archive; the outcome is recorded whatever it is."""
+    """Drill session ``session_id``'s archive; the outcome is recorded whatever it is, a
+    SIGTERM or SIGHUP included (they end the drill as a failure, its copy stopped and removed)."""
     wanted = settings(config)
     summary = catalog.get(session_id)
-    source, files = locate_archive(session_id, None, catalog_path)
-    scratch = _scratch(wanted, config)
+    scratch = scratch_of(config)
+    started, clock = utc_now(), time.monotonic()
+    drill_id = catalog.start_drill(session_id, name=summary.name, started_at=started)
     directory = Path(tempfile.mkdtemp(prefix=f"splitmirror-drill-{session_id}-", dir=scratch))
     # The server's own user (postgres, mysql) must pass through to the restore its steps hand
     # it; nobody may list what is in here.
     directory.chmod(0o711)
-    started, clock = utc_now(), time.monotonic()
-    drill_id = catalog.start_drill(session_id, name=summary.name, started_at=started)
     route: DrillRoute = ""
     checks: list[str] = []
-    error: str | None = None
+    error: str | None = "the drill ended before it recorded an outcome"
+    source: object = summary.archive
+    interrupted: list[str] = []
     try:
-        restored = restore_archive(
-            source, directory / "restore", expected=from_catalog(files or []), hooks=hooks
-        )
-        engine = hooks.engine_for_url(config.database.url)
-        on_host = any(step.route == "host" for step in restored.steps)
-        route = "container" if wanted.image else ("host" if on_host else "")
-        options = plugin_options(config, "database", engine.options_model)
-        with _started(engine, restored.steps, route, wanted, directory, drill_id) as (host, port, path):
+        with _signals_end_the_drill(interrupted):
+            source, files = locate_archive(session_id, None, catalog_path)
+            restored = restore_archive(
+                source, directory / "restore", expected=from_catalog(files or []), hooks=hooks
+            )
+            engine = hooks.engine_for_url(config.database.url)
+            on_host = any(step.route == "host" for step in restored.steps)
+            route = "container" if wanted.image else ("host" if on_host else "")
             copy = DrillCopy(
-                directory=restored.directory, manifest=restored.manifest, route=route, host=host, port=port,
-                url=config.database.url, options=options, query=wanted.query,
-                deadline=clock + wanted.timeout, path=path,
+                directory=restored.directory, manifest=restored.manifest, route=route,
+                host="127.0.0.1" if route else None, port=_free_port() if route == "host" else None,
+                url=config.database.url, options=plugin_options(config, "database", engine.options_model),
+                query=wanted.query, deadline=clock + wanted.timeout, path=_path(wanted),
             )  # fmt: skip
             try:
-                checks = engine.drill_check(copy)
-            finally:
-                with contextlib.suppress(Exception):
-                    engine.drill_stop(copy)
-    except (DrillFailed, UserError) as failure:
-        error = str(failure)
+                with _started(engine, restored.steps, copy, directory, wanted.image or "", drill_id) as ready:
+                    checks = engine.drill_check(ready)
+            finally:  # a start step that failed may still have left the server running
+                if route == "host":
+                    with contextlib.suppress(Exception):
+                        engine.drill_stop(copy)
+        error = None
+    except (DrillFailed, UserError, DrillInterrupted) as failure:
+        # A signal inside a database driver's call may come out as the driver's own error.
+        error = f"interrupted by {interrupted[0]}" if interrupted else str(failure)
     finally:
         if not keep:
             shutil.rmtree(directory, ignore_errors=True)
-    status = "FAILED" if error else "PASSED"
-    catalog.finish_drill(
-        drill_id, status=status, finished_at=utc_now(), duration_ms=(time.monotonic() - clock) * 1000,
-        route=route, checks=checks, error=error,
-    )  # fmt: skip
+        catalog.finish_drill(
+            drill_id, status="FAILED" if error else "PASSED", finished_at=utc_now(),
+            duration_ms=(time.monotonic() - clock) * 1000, route=route, checks=checks, error=error,
+        )  # fmt: skip
     record = next(d for d in catalog.drills(session_id=session_id) if d.id == drill_id)
     return DrillResult(record, str(source), directory, keep)
 
 
-def _scratch(wanted: DrillConfig, config: Config) -> Path:
+class DrillInterrupted(SplitmirrorError):
+    """SIGTERM or SIGHUP during a drill (systemd stopping the unit, a closed terminal)."""
+
+
+@contextlib.contextmanager
+def _signals_end_the_drill(interrupted: list[str]) -> Iterator[None]:
+    """SIGTERM and SIGHUP as an exception, so the copy is stopped, the container removed and the
+    outcome recorded on the way out, as for any failure; the signal's name goes into
+    ``interrupted``."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        interrupted.append(signal.Signals(signum).name)
+        raise DrillInterrupted(f"interrupted by {interrupted[0]}")
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _path(wanted: DrillConfig) -> str:
+    """``PATH`` with ``[drill] binaries`` first."""
+    return os.pathsep.join([*([str(wanted.binaries)] if wanted.binaries else []), os.environ.get("PATH", "")])
+
+
+def scratch_of(config: Config) -> Path:
     """Where restores go: ``[drill] scratch``, else the system's temporary directory; never
     inside the primary or the mirror (a restore there would be backed up, or clobbered)."""
-    scratch = (wanted.scratch or Path(tempfile.gettempdir())).resolve()
+    scratch = (settings(config).scratch or Path(tempfile.gettempdir())).resolve()
     for key, place in (("primary", config.mirror.primary), ("mirror", config.mirror.mirror)):
         if scratch.is_relative_to(Path(place).resolve()):
             raise UserError(
@@ -143,34 +174,33 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _started(
-    engine: type[DatabaseEngine], steps: Sequence[RestoreStep], route: DrillRoute, wanted: DrillConfig,
-    directory: Path, drill_id: int,
-) -> Iterator[tuple[str | None, int | None, str]]:  # fmt: skip
-    """Start the copy by its route's steps; yield where it listens and the ``PATH`` used; stop
-    it on leaving, pass or fail."""
-    path = os.pathsep.join([*([str(wanted.binaries)] if wanted.binaries else []), os.environ.get("PATH", "")])
-    if route == "":
-        yield None, None, path
+    engine: type[DatabaseEngine], steps: Sequence[RestoreStep], copy: DrillCopy, directory: Path, image: str,
+    drill_id: int,
+) -> Iterator[DrillCopy]:  # fmt: skip
+    """Start ``copy`` by its route's steps and yield it, reachable; stop it on leaving, pass or
+    fail (the host route's daemon, if its steps leave one, is the engine's ``drill_stop``)."""
+    if copy.route == "":
+        yield copy
         return
     if engine.drill_port is None:
         raise DrillFailed(
             f"[drill] image is set, but {engine.name} copies are opened in place, not started: remove image"
-            if route == "container"
+            if copy.route == "container"
             else f"the {engine.name} engine names no server port, so its copy cannot be reached"
         )
-    environment = {**os.environ, "PATH": path}
-    if route == "container":
-        _run_steps([s for s in for_route(steps, "container") if s.kind == "run"], environment)
-        with _container(steps, wanted.image or "", engine.drill_port, drill_id) as port:
-            yield "127.0.0.1", port, path
+    environment = {**os.environ, "PATH": copy.path}
+    if copy.route == "container":
+        _run_steps([s for s in for_route(steps, "container") if s.kind == "run"], environment, copy)
+        with _container(steps, image, engine.drill_port, drill_id) as port:
+            yield dataclasses.replace(copy, port=port)
         return
-    port = _free_port()
-    environment.update(engine.drill_environment(port, directory))
+    assert copy.port is not None
+    environment.update(engine.drill_environment(copy.port, directory))
     started: list[subprocess.Popen[bytes]] = []
     try:
         for step in for_route(steps, "host"):
             if step.kind == "run":
-                _run_steps([step], environment)
+                _run_steps([step], environment, copy)
             elif step.kind == "start":
                 with (directory / "server.log").open("ab") as log:
                     started.append(
@@ -182,32 +212,42 @@ def _started(
                             start_new_session=True,
                         )
                     )
-        yield "127.0.0.1", port, path
+        yield copy
     finally:
         for process in started:
             _end(process)
 
 
-def _run_steps(steps: Sequence[RestoreStep], environment: Mapping[str, str]) -> None:
+def _run_steps(steps: Sequence[RestoreStep], environment: Mapping[str, str], copy: DrillCopy) -> None:
+    """Each ``run`` step to completion, in a process group of its own (killed with what it
+    started when the drill's time is up), within ``[drill] timeout``."""
     for step in steps:
-        try:
-            done = subprocess.run(
-                step.argv, env=dict(environment), capture_output=True, timeout=STEP_TIMEOUT_S, check=False
-            )
-        except FileNotFoundError:
-            raise DrillFailed(
-                f"the restore step `{step.text()}` needs {step.argv[0]}, which is not on PATH; install the "
-                "server's programs or name their directory in [drill] binaries"
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise DrillFailed(
-                f"the restore step `{step.text()}` did not finish in {STEP_TIMEOUT_S:g}s"
-            ) from None
-        if done.returncode != 0:
-            said = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()[-3:]
-            raise DrillFailed(
-                f"the restore step `{step.text()}` {how_it_ended(done.returncode)}: {' / '.join(said)}"
-            )
+        with tempfile.TemporaryFile() as said:
+            try:
+                process = subprocess.Popen(
+                    step.argv, env=dict(environment), stdin=subprocess.DEVNULL, stdout=said, stderr=said,
+                    start_new_session=True,
+                )  # fmt: skip
+            except FileNotFoundError:
+                raise DrillFailed(
+                    f"the restore step `{step.text()}` needs {step.argv[0]}, which is not on PATH; install "
+                    "the server's programs or name their directory in [drill] binaries"
+                ) from None
+            try:
+                code = wait_exit(process, copy.left())
+            except subprocess.TimeoutExpired:
+                kill_group(process)
+                raise DrillFailed(
+                    f"the restore step `{step.text()}` did not finish within [drill] timeout"
+                ) from None
+            except BaseException:
+                kill_group(process)
+                raise
+            # Not killed when it exits: a step such as `pg_ctl start` leaves the server it started.
+            if code != 0:
+                raise DrillFailed(
+                    f"the restore step `{step.text()}` {how_it_ended(code)}: {last_words(said, 3)}"
+                )
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
@@ -252,12 +292,24 @@ def _container(steps: Sequence[RestoreStep], image: str, inner_port: int, drill_
             check=False,
         ).stdout.split()
         if not published:
-            raise DrillFailed(f"the container {container[:12]} stopped at once: {_logs(container)}")
+            raise DrillFailed(f"the container {container[:12]} stopped at once")
         yield int(published[0].rsplit(":", 1)[1])
     except DrillFailed as failure:
-        raise DrillFailed(f"{failure} (server log: {_logs(container)})") from None
+        if _running(container):  # it opened: the engine's sentence says it all
+            raise
+        raise DrillFailed(f"{failure} (the server's last words: {_logs(container)})") from None
     finally:
         subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True, timeout=120, check=False)
+
+
+def _running(container: str) -> bool:
+    done = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Running}}", container],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout.strip() == "true"
 
 
 def _logs(container: str) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from . import placement
 from .budget import Budget
 from .catalog import default_catalog_path
-from .config import Config, expand_target_path, plugin_options
+from .config import Config, plugin_options
 from .engine import DatabaseEngine, PreflightProblem, ServerInfo
 from .errors import ConfigError, PluginError, SplitmirrorError, first_line
 from .mirror.base import MirrorProvider
@@ -173,13 +173,6 @@ def check(config: Config, hooks: Hooks, *, take_over_mirror: bool = False) -> Ch
     finally:
         claim.release()
     return Checked(server, found, [*chosen.mirror.notes(), Budget.describe(config)])
-
-
-def target_path(config: Config, session_id: int) -> str:
-    """``[target] path`` with its placeholders filled for the session ``session_id``."""
-    return expand_target_path(
-        config.target.path, session=session_id, name=config.session.name, timestamp=_timestamp()
-    )
 
 
 def make_target(config: Config, target_class: type[Target], session_id: int) -> Target:

@@ -17,17 +17,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-from .catalog.base import Catalog, utc_now
+from .catalog.base import Catalog, SessionSummary, utc_now
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, SessionBusyError
 from .mirror.commands import CommandFailed, run_command
 from .operations import RetentionConfig
-from .retention import Decision, decide, of_configuration
+from .paths import ensure_private_dir
+from .retention import Decision, decide, has_archive, of_configuration
 from .targets.builtin import STDOUT_LABEL
 
 #: How long a ``delete_command`` may take for one archive.
@@ -57,6 +60,26 @@ class Outcome:
         }
 
 
+@contextlib.contextmanager
+def one_prune_at_a_time(catalog_path: Path, config: Config) -> Iterator[None]:
+    """Hold the catalog's prune lock (``locks/prune.lock`` beside the session locks): two
+    prunes of one catalog would race each other's deletions and rows."""
+    locks = catalog_path.parent / "locks"
+    ensure_private_dir(locks)
+    fd = os.open(locks / "prune.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SessionBusyError(
+                f"another prune of the catalog {catalog_path} is running; let it finish (it does this "
+                f"one's work for {config.session.name} too, when its policy is the same)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def policy_of(config: Config) -> RetentionConfig:
     """The configuration's ``[retention]``; one sentence when it has none."""
     if config.retention is None:
@@ -71,13 +94,20 @@ def prune(
     config: Config, catalog: Catalog, *, dry_run: bool = False, tz: dt.tzinfo | None = None
 ) -> list[Outcome]:
     """Apply ``config``'s retention to its sessions in ``catalog``; newest first."""
-    decisions = decide(of_configuration(catalog.sessions(), config.session.name), policy_of(config), tz)
+    everything = catalog.sessions()
+    decisions = decide(of_configuration(everything, config), policy_of(config), tz)
+    going = {d.session.id for d in decisions if d.action == "delete"}
+    # What another row still counts on: an archive path (or delete command) named by a session
+    # that stays.  A DBA who moved an archive aside and let the next session write the same
+    # path has two rows naming one file, and only the newer one's archive is there.
+    named = {_identity(s): s.id for s in everything if s.id not in going and has_archive(s)}
     outcomes = []
     for decision in reversed(decisions):  # the oldest goes first
         if decision.action == "keep":
             outcomes.append(Outcome(decision, "kept"))
             continue
-        refusal = _not_ours(decision)
+        other = named.get(_identity(decision.session))
+        refusal = f"session {other} names the same archive and is kept" if other else _not_ours(decision)
         if refusal:
             outcomes.append(Outcome(decision, "left", refusal))
         elif dry_run:
@@ -88,8 +118,18 @@ def prune(
 
 
 def _commands(decision: Decision) -> Mapping[str, Any]:
-    commands = decision.session.stats.get("archive_commands")
+    return _commands_of(decision.session)
+
+
+def _commands_of(summary: SessionSummary) -> Mapping[str, Any]:
+    commands = summary.stats.get("archive_commands")
     return commands if isinstance(commands, Mapping) else {}
+
+
+def _identity(summary: SessionSummary) -> tuple[str, ...]:
+    """What deleting this session's archive would remove: its delete command, else its path."""
+    delete = _commands_of(summary).get("delete")
+    return tuple(str(arg) for arg in delete) if delete else (summary.archive or "",)
 
 
 def _not_ours(decision: Decision) -> str:
@@ -101,6 +141,8 @@ def _not_ours(decision: Decision) -> str:
         return ""
     if location == STDOUT_LABEL:
         return "it went to standard output; splitmirror cannot find your copy"
+    if not os.path.isabs(location):
+        return "the catalog recorded a relative path, which names another file in every directory"
     try:
         mode = os.lstat(location).st_mode
     except FileNotFoundError:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from .catalog.base import DONE, FAILED, PRUNED, PRUNING, SessionSummary
+from .config import Config, redact_url
 from .operations import RetentionConfig
 
 Action = Literal["keep", "delete"]
@@ -110,7 +111,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def of_configuration(sessions: Sequence[SessionSummary], name: str) -> list[SessionSummary]:
-    """The sessions of the configuration called ``name``: retention is per configuration, by the
-    name the catalog and the archives carry (a config file moved keeps its history)."""
-    return [s for s in sessions if s.name == name]
+def of_configuration(sessions: Sequence[SessionSummary], config: Config) -> list[SessionSummary]:
+    """The sessions of ``config``: retention is per configuration, by the name the catalog and
+    the archives carry (a config file moved keeps its history) *and* the database it backs up,
+    so a configuration copied for another database and not renamed never prunes the first
+    one's archives (nor counts their newest as its own)."""
+    url = redact_url(config.database.url)
+    return [s for s in sessions if s.name == config.session.name and s.database_url == url]

@@ -299,7 +299,8 @@ class SqliteCatalog(Catalog):
 
     def mark_pruning(self, session_id: int, *, at: str, why: str) -> None:
         self._db.execute(
-            "UPDATE sessions SET pruned = 'PRUNING', pruned_at = ?, pruned_why = ? WHERE id = ?",
+            "UPDATE sessions SET pruned = 'PRUNING', pruned_at = ?, pruned_why = ?"
+            " WHERE id = ? AND pruned IS NULL",
             (at, why, session_id),
         )
 

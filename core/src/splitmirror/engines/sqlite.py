@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from contextlib import closing
 from pathlib import Path
@@ -253,14 +254,21 @@ class SqliteEngine(DatabaseEngine):
             name = member["member"]
             try:
                 with closing(sqlite3.connect(copy.directory / name)) as db:
+                    # [drill] timeout: SQLite checks the handler every 10,000 steps and stops
+                    db.set_progress_handler(lambda: time.monotonic() > copy.deadline, 10_000)
                     said = [str(row[0]) for row in db.execute("PRAGMA integrity_check")]
                     if said != ["ok"]:
                         raise DrillFailed(f"PRAGMA integrity_check on {name} says: {'; '.join(said[:3])}")
                     checks.append(f"PRAGMA integrity_check: ok ({name})")
                     if copy.query:
-                        checks.append(f"query: {answer(db.execute(copy.query).fetchall())} ({name})")
+                        try:
+                            checks.append(f"query: {answer(db.execute(copy.query).fetchall())} ({name})")
+                        except sqlite3.Error as error:
+                            raise DrillFailed(
+                                f"[drill] query failed on {name}: {_why(error, copy)}"
+                            ) from None
             except sqlite3.Error as error:
-                raise DrillFailed(f"the restored {name} cannot be read: {error}") from None
+                raise DrillFailed(f"the restored {name} cannot be checked: {_why(error, copy)}") from None
         return checks
 
     def close(self) -> None:
@@ -270,6 +278,10 @@ class SqliteEngine(DatabaseEngine):
             finally:
                 self._holder.stop()  # its exit also releases any lock the rollback could not
                 self._holder = None
+
+
+def _why(error: sqlite3.Error, copy: DrillCopy) -> str:
+    return "it did not finish within [drill] timeout" if copy.left() == 0 else str(error)
 
 
 @impl

@@ -42,6 +42,8 @@ class FileTarget(Target):
     seekable = True
 
     def __init__(self, path: str, block_size: int) -> None:
+        # Absolute, as the catalog records it: prune and verify run from other directories.
+        path = os.path.abspath(path)
         super().__init__(path, block_size)
         self._fd = -1
         self._partial = path + PARTIAL_SUFFIX
