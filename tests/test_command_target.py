@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -247,6 +248,16 @@ def test_a_program_that_does_not_exit_is_killed_after_command_timeout(ledger: Pa
     assert (
         "the target command sh did not exit within 1s after the archive ended, so it was killed" in sentence
     )
+
+
+def test_a_program_that_reads_nothing_is_killed_after_command_timeout(ledger: Path, root: Path) -> None:
+    with sqlite3.connect(ledger) as db:  # more than the pipe holds, so the writer waits on it
+        db.execute("CREATE TABLE filler (b BLOB)")
+        db.execute("INSERT INTO filler VALUES (randomblob(8 * 1024 * 1024))")
+    db.close()
+    config = write_config(root, command=["sleep", "300"], command_timeout="2s")
+    sentence = failed_in_backup(root, config, ledger)
+    assert "the target command sleep read nothing for 2s, so it was killed" in sentence
 
 
 # -- configuration and preflight -------------------------------------------------------------

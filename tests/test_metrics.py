@@ -92,7 +92,10 @@ def test_a_shared_file_keeps_every_configuration_and_is_replaced_whole(
     names = {dict(labels)["name"] for (_, labels) in samples}
     assert names == {"orders", "ledger"}
     assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert not [p for p in path.parent.iterdir() if p.name.startswith("shared.prom.")]
+    # nothing half-written left beside it; the lock is not a .prom file, which the collector skips
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".shared.prom.")] == [
+        ".shared.prom.lock"
+    ]
 
 
 def test_name_in_the_path_gives_each_configuration_its_file(
@@ -101,6 +104,19 @@ def test_name_in_the_path_gives_each_configuration_its_file(
     config = metrics_config(write_config, root, "splitmirror-{name}.prom")
     assert cli("backup", str(config), "-q").returncode == 0
     assert value(metrics_of(root / "splitmirror-ledger.prom"), "last_session_success") == 1
+
+
+def test_a_configuration_without_a_good_backup_yet_is_one_for_the_alert(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    config = metrics_config(write_config, root, "splitmirror.prom")
+    config.write_text(
+        config.read_text().replace(f'path = "{root}/archives/ledger-{{session}}.tar"', 'command = ["false"]')
+    )
+    assert cli("backup", str(config), "-q").returncode == 1
+    samples = metrics_of(root / "splitmirror.prom")
+    assert value(samples, "last_success_timestamp_seconds") == 0  # time() - 0: the alert fires
+    assert value(samples, "last_session_success") == 0
 
 
 def test_an_unwritable_textfile_is_a_warning_never_a_failed_backup(

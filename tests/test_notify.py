@@ -22,7 +22,7 @@ RECORDER = textwrap.dedent(
     import json, os, sys
     out = sys.argv[1]
     given = sys.stdin.read()
-    env = {k: v for k, v in os.environ.items() if k.startswith("SPLITMIRROR_")}
+    env = {k: v for k, v in os.environ.items() if k.startswith("SPLITMIRROR_") or k == "PGPASSWORD"}
     with open(out, "a") as f:
         f.write(json.dumps({"stdin": given, "env": env}) + "\\n")
     print("the notifier's own output")
@@ -47,7 +47,7 @@ def told(record: Path) -> list[dict[str, Any]]:
 
 def test_the_notifier_gets_the_summary_and_the_status(ledger: Path, write_config: Any, root: Path) -> None:
     section, record = notifier(root)
-    proc = cli("backup", str(write_config(extra=section)), "--json", "-q")
+    proc = cli("backup", str(write_config(extra=section)), "--json", "-q", env={"PGPASSWORD": "s3cret"})
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     [call] = told(record)
@@ -57,6 +57,7 @@ def test_the_notifier_gets_the_summary_and_the_status(ledger: Path, write_config
     assert call["env"]["SPLITMIRROR_NAME"] == "ledger"
     assert call["env"]["SPLITMIRROR_ARCHIVE"] == summary["archive"]
     assert call["env"]["SPLITMIRROR_FAILED_PHASE"] == ""
+    assert "PGPASSWORD" not in call["env"]  # a database's password is not the notifier's
     assert "the notifier's own output" not in proc.stdout + proc.stderr
 
 

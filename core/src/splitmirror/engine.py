@@ -206,6 +206,9 @@ class DatabaseEngine(abc.ABC):
         """
         return []
 
+    #: Environment variables holding the database's password (``PGPASSWORD``): left out of the
+    #: environment of every program splitmirror runs for the site (notifier, target commands).
+    secret_variables: ClassVar[tuple[str, ...]] = ()
     #: The port the server listens on inside its image (5432, 3306): a drill in a container
     #: publishes it on 127.0.0.1.  ``None`` for an embedded database, opened in place.
     drill_port: ClassVar[int | None] = None

@@ -29,6 +29,7 @@ from .errors import PluginError, SessionInterrupted, WindowExceeded, first_line
 from .mirror.base import MirrorProvider
 from .phases import Mode, Phase
 from .plugins import LoadedPlugins, PluginRecord, load_plugins
+from .processes import keep_secret
 from .registry import Registry
 from .targets.base import Target
 
@@ -262,6 +263,7 @@ def _engines_well_formed(registry: Registry[Any]) -> None:
                 f"engine {name!r} declares modes = {modes!r}; declare a non-empty tuple of "
                 "splitmirror.api.Mode members, e.g. (Mode.FREEZE,)"
             )
+        keep_secret(entry.cls.secret_variables)
         for scheme in entry.cls.url_schemes:
             if scheme in seen:
                 raise PluginError(

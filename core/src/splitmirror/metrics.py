@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -98,11 +98,10 @@ def samples(name: str, sessions: list[SessionSummary], drills: list[DrillRecord]
         out.gauge("last_session_bytes", "Bytes of database files the last session archived.", last.bytes)
         out.gauge("last_session_files", "Files the last session archived.", last.files)
     good = [s for s in finished if s.status == DONE]
-    if good:
-        out.gauge(
-            "last_success_timestamp_seconds", "When the last DONE session ended.",
-            _seconds(good[-1].finished_at or good[-1].started_at),
-        )  # fmt: skip
+    # 0 when there has been none: "no good backup in 26 hours" fires for a configuration that
+    # never had one, instead of finding no sample to compare.
+    last_good = _seconds(good[-1].finished_at or good[-1].started_at) if good else 0.0
+    out.gauge("last_success_timestamp_seconds", "When the last DONE session ended (0: never).", last_good)
     kept = [s for s in sessions if has_archive(s) and s.pruned is None]
     out.gauge("archives", "Archives the catalog holds as kept.", len(kept))
     out.gauge("archives_bytes", "Bytes of database files in the kept archives.", sum(s.bytes for s in kept))
@@ -177,9 +176,22 @@ def write(config: Config, catalog: Catalog) -> Path | None:
     with _locked(path):
         registry = CollectorRegistry()
         registry.register(_Fixed(_merged(ours, _others(path, name))))
-        write_to_textfile(str(path), registry)
-        os.chmod(path, 0o644)  # node_exporter runs as its own user
+        _replace(path, generate_latest(registry))
     return path
+
+
+def _replace(path: Path, text: bytes) -> None:
+    """Write ``path`` whole: beside it, readable by node_exporter's own user (0644 whatever the
+    umask) and synced before the rename, so the collector reads the old file or the new one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, text)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
 
 
 def write_quietly(config: Config, catalog: Catalog | None = None) -> None:

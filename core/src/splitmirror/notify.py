@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import tempfile
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING
 from . import impl
 from .catalog.base import SessionSummary
 from .config import Config
-from .processes import how_it_ended, kill_group, last_words, wait_exit
+from .processes import how_it_ended, kill_group, last_words, site_environment, wait_exit
 from .report import summary_json
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ def notify(config: Config, summary: SessionSummary) -> str | None:
         given.seek(0)
         try:
             process = subprocess.Popen(
-                argv, stdin=given, stdout=said, stderr=said, env={**os.environ, **environment(summary)},
+                argv, stdin=given, stdout=said, stderr=said, env=site_environment(environment(summary)),
                 start_new_session=True,
             )  # fmt: skip
         except OSError as error:

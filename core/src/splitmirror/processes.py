@@ -13,10 +13,27 @@ import os
 import select
 import signal
 import subprocess
+from collections.abc import Iterable, Mapping
 from typing import IO
 
 #: How much of a failing program's own words an error keeps.
 SAID_LIMIT = 300
+
+#: Environment variables that hold a database's password (each engine's
+#: ``DatabaseEngine.secret_variables``, gathered as engines register): never handed on.
+_SECRETS: set[str] = set()
+
+
+def keep_secret(names: Iterable[str]) -> None:
+    """Name variables :func:`site_environment` leaves out."""
+    _SECRETS.update(names)
+
+
+def site_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a site's program runs in (a notifier, a target or mirror command): this
+    process's, without the database's password (a chat hook has no business with
+    ``PGPASSWORD``), plus ``extra``."""
+    return {k: v for k, v in os.environ.items() if k not in _SECRETS} | dict(extra or {})
 
 
 def wait_exit(process: subprocess.Popen[bytes], timeout: float | None) -> int:

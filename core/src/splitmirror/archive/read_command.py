@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import IO
 
-from ..processes import how_it_ended, kill_group, last_words, wait_exit
+from ..processes import how_it_ended, kill_group, last_words, site_environment, wait_exit
 
 #: What is read past the archive's end to reach the end of the program's output: the rest of
 #: the last record (``[target] block_size`` is at most 16 MiB) and a little more.
@@ -80,6 +80,7 @@ class ReadCommand:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
+                env=site_environment(),
                 start_new_session=True,
             )
         except OSError:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from typing import IO
 
 from ..errors import SplitmirrorError
-from ..processes import SAID_LIMIT, kill_group, wait_exit
+from ..processes import SAID_LIMIT, kill_group, site_environment, wait_exit
 
 log = logging.getLogger("splitmirror.mirror.command")
 
@@ -70,7 +69,7 @@ def run_command(what: str, argv: Sequence[str], timeout: float, env: Mapping[str
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
+            env=site_environment(env),
             start_new_session=True,
         )
     except OSError as error:

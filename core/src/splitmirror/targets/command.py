@@ -40,7 +40,7 @@ from typing import IO, Any, Self
 
 from ..config import COMMAND_LABEL, TargetConfig, expand_target_path
 from ..engine import PreflightProblem
-from ..processes import how_it_ended, kill_group, last_words
+from ..processes import how_it_ended, kill_group, last_words, site_environment
 from .base import Target, TargetError
 from .builtin import _widen_pipe
 
@@ -140,6 +140,7 @@ class CommandTarget(Target):
                 stdin=read_end,
                 stdout=subprocess.DEVNULL,
                 stderr=self._stderr,
+                env=site_environment(),
                 start_new_session=True,
             )
         except OSError as error:
@@ -205,17 +206,27 @@ class CommandTarget(Target):
         return True
 
     def _wait_writable(self) -> None:
-        """Until the program has made room in the pipe, or has exited (then :meth:`_failure`)."""
+        """Until the program has made room in the pipe, or has exited (then :meth:`_failure`).
+        A program that reads nothing for ``command_timeout`` (stuck on a full disk, a dead
+        network) is killed: BACKUP must not wait forever on it."""
+        assert self._process is not None
         poller = select.poll()
         poller.register(self._stdin, select.POLLOUT)
         if self._pidfd >= 0:
             poller.register(self._pidfd, select.POLLIN)
+        stalled = time.monotonic() + self.timeout
         while True:
             ready = {fd for fd, _event in poller.poll(POLL_MS)}
             if self._pidfd in ready or self._exited():
                 raise self._failure()
             if self._stdin in ready:
                 return
+            if time.monotonic() > stalled:
+                kill_group(self._process)
+                raise TargetError(
+                    f"the target command {self.program} read nothing for {self.timeout:g}s, so it was "
+                    "killed; see what it waits for, or raise [target] command_timeout"
+                )
 
     def _finish(self) -> None:
         """Close its standard input, wait for its exit, and count what it left unread."""

@@ -73,6 +73,7 @@ class MysqlOptions(ServerOptions):
 class MysqlEngine(ServerEngine[locks.Connection, MysqlOptions]):
     name = "mysql"
     url_schemes = ("mysql", "mariadb")
+    secret_variables = ("MYSQL_PWD",)
     options_model = MysqlOptions
     server_name = "MySQL/MariaDB"
     password_sources = "MYSQL_PWD or the [client] group of an option file (option_file, or ~/.my.cnf)"

@@ -88,6 +88,7 @@ class BackupFailed(SplitmirrorError):
 class OracleEngine(ServerEngine[oracledb.Connection, OracleOptions]):
     name = "oracle"
     url_schemes = connection.SCHEMES
+    secret_variables = (connection.PASSWORD_VARIABLE,)
     options_model = OracleOptions
     server_name = "Oracle"
     password_sources = connection.PASSWORD_SOURCES

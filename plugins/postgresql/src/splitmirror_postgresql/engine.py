@@ -56,6 +56,7 @@ class BackupFailed(SplitmirrorError):
 class PostgresEngine(ServerEngine[psycopg.Connection[Any], PostgresOptions]):
     name = "postgresql"
     url_schemes = ("postgresql", "postgres")
+    secret_variables = ("PGPASSWORD",)
     options_model = PostgresOptions
     server_name = "PostgreSQL"
     password_sources = "PGPASSWORD or ~/.pgpass (PGPASSFILE)"
