@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -188,31 +189,35 @@ def test_backup_json_with_a_drill_and_a_prune_is_one_object(
 
 
 def test_a_query_past_the_timeout_fails_the_drill(ledger: Path, write_config: Any, root: Path) -> None:
-    slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
-    config = drill_config(write_config, root, query=slow, timeout="2s")
+    config = drill_config(write_config, root, query=ENDLESS, timeout="2s")
     session = backup(config)
     proc = cli("drill", str(session["id"]), "--catalog", str(root / "catalog.db"))
     assert proc.returncode == 1
     assert "[drill] query failed on ledger.db: it did not finish within [drill] timeout" in proc.stdout
 
 
-def test_a_terminated_drill_is_recorded_and_leaves_nothing(
-    ledger: Path, write_config: Any, root: Path
-) -> None:
-    slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
-    config = drill_config(write_config, root, query=slow, timeout="1h")
+#: A query that never ends on its own: the drill is in its check when a signal comes.
+ENDLESS = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+
+
+def drilling(write_config: Any, root: Path) -> tuple[subprocess.Popen[str], list[str], Path]:
+    """A drill of a fresh archive running :data:`ENDLESS` in a child process, once it is in its
+    query; the command line, and the configuration."""
+    config = drill_config(write_config, root, query=ENDLESS, timeout="1h")
     session = backup(config)
     argv = ["drill", str(session["id"]), "--catalog", str(root / "catalog.db")]
-    drill = subprocess.Popen(
-        [sys.executable, "-m", "splitmirror", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    drill = subprocess.Popen([sys.executable, "-m", "splitmirror", *argv], stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not drills(root) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1)  # into the query
+    return drill, argv, config
+
+
+def test_a_terminated_drill_is_recorded_and_leaves_nothing(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    drill, _, _ = drilling(write_config, root)
     drill.send_signal(signal.SIGTERM)
     out, _ = drill.communicate(timeout=60)
     assert drill.returncode == 1
@@ -241,3 +246,20 @@ def test_backup_with_drills_refuses_a_scratch_it_cannot_use_before_the_session(
     proc = cli("backup", str(config))
     assert proc.returncode == 2 and "[drill] scratch" in one_sentence(proc)
     assert not (root / "catalog.db").exists() or drills(root) == []
+
+
+def test_a_drill_killed_outright_is_closed_failed_by_the_next(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    killed, argv, config = drilling(write_config, root)
+    killed.kill()  # SIGKILL: nothing of its own cleanup runs
+    killed.communicate()
+    assert [d.status for d in drills(root)] == ["RUNNING"]
+    config.write_text(config.read_text().replace(f"query = {json.dumps(ENDLESS)}\n", ""))
+    assert cli(*argv).returncode == 0
+    first, second = drills(root)
+    assert first.status == "FAILED" and "its process ended without recording an outcome" in (
+        first.error or ""
+    )
+    assert second.status == "PASSED"
+    shutil.rmtree(root / "scratch")  # what SIGKILL left, which only a person removes

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import os
 import shutil
 import signal
@@ -39,6 +40,7 @@ from .engine import DatabaseEngine
 from .errors import SplitmirrorError, UserError
 from .hooks import Hooks
 from .operations import DrillConfig
+from .paths import ensure_private_dir
 from .processes import how_it_ended, kill_group, last_words, wait_exit
 from .restore import from_catalog, locate_archive, restore_archive
 from .restore_steps import RestoreStep, for_route
@@ -77,7 +79,7 @@ def run_drill(
     summary = catalog.get(session_id)
     scratch = scratch_of(config)
     started, clock = utc_now(), time.monotonic()
-    drill_id = catalog.start_drill(session_id, name=summary.name, started_at=started)
+    drill_id, held = _start(catalog, catalog_path, session_id, summary.name, started)
     directory = Path(tempfile.mkdtemp(prefix=f"splitmirror-drill-{session_id}-", dir=scratch))
     # The server's own user (postgres, mysql) must pass through to the restore its steps hand
     # it; nobody may list what is in here.
@@ -120,8 +122,65 @@ def run_drill(
             drill_id, status="FAILED" if error else "PASSED", finished_at=utc_now(),
             duration_ms=(time.monotonic() - clock) * 1000, route=route, checks=checks, error=error,
         )  # fmt: skip
+        _let_go(held)
     record = next(d for d in catalog.drills(session_id=session_id) if d.id == drill_id)
     return DrillResult(record, str(source), directory, keep)
+
+
+def _start(
+    catalog: Catalog, catalog_path: Path, session_id: int, name: str, started: str
+) -> tuple[int, tuple[Path, int]]:
+    """Record the drill ``RUNNING`` and hold its lock (``locks/drill-ID.lock`` beside the
+    catalog) while it runs; first close, as ``FAILED``, every ``RUNNING`` drill whose lock no
+    process holds (SIGKILL, a crash, the machine went down), as INIT does for sessions.  Both
+    under ``locks/drills.lock``, so no drill is taken for dead between its row and its lock."""
+    locks = catalog_path.parent / "locks"
+    ensure_private_dir(locks)
+    with _flocked(locks / "drills.lock"):
+        for drill in catalog.drills():
+            if drill.status == "RUNNING" and _abandoned(locks / f"drill-{drill.id}.lock"):
+                catalog.finish_drill(
+                    drill.id, status="FAILED", finished_at=utc_now(), duration_ms=0.0, route=drill.route,
+                    checks=drill.checks, error="its process ended without recording an outcome (killed, "
+                    "crashed, or the machine went down)",
+                )  # fmt: skip
+                (locks / f"drill-{drill.id}.lock").unlink(missing_ok=True)
+        drill_id = catalog.start_drill(session_id, name=name, started_at=started)
+        held = locks / f"drill-{drill_id}.lock"
+        fd = os.open(held, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return drill_id, (held, fd)
+
+
+def _let_go(held: tuple[Path, int]) -> None:
+    """Remove the drill's lock file and let go of it: its outcome is recorded."""
+    path, fd = held
+    path.unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _abandoned(lock: Path) -> bool:
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class DrillInterrupted(SplitmirrorError):
@@ -191,8 +250,8 @@ def _started(
     environment = {**os.environ, "PATH": copy.path}
     if copy.route == "container":
         _run_steps([s for s in for_route(steps, "container") if s.kind == "run"], environment, copy)
-        with _container(steps, image, engine.drill_port, drill_id) as port:
-            yield dataclasses.replace(copy, port=port)
+        with _container(steps, image, engine.drill_port, drill_id) as (container, port):
+            yield dataclasses.replace(copy, port=port, running=lambda: _running(container))
         return
     assert copy.port is not None
     environment.update(engine.drill_environment(copy.port, directory))
@@ -212,7 +271,7 @@ def _started(
                             start_new_session=True,
                         )
                     )
-        yield copy
+        yield dataclasses.replace(copy, running=lambda: all(p.poll() is None for p in started))
     finally:
         for process in started:
             _end(process)
@@ -261,9 +320,12 @@ def _end(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def _container(steps: Sequence[RestoreStep], image: str, inner_port: int, drill_id: int) -> Iterator[int]:
+def _container(
+    steps: Sequence[RestoreStep], image: str, inner_port: int, drill_id: int
+) -> Iterator[tuple[str, int]]:
     """The container route's ``docker run`` step with ``image`` for ``IMAGE``, ``inner_port``
-    published on 127.0.0.1; yields the published port; removes the container on leaving."""
+    published on 127.0.0.1; yields the container and the published port; removes the container
+    on leaving."""
     found = [step for step in steps if step.kind == "container"]
     if len(found) != 1:
         raise DrillFailed(
@@ -293,7 +355,7 @@ def _container(steps: Sequence[RestoreStep], image: str, inner_port: int, drill_
         ).stdout.split()
         if not published:
             raise DrillFailed(f"the container {container[:12]} stopped at once")
-        yield int(published[0].rsplit(":", 1)[1])
+        yield container, int(published[0].rsplit(":", 1)[1])
     except DrillFailed as failure:
         if _running(container):  # it opened: the engine's sentence says it all
             raise

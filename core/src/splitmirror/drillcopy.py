@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +56,10 @@ class DrillCopy:
     deadline: float
     #: ``PATH`` with ``[drill] binaries`` first: where the engine finds its client programs.
     path: str
+    #: Whether the copy may still come up: False once its container, or the process a ``start``
+    #: step runs, has ended, so a copy that died is not waited on until the deadline.  (A
+    #: daemon the host steps leave, such as ``pg_ctl``'s, is the engine's to watch.)
+    running: Callable[[], bool] = lambda: True
 
     def left(self) -> float:
         """Seconds until :attr:`deadline` (0 when past)."""

@@ -87,13 +87,14 @@ def test_a_drill_starts_the_archive_in_the_servers_image_and_checks_every_table(
     assert "no_such_table' doesn't exist (1146)" in done.stdout
     assert drill_containers(scratch) == [] and list(scratch.iterdir()) == []
 
-    # The other flavour's server cannot open this archive: the drill says so within its timeout.
+    # The other flavour's server cannot open this archive and exits: the drill says so as soon
+    # as its container stops, not at the end of a timeout it would otherwise wait out.
     other = "mysql" if server.database == "mariadb" else "mariadb"
-    wrong = with_drill(config, scratch, image=image_for(other, newest_usable(other)), timeout="30s")
+    wrong = with_drill(config, scratch, image=image_for(other, newest_usable(other)), timeout="5m")
     done = splitmirror_session.command("drill", str(session), "--config", wrong)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAILED" in done.stdout, done.stdout
-    assert "did not take connections on 127.0.0.1:" in done.stdout or "stopped at once" in done.stdout
+    assert "stopped before it took connections" in done.stdout or "stopped at once" in done.stdout
     assert drill_containers(scratch) == [] and list(scratch.iterdir()) == []
 
     shown = splitmirror_session.command("show", str(session), "--json", "--catalog", ws.catalog)

@@ -178,7 +178,8 @@ def test_a_copy_the_image_cannot_open_fails_the_drill_with_the_servers_reason(
     error = record.error or ""
     assert error.startswith("the container stopped before PostgreSQL opened the restored copy"), error
     assert re.search(
-        r"\(server log: .*FATAL: +(configuration file .* contains errors|database files are incompatible)",
+        r"\(the server.s last words: .*FATAL: +"
+        r"(configuration file .* contains errors|database files are incompatible)",
         error,
     )
     assert record.duration_ms < 60_000, "the stopped container must end the wait, not the timeout"

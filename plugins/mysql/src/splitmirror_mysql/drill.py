@@ -120,6 +120,10 @@ def connect(copy: DrillCopy) -> pymysql.connections.Connection[Any]:
                     "and must admit this one from where the drill connects (in a container: the "
                     "Docker bridge's address, such as 172.17.0.1)"
                 ) from None
+        if not copy.running():
+            raise DrillFailed(
+                f"the restored copy stopped before it took connections; the last attempt said: {last}"
+            )
         if copy.left() <= 0:
             raise DrillFailed(
                 f"the restored copy did not take connections on {host}:{port} within the drill's "

@@ -225,23 +225,12 @@ def _tail(log: Path, lines: int = 3) -> str:
 
 
 def _gone(copy: DrillCopy) -> str | None:
-    """Why waiting longer is pointless: the host route's postmaster is gone, or no running
-    drill container publishes the copy's port any more; None while it may still come up."""
+    """Why waiting longer is pointless: the host route's postmaster (``pg_ctl``'s daemon) is
+    gone, or the container stopped; None while it may still come up."""
     if copy.route == "host":
         datadir = restored_paths.data_directory(copy.directory, copy.manifest)
         return None if _postmaster(datadir) is not None else "the server stopped"
-    if copy.route != "container":
-        return None
-    try:
-        listed = subprocess.run(
-            ["docker", "ps", "--filter", "label=splitmirror.drill", "--format", "{{.Ports}}"],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None  # cannot tell: wait for the deadline
-    if listed.returncode != 0 or f":{copy.port}->" in listed.stdout:
-        return None
-    return "the container stopped"
+    return None if copy.running() else "the container stopped"
 
 
 def _postmaster(datadir: Path) -> int | None:
