@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from splitmirror.catalog import SqliteCatalog
@@ -263,3 +264,26 @@ def test_a_drill_killed_outright_is_closed_failed_by_the_next(
     )
     assert second.status == "PASSED"
     shutil.rmtree(root / "scratch")  # what SIGKILL left, which only a person removes
+
+
+def test_a_step_whose_program_is_missing_says_how_to_get_it(tmp_path: Path) -> None:
+    from splitmirror.drill import _run_steps
+    from splitmirror.drillcopy import DrillCopy, DrillFailed
+    from splitmirror.engine import NoOptions
+    from splitmirror.restore_steps import RestoreStep
+
+    copy = DrillCopy(
+        directory=tmp_path, manifest={}, route="host", host="127.0.0.1", port=1, url="x://",
+        options=NoOptions(), query=None, deadline=time.monotonic() + 60, path="/nonexistent",
+    )  # fmt: skip
+
+    def said(step: RestoreStep) -> str:
+        with pytest.raises(DrillFailed) as failed:
+            _run_steps([step], {"PATH": "/usr/bin:/bin"}, copy)
+        return str(failed.value)
+
+    missing = said(RestoreStep.run("splitmirror-no-such-server", "start"))
+    assert "needs splitmirror-no-such-server, which is not on PATH" in missing
+    assert "[drill] binaries" in missing and "[drill] image" in missing
+    failing = said(RestoreStep.run("sh", "-c", "echo no space left >&2; exit 3"))
+    assert failing == "the restore step `sh -c 'echo no space left >&2; exit 3'` exited 3: no space left"

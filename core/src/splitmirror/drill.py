@@ -290,7 +290,8 @@ def _run_steps(steps: Sequence[RestoreStep], environment: Mapping[str, str], cop
             except FileNotFoundError:
                 raise DrillFailed(
                     f"the restore step `{step.text()}` needs {step.argv[0]}, which is not on PATH; install "
-                    "the server's programs or name their directory in [drill] binaries"
+                    "the server's programs or name their directory in [drill] binaries (or, for a server "
+                    "that runs in a container, name its image in [drill] image)"
                 ) from None
             try:
                 code = wait_exit(process, copy.left())
