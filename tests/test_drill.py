@@ -267,7 +267,7 @@ def test_a_drill_killed_outright_is_closed_failed_by_the_next(
 
 
 def test_a_step_whose_program_is_missing_says_how_to_get_it(tmp_path: Path) -> None:
-    from splitmirror.drill import _run_steps
+    from splitmirror.drill import _run_steps, _started
     from splitmirror.drillcopy import DrillCopy, DrillFailed
     from splitmirror.engine import NoOptions
     from splitmirror.restore_steps import RestoreStep
@@ -282,8 +282,36 @@ def test_a_step_whose_program_is_missing_says_how_to_get_it(tmp_path: Path) -> N
             _run_steps([step], {"PATH": "/usr/bin:/bin"}, copy)
         return str(failed.value)
 
+    class Server:  # what _started asks of an engine
+        name, drill_port = "tiny", 1234
+
+        @staticmethod
+        def drill_environment(port: int, scratch: Path) -> dict[str, str]:
+            return {}
+
+    start = [RestoreStep.start("splitmirror-no-such-server", "--datadir", tmp_path)]
+    refused = pytest.raises(DrillFailed, match="needs splitmirror-no-such-server, which is not on PATH")
+    with refused, _started(Server, start, copy, tmp_path, "", 1):  # type: ignore[arg-type]
+        pass
     missing = said(RestoreStep.run("splitmirror-no-such-server", "start"))
     assert "needs splitmirror-no-such-server, which is not on PATH" in missing
     assert "[drill] binaries" in missing and "[drill] image" in missing
     failing = said(RestoreStep.run("sh", "-c", "echo no space left >&2; exit 3"))
     assert failing == "the restore step `sh -c 'echo no space left >&2; exit 3'` exited 3: no space left"
+
+
+def test_a_scratch_it_cannot_write_fails_the_drill_in_one_sentence(
+    ledger: Path, write_config: Any, root: Path
+) -> None:
+    config = drill_config(write_config, root)
+    session = backup(config)
+    if subprocess.run(["chattr", "+i", str(root / "scratch")], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root and a filesystem with the immutable flag")
+    try:
+        proc = cli("drill", str(session["id"]), "--catalog", str(root / "catalog.db"))
+    finally:
+        subprocess.run(["chattr", "-i", str(root / "scratch")], check=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"cannot make a directory in [drill] scratch {root}/scratch" in proc.stdout
+    assert [d.status for d in drills(root)] == ["FAILED"]
+    assert not list((root / "locks").glob("*.drill-*.lock"))  # let go of, whatever happened

@@ -137,3 +137,10 @@ def test_a_killed_session_is_in_the_metrics_through_the_watchdog(
     samples = metrics_of(root / "splitmirror.prom")
     assert value(samples, "last_session_id") == killed.session_id
     assert value(samples, "last_session_success") == 0
+
+
+def test_a_damaged_shared_file_is_written_anew(ledger: Path, write_config: Any, root: Path) -> None:
+    (root / "splitmirror.prom").write_text("this is { not a textfile\n")
+    proc = cli("backup", str(metrics_config(write_config, root, "splitmirror.prom")), "-q")
+    assert proc.returncode == 0 and "could not be read" in proc.stderr
+    assert value(metrics_of(root / "splitmirror.prom"), "last_session_success") == 1

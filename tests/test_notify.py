@@ -139,3 +139,21 @@ def test_a_killed_session_is_told_by_the_watchdog(ledger: Path, write_config: An
     assert call["env"]["SPLITMIRROR_SESSION"] == str(killed.session_id)
     assert call["env"]["SPLITMIRROR_STATUS"] == "FAILED"
     assert call["env"]["SPLITMIRROR_FAILED_PHASE"] == "BACKUP"
+
+
+def test_a_read_command_gets_no_database_password_either(ledger: Path, write_config: Any, root: Path) -> None:
+    """``verify`` loads no engine of its own; the password variables are left out all the same."""
+    seen = root / "read-env"
+    archive = f"{root}/archives/ledger-{{session}}.tar.zst"
+    config = write_config()
+    target = (
+        f'command = ["zstd", "-q", "-o", "{archive}"]\n'
+        f'read_command = ["sh", "-c", "env > {seen}; exec zstd -dc {archive}"]\n'
+    )
+    config.write_text(
+        config.read_text().replace(f'path = "{root}/archives/ledger-{{session}}.tar"\n', target)
+    )
+    assert cli("backup", str(config), "-q").returncode == 0
+    verified = cli("verify", "1", "--catalog", str(root / "catalog.db"), env={"PGPASSWORD": "s3cret"})
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "PGPASSWORD" not in seen.read_text() and "PATH=" in seen.read_text()

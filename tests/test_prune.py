@@ -9,12 +9,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from splitmirror.catalog import SqliteCatalog
+from splitmirror.catalog.locks import one_prune_at_a_time
+from splitmirror.errors import SessionBusyError
 from test_cli import cli, one_sentence
 
 KEEP_TWO = "\n[retention]\nkeep_last = 2\n"
@@ -276,16 +279,24 @@ def test_a_copied_configuration_for_another_database_never_prunes_the_first(
     outcomes = json.loads(cli("prune", str(copied), "--json").stdout)
     assert kept["id"] not in [o["id"] for o in outcomes]
     assert Path(kept["archive"]).exists()
+    note = f"note: 1 archive(s) named 'ledger' back up another database (sqlite://{root}/primary/ledger.db)"
+    assert note in cli("prune", str(copied)).stdout
 
 
-def test_two_prunes_of_one_catalog_do_not_run_at_once(ledger: Path, write_config: Any, root: Path) -> None:
+def test_a_prune_waits_for_another_prune_of_its_catalog(ledger: Path, write_config: Any, root: Path) -> None:
     config = write_config(extra=KEEP_TWO)
     backups(config, 1)
     locks = root / "locks"
     locks.mkdir(exist_ok=True)
-    with (locks / "prune.lock").open("w") as held:
+    with (locks / "catalog.db.prune.lock").open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        busy = cli("prune", str(config))
-        assert busy.returncode == 4 and "another prune of the catalog" in one_sentence(busy)
-        assert cli("prune", str(config), "--dry-run").returncode == 0  # reads only
-    assert cli("prune", str(config)).returncode == 0
+        waiting = subprocess.Popen([sys.executable, "-m", "splitmirror", "prune", str(config)])
+        assert cli("prune", str(config), "--dry-run").returncode == 0  # reads only: no lock
+        time.sleep(1)
+        assert waiting.poll() is None  # still waiting for the other prune
+    assert waiting.wait(60) == 0
+    with (locks / "catalog.db.prune.lock").open("w") as held:  # one that never ends
+        fcntl.flock(held, fcntl.LOCK_EX)
+        refused = pytest.raises(SessionBusyError, match=r"another prune of the catalog .* has run for more")
+        with refused, one_prune_at_a_time(root / "catalog.db", wait=0.5):
+            pass

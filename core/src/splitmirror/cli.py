@@ -35,7 +35,7 @@ from .cli_common import (
 from .cli_operations import drill_, drill_due, prune_, run_drill_and_report, run_prune
 from .config import load_config
 from .drill import scratch_of
-from .errors import SessionFailed
+from .errors import SessionBusyError, SessionFailed
 from .hooks import Hooks
 from .plugins import PluginRecord
 from .progress_bars import ProgressBars
@@ -55,7 +55,8 @@ Exit codes:
   2  bad configuration (a path inside the primary or the mirror too),
      bad arguments, or an unknown or broken plugin
   3  a preflight check failed (nothing was changed on the database)
-  4  another session is running for this configuration or on its mirror
+  4  another session is running for this configuration or on its mirror;
+     prune: another prune of the catalog held it for over ten minutes
   5  the catalog cannot be opened or is not there, the session asked for is
      not in it or not DONE (nor failed in CLEANUP, its archive complete), or
      the archive to verify or restore cannot be found
@@ -153,14 +154,19 @@ def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool, the
     drilled = not drill_due(cfg, catalog_path) or run_drill_and_report(
         cfg, catalog_path, summary.id, report, keep=False, as_json=as_json, into=data
     )
+    skipped = ""
+    pruned = not then_prune
     if then_prune and not drilled:  # the older archives may be the good ones: keep them all
-        skipped = (
-            f"prune skipped: session {summary.id}'s drill failed; fix that before retention deletes more"
-        )
-        data["prune_skipped"] = skipped
+        skipped = f"session {summary.id}'s drill failed; fix that before retention deletes more"
+    elif then_prune:
+        try:
+            pruned = run_prune(cfg, report, as_json=as_json, into=data)
+        except SessionBusyError as busy:  # the session is DONE: say so, whatever prune could do
+            skipped = str(busy)
+    if skipped:
+        data["prune_skipped"] = f"prune skipped: {skipped}"
         if not as_json:
-            report.print(f"[yellow]{escape(skipped)}[/yellow]", soft_wrap=True)
-    pruned = not then_prune or not drilled or run_prune(cfg, report, as_json=as_json, into=data)
+            report.print(f"[yellow]{escape(data['prune_skipped'])}[/yellow]", soft_wrap=True)
     if as_json:
         emit(data)
     if not (drilled and pruned):

@@ -20,6 +20,7 @@ from rich.table import Table
 from . import metrics
 from .catalog import Catalog, default_catalog_path, open_catalog
 from .catalog.base import DONE
+from .catalog.locks import one_prune_at_a_time
 from .cli_common import (
     _catalog_for,
     _emit_json,
@@ -34,8 +35,8 @@ from .config import Config, load_config
 from .drill import run_drill
 from .errors import CatalogError, ConfigError
 from .hooks import Hooks
-from .prune import Outcome, one_prune_at_a_time, policy_of, prune
-from .retention import has_archive
+from .prune import Outcome, elsewhere, policy_of, prune
+from .retention import has_archive, of_configuration
 from .units import format_size
 
 
@@ -53,8 +54,9 @@ def run_prune(
     catalog_path = default_catalog_path(config.session.catalog)
     catalog = open_catalog(catalog_path, create=False)
     try:
-        with contextlib.nullcontext() if dry_run else one_prune_at_a_time(catalog_path, config):
+        with contextlib.nullcontext() if dry_run else one_prune_at_a_time(catalog_path):
             outcomes = prune(config, catalog, dry_run=dry_run)
+            others = elsewhere(config, catalog)
         if not dry_run:
             metrics.write_quietly(config, catalog)  # the archives it counts changed
     finally:
@@ -63,6 +65,14 @@ def run_prune(
         _json_out([outcome.to_json() for outcome in outcomes], console, into, "prune")
     else:
         print_outcomes(console, outcomes, dry_run=dry_run)
+        if others:
+            urls = ", ".join(sorted({s.database_url for s in others}))
+            console.print(
+                f"note: {len(others)} archive(s) named {config.session.name!r} back up another database "
+                f"({escape(urls)}), so this configuration leaves them; prune them with a configuration "
+                "of that URL, or by hand",
+                soft_wrap=True,
+            )
     return all(outcome.result != "failed" for outcome in outcomes)
 
 
@@ -145,13 +155,14 @@ def _drill_config(
     return load_config(recorded), path
 
 
-def newest_archive(catalog: Catalog, name: str) -> int:
-    """The newest kept DONE archive of the configuration called ``name``."""
-    kept = [
-        s for s in catalog.sessions(status=DONE) if s.name == name and has_archive(s) and s.pruned is None
-    ]
+def newest_archive(catalog: Catalog, config: Config) -> int:
+    """The newest kept DONE archive of ``config`` (its name and database, as retention counts)."""
+    sessions = of_configuration(catalog.sessions(status=DONE), config)
+    kept = [s for s in sessions if has_archive(s) and s.pruned is None]
     if not kept:
-        raise CatalogError(f"the catalog holds no kept DONE archive of {name!r} to drill; run a backup first")
+        raise CatalogError(
+            f"the catalog holds no kept DONE archive of {config.session.name!r} to drill; run a backup first"
+        )
     return kept[-1].id
 
 
@@ -169,7 +180,7 @@ def run_drill_and_report(
     given); True when the drill passed."""
     catalog = open_catalog(catalog_path, create=False)
     try:
-        chosen = session_id if session_id is not None else newest_archive(catalog, config.session.name)
+        chosen = session_id if session_id is not None else newest_archive(catalog, config)
         if not as_json:
             console.print(f"drilling session {chosen}: restore, start, check …")
         result = run_drill(catalog, catalog_path, chosen, config, Hooks(), keep=keep)
@@ -201,7 +212,7 @@ def drill_due(config: Config, catalog_path: Path) -> bool:
         return False
     catalog = open_catalog(catalog_path, create=False)
     try:
-        done = [s for s in catalog.sessions(status=DONE) if s.name == config.session.name]
+        done = of_configuration(catalog.sessions(status=DONE), config)
     finally:
         catalog.close()
     return len(done) % every == 0

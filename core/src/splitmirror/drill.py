@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import shutil
 import signal
@@ -34,13 +33,13 @@ from typing import Any
 
 from .catalog import Catalog
 from .catalog.base import DrillRecord, utc_now
+from .catalog.locks import drill_started
 from .config import Config, plugin_options
 from .drillcopy import DrillCopy, DrillFailed, DrillRoute
 from .engine import DatabaseEngine
 from .errors import SplitmirrorError, UserError
 from .hooks import Hooks
 from .operations import DrillConfig
-from .paths import ensure_private_dir
 from .processes import how_it_ended, kill_group, last_words, wait_exit
 from .restore import from_catalog, locate_archive, restore_archive
 from .restore_steps import RestoreStep, for_route
@@ -79,11 +78,10 @@ def run_drill(
     summary = catalog.get(session_id)
     scratch = scratch_of(config)
     started, clock = utc_now(), time.monotonic()
-    drill_id, held = _start(catalog, catalog_path, session_id, summary.name, started)
-    directory = Path(tempfile.mkdtemp(prefix=f"splitmirror-drill-{session_id}-", dir=scratch))
-    # The server's own user (postgres, mysql) must pass through to the restore its steps hand
-    # it; nobody may list what is in here.
-    directory.chmod(0o711)
+    drill_id, let_go = drill_started(
+        catalog, catalog_path, lambda: catalog.start_drill(session_id, name=summary.name, started_at=started)
+    )
+    directory = scratch / f"splitmirror-drill-{session_id}-(not made)"
     route: DrillRoute = ""
     checks: list[str] = []
     error: str | None = "the drill ended before it recorded an outcome"
@@ -91,6 +89,7 @@ def run_drill(
     interrupted: list[str] = []
     try:
         with _signals_end_the_drill(interrupted):
+            directory = _scratch_directory(scratch, session_id)
             source, files = locate_archive(session_id, None, catalog_path)
             restored = restore_archive(
                 source, directory / "restore", expected=from_catalog(files or []), hooks=hooks
@@ -115,6 +114,9 @@ def run_drill(
     except (DrillFailed, UserError, DrillInterrupted) as failure:
         # A signal inside a database driver's call may come out as the driver's own error.
         error = f"interrupted by {interrupted[0]}" if interrupted else str(failure)
+    except BaseException as bug:  # recorded as what it is, then raised with its traceback
+        error = f"interrupted by {interrupted[0]}" if interrupted else f"{type(bug).__name__}: {bug}"
+        raise
     finally:
         if not keep:
             shutil.rmtree(directory, ignore_errors=True)
@@ -122,65 +124,9 @@ def run_drill(
             drill_id, status="FAILED" if error else "PASSED", finished_at=utc_now(),
             duration_ms=(time.monotonic() - clock) * 1000, route=route, checks=checks, error=error,
         )  # fmt: skip
-        _let_go(held)
+        let_go()
     record = next(d for d in catalog.drills(session_id=session_id) if d.id == drill_id)
     return DrillResult(record, str(source), directory, keep)
-
-
-def _start(
-    catalog: Catalog, catalog_path: Path, session_id: int, name: str, started: str
-) -> tuple[int, tuple[Path, int]]:
-    """Record the drill ``RUNNING`` and hold its lock (``locks/drill-ID.lock`` beside the
-    catalog) while it runs; first close, as ``FAILED``, every ``RUNNING`` drill whose lock no
-    process holds (SIGKILL, a crash, the machine went down), as INIT does for sessions.  Both
-    under ``locks/drills.lock``, so no drill is taken for dead between its row and its lock."""
-    locks = catalog_path.parent / "locks"
-    ensure_private_dir(locks)
-    with _flocked(locks / "drills.lock"):
-        for drill in catalog.drills():
-            if drill.status == "RUNNING" and _abandoned(locks / f"drill-{drill.id}.lock"):
-                catalog.finish_drill(
-                    drill.id, status="FAILED", finished_at=utc_now(), duration_ms=0.0, route=drill.route,
-                    checks=drill.checks, error="its process ended without recording an outcome (killed, "
-                    "crashed, or the machine went down)",
-                )  # fmt: skip
-                (locks / f"drill-{drill.id}.lock").unlink(missing_ok=True)
-        drill_id = catalog.start_drill(session_id, name=name, started_at=started)
-        held = locks / f"drill-{drill_id}.lock"
-        fd = os.open(held, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    return drill_id, (held, fd)
-
-
-def _let_go(held: tuple[Path, int]) -> None:
-    """Remove the drill's lock file and let go of it: its outcome is recorded."""
-    path, fd = held
-    path.unlink(missing_ok=True)
-    os.close(fd)
-
-
-def _abandoned(lock: Path) -> bool:
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-@contextlib.contextmanager
-def _flocked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 class DrillInterrupted(SplitmirrorError):
@@ -189,20 +135,36 @@ class DrillInterrupted(SplitmirrorError):
 
 @contextlib.contextmanager
 def _signals_end_the_drill(interrupted: list[str]) -> Iterator[None]:
-    """SIGTERM and SIGHUP as an exception, so the copy is stopped, the container removed and the
-    outcome recorded on the way out, as for any failure; the signal's name goes into
-    ``interrupted``."""
+    """SIGTERM, SIGHUP and SIGINT as an exception, so the copy is stopped, the container removed
+    and the outcome recorded on the way out, as for any failure; the signal's name goes into
+    ``interrupted``.  Only the first is raised: a second one must not cut the cleanup short."""
 
     def interrupt(signum: int, frame: object) -> None:
         interrupted.append(signal.Signals(signum).name)
-        raise DrillInterrupted(f"interrupted by {interrupted[0]}")
+        if len(interrupted) == 1:
+            raise DrillInterrupted(f"interrupted by {interrupted[0]}")
 
-    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    previous = {signum: signal.signal(signum, interrupt) for signum in signals}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _scratch_directory(scratch: Path, session_id: int) -> Path:
+    """A directory of the drill's own in ``scratch``: the server's own user (postgres, mysql)
+    must pass through to the restore its steps hand it (0711); nobody may list what is in it."""
+    try:
+        directory = Path(tempfile.mkdtemp(prefix=f"splitmirror-drill-{session_id}-", dir=scratch))
+        directory.chmod(0o711)
+    except OSError as error:
+        raise DrillFailed(
+            f"cannot make a directory in [drill] scratch {scratch} ({error.strerror}); give splitmirror "
+            "a directory it may write"
+        ) from None
+    return directory
 
 
 def _path(wanted: DrillConfig) -> str:
@@ -261,6 +223,8 @@ def _started(
             if step.kind == "run":
                 _run_steps([step], environment, copy)
             elif step.kind == "start":
+                if shutil.which(step.argv[0], path=copy.path) is None:
+                    raise DrillFailed(_missing(step))
                 with (directory / "server.log").open("ab") as log:
                     started.append(
                         subprocess.Popen(
@@ -288,11 +252,7 @@ def _run_steps(steps: Sequence[RestoreStep], environment: Mapping[str, str], cop
                     start_new_session=True,
                 )  # fmt: skip
             except FileNotFoundError:
-                raise DrillFailed(
-                    f"the restore step `{step.text()}` needs {step.argv[0]}, which is not on PATH; install "
-                    "the server's programs or name their directory in [drill] binaries (or, for a server "
-                    "that runs in a container, name its image in [drill] image)"
-                ) from None
+                raise DrillFailed(_missing(step)) from None
             try:
                 code = wait_exit(process, copy.left())
             except subprocess.TimeoutExpired:
@@ -308,6 +268,14 @@ def _run_steps(steps: Sequence[RestoreStep], environment: Mapping[str, str], cop
                 raise DrillFailed(
                     f"the restore step `{step.text()}` {how_it_ended(code)}: {last_words(said, 3)}"
                 )
+
+
+def _missing(step: RestoreStep) -> str:
+    return (
+        f"the restore step `{step.text()}` needs {step.argv[0]}, which is not on PATH; install the "
+        "server's programs or name their directory in [drill] binaries (or, for a server that runs "
+        "in a container, name its image in [drill] image)"
+    )
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:

@@ -34,7 +34,7 @@ from . import impl
 from .catalog import Catalog, default_catalog_path, open_catalog
 from .catalog.base import DONE, STARTED, DrillRecord, SessionSummary
 from .config import Config
-from .retention import has_archive
+from .retention import has_archive, of_configuration
 
 if TYPE_CHECKING:
     from .session import Session
@@ -131,12 +131,16 @@ def _others(path: Path, name: str) -> list[Metric]:
     except FileNotFoundError:
         return []
     kept = []
-    for family in text_string_to_metric_families(text):
-        if not family.name.startswith(PREFIX):
-            continue
-        family.samples = [s for s in family.samples if s.labels.get("name") != name]
-        if family.samples:
-            kept.append(family)
+    try:
+        for family in text_string_to_metric_families(text):
+            if not family.name.startswith(PREFIX):
+                continue
+            family.samples = [s for s in family.samples if s.labels.get("name") != name]
+            if family.samples:
+                kept.append(family)
+    except ValueError as error:  # not a textfile any more: it is replaced, not kept broken forever
+        log.warning("the metrics textfile %s could not be read (%s); it is written anew", path, error)
+        return []
     return kept
 
 
@@ -152,7 +156,8 @@ def _merged(ours: list[Metric], others: list[Metric]) -> list[Metric]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    # Read-only is enough for flock, so another user (a drill run as postgres) may take it too.
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -172,7 +177,9 @@ def write(config: Config, catalog: Catalog) -> Path | None:
     if path is None:
         return None
     name = config.session.name
-    ours = samples(name, [s for s in catalog.sessions() if s.name == name], catalog.drills(name=name))
+    sessions = of_configuration(catalog.sessions(), config)  # as retention counts them
+    ids = {s.id for s in sessions}
+    ours = samples(name, sessions, [d for d in catalog.drills(name=name) if d.session_id in ids])
     with _locked(path):
         registry = CollectorRegistry()
         registry.register(_Fixed(_merged(ours, _others(path, name))))

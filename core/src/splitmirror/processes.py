@@ -32,8 +32,23 @@ def keep_secret(names: Iterable[str]) -> None:
 def site_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment a site's program runs in (a notifier, a target or mirror command): this
     process's, without the database's password (a chat hook has no business with
-    ``PGPASSWORD``), plus ``extra``."""
+    ``PGPASSWORD``), plus ``extra``.  The engines are gathered first if this process has not yet
+    (``verify`` running a ``read_command``, the watchdog's notifier): their names are the list."""
+    _gather_secrets()
     return {k: v for k, v in os.environ.items() if k not in _SECRETS} | dict(extra or {})
+
+
+_gathered = False
+
+
+def _gather_secrets() -> None:
+    global _gathered
+    if not _gathered:
+        _gathered = True
+        from .hooks import Hooks  # here: the hooks import this module
+
+        with contextlib.suppress(Exception):  # a broken plugin is reported where it is used
+            Hooks().engines.names()
 
 
 def wait_exit(process: subprocess.Popen[bytes], timeout: float | None) -> int:

@@ -17,19 +17,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import os
 import stat
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from .catalog.base import Catalog, SessionSummary, utc_now
 from .config import Config
-from .errors import ConfigError, SessionBusyError
+from .errors import ConfigError
 from .mirror.commands import CommandFailed, run_command
 from .operations import RetentionConfig
-from .paths import ensure_private_dir
 from .retention import Decision, decide, has_archive, of_configuration
 from .targets.builtin import STDOUT_LABEL
 
@@ -58,26 +55,6 @@ class Outcome:
             "result": self.result,
             "detail": self.detail,
         }
-
-
-@contextlib.contextmanager
-def one_prune_at_a_time(catalog_path: Path, config: Config) -> Iterator[None]:
-    """Hold the catalog's prune lock (``locks/prune.lock`` beside the session locks): two
-    prunes of one catalog would race each other's deletions and rows."""
-    locks = catalog_path.parent / "locks"
-    ensure_private_dir(locks)
-    fd = os.open(locks / "prune.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SessionBusyError(
-                f"another prune of the catalog {catalog_path} is running; let it finish (it does this "
-                f"one's work for {config.session.name} too, when its policy is the same)"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def policy_of(config: Config) -> RetentionConfig:
@@ -115,6 +92,15 @@ def prune(
         else:
             outcomes.append(_delete(catalog, decision))
     return outcomes[::-1]
+
+
+def elsewhere(config: Config, catalog: Catalog) -> list[SessionSummary]:
+    """Archives under ``config``'s name that back up another database URL: retention leaves them
+    (a configuration copied and not renamed, or a URL respelt: another host name, port, user)."""
+    ours = {s.id for s in of_configuration(catalog.sessions(), config)}
+    return [
+        s for s in catalog.sessions() if s.name == config.session.name and s.id not in ours and has_archive(s)
+    ]
 
 
 def _commands(decision: Decision) -> Mapping[str, Any]:

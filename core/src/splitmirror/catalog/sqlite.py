@@ -323,7 +323,7 @@ class SqliteCatalog(Catalog):
     ) -> None:  # fmt: skip
         self._db.execute(
             "UPDATE drills SET status = ?, finished_at = ?, duration_ms = ?, route = ?, checks = ?,"
-            " error = ? WHERE id = ?",
+            " error = ? WHERE id = ? AND status = 'RUNNING'",
             (status, finished_at, duration_ms, route, json.dumps(checks), error, drill_id),
         )
 
