@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import shutil
 import signal
@@ -78,10 +79,14 @@ def run_drill(
     summary = catalog.get(session_id)
     scratch = scratch_of(config)
     started, clock = utc_now(), time.monotonic()
+    tag = _tag(catalog_path)
     drill_id, let_go = drill_started(
-        catalog, catalog_path, lambda: catalog.start_drill(session_id, name=summary.name, started_at=started)
+        catalog,
+        catalog_path,
+        lambda: catalog.start_drill(session_id, name=summary.name, started_at=started),
+        lambda dead: _remove_leftovers(scratch, tag, dead),
     )
-    directory = scratch / f"splitmirror-drill-{session_id}-(not made)"
+    directory = scratch / f"{PREFIX}{tag}-{drill_id}-(not made)"
     route: DrillRoute = ""
     checks: list[str] = []
     error: str | None = "the drill ended before it recorded an outcome"
@@ -89,7 +94,7 @@ def run_drill(
     interrupted: list[str] = []
     try:
         with _signals_end_the_drill(interrupted):
-            directory = _scratch_directory(scratch, session_id)
+            directory = _scratch_directory(scratch, tag, drill_id)
             source, files = locate_archive(session_id, None, catalog_path)
             restored = restore_archive(
                 source, directory / "restore", expected=from_catalog(files or []), hooks=hooks
@@ -104,7 +109,8 @@ def run_drill(
                 query=wanted.query, deadline=clock + wanted.timeout, path=_path(wanted),
             )  # fmt: skip
             try:
-                with _started(engine, restored.steps, copy, directory, wanted.image or "", drill_id) as ready:
+                label = f"{tag}-{drill_id}"
+                with _started(engine, restored.steps, copy, directory, wanted.image or "", label) as ready:
                     checks = engine.drill_check(ready)
             finally:  # a start step that failed may still have left the server running
                 if route == "host":
@@ -153,11 +159,35 @@ def _signals_end_the_drill(interrupted: list[str]) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _scratch_directory(scratch: Path, session_id: int) -> Path:
+#: Names a drill's scratch directory: ``splitmirror-drill-TAG-ID-random``.
+PREFIX = "splitmirror-drill-"
+
+
+def _tag(catalog_path: Path) -> str:
+    """A short name for the catalog, in what a drill leaves (its scratch directory, its
+    container's label): drill ids are per catalog, and catalogs may share a scratch directory."""
+    return hashlib.sha256(str(catalog_path.resolve()).encode()).hexdigest()[:8]
+
+
+def _remove_leftovers(scratch: Path, tag: str, drill_id: int) -> None:
+    """What a drill killed outright left: its scratch directory, its container.  (A server its
+    host steps started is not found this way: operations.md says so.)"""
+    for left in scratch.glob(f"{PREFIX}{tag}-{drill_id}-*"):
+        shutil.rmtree(left, ignore_errors=True)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        listed = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label={LABEL}={tag}-{drill_id}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        for container in listed.stdout.split():
+            _remove(container)
+
+
+def _scratch_directory(scratch: Path, tag: str, drill_id: int) -> Path:
     """A directory of the drill's own in ``scratch``: the server's own user (postgres, mysql)
     must pass through to the restore its steps hand it (0711); nobody may list what is in it."""
     try:
-        directory = Path(tempfile.mkdtemp(prefix=f"splitmirror-drill-{session_id}-", dir=scratch))
+        directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{tag}-{drill_id}-", dir=scratch))
         directory.chmod(0o711)
     except OSError as error:
         raise DrillFailed(
@@ -196,7 +226,7 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _started(
     engine: type[DatabaseEngine], steps: Sequence[RestoreStep], copy: DrillCopy, directory: Path, image: str,
-    drill_id: int,
+    label: str,
 ) -> Iterator[DrillCopy]:  # fmt: skip
     """Start ``copy`` by its route's steps and yield it, reachable; stop it on leaving, pass or
     fail (the host route's daemon, if its steps leave one, is the engine's ``drill_stop``)."""
@@ -212,7 +242,7 @@ def _started(
     environment = {**os.environ, "PATH": copy.path}
     if copy.route == "container":
         _run_steps([s for s in for_route(steps, "container") if s.kind == "run"], environment, copy)
-        with _container(steps, image, engine.drill_port, drill_id) as (container, port):
+        with _container(steps, image, engine.drill_port, label) as (container, port):
             yield dataclasses.replace(copy, port=port, running=lambda: _running(container))
         return
     assert copy.port is not None
@@ -290,7 +320,7 @@ def _end(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def _container(
-    steps: Sequence[RestoreStep], image: str, inner_port: int, drill_id: int
+    steps: Sequence[RestoreStep], image: str, inner_port: int, label: str
 ) -> Iterator[tuple[str, int]]:
     """The container route's ``docker run`` step with ``image`` for ``IMAGE``, ``inner_port``
     published on 127.0.0.1; yields the container and the published port; removes the container
@@ -303,7 +333,7 @@ def _container(
         )
     step = found[0]
     argv = [
-        "docker", "run", "--label", f"{LABEL}={drill_id}", "-p", f"127.0.0.1::{inner_port}",
+        "docker", "run", "--label", f"{LABEL}={label}", "-p", f"127.0.0.1::{inner_port}",
         *step.docker_options, image, *step.server_args,
     ]  # fmt: skip
     try:
@@ -330,7 +360,11 @@ def _container(
             raise
         raise DrillFailed(f"{failure} (the server's last words: {_logs(container)})") from None
     finally:
-        subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True, timeout=120, check=False)
+        _remove(container)
+
+
+def _remove(container: str) -> None:
+    subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True, timeout=120, check=False)
 
 
 def _running(container: str) -> bool:

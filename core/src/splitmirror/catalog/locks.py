@@ -73,11 +73,12 @@ ABANDONED = "its process ended without recording an outcome (killed, crashed, or
 
 
 def drill_started(
-    catalog: Catalog, catalog_path: Path, start: Callable[[], int]
+    catalog: Catalog, catalog_path: Path, start: Callable[[], int], abandoned: Callable[[int], None]
 ) -> tuple[int, Callable[[], None]]:
     """Close every ``RUNNING`` drill whose lock nobody holds as ``FAILED`` (as INIT does for
-    sessions), then ``start()`` the new drill's row and hold its lock.  Returns its id and the
-    function that lets go of the lock once the outcome is recorded."""
+    sessions) and hand its id to ``abandoned`` (to remove what it left), then ``start()`` the
+    new drill's row and hold its lock.  Returns its id and the function that lets go of the
+    lock once the outcome is recorded."""
     with _flocked(_lock(catalog_path, "drills")):
         for drill in catalog.drills():
             lock = _lock(catalog_path, f"drill-{drill.id}")
@@ -87,6 +88,7 @@ def drill_started(
                     checks=drill.checks, error=ABANDONED,
                 )  # fmt: skip
                 lock.unlink(missing_ok=True)
+                abandoned(drill.id)
         drill_id = start()
         held = _lock(catalog_path, f"drill-{drill_id}")
         fd = os.open(held, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
