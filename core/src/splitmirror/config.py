@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import stat
-import string
 import tomllib
 import typing
 from pathlib import Path
@@ -27,14 +26,22 @@ import pydantic_core
 
 from . import placement, priority
 from .errors import ConfigError
-from .operations import DrillConfig, MetricsConfig, NotifyConfig, RetentionConfig, program_and_arguments
+from .operations import (
+    DrillConfig,
+    MetricsConfig,
+    NotifyConfig,
+    RetentionConfig,
+    known_fields,
+    program_and_arguments,
+)
 from .phases import Mode
 from .units import parse_duration, parse_rate, parse_size
 
 Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
 Size = Annotated[int, pydantic.BeforeValidator(parse_size)]
 
-TARGET_FIELDS = frozenset({"session", "name", "timestamp"})
+#: The fields ``[target]`` fills in, in the order error messages name them.
+TARGET_FIELDS = ("session", "name", "timestamp")
 _STRICT = pydantic.ConfigDict(extra="forbid", frozen=True)
 _OPEN = pydantic.ConfigDict(extra="allow", frozen=True)
 
@@ -85,20 +92,7 @@ class MirrorConfig(pydantic.BaseModel):
 def _fields_of(value: str, key: str | None) -> str:
     """``value`` (``[target] key``, or an argument of a command) itself when the only
     ``{fields}`` it uses are :data:`TARGET_FIELDS`."""
-    try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
-    except ValueError as error:
-        what = key or "the argument"
-        raise ValueError(
-            f"{what} {value!r} has an unbalanced brace ({error}); write {{{{ and }}}} for a literal one"
-        ) from None
-    unknown = fields - TARGET_FIELDS
-    if unknown:
-        raise ValueError(
-            f"{key or repr(value)} uses {{{sorted(unknown)[0]}}}, which is not known; "
-            f"use {{session}}, {{name}} or {{timestamp}}"
-        )
-    return value
+    return known_fields(value, TARGET_FIELDS, key)
 
 
 #: A ``[target]`` argument: one string, whose ``{fields}`` are filled in per session.

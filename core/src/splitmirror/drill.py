@@ -65,9 +65,9 @@ class DrillResult:
                 "kept": self.kept}  # fmt: skip
 
 
-def settings(config: Config | None) -> DrillConfig:
+def settings(config: Config) -> DrillConfig:
     """The configuration's ``[drill]``, or the defaults (host route, no query)."""
-    return config.drill if config is not None and config.drill is not None else DrillConfig()
+    return config.drill or DrillConfig()
 
 
 def run_drill(

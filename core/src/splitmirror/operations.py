@@ -51,15 +51,23 @@ class RetentionConfig(pydantic.BaseModel):
         return self
 
 
-def _fields(value: str, allowed: frozenset[str], key: str) -> str:
+def known_fields(value: str, allowed: tuple[str, ...], key: str | None) -> str:
+    """``value`` itself when the only ``{fields}`` it uses are ``allowed`` (``[target] path``'s,
+    a command's argument's, ``[metrics] textfile``'s); one sentence naming ``key`` otherwise."""
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
     except ValueError as error:
-        raise ValueError(f"{key} {value!r} has an unbalanced brace ({error})") from None
-    unknown = fields - allowed
+        raise ValueError(
+            f"{key or 'the argument'} {value!r} has an unbalanced brace ({error}); write {{{{ and }}}} "
+            "for a literal one"
+        ) from None
+    unknown = fields - set(allowed)
     if unknown:
-        known = " or ".join(f"{{{name}}}" for name in sorted(allowed))
-        raise ValueError(f"{key} uses {{{sorted(unknown)[0]}}}, which is not known; use {known}")
+        named = [f"{{{name}}}" for name in allowed]
+        known = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} or {named[-1]}"
+        raise ValueError(
+            f"{key or repr(value)} uses {{{sorted(unknown)[0]}}}, which is not known; use {known}"
+        )
     return value
 
 
@@ -73,7 +81,7 @@ class MetricsConfig(pydantic.BaseModel):
     @pydantic.field_validator("textfile")
     @classmethod
     def _prom_file(cls, value: Path) -> Path:
-        _fields(str(value), frozenset({"name"}), "textfile")
+        known_fields(str(value), ("name",), "textfile")
         if not value.name.endswith(".prom"):
             raise ValueError(
                 f"textfile {str(value)!r} must end in .prom: node_exporter's textfile collector reads "

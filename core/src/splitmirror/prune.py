@@ -97,10 +97,9 @@ def prune(
 def elsewhere(config: Config, catalog: Catalog) -> list[SessionSummary]:
     """Archives under ``config``'s name that back up another database URL: retention leaves them
     (a configuration copied and not renamed, or a URL respelt: another host name, port, user)."""
-    ours = {s.id for s in of_configuration(catalog.sessions(), config)}
-    return [
-        s for s in catalog.sessions() if s.name == config.session.name and s.id not in ours and has_archive(s)
-    ]
+    everything = catalog.sessions()
+    ours = {s.id for s in of_configuration(everything, config)}
+    return [s for s in everything if s.name == config.session.name and s.id not in ours and has_archive(s)]
 
 
 def _commands(decision: Decision) -> Mapping[str, Any]:
