@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from splitmirror.catalog import SqliteCatalog, default_catalog_path
+from splitmirror.catalog import SqliteCatalog, catalog_address
 from splitmirror.phases import PHASE_ORDER
 
 
@@ -97,7 +97,7 @@ def test_reading_commands_take_the_configuration(root: Path, make_config: Any, l
     restore read with --config, and each says which it read."""
     config = make_config(mode="freeze")
     assert cli("backup", "--quiet", str(config.source)).returncode == 0
-    catalog = default_catalog_path(config.session.catalog)
+    catalog = catalog_address(config.session.catalog)
     for command in (["list"], ["show", "1"], ["verify", "1"], ["restore", "1", "--to", str(root / "r")]):
         proc = cli(*command, "--config", str(config.source))
         assert proc.returncode == 0, proc.stderr

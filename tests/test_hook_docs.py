@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from splitmirror import hookspecs, impl
-from splitmirror.catalog import SessionSummary
+from splitmirror.catalog import CatalogAddress, SessionSummary, catalog_class
 from splitmirror.config import Config
+from splitmirror.errors import CatalogError
 from splitmirror.hooks import Hooks
 from splitmirror.phases import PHASE_ORDER, Phase
 from splitmirror.session import Session
@@ -60,6 +61,10 @@ class Recorder:
     def splitmirror_register_targets(self, register: Callable[[type], None]) -> None:
         self.calls["splitmirror_register_targets"].append((register,))
 
+    @impl
+    def splitmirror_register_catalogs(self, register: Callable[[type], None]) -> None:
+        self.calls["splitmirror_register_catalogs"].append((register,))
+
     @impl(wrapper=True)
     def splitmirror_phase(self, session: Session, phase: Phase) -> Generator[None, Any, Any]:
         self.calls["splitmirror_phase"].append((phase,))
@@ -98,7 +103,8 @@ def test_every_hook_is_called_by_the_code_that_promises_it(
     ledger: Path, make_config: Callable[..., Config], hooks: Hooks
 ) -> None:
     """A real SQLite session calls the registry and session hooks with what docs/hooks.md says;
-    the watchdog's facade calls ``splitmirror_emergency_release`` (the watchdog's own process
+    a catalog URL asks ``splitmirror_register_catalogs``; the watchdog's facade calls
+    ``splitmirror_emergency_release`` (the watchdog's own process
     doing so for an installed plugin is proven in test_contract_thirdparty.py)."""
     recorder = Recorder()
     remove = hooks.register(recorder, "recorder")
@@ -106,6 +112,8 @@ def test_every_hook_is_called_by_the_code_that_promises_it(
         config = make_config()
         Session(config, hooks).run()
         assert hooks.emergency_release(config, "SPLIT", {"held": 1}) == []
+        with pytest.raises(CatalogError, match="no installed catalog opens nosuch:// URLs"):
+            catalog_class(CatalogAddress("nosuch://catalog/db"), hooks)  # a URL asks the catalogs
     finally:
         remove()
     calls = recorder.calls

@@ -20,6 +20,7 @@ from splitmirror.mirror.command import CommandMirror
 from splitmirror.mirror.directory import DirectoryMirror
 from splitmirror.mirror.reflink import ReflinkMirror
 from splitmirror.operations import DrillConfig, MetricsConfig, NotifyConfig, RetentionConfig
+from splitmirror.workerconfig import ArchiveSection
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -61,6 +62,7 @@ def test_every_key_of_a_built_in_provider_is_documented_with_its_default(
         ("metrics", MetricsConfig),
         ("notify", NotifyConfig),
         ("drill", DrillConfig),
+        ("archive", ArchiveSection),
     ],
 )
 def test_every_key_of_the_nightly_sections_is_documented_with_its_default(

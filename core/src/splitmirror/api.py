@@ -41,7 +41,21 @@ The names, by what a plugin does with them:
 from __future__ import annotations
 
 from . import impl
-from .catalog.base import SessionSummary
+from .catalog.address import CatalogAddress
+from .catalog.base import (
+    ARCHIVED,
+    ARCHIVING,
+    DRILL_ABANDONED,
+    UPDATABLE,
+    WAITING,
+    Catalog,
+    DrillRecord,
+    FileRecord,
+    Handover,
+    PhaseRecord,
+    SessionSummary,
+    utc_now,
+)
 from .config import Config, Duration, Size, redact_url
 from .drillcopy import DrillCopy, DrillFailed, answer
 from .engine import (
@@ -53,7 +67,16 @@ from .engine import (
     ServerInfo,
     UnquiesceResult,
 )
-from .errors import ConfigError, PluginError, PreflightError, SplitmirrorError, UserError, first_line
+from .errors import (
+    CatalogError,
+    ConfigError,
+    PluginError,
+    PreflightError,
+    SessionBusyError,
+    SplitmirrorError,
+    UserError,
+    first_line,
+)
 from .extents import ExtentMap
 from .filemap import Fingerprint
 from .fsfreeze import mount_point, same_filesystem
@@ -76,23 +99,35 @@ from .targets.base import Target, TargetError, TargetFull
 from .units import format_size, parse_duration, parse_size
 
 __all__ = [
+    "ARCHIVED",
+    "ARCHIVING",
+    "DRILL_ABANDONED",
     "IMAGE",
+    "UPDATABLE",
+    "WAITING",
+    "Catalog",
+    "CatalogAddress",
+    "CatalogError",
     "Config",
     "ConfigError",
     "DatabaseEngine",
     "DatabaseFile",
     "DrillCopy",
     "DrillFailed",
+    "DrillRecord",
     "Duration",
     "ExtentMap",
     "ExtraMember",
+    "FileRecord",
     "Fingerprint",
+    "Handover",
     "Kind",
     "MirrorProvider",
     "Mode",
     "NoOptions",
     "PathMap",
     "Phase",
+    "PhaseRecord",
     "PluginError",
     "PreflightError",
     "PreflightProblem",
@@ -103,6 +138,7 @@ __all__ = [
     "ServerInfo",
     "ServerOptions",
     "Session",
+    "SessionBusyError",
     "SessionSummary",
     "Size",
     "SplitStat",
@@ -128,4 +164,5 @@ __all__ = [
     "redact_url",
     "restored_location",
     "same_filesystem",
+    "utc_now",
 ]

@@ -18,8 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__, preflight
-from .catalog import default_catalog_path, open_catalog
+from .catalog import catalog_address, open_catalog
 from .catalog.base import PRUNED
+from .cli_catalog import catalog_
 from .cli_common import (
     _catalog_for,
     _emit_json,
@@ -32,6 +33,7 @@ from .cli_common import (
     out,
     state,
 )
+from .cli_fleet import archive_, handed_over, print_handover
 from .cli_operations import drill_, drill_due, prune_, run_drill_and_report, run_prune
 from .config import load_config
 from .drill import scratch_of
@@ -106,6 +108,8 @@ def main() -> None:
 
 main.add_command(prune_)
 main.add_command(drill_)
+main.add_command(catalog_)
+main.add_command(archive_)
 
 
 @main.command()
@@ -118,18 +122,33 @@ main.add_command(drill_)
     help="Hand the mirror, which holds another primary's copy, over to CONFIG's primary (once).",
 )
 @click.option("--prune", "then_prune", is_flag=True, help="After a DONE session, apply CONFIG's [retention].")
+@click.option(
+    "--split-only",
+    is_flag=True,
+    help="Stop after the split and hand it over for a backup host to archive (`splitmirror archive`).",
+)
 @handled
-def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool, then_prune: bool) -> None:
-    """Run one backup session for CONFIG (a TOML file)."""
+def backup(
+    config: Path, as_json: bool, quiet: bool, take_over_mirror: bool, then_prune: bool, split_only: bool
+) -> None:
+    """Run one backup session for CONFIG (a TOML file).
+
+    With --split-only, or [session] backup = "off-host", the session ends after UNQUIESCE: the
+    split is recorded in the catalog for a backup host, whose `splitmirror archive` writes the
+    archive from the mirror's disk (docs/fleet.md).
+    """
     cfg = load_config(config)
+    off_host = split_only or cfg.session.backup == "off-host"
+    if then_prune and off_host:
+        raise click.UsageError("--prune needs the archive, which a backup host writes off-host; prune there")
     if then_prune:
         policy_of(cfg)  # a --prune without [retention] is said before the session, not after
     if cfg.drill is not None and cfg.drill.every is not None:
         scratch_of(cfg)  # so is a drill that could not restore anywhere
     hooks = Hooks()
-    session = Session(cfg, hooks, take_over_mirror=take_over_mirror)
+    session = Session(cfg, hooks, take_over_mirror=take_over_mirror, split_only=split_only)
     # With the archive on standard output, reports go to standard error.
-    state.archive_on_stdout = cfg.target.path == "-"
+    state.archive_on_stdout = not off_host and cfg.target is not None and cfg.target.path == "-"
     report = err if state.archive_on_stdout else out
     emit = functools.partial(_emit_json, console=report)
     bars = ProgressBars(err, enabled=not quiet and err.is_terminal)
@@ -150,9 +169,12 @@ def backup(config: Path, as_json: bool, quiet: bool, take_over_mirror: bool, the
     data = summary_json(summary)  # with --json, one object: the drill and the prune inside it
     if not as_json:
         print_summary(report, summary)
-    catalog_path = default_catalog_path(cfg.session.catalog)
-    drilled = not drill_due(cfg, catalog_path) or run_drill_and_report(
-        cfg, catalog_path, summary.id, report, keep=False, as_json=as_json, into=data
+    if off_host:  # no archive here yet: no drill, no prune
+        handed_over(session, report, data, as_json)
+        return
+    address = catalog_address(cfg.session.catalog)
+    drilled = not drill_due(cfg, address) or run_drill_and_report(
+        cfg, address, summary.id, report, keep=False, as_json=as_json, into=data
     )
     skipped = ""
     pruned = not then_prune
@@ -293,7 +315,7 @@ def list_(
     since: str | None,
     show_all: bool,
     config_file: Path | None,
-    catalog_path: Path | None,
+    catalog_path: str | None,
     as_json: bool,
 ) -> None:
     """List the sessions in the catalog (those whose archives were pruned only with --all)."""
@@ -307,7 +329,9 @@ def list_(
         _emit_json([summary_json(s) for s in sessions])
     else:
         _says_catalog(path)
-        print_sessions(out, sessions)
+        print_sessions(
+            out, sessions, {split.session_id: split for split in catalog.handovers(outstanding=True)}
+        )
         names = dict.fromkeys(s.name for s in sessions)
         print_drills(out, [d for name in names for d in catalog.drills(name=name)[-1:]], last=True)
 
@@ -318,18 +342,22 @@ def list_(
 @catalog_option
 @json_option
 @handled
-def show(session_id: int, config_file: Path | None, catalog_path: Path | None, as_json: bool) -> None:
+def show(session_id: int, config_file: Path | None, catalog_path: str | None, as_json: bool) -> None:
     """Show one session: phases, window, and its files in archive order."""
     path = _catalog_for(catalog_path, config_file)
     catalog = open_catalog(path, create=False)
     summary = catalog.get(session_id)
     files = catalog.files(session_id)
     drills = catalog.drills(session_id=session_id)
+    split = next((h for h in catalog.handovers() if h.session_id == session_id), None)
     if as_json:
-        _emit_json({**summary_json(summary, files), "drills": [d.to_json() for d in drills]})
+        handover = {"handover": split.to_json()} if split is not None else {}
+        _emit_json({**summary_json(summary, files), "drills": [d.to_json() for d in drills], **handover})
     else:
         _says_catalog(path)
         print_summary(out, summary)
+        if split is not None:
+            print_handover(out, split)
         print_files(out, files)
         print_drills(out, drills, last=False)
 
@@ -352,7 +380,7 @@ def verify(
     session_id: int | None,
     archive: str | None,
     config_file: Path | None,
-    catalog_path: Path | None,
+    catalog_path: str | None,
     as_json: bool,
 ) -> None:
     """Re-read an archive and check every checksum.
@@ -404,7 +432,7 @@ def restore(
     verbose: bool,
     archive: str | None,
     config_file: Path | None,
-    catalog_path: Path | None,
+    catalog_path: str | None,
     as_json: bool,
 ) -> None:
     """Restore an archive safely into a directory.

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from .catalog import default_catalog_path
+from .catalog import CatalogAddress, catalog_address
 from .config import load_config
 from .errors import SessionFailed, SessionInterrupted, UserError
 
@@ -73,15 +73,16 @@ def _fail(message: str, code: int, as_json: bool) -> NoReturn:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 
 
-def _says_catalog(path: Path) -> None:
-    out.print(f"[dim]catalog {escape(str(path))}[/dim]", soft_wrap=True)
+def _says_catalog(address: CatalogAddress) -> None:
+    out.print(f"[dim]catalog {escape(address.shown)}[/dim]", soft_wrap=True)
 
 
 catalog_option = click.option(
     "--catalog",
     "catalog_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Catalog file (default: $SPLITMIRROR_CATALOG, else the user's data directory).",
+    metavar="PATH|URL",
+    help="Catalog: a SQLite file, or a URL such as postgresql://host/db (docs/fleet.md); "
+    "default: $SPLITMIRROR_CATALOG, else the user's data directory.",
 )
 config_option = click.option(
     "--config",
@@ -91,10 +92,10 @@ config_option = click.option(
 )
 
 
-def _catalog_for(catalog_path: Path | None, config_file: Path | None) -> Path:
+def _catalog_for(catalog_path: str | None, config_file: Path | None) -> CatalogAddress:
     """The catalog a reading command reads: --config's, --catalog, or the default."""
     if config_file is not None and catalog_path is not None:
         raise click.UsageError("give --config or --catalog, not both")
     if config_file is not None:
-        return default_catalog_path(load_config(config_file).session.catalog)
-    return default_catalog_path(catalog_path)
+        return catalog_address(load_config(config_file).session.catalog)
+    return catalog_address(catalog_path)

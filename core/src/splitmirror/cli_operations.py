@@ -18,9 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import metrics
-from .catalog import Catalog, default_catalog_path, open_catalog
+from .catalog import Catalog, CatalogAddress, catalog_address, open_catalog
 from .catalog.base import DONE
-from .catalog.locks import one_prune_at_a_time
+from .catalog.locks import PRUNE_WAIT_S
 from .cli_common import (
     _catalog_for,
     _emit_json,
@@ -51,10 +51,9 @@ def run_prune(
     """Prune ``config``'s archives and report (with ``as_json``, as ``into["prune"]`` when given:
     ``backup --json`` prints one object); False when an archive could not be deleted."""
     policy_of(config)  # no [retention]: said before any catalog is looked for
-    catalog_path = default_catalog_path(config.session.catalog)
-    catalog = open_catalog(catalog_path, create=False)
+    catalog = open_catalog(config.session.catalog, create=False)
     try:
-        with contextlib.nullcontext() if dry_run else one_prune_at_a_time(catalog_path):
+        with contextlib.nullcontext() if dry_run else catalog.one_prune_at_a_time(PRUNE_WAIT_S):
             outcomes = prune(config, catalog, dry_run=dry_run)
             others = elsewhere(config, catalog)
         if not dry_run:
@@ -126,14 +125,14 @@ def prune_(config: Path, dry_run: bool, as_json: bool) -> None:
     """
     cfg = load_config(config)
     if not as_json:
-        _says_catalog(default_catalog_path(cfg.session.catalog))
+        _says_catalog(catalog_address(cfg.session.catalog))
     if not run_prune(cfg, out, dry_run=dry_run, as_json=as_json):
         sys.exit(1)
 
 
 def _drill_config(
-    session_id: int | None, config_file: Path | None, catalog_path: Path | None
-) -> tuple[Config, Path]:
+    session_id: int | None, config_file: Path | None, catalog_path: str | None
+) -> tuple[Config, CatalogAddress]:
     """The configuration a drill runs by, and its catalog: ``--config``, else the file the
     session's catalog row names (its database URL and ``[drill]`` are needed)."""
     if config_file is not None:
@@ -168,7 +167,7 @@ def newest_archive(catalog: Catalog, config: Config) -> int:
 
 def run_drill_and_report(
     config: Config,
-    catalog_path: Path,
+    address: CatalogAddress,
     session_id: int | None,
     console: Console,
     *,
@@ -178,12 +177,12 @@ def run_drill_and_report(
 ) -> bool:
     """Drill, record, write the metrics, report (with ``as_json``, as ``into["drill"]`` when
     given); True when the drill passed."""
-    catalog = open_catalog(catalog_path, create=False)
+    catalog = open_catalog(address, create=False)
     try:
         chosen = session_id if session_id is not None else newest_archive(catalog, config)
         if not as_json:
             console.print(f"drilling session {chosen}: restore, start, check …")
-        result = run_drill(catalog, catalog_path, chosen, config, Hooks(), keep=keep)
+        result = run_drill(catalog, chosen, config, Hooks(), keep=keep)
         metrics.write_quietly(config, catalog)
     finally:
         catalog.close()
@@ -205,12 +204,12 @@ def run_drill_and_report(
     return result.passed
 
 
-def drill_due(config: Config, catalog_path: Path) -> bool:
+def drill_due(config: Config, address: CatalogAddress) -> bool:
     """``[drill] every = N``: whether the DONE session just recorded is the Nth."""
     every = config.drill.every if config.drill is not None else None
     if every is None:
         return False
-    catalog = open_catalog(catalog_path, create=False)
+    catalog = open_catalog(address, create=False)
     try:
         done = of_configuration(catalog.sessions(status=DONE), config)
     finally:
@@ -226,7 +225,7 @@ def drill_due(config: Config, catalog_path: Path) -> bool:
 @json_option
 @handled
 def drill_(
-    session_id: int | None, keep: bool, config_file: Path | None, catalog_path: Path | None, as_json: bool
+    session_id: int | None, keep: bool, config_file: Path | None, catalog_path: str | None, as_json: bool
 ) -> None:
     """Restore session ID's archive into a scratch directory, start the database there as the
     restore steps say, run its integrity check and [drill] query, and clean up.

@@ -58,12 +58,36 @@ def _nice(value: object) -> int:
     return value
 
 
+def _catalog(value: object) -> object:
+    """A path (the SQLite catalog), or a URL a catalog plugin opens, kept as written; a URL never
+    carries a password, which would end up in files, process lists and logs."""
+    if not isinstance(value, str) or not value:
+        return value
+    if not catalog_url(value):
+        return Path(value)
+    if url_has_password(value):
+        raise ValueError(
+            "the catalog URL carries a password; remove it, and give it in "
+            "$SPLITMIRROR_CATALOG_PASSWORD or a pgpass file (docs/fleet.md)"
+        )
+    return value
+
+
+def catalog_url(text: str) -> bool:
+    """``scheme://...``: a catalog behind a URL, never a file name."""
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text))
+
+
 class SessionConfig(pydantic.BaseModel):
     model_config = _STRICT
 
     name: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     max_window: Annotated[Duration, pydantic.Field(le=3600)] = 30.0
-    catalog: Path | None = None
+    #: Where BACKUP runs: "here", or "off-host": this host splits and hands the split over to a
+    #: backup host (``splitmirror archive``, docs/fleet.md).
+    backup: Literal["here", "off-host"] = "here"
+    #: A path (the SQLite catalog) or a URL (``postgresql://...``, docs/fleet.md).
+    catalog: Annotated[Path | str | None, pydantic.BeforeValidator(_catalog)] = None
     # What SYNC and BACKUP may take from the server (:mod:`.budget`).
     io_limit: Annotated[int | None, pydantic.BeforeValidator(parse_rate)] = None
     io_priority: Annotated[str, pydantic.AfterValidator(_io_priority)] = "normal"
@@ -178,7 +202,8 @@ class Config(pydantic.BaseModel):
     session: SessionConfig
     database: DatabaseConfig
     mirror: MirrorConfig
-    target: TargetConfig
+    #: None only with ``[session] backup = "off-host"``: the backup host's configuration has it.
+    target: TargetConfig | None = None
     retention: RetentionConfig | None = None
     metrics: MetricsConfig | None = None
     notify: NotifyConfig | None = None
@@ -190,10 +215,25 @@ class Config(pydantic.BaseModel):
         return dict(model.model_extra or {})
 
     @pydantic.model_validator(mode="after")
+    def _a_target_unless_off_host(self) -> Config:
+        if self.target is None and self.session.backup != "off-host":
+            raise ValueError(
+                "the [target] section is missing; add it with path (where the archives go), or set "
+                '[session] backup = "off-host" for a backup host to archive the split (docs/fleet.md)'
+            )
+        return self
+
+    @pydantic.model_validator(mode="after")
     def _drills_can_read_the_archive(self) -> Config:
         """``backup`` drills its own archive with ``[drill] every``: one it can read back."""
         if self.drill is None or self.drill.every is None:
             return self
+        if self.target is None:
+            raise _key_error(
+                ("drill", "every"),
+                'needs the archive, which a backup host writes with [session] backup = "off-host"; drill '
+                "it there or with `splitmirror drill ID`",
+            )
         if self.target.path == "-":
             raise _key_error(
                 ("drill", "every"),
@@ -206,7 +246,7 @@ class Config(pydantic.BaseModel):
 
 
 _SECTION_HINTS = {
-    "session": "name (and optionally max_window, catalog, io_limit, io_priority, cpu_nice)",
+    "session": "name (and optionally max_window, backup, catalog, io_limit, io_priority, cpu_nice)",
     "database": "url and mode",
     "mirror": "provider, primary and mirror",
     "target": "path (and optionally block_size)",
@@ -214,6 +254,7 @@ _SECTION_HINTS = {
     "metrics": "textfile",
     "notify": "command",
     "drill": "every, image, binaries, query, scratch or timeout",
+    "archive": "devices (and optionally catalog, lease, poll, spool)",
 }
 
 
@@ -229,7 +270,7 @@ def _model_fields(model: type[pydantic.BaseModel], loc: tuple[int | str, ...]) -
     return [name for name in model.model_fields if name != "source"]
 
 
-def _describe(
+def describe_error(
     error: Any,
     model: type[pydantic.BaseModel],
     where: str,
@@ -272,7 +313,7 @@ def parse_config(data: dict[str, Any], where: str = "config") -> Config:
     try:
         config = Config.model_validate(data)
     except pydantic.ValidationError as error:
-        raise ConfigError(_describe(error.errors()[0], Config, where)) from None
+        raise ConfigError(describe_error(error.errors()[0], Config, where)) from None
     misplaced = placement.config_problems(config)
     if misplaced:
         key, problem = misplaced[0]
@@ -282,6 +323,13 @@ def parse_config(data: dict[str, Any], where: str = "config") -> Config:
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, check and validate a config file; every failure is one :class:`ConfigError`."""
+    data, where = read_toml(path)
+    return parse_config(data, where)
+
+
+def read_toml(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    """A configuration file's TOML, with ``source`` set to its resolved path, and how sentences
+    name it; a file anyone may write, or one that is not TOML, is one :class:`ConfigError`."""
     source = Path(path)
     where = str(source)
     try:
@@ -307,7 +355,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{where} is not valid TOML ({error}); fix the syntax") from None
     data["source"] = str(source.resolve())
-    return parse_config(data, where)
+    return data, where
 
 
 def plugin_options(
@@ -322,11 +370,13 @@ def plugin_options(
     for key in extras:
         if key not in known:
             unknown = {"type": "extra_forbidden", "loc": (key,), "msg": ""}
-            raise ConfigError(_describe(unknown, model, str(config.source), (section,), core))
+            raise ConfigError(describe_error(unknown, model, str(config.source), (section,), core))
     try:
         return model.model_validate(extras)
     except pydantic.ValidationError as error:
-        raise ConfigError(_describe(error.errors()[0], model, str(config.source), (section,), core)) from None
+        raise ConfigError(
+            describe_error(error.errors()[0], model, str(config.source), (section,), core)
+        ) from None
 
 
 def expand_target_path(template: str, *, session: int, name: str, timestamp: str) -> str:
@@ -340,3 +390,7 @@ _SAFE_SECRET = re.compile(r"(://[^:/@]*:)[^@]*@")
 def redact_url(url: str) -> str:
     """A URL with any password replaced by ``***``, for the catalog and the manifest."""
     return _SAFE_SECRET.sub(r"\1***@", url)
+
+
+def url_has_password(url: str) -> bool:
+    return bool(_SAFE_SECRET.search(url))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import shutil
 import signal
@@ -34,7 +33,6 @@ from typing import Any
 
 from .catalog import Catalog
 from .catalog.base import DrillRecord, utc_now
-from .catalog.locks import drill_started
 from .config import Config, plugin_options
 from .drillcopy import DrillCopy, DrillFailed, DrillRoute
 from .engine import DatabaseEngine
@@ -71,7 +69,7 @@ def settings(config: Config) -> DrillConfig:
 
 
 def run_drill(
-    catalog: Catalog, catalog_path: Path, session_id: int, config: Config, hooks: Hooks, *, keep: bool = False
+    catalog: Catalog, session_id: int, config: Config, hooks: Hooks, *, keep: bool = False
 ) -> DrillResult:
     """Drill session ``session_id``'s archive; the outcome is recorded whatever it is, a
     SIGTERM or SIGHUP included (they end the drill as a failure, its copy stopped and removed)."""
@@ -79,12 +77,14 @@ def run_drill(
     summary = catalog.get(session_id)
     scratch = scratch_of(config)
     started, clock = utc_now(), time.monotonic()
-    tag = _tag(catalog_path)
-    drill_id, let_go = drill_started(
-        catalog,
-        catalog_path,
-        lambda: catalog.start_drill(session_id, name=summary.name, started_at=started),
-        lambda dead: _remove_leftovers(scratch, tag, dead),
+    # The catalog's tag names what a drill leaves (its scratch directory, its container's label):
+    # drill ids are per catalog, and catalogs may share a scratch directory.
+    tag = catalog.address.tag
+    drill_id, let_go = catalog.drill_started(
+        session_id,
+        name=summary.name,
+        started_at=started,
+        abandoned=lambda dead: _remove_leftovers(scratch, tag, dead),
     )
     directory = scratch / f"{PREFIX}{tag}-{drill_id}-(not made)"
     route: DrillRoute = ""
@@ -95,7 +95,7 @@ def run_drill(
     try:
         with _signals_end_the_drill(interrupted):
             directory = _scratch_directory(scratch, tag, drill_id)
-            source, files = locate_archive(session_id, None, catalog_path)
+            source, files = locate_archive(session_id, None, catalog.address)
             restored = restore_archive(
                 source, directory / "restore", expected=from_catalog(files or []), hooks=hooks
             )
@@ -161,12 +161,6 @@ def _signals_end_the_drill(interrupted: list[str]) -> Iterator[None]:
 
 #: Names a drill's scratch directory: ``splitmirror-drill-TAG-ID-random``.
 PREFIX = "splitmirror-drill-"
-
-
-def _tag(catalog_path: Path) -> str:
-    """A short name for the catalog, in what a drill leaves (its scratch directory, its
-    container's label): drill ids are per catalog, and catalogs may share a scratch directory."""
-    return hashlib.sha256(str(catalog_path.resolve()).encode()).hexdigest()[:8]
 
 
 def _remove_leftovers(scratch: Path, tag: str, drill_id: int) -> None:

@@ -34,7 +34,7 @@ from .registry import Registry
 from .targets.base import Target
 
 if TYPE_CHECKING:
-    from .catalog.base import SessionSummary
+    from .catalog.base import Catalog, SessionSummary
     from .config import Config
     from .session import Session
 
@@ -110,6 +110,10 @@ class Hooks:
     @functools.cached_property
     def targets(self) -> Registry[type[Target]]:
         return self._collect("splitmirror_register_targets", "target")
+
+    @functools.cached_property
+    def catalogs(self) -> Registry[type[Catalog]]:
+        return self._collect("splitmirror_register_catalogs", "catalog")
 
     def engine_for_url(self, url: str) -> type[DatabaseEngine]:
         scheme = urlsplit(url).scheme.split("+", 1)[0].lower()

@@ -1,8 +1,8 @@
 """Every hook splitmirror calls, in one module.
 
 Plugins implement these with the :data:`splitmirror.impl` marker; nothing is a hook by name
-alone.  Three *register* hooks hand the core the objects a plugin provides (database engines,
-mirror providers, targets).  The rest are for observers: progress bars, metrics, logs,
+alone.  Four *register* hooks hand the core the objects a plugin provides (database engines,
+mirror providers, targets, catalogs).  The rest are for observers: progress bars, metrics, logs,
 notifications.  Quiesce and unquiesce are deliberately **not** hooks: pluggy stops at the first
 implementation that raises, and a broadcast "unquiesce" would leave databases frozen.  They are
 methods of the engine object, bracketed by ``try/finally`` in :mod:`splitmirror.session`.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .catalog.base import SessionSummary
+    from .catalog.base import Catalog, SessionSummary
     from .config import Config
     from .engine import DatabaseEngine
     from .mirror.base import MirrorProvider
@@ -63,6 +63,16 @@ def splitmirror_register_targets(register: Callable[[type[Target]], None]) -> No
     is true is used; plugins' targets are asked before the built-in ones.
 
     :param register: the callback taking a :class:`~splitmirror.targets.base.Target` subclass.
+    """
+
+
+@_spec
+def splitmirror_register_catalogs(register: Callable[[type[Catalog]], None]) -> None:
+    """Register catalog classes: a ``[session] catalog`` (or ``--catalog``) URL whose scheme is
+    among a class's ``url_schemes`` is opened by its ``open``.  File paths are the built-in SQLite
+    catalog's.
+
+    :param register: the callback taking a :class:`~splitmirror.catalog.base.Catalog` subclass.
     """
 
 

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from . import impl
-from .catalog import Catalog, default_catalog_path, open_catalog
+from .catalog import Catalog, open_catalog
 from .catalog.base import DONE, STARTED, DrillRecord, SessionSummary
 from .config import Config
 from .retention import has_archive, of_configuration
@@ -207,7 +207,7 @@ def write_quietly(config: Config, catalog: Catalog | None = None) -> None:
         return
     try:
         if catalog is None:
-            with contextlib.closing(open_catalog(default_catalog_path(config.session.catalog))) as opened:
+            with contextlib.closing(open_catalog(config.session.catalog, create=False)) as opened:
                 write(config, opened)
         else:
             write(config, catalog)

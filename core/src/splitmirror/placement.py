@@ -36,6 +36,7 @@ from .engine import PreflightProblem
 from .fsfreeze import same_filesystem
 
 if TYPE_CHECKING:
+    from .catalog.address import CatalogAddress
     from .config import Config
     from .mirror.base import MirrorProvider
 
@@ -105,6 +106,8 @@ def names_a_file(config: Config) -> bool:
     """Whether ``[target]`` is a file of the built-in file target, judged without the plugins:
     ``-`` (standard output), a character device (a tape) and URLs of plugins' targets are not
     places inside anything."""
+    if config.target is None:
+        return False  # an off-host session: a backup host writes the archive
     kind, path = config.target.kind, config.target.path
     if kind is not None:
         return kind == "file"
@@ -115,7 +118,7 @@ def names_a_file(config: Config) -> bool:
     return not (path == "-" or "://" in path or device)
 
 
-def path_problems(config: Config, catalog: Path | None, target_is_file: bool) -> list[Misplaced]:
+def path_problems(config: Config, catalog: CatalogAddress | None, target_is_file: bool) -> list[Misplaced]:
     """The path rules, with ``catalog`` as the session will use it (None: not known yet)."""
     primary, mirror = resolved(config.mirror.primary), resolved(config.mirror.mirror)
     found: list[Misplaced] = []
@@ -124,7 +127,7 @@ def path_problems(config: Config, catalog: Path | None, target_is_file: bool) ->
         fix = "set [mirror] mirror to a place outside the primary that does not contain it either"
         found.append(("[mirror] mirror", PreflightProblem(nested, fix)))
     places: list[tuple[str, str, Path]] = []
-    if target_is_file:
+    if target_is_file and config.target is not None:
         places.append(
             (
                 "[target] path",
@@ -137,12 +140,14 @@ def path_problems(config: Config, catalog: Path | None, target_is_file: bool) ->
             found.append(
                 ("[target] path", PreflightProblem(f"{what}, {_WHY['mirror']}", _fix("[target] path")))
             )
-    if catalog is not None:
-        where = resolved(catalog)
+    if catalog is not None and catalog.path is not None:
+        where = resolved(catalog.path)
         places += [
             ("[session] catalog", "the catalog", where),
             ("[session] catalog", "the session lock directory", where.parent / "locks"),
         ]
+    elif catalog is not None:  # behind a URL: only its locks are on this host
+        places.append(("[session] catalog", "the session lock directory", resolved(catalog.home / "locks")))
     named = config.session.catalog is not None
     for key, what, path in places:
         if any(key == seen for seen, _ in found):
@@ -165,26 +170,30 @@ def _fix(key: str, named: bool = True) -> str:
 
 def config_problems(config: Config) -> list[Misplaced]:
     """What ``load_config`` refuses: the path rules for the paths the file names."""
-    return path_problems(config, config.session.catalog, names_a_file(config))
+    from .catalog.address import CatalogAddress
+
+    named = config.session.catalog
+    return path_problems(config, None if named is None else CatalogAddress(str(named)), names_a_file(config))
 
 
-def _ours(config: Config, catalog: Path, target_is_file: bool) -> list[tuple[str, str, Path]]:
+def _ours(config: Config, catalog: CatalogAddress, target_is_file: bool) -> list[tuple[str, str, Path]]:
     """The directories splitmirror writes in, each with the key that places it: the archives'
-    and the catalog's (with its locks)."""
-    ours = [("[session] catalog", "the catalog's directory", resolved(catalog).parent)]
-    if target_is_file:
+    and the catalog's (with its locks; this host's state directory for a catalog behind a URL)."""
+    what = "the catalog's directory" if catalog.path is not None else "the state directory"
+    ours = [("[session] catalog", what, resolved(catalog.home))]
+    if target_is_file and config.target is not None:
         archives = archive_directory(config.target.path, config.session.name)[0]
         ours.insert(0, ("[target] path", "the archive directory", archives))
     return ours
 
 
-def own_directories(config: Config, catalog: Path, target_is_file: bool) -> list[Path]:
+def own_directories(config: Config, catalog: CatalogAddress, target_is_file: bool) -> list[Path]:
     """The directories splitmirror writes in during a session (the archives', the catalog's)."""
     return [path for _key, _what, path in _ours(config, catalog, target_is_file)]
 
 
 def place_problems(
-    config: Config, catalog: Path, target_is_file: bool, mirror: MirrorProvider
+    config: Config, catalog: CatalogAddress, target_is_file: bool, mirror: MirrorProvider
 ) -> list[PreflightProblem]:
     """The path rules with the catalog the session will really use, then the rules of the
     devices, which need no database: checked before the session creates its lock directory."""
@@ -234,7 +243,7 @@ def _reached_another_way(key: str, what: str, path: Path, config: Config) -> Pre
 
 def preflight_problems(
     config: Config,
-    catalog: Path,
+    catalog: CatalogAddress,
     target_is_file: bool,
     engine_freezes: Sequence[Path],
     mirror: MirrorProvider,

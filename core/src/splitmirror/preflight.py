@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 from . import placement
 from .budget import Budget
-from .catalog import default_catalog_path
+from .catalog.address import CatalogAddress, catalog_address
 from .config import Config, plugin_options
 from .engine import DatabaseEngine, PreflightProblem, ServerInfo
-from .errors import ConfigError, PluginError, SplitmirrorError, first_line
+from .errors import ConfigError, PluginError, PreflightError, SplitmirrorError, first_line
 from .mirror.base import MirrorProvider
+from .mirror.block import BlockMirror
+from .mirror.identity import identity
 from .mirror.ownership import MirrorClaim
 from .targets.base import Target
 
@@ -37,8 +39,9 @@ class Chosen:
 
     engine: DatabaseEngine
     mirror: MirrorProvider
-    target_class: type[Target]
-    catalog_path: Path
+    #: None for an off-host session without a ``[target]`` (a backup host writes the archive).
+    target_class: type[Target] | None
+    catalog_address: CatalogAddress
 
     def close(self) -> None:
         """Close the engine and the mirror; closing must not hide the session's outcome."""
@@ -75,8 +78,10 @@ def choose(config: Config, hooks: Hooks) -> Chosen:
     return Chosen(
         engine=engine,
         mirror=mirror,
-        target_class=hooks.target_for_path(config.target.path, config.target.kind),
-        catalog_path=default_catalog_path(config.session.catalog),
+        target_class=None
+        if config.target is None
+        else hooks.target_for_path(config.target.path, config.target.kind),
+        catalog_address=catalog_address(config.session.catalog),
     )
 
 
@@ -110,12 +115,16 @@ def _asked(what: str, answer: object) -> list[PreflightProblem]:
     return answer
 
 
-def problems(config: Config, chosen: Chosen, claim: MirrorClaim) -> tuple[ServerInfo, list[PreflightProblem]]:
-    """Connect and ask everyone what would stop the session; changes nothing."""
+def problems(
+    config: Config, chosen: Chosen, claim: MirrorClaim, *, off_host: bool = False
+) -> tuple[ServerInfo, list[PreflightProblem]]:
+    """Connect and ask everyone what would stop the session; changes nothing.  An ``off_host``
+    session never looks at a target (the backup host has it) and needs a disk it can name."""
     engine, mirror, mode = chosen.engine, chosen.mirror, config.database.mode
     name, provider = f"the {engine.name} engine's", f"the {config.mirror.provider} mirror's"
-    probe = make_target(config, chosen.target_class, 0)
-    mirror.own_paths = placement.own_directories(config, chosen.catalog_path, probe.name == "file")
+    probe = None if off_host or chosen.target_class is None else make_target(config, chosen.target_class, 0)
+    is_file = probe is not None and probe.name == "file"
+    mirror.own_paths = placement.own_directories(config, chosen.catalog_address, is_file)
     with _plugin(f"{name} connect"):
         server = engine.connect()
     with _plugin(f"{name} preflight"):
@@ -130,10 +139,28 @@ def problems(config: Config, chosen: Chosen, claim: MirrorClaim) -> tuple[Server
         *mirror_problems,
         *outside_primary(config, mirror, layout),
         *mirror.freeze_problems(freezes),
-        *probe.preflight(),
-        *placement.preflight_problems(config, chosen.catalog_path, probe.name == "file", freezes, mirror),
+        *(probe.preflight() if probe is not None else off_host_problems(config, mirror)),
+        *placement.preflight_problems(config, chosen.catalog_address, is_file, freezes, mirror),
         *claim.problems(),
     ]
+
+
+def off_host_problems(config: Config, mirror: MirrorProvider) -> list[PreflightProblem]:
+    """A backup host reads the split by extent from the mirror's disk, which it must be able to
+    tell from every other disk (:mod:`.mirror.identity`)."""
+    if not isinstance(mirror, BlockMirror):
+        return [
+            PreflightProblem(
+                f"an off-host backup reads the split by extent from the mirror's disk, which the "
+                f"{config.mirror.provider} mirror does not give",
+                '[mirror] provider = "block" (the mirror a device or LUN the backup host sees too)',
+            )
+        ]
+    try:
+        identity(config.mirror.mirror)
+    except PreflightError as error:
+        return [PreflightProblem(str(error), "see docs/fleet.md")]
+    return []
 
 
 def outside_primary(config: Config, mirror: MirrorProvider, paths: list[Path]) -> list[PreflightProblem]:
@@ -177,6 +204,7 @@ def check(config: Config, hooks: Hooks, *, take_over_mirror: bool = False) -> Ch
 
 def make_target(config: Config, target_class: type[Target], session_id: int) -> Target:
     """The target of the session ``session_id`` (0: a probe for ``check``), ``[target]`` filled in."""
+    assert config.target is not None, "an off-host session makes no target"
     return target_class.for_session(
         config.target, session=session_id, name=config.session.name, timestamp=_timestamp()
     )

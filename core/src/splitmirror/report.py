@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .catalog.base import DrillRecord, FileRecord, SessionSummary
+from .catalog.base import WAITING, DrillRecord, FileRecord, Handover, SessionSummary
 from .units import format_size
 
 
@@ -18,7 +18,13 @@ def summary_json(summary: SessionSummary, files: list[FileRecord] | None = None)
     ``blocked_ms``, ``phases``, ``files``, ``bytes``, ``archive`` ...); ``show`` adds the members."""
     data = summary.to_json()
     data["phases"] = [
-        {"name": p.name, "duration_ms": round(p.duration_ms, 3), "started_at": p.started_at, "error": p.error}
+        {
+            "name": p.name,
+            "duration_ms": round(p.duration_ms, 3),
+            "started_at": p.started_at,
+            "error": p.error,
+            "host": p.host,
+        }
         for p in summary.phases
     ]
     if files is not None:
@@ -111,7 +117,11 @@ def print_summary(console: Console, summary: SessionSummary) -> None:
         console.print(f"[red]failed in {summary.failed_phase}: {escape(summary.error or '')}[/red]")
 
 
-def print_sessions(console: Console, sessions: list[SessionSummary]) -> None:
+def print_sessions(
+    console: Console, sessions: list[SessionSummary], splits: Mapping[int, Handover] | None = None
+) -> None:
+    """``splits``: the sessions handed over to a backup host and not archived yet, by id."""
+    splits = splits or {}
     table = Table()
     columns = ("id", "name", "database", "mode", "status", "started", "window", "blocked", "files", "bytes")
     for column in columns:
@@ -122,7 +132,7 @@ def print_sessions(console: Console, sessions: list[SessionSummary]) -> None:
             s.name,
             s.database,
             s.mode,
-            s.status + {None: "", "PRUNING": " (pruning)", "PRUNED": " (pruned)"}.get(s.pruned, ""),
+            _status(s, splits.get(s.id)),
             s.started_at,
             milliseconds(s.window_ms),
             milliseconds(s.blocked_ms),
@@ -130,6 +140,12 @@ def print_sessions(console: Console, sessions: list[SessionSummary]) -> None:
             format_size(s.bytes),
         )
     console.print(table)
+
+
+def _status(session: SessionSummary, split: Handover | None) -> str:
+    if split is not None:  # STARTED, and its BACKUP waits for (or runs on) a backup host
+        return "HANDED OVER" if split.state == WAITING else f"ARCHIVING ({split.worker})"
+    return session.status + {None: "", "PRUNING": " (pruning)", "PRUNED": " (pruned)"}.get(session.pruned, "")
 
 
 def print_files(console: Console, files: list[FileRecord]) -> None:

@@ -14,7 +14,8 @@ Read :meth:`Session.run` first; it is the whole contract in twenty lines:
 The phase bodies follow, one method each.  INIT's is :mod:`.opening`, which builds the
 session's :class:`~splitmirror.opening.Parts` that every later phase uses (its checks are
 :mod:`.preflight`'s, which also serves ``splitmirror check``); BACKUP's archive is written by
-:mod:`.archive.assembly`.
+:mod:`.archive.assembly`.  Off-host, the split is handed over instead (:mod:`.handover`), and a
+backup host runs BACKUP and CLEANUP (:mod:`.worker`).
 """
 
 from __future__ import annotations
@@ -27,17 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from . import impl, preflight
-from .archive.assembly import ArchiveAssembly, logical_order
+from .archive.assembly import ArchiveAssembly, logical_order, manifest_header
 from .blocked import BlockedTime
 from .budget import Budget
 from .catalog import Catalog, FileRecord, PhaseRecord, SessionSummary
-from .catalog.base import DONE, FAILED, utc_now
+from .catalog.base import DONE, FAILED, STARTED, utc_now
 from .config import Config
 from .engine import DatabaseEngine, DatabaseFile, PreflightProblem, ServerInfo, UnquiesceResult
 from .errors import PluginError, PreflightError, SessionFailed, SplitmirrorError, WindowExceeded, first_line
 from .filemap import FileMap
 from .fsfreeze import Freezer
+from .handover import hand_over
 from .hooks import Hooks
+from .hostname import host
 from .mirror.base import MirrorProvider, SyncStats
 from .mirror.ownership import MirrorClaim
 from .opening import Opening, Parts
@@ -65,8 +68,17 @@ class Session:
     :class:`~splitmirror.errors.SessionFailed` (or a :class:`~splitmirror.errors.UserError` when
     the session could not even start)."""
 
-    def __init__(self, config: Config, hooks: Hooks | None = None, *, take_over_mirror: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        hooks: Hooks | None = None,
+        *,
+        take_over_mirror: bool = False,
+        split_only: bool = False,
+    ) -> None:
         self.config = config
+        #: INIT .. UNQUIESCE here, BACKUP and CLEANUP on a backup host (:mod:`.handover`).
+        self.off_host = split_only or config.session.backup == "off-host"
         self.hooks = hooks or Hooks()
         self.mode: Mode = config.database.mode
         self.phase = Phase.INIT  # the phase running, or the last one that ran
@@ -77,7 +89,7 @@ class Session:
         self.stats: dict[str, Any] = {}
         self.members: list[FileRecord] = []  # BACKUP's, in archive order
         self._claim = MirrorClaim(config, take_over=take_over_mirror)
-        self._opening = Opening(config, self.hooks, self._claim)  # INIT, and what it took
+        self._opening = Opening(config, self.hooks, self._claim, off_host=self.off_host)  # INIT, what it took
         self._filemap = FileMap()
         self._freezer = Freezer()
         self._blocked = BlockedTime(self._freezer, engine_holds=self.mode is Mode.FREEZE)
@@ -131,8 +143,11 @@ class Session:
                 self._phase(Phase.MAP)
                 self._phase(Phase.SYNC)
                 self._window()
-                self._phase(Phase.BACKUP)
-                self._phase(Phase.CLEANUP)
+                if self.off_host:
+                    self._hand_over()
+                else:
+                    self._phase(Phase.BACKUP)
+                    self._phase(Phase.CLEANUP)
             except BaseException as error:
                 with self._guard.deferred():  # a second Ctrl-C must not cut the bookkeeping short
                     self._fail(error)
@@ -221,9 +236,8 @@ class Session:
             raise
         finally:
             duration = time.monotonic() - started
-            record = PhaseRecord(
-                phase.name, started_at, duration * 1000, None if error is None else first_line(error)
-            )
+            said = None if error is None else first_line(error)
+            record = PhaseRecord(phase.name, started_at, duration * 1000, said, host())
             if self._pending is not None and phase.in_window:
                 self._pending.append(_Pending(phase, record, duration, error))
             else:
@@ -280,18 +294,7 @@ class Session:
     def _init(self) -> None:
         parts = self._opening.open()
         self._filemap.with_extents = parts.mirror.supports_extent_reads
-        self._start_watchdog(parts)
-
-    def _start_watchdog(self, parts: Parts) -> None:
-        self._watchdog = Watchdog(
-            {
-                "session": parts.id,
-                "catalog": str(parts.catalog_path),
-                "config": str(self.config.source),
-                "max_window": self.config.session.max_window,
-                "leftovers": parts.target.leftovers(),
-            }
-        )
+        self._watchdog = Watchdog.of_session(parts, self.config)
         self._watchdog.start()
         self._freezer.listener = lambda event, mount: self._watchdog.tell(**{event: str(mount)})
 
@@ -396,32 +399,26 @@ class Session:
             names.extend(str(f.path) for f in gone)
 
     def _backup(self) -> None:
-        parts, unquiesced = self.parts, self.unquiesced
+        parts = self.parts
+        assert parts.target is not None, "an off-host session hands its split over instead"
         self._leave_out_vanished(lambda f: not parts.mirror.exists_in_split(f.path))
-        assembly = ArchiveAssembly(parts, self.config, self.progress(Phase.BACKUP), self.stats)
+        header = manifest_header(parts, self.config)
+        assembly = ArchiveAssembly(
+            parts.target, parts.mirror, header, self.progress(Phase.BACKUP), self.stats
+        )
         self.members = assembly.members
-        assembly.before_read = self._budget.throttle.consume
-        self._budget.run(
-            assembly.write,
-            self.files,
-            unquiesced,
-            window_ms=self.window_ms,
-            blocked_ms=self.blocked_ms,
-            metadata=self.metadata,
-        )
+        fields = assembly.write_under(self._budget, self.files, self.unquiesced, self._window_figures())
         parts.catalog.add_files(parts.id, self.members)
-        data = [m for m in self.members if m.role != "manifest"]
-        parts.catalog.update_session(
-            parts.id,
-            files=len(data),
-            bytes=sum(m.size for m in data),
-            archive=parts.target.location,
-            window_ms=self.window_ms,
-            blocked_ms=self.blocked_ms,
-            label=unquiesced.label,
-            redo_range=dict(unquiesced.redo_range),
-            stats=self.stats,
-        )
+        parts.catalog.update_session(parts.id, **fields)
+
+    def _hand_over(self) -> None:
+        """Off-host, BACKUP's part here: the split recorded in the catalog for a backup host."""
+        self.phase = Phase.BACKUP  # what a failure is recorded as
+        self._leave_out_vanished(lambda f: not self.parts.mirror.exists_in_split(f.path))
+        hand_over(self.parts, self.config, self.files, self.unquiesced, self._window_figures(), self.stats)
+
+    def _window_figures(self) -> dict[str, Any]:
+        return {"window_ms": self.window_ms, "blocked_ms": self.blocked_ms, "metadata": self.metadata}
 
     def _cleanup(self) -> None:
         self.parts.mirror.reestablish()
@@ -437,7 +434,8 @@ class Session:
         if parts is None:
             return  # no row yet: the error itself is the whole story
         keep = self.phase is Phase.CLEANUP  # the archive is complete: only the mirror failed
-        for undo in (self._reestablish,) if keep else (parts.target.discard, self._reestablish):
+        discard = () if keep or parts.target is None else (parts.target.discard,)
+        for undo in (*discard, self._reestablish):
             with contextlib.suppress(Exception):  # the original error is the one to report
                 undo()
         parts.catalog.update_session(
@@ -464,7 +462,8 @@ class Session:
 
     def _finished(self) -> SessionSummary:
         summary = self.parts.catalog.get(self.parts.id)
-        self.hooks.session_finished(self, summary)  # an observer's failure is logged
+        if summary.status != STARTED:  # a split handed over ends on the backup host
+            self.hooks.session_finished(self, summary)  # an observer's failure is logged
         return summary
 
     def summary(self) -> SessionSummary | None:

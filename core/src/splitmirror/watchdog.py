@@ -52,7 +52,11 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .opening import Parts
 
 log = logging.getLogger("splitmirror.watchdog")
 
@@ -79,6 +83,20 @@ class Watchdog:
         self._beater: threading.Thread | None = None
         #: The session's release failed: at done the watchdog tries again, which takes a while.
         self._retrying = False
+
+    @classmethod
+    def of_session(cls, parts: Parts, config: Config) -> Watchdog:
+        """The watchdog of the session INIT built ``parts`` for: the hello it needs to close the
+        session's row and remove a killed session's leftovers."""
+        return cls(
+            {
+                "session": parts.id,
+                "catalog": parts.catalog_address.text,
+                "config": str(config.source),
+                "max_window": config.session.max_window,
+                "leftovers": [] if parts.target is None else parts.target.leftovers(),
+            }
+        )
 
     @property
     def running(self) -> bool:
@@ -239,12 +257,12 @@ class _Watch:
         """A killed session's end, told as a finished one's is: the metrics textfile rewritten
         and the notifier run (``[metrics]``, ``[notify]``); a failure is printed, nothing more."""
         from . import metrics, notify
-        from .catalog.sqlite import SqliteCatalog
+        from .catalog import open_catalog
         from .config import load_config
 
         try:
             config = load_config(Path(self.hello["config"]))
-            catalog = SqliteCatalog(Path(self.hello["catalog"]))
+            catalog = open_catalog(str(self.hello["catalog"]), create=False)
             try:
                 metrics.write_quietly(config, catalog)
                 problem = notify.notify(config, catalog.get(int(self.hello["session"])))
@@ -256,15 +274,17 @@ class _Watch:
             print(f"splitmirror watchdog: {problem}", file=sys.stderr)
 
     def _record(self, reason: str) -> bool:
+        from .catalog import open_catalog
         from .catalog.base import FAILED, STARTED, utc_now
-        from .catalog.sqlite import SqliteCatalog
 
         try:
-            catalog = SqliteCatalog(Path(self.hello["catalog"]))
+            catalog = open_catalog(str(self.hello["catalog"]), create=False)
             try:
                 session_id = int(self.hello["session"])
                 if catalog.get(session_id).status != STARTED:
                     return False
+                if any(split.session_id == session_id for split in catalog.handovers(outstanding=True)):
+                    return False  # handed over: a backup host ends it
                 catalog.finish_session(
                     session_id, status=FAILED, finished_at=utc_now(), failed_phase=self.phase, error=reason
                 )

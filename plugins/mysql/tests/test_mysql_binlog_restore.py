@@ -5,8 +5,9 @@ a DBA sets it: relative (``binlog``), absolute in the data directory (its index 
 absolute paths), and in a directory of its own under the primary.
 
 Each drill runs ledger writers through a FREEZE session (prepared transactions are in the image:
-without the binary log the copy refuses to start) and checks every acknowledged row, on MariaDB
-10.11 and on MySQL 9 (whose binary log is on by default, with GTIDs)."""
+without the binary log the copy refuses to start) and checks every acknowledged row, on the newest
+MariaDB and MySQL here (MySQL's binary log is on by default, with GTIDs); the flavours, places and
+routes are combined pairwise (:data:`PAIRWISE`)."""
 
 from __future__ import annotations
 
@@ -29,22 +30,33 @@ LOG_BINS = {
 }
 
 
-#: (image family, version): one of each flavour, the newest usable here (the binary log's place
-#: is splitmirror's side, not the version's).
-SERVERS = [(name, newest_usable(name)) for name in ("mariadb", "mysql")]
-CASES = [(name, version, log_bin) for name, version in SERVERS for log_bin in LOG_BINS]
+#: (image family, binary log's place, route the copy starts by), pairwise: every flavour with
+#: every place and every route, and every place with every route, in six drills rather than the
+#: twelve of the whole product (each takes a server's start and a drill).  One server of each
+#: flavour, the newest usable here: the binary log's place is splitmirror's side, not the version's.
+PAIRWISE = [
+    ("mariadb", "relative", "host"),
+    ("mariadb", "absolute", "container"),
+    ("mariadb", "own-directory", "container"),
+    ("mysql", "relative", "container"),
+    ("mysql", "absolute", "host"),
+    ("mysql", "own-directory", "host"),
+]
+CASES = [(name, newest_usable(name), log_bin, route) for name, log_bin, route in PAIRWISE]
 
 
-@pytest.fixture(params=CASES, ids=[f"{name}-{version}-{log_bin}" for name, version, log_bin in CASES])
+@pytest.fixture(
+    params=CASES, ids=[f"{name}-{version}-{log_bin}-{route}" for name, version, log_bin, route in CASES]
+)
 def logged(
     request: pytest.FixtureRequest, splitmirror_primary_disk: Path, splitmirror_workspace: Workspace
-) -> Iterator[tuple[ContainerMysql, Path]]:
-    """The server with the binary log named as the parameter says; (server, option file)."""
+) -> Iterator[tuple[ContainerMysql, Path, str]]:
+    """The server with the binary log named as the parameter says; (server, option file, route)."""
     if os.geteuid() != 0:
         pytest.skip(
             "container MySQL/MariaDB tests need root: splitmirror reads files the container's user owns"
         )
-    name, version, variant = request.param
+    name, version, variant, route = request.param
     log_bin, own = LOG_BINS[variant]
     mounts = {}
     if own:
@@ -64,19 +76,17 @@ def logged(
     except Unavailable as reason:
         pytest.skip(str(reason))
     try:
-        yield server.start(), write_option_file(splitmirror_workspace.root / "my.cnf", server.password)
+        yield server.start(), write_option_file(splitmirror_workspace.root / "my.cnf", server.password), route
     finally:
         server.stop()
 
 
-@pytest.mark.parametrize("route", ["host", "container"])
 def test_a_copy_starts_by_the_printed_steps(
-    route: str,
-    logged: tuple[ContainerMysql, Path],
+    logged: tuple[ContainerMysql, Path, str],
     splitmirror_primary_disk: Path,
     splitmirror_session: SessionRunner,
 ) -> None:
-    server, option_file = logged
+    server, option_file, route = logged
     database = MysqlLedgerDatabase(server, option_file, primary=splitmirror_primary_disk, route=route)
     report = run_drill(database, splitmirror_session, "freeze")
     assert report.acknowledged > 0 and report.passed, str(report)

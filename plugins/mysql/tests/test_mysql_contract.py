@@ -18,18 +18,19 @@ import pytest
 from splitmirror.phases import Phase
 from splitmirror.testing import SessionRunner
 from splitmirror.testing.containers import newest_usable, on_newest, versions
-from splitmirror.testing.contract import WINDOW, DatabaseContract
+from splitmirror.testing.contract import FAULTED, DatabaseContract
 from splitmirror_mysql.testing import MysqlLedgerDatabase
 
 FLAVOURS = ("mariadb", "mysql")
-#: The unquiesce rows: every window phase on the newest of each flavour, QUIESCE and SPLIT on the others.
+#: The unquiesce rows: every faulted window phase (contract.FAULTED) on the newest of each flavour,
+#: QUIESCE and SPLIT on the others.
 unquiesce_cases = pytest.mark.parametrize(
     ("server", "phase"),
     [
         pytest.param((name, version), phase, id=f"{name}-{version}-{phase.name}")
         for name in FLAVOURS
         for version in versions(name)
-        for phase in (WINDOW if version == newest_usable(name) else [Phase.QUIESCE, Phase.SPLIT])
+        for phase in (FAULTED if version == newest_usable(name) else [Phase.QUIESCE, Phase.SPLIT])
     ],
     indirect=["server"],
 )

@@ -26,18 +26,19 @@ from splitmirror.cli import main
 from splitmirror.phases import Phase
 from splitmirror.testing import SessionRunner
 from splitmirror.testing.containers import newest_usable, on_newest, versions
-from splitmirror.testing.contract import WINDOW, DatabaseContract
+from splitmirror.testing.contract import FAULTED, DatabaseContract
 from splitmirror_postgresql.container import ContainerLedgerDatabase, ContainerPostgres, write_pgpass
 
 #: One run on the newest version (see the module docstring).
 newest_only = on_newest("container_postgres", "postgres")
-#: The unquiesce rows: every window phase on the newest version, QUIESCE and SPLIT on the others.
+#: The unquiesce rows: every faulted window phase (contract.FAULTED) on the newest version, QUIESCE
+#: and SPLIT on the others.
 unquiesce_cases = pytest.mark.parametrize(
     ("container_postgres", "phase"),
     [
         pytest.param(version, phase, id=f"{version}-{phase.name}")
         for version in versions("postgres")
-        for phase in (WINDOW if version == newest_usable("postgres") else [Phase.QUIESCE, Phase.SPLIT])
+        for phase in (FAULTED if version == newest_usable("postgres") else [Phase.QUIESCE, Phase.SPLIT])
     ],
     indirect=["container_postgres"],
 )

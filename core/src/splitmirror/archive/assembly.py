@@ -30,7 +30,10 @@ from .readahead import ReadAhead
 from .sparse import Segment
 
 if TYPE_CHECKING:
+    from ..budget import Budget
+    from ..mirror.base import MirrorProvider
     from ..opening import Parts
+    from ..targets.base import Target
 
 #: 2: file members of a stream archive carry their checksum in the manifest only.
 MANIFEST_FORMAT = 2
@@ -58,19 +61,44 @@ class _Planned:
     opener: Callable[[], SplitReader]
 
 
+def manifest_header(parts: Parts, config: Config) -> dict[str, Any]:
+    """The manifest's part that names the session and its database: the same whichever host
+    writes the archive (an off-host backup records it with the split)."""
+    return {
+        "session": {"id": parts.id, "name": config.session.name},
+        "database": {
+            "engine": parts.engine.name,
+            "url": redact_url(config.database.url),
+            "version": parts.server.version,
+            "flavour": parts.server.flavour,
+        },
+        "mode": config.database.mode.value,
+    }
+
+
 class ArchiveAssembly:
-    """Writes the archive of the session of ``parts`` to its target, from its mirror;
-    :attr:`members` grows as it goes.
+    """Writes a session's archive to ``target``, from ``mirror``; :attr:`members` grows as it
+    goes.  ``header`` is the manifest's part naming the session (:func:`manifest_header`).
 
     ``stats`` is the session's: the extents each member was read by go into its ``extents``.
     """
 
-    def __init__(self, parts: Parts, config: Config, progress: Progress, stats: dict[str, Any]) -> None:
-        self.parts, self.config, self.progress, self.stats = parts, config, progress, stats
-        self.target, self.mirror = parts.target, parts.mirror
+    def __init__(
+        self,
+        target: Target,
+        mirror: MirrorProvider,
+        header: Mapping[str, Any],
+        progress: Progress,
+        stats: dict[str, Any],
+    ) -> None:
+        self.target, self.mirror, self.header = target, mirror, header
+        self.progress, self.stats = progress, stats
         self.members: list[FileRecord] = []
         #: Called with each read's length before it is issued: a bandwidth budget sleeps there.
         self.before_read: Callable[[int], None] | None = None
+        #: Whether the files the engine collected from the primary are read from ``mirror``
+        #: too: a backup host has them from the database host, never from the primary.
+        self.collected_in_mirror = False
 
     def write(
         self,
@@ -110,6 +138,37 @@ class ArchiveAssembly:
         writer.close()
         self._add("", ("manifest",), "manifest", record, "generated")
 
+    def write_under(
+        self,
+        budget: Budget,
+        files: Sequence[DatabaseFile],
+        unquiesced: UnquiesceResult,
+        window: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """:meth:`write` under the session's budget (its reads paced, its priorities set);
+        returns the summary the catalog records.  ``window``: ``window_ms``, ``blocked_ms``,
+        ``metadata`` (:func:`splitmirror.handover.hand_over` records the same)."""
+        self.before_read = budget.throttle.consume
+        budget.run(
+            self.write,
+            files,
+            unquiesced,
+            window_ms=window["window_ms"],
+            blocked_ms=window["blocked_ms"],
+            metadata=window["metadata"],
+        )
+        data = [m for m in self.members if m.role != "manifest"]
+        return {
+            "files": len(data),
+            "bytes": sum(m.size for m in data),
+            "archive": self.target.location,
+            "window_ms": window["window_ms"],
+            "blocked_ms": window["blocked_ms"],
+            "label": unquiesced.label,
+            "redo_range": dict(unquiesced.redo_range),
+            "stats": self.stats,
+        }
+
     def _manifest(
         self,
         unquiesced: UnquiesceResult,
@@ -118,18 +177,13 @@ class ArchiveAssembly:
         metadata: Mapping[str, Any],
         member_checksums: str,
     ) -> dict[str, Any]:
-        parts, config = self.parts, self.config
+        header = self.header
         return {
             "format": MANIFEST_FORMAT,
             "splitmirror": __version__,
-            "session": {"id": parts.id, "name": config.session.name},
-            "database": {
-                "engine": parts.engine.name,
-                "url": redact_url(config.database.url),
-                "version": parts.server.version,
-                "flavour": parts.server.flavour,
-            },
-            "mode": config.database.mode.value,
+            "session": header["session"],
+            "database": header["database"],
+            "mode": header["mode"],
             "created_at": utc_now(),
             "window_ms": window_ms,
             "blocked_ms": blocked_ms,
@@ -146,9 +200,10 @@ class ArchiveAssembly:
         ranges, and how to open it."""
         mirror = self.mirror
         name = str(mirror.relative(f.path))
+        split = mirrored or self.collected_in_mirror
         try:
-            info = mirror.split_stat(f.path) if mirrored else _stat(f.path)
-            ranges = mirror.data_ranges(f.path) if mirrored else None
+            info = mirror.split_stat(f.path) if split else _stat(f.path)
+            ranges = mirror.data_ranges(f.path) if split else None
         except (FileNotFoundError, KeyError):
             where = "the split mirror" if mirrored else "the primary, where it was to be collected"
             raise FileNotFoundError(f"{f.path} is missing from {where}") from None
@@ -157,7 +212,7 @@ class ArchiveAssembly:
         path = f.path
 
         def opener() -> SplitReader:
-            return mirror.split_reader(path) if mirrored else reader_for(open(path, "rb"))
+            return mirror.split_reader(path) if split else reader_for(open(path, "rb"))
 
         return _Planned(f, mirrored, name, info, sparse.data_segments(ranges, info.size), opener)
 

@@ -16,8 +16,9 @@ def fail_abandoned(catalog: Catalog, config_source: str) -> None:
     """Mark every ``STARTED`` row of the configuration at ``config_source`` ``FAILED``, in the
     earliest phase it can have been in."""
     names = [phase.name for phase in PHASE_ORDER]
+    handed_over = {split.session_id for split in catalog.handovers(outstanding=True)}
     for stale in catalog.sessions(status=STARTED):
-        if stale.config == config_source:
+        if stale.config == config_source and stale.id not in handed_over:  # a backup host has those
             done = [names.index(p.name) for p in stale.phases if p.name in names]
             # Window phases are recorded when the window closes: this is the earliest it was in.
             at = names[min(max(done, default=-1) + 1, len(names) - 1)]

@@ -1,12 +1,19 @@
-"""What the catalog stores and the interface any catalog (SQLite today, PostgreSQL later) offers."""
+"""What the catalog stores and the interface every catalog offers: the built-in SQLite file, and
+those plugins register (``splitmirror_register_catalogs``; the PostgreSQL catalog a fleet shares).
+
+``splitmirror.testing.catalog_contract`` is the test suite every implementation passes."""
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .address import CatalogAddress
 
 STARTED, DONE, FAILED = "STARTED", "DONE", "FAILED"
 
@@ -22,6 +29,8 @@ class PhaseRecord:
     started_at: str  # ISO 8601, UTC
     duration_ms: float
     error: str | None = None
+    #: The host that ran it: an off-host session's BACKUP and CLEANUP run on a backup host.
+    host: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +96,14 @@ class SessionSummary:
 
 PRUNING, PRUNED = "PRUNING", "PRUNED"
 
+#: The summary columns :meth:`Catalog.update_session` sets; any other name is a ValueError.
+UPDATABLE = frozenset(
+    {"window_ms", "blocked_ms", "files", "bytes", "archive", "server_version", "label", "redo_range", "stats"}
+)
+
+#: What a drill whose process died is closed with (:meth:`Catalog.drill_started`).
+DRILL_ABANDONED = "its process ended without recording an outcome (killed, crashed, or the machine went down)"
+
 
 @dataclasses.dataclass(frozen=True)
 class DrillRecord:
@@ -108,9 +125,55 @@ class DrillRecord:
         return dataclasses.asdict(self)
 
 
+#: A hand-over's states: waiting for a backup host, being archived by one (under a lease), and
+#: the two ends, after which the database host's next session may resynchronise the mirror.
+WAITING, ARCHIVING, ARCHIVED = "WAITING", "ARCHIVING", "ARCHIVED"
+OUTSTANDING = (WAITING, ARCHIVING)
+
+
+@dataclasses.dataclass(frozen=True)
+class Handover:
+    """A split a database host handed over for a backup host to archive (docs/fleet.md)."""
+
+    session_id: int
+    identity: str  # the mirror's identity: "wwn:...", "serial:...", "loop:/backing/file", ...
+    state: str  # WAITING, ARCHIVING, ARCHIVED, FAILED
+    host: str  # the database host that split
+    handed_at: str
+    #: What BACKUP needs, without the database: the files in archive order with their extent
+    #: maps, the manifest's fixed part (:mod:`splitmirror.handover`).
+    record: Mapping[str, Any]
+    worker: str | None = None  # "host:pid" of the backup host archiving it, while it does
+    attempts: int = 0  # claims so far (a worker that died leaves it to the next)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("record")
+        return data
+
+
 class Catalog(abc.ABC):
     """Where sessions are recorded.  Every write is its own transaction, so a crash mid-session
-    leaves a row that says ``STARTED`` (never ``DONE``) and the catalog still opens."""
+    leaves a row that says ``STARTED`` (never ``DONE``) and the catalog still opens.
+
+    A catalog plugin's class also names itself (``name``) and the URL schemes it opens
+    (``url_schemes``), and is built by :meth:`open`.  Many processes, on many hosts for a shared
+    catalog, write at once: each method is safe against that on its own.
+    """
+
+    name: ClassVar[str]
+    #: The URL schemes this catalog opens (``postgresql``); the SQLite catalog opens paths.
+    url_schemes: ClassVar[tuple[str, ...]] = ()
+
+    #: Where it is; sentences name it by ``address.shown`` (never a password).
+    address: CatalogAddress
+
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, address: CatalogAddress, *, create: bool) -> Catalog:
+        """Connect, creating the schema (``create``) or refusing a catalog that is not there
+        (reading commands: a wrong address is never a new, empty catalog), and migrating it to
+        this version's schema; :class:`~splitmirror.errors.CatalogError` in one sentence if not."""
 
     @abc.abstractmethod
     def start_session(
@@ -173,6 +236,85 @@ class Catalog(abc.ABC):
     @abc.abstractmethod
     def drills(self, *, name: str | None = None, session_id: int | None = None) -> list[DrillRecord]:
         """Drills, oldest first."""
+
+    @abc.abstractmethod
+    def one_prune_at_a_time(self, wait: float) -> contextlib.AbstractContextManager[None]:
+        """Hold the catalog's prune lock, for every host that uses the catalog: two prunes would
+        race each other's deletions and rows.  Waits up to ``wait`` seconds for another prune,
+        then raises :class:`~splitmirror.errors.SessionBusyError`."""
+
+    @abc.abstractmethod
+    def drill_started(
+        self, session_id: int, *, name: str, started_at: str, abandoned: Callable[[int], None]
+    ) -> tuple[int, Callable[[], None]]:
+        """Close every ``RUNNING`` drill whose process is gone as ``FAILED`` (handing its id to
+        ``abandoned``, which removes what it left), then start this drill's ``RUNNING`` row,
+        held as alive until the returned function is called (after its outcome is recorded).
+        Returns the drill's id and that function."""
+
+    @abc.abstractmethod
+    def copy_in(
+        self, session: SessionSummary, files: Sequence[FileRecord], drills: Sequence[DrillRecord]
+    ) -> None:
+        """Add a session of another catalog, its phases, files and drills, under the ids it had
+        there (archives are named by session id), for ``splitmirror catalog copy``; a session
+        id already taken is a :class:`~splitmirror.errors.CatalogError`."""
+
+    # -- off-host backup: splits handed over from database hosts to backup hosts ------------
+
+    @abc.abstractmethod
+    def hand_over(
+        self,
+        session_id: int,
+        *,
+        identity: str,
+        host: str,
+        record: Mapping[str, Any],
+        parcels: Sequence[bytes],
+    ) -> None:
+        """Record session ``session_id``'s split as ``WAITING`` for a backup host, with the bytes
+        only the database host could read (``parcels``: files collected from the primary,
+        generated members).  A mirror holds one outstanding split: a second hand-over of the
+        same ``identity`` is a :class:`~splitmirror.errors.CatalogError`, whichever host."""
+
+    @abc.abstractmethod
+    def handovers(self, *, identity: str | None = None, outstanding: bool = False) -> list[Handover]:
+        """Hand-overs, oldest first: of one mirror, and only ``WAITING``/``ARCHIVING`` ones."""
+
+    @abc.abstractmethod
+    def parcel(self, session_id: int, seq: int) -> bytes:
+        """The ``seq``-th (from 0) of the bytes handed over with the split."""
+
+    @abc.abstractmethod
+    def claim_split(
+        self, *, worker: str, identities: Sequence[str], lease_s: float, session_id: int | None = None
+    ) -> Handover | None:
+        """Take the oldest split on one of ``identities`` (or session ``session_id``'s) that is
+        ``WAITING``, or ``ARCHIVING`` under a lease that ran out (its worker died), for
+        ``worker`` for ``lease_s`` seconds; None when there is none.  Workers on many hosts
+        claim at once: each split goes to one, and none waits for another's claim."""
+
+    @abc.abstractmethod
+    def renew_lease(self, session_id: int, *, worker: str, lease_s: float) -> bool:
+        """Extend ``worker``'s lease; False when the split is no longer its (another took it)."""
+
+    @abc.abstractmethod
+    def finish_handover(
+        self,
+        session_id: int,
+        *,
+        worker: str,
+        archived: bool,
+        files: Sequence[FileRecord],
+        fields: Mapping[str, Any],
+        finished_at: str,
+        failed_phase: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """In one transaction, if ``worker`` still holds the split: its files (replacing any a
+        dead worker recorded), the summary ``fields`` (as :meth:`update_session`), the session
+        ``DONE`` (``archived``) or ``FAILED``, and the hand-over ``ARCHIVED`` or ``FAILED``, which
+        frees the mirror.  False, and nothing changed, when the lease was lost."""
 
     def close(self) -> None:  # noqa: B027 - optional: most catalogs hold a connection
         """Release the connection."""

@@ -1,5 +1,6 @@
-"""Locks beside a catalog, in its ``locks/`` directory (where the session locks are too), named
-after the catalog file, so several catalogs in one directory never share one:
+"""The SQLite catalog's locks, in the ``locks/`` directory beside it (where the session locks
+are too), named after the catalog file, so several catalogs in one directory never share one
+(a catalog shared by many hosts keeps these locks in itself instead):
 
 - ``CATALOG.prune.lock``: one prune of the catalog at a time (:func:`one_prune_at_a_time`);
 - ``CATALOG.drill-ID.lock``: held by the process running drill ID, so a ``RUNNING`` row whose lock
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..errors import SessionBusyError
 from ..paths import ensure_private_dir
-from .base import FAILED, Catalog, utc_now
+from .base import DRILL_ABANDONED, FAILED, Catalog, utc_now
 
 #: How long ``prune`` waits for another prune of its catalog (two nightly timers ending together).
 PRUNE_WAIT_S = 600.0
@@ -68,10 +69,6 @@ def one_prune_at_a_time(catalog_path: Path, wait: float = PRUNE_WAIT_S) -> Itera
         yield
 
 
-#: What a drill whose process died is closed with.
-ABANDONED = "its process ended without recording an outcome (killed, crashed, or the machine went down)"
-
-
 def drill_started(
     catalog: Catalog, catalog_path: Path, start: Callable[[], int], abandoned: Callable[[int], None]
 ) -> tuple[int, Callable[[], None]]:
@@ -85,7 +82,7 @@ def drill_started(
             if drill.status == "RUNNING" and _nobody_holds(lock):
                 catalog.finish_drill(
                     drill.id, status=FAILED, finished_at=utc_now(), duration_ms=0.0, route=drill.route,
-                    checks=drill.checks, error=ABANDONED,
+                    checks=drill.checks, error=DRILL_ABANDONED,
                 )  # fmt: skip
                 lock.unlink(missing_ok=True)
                 abandoned(drill.id)

@@ -7,13 +7,16 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import CatalogError
 from ..paths import ensure_private_dir
-from .base import Catalog, DrillRecord, FileRecord, PhaseRecord, SessionSummary
+from . import locks
+from .address import CatalogAddress
+from .base import UPDATABLE, Catalog, DrillRecord, FileRecord, PhaseRecord, SessionSummary
+from .sqlite_splits import JSON_COLUMNS, SqliteSplits, file_row
 
 #: Each entry upgrades the schema by one version; never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -87,20 +90,31 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX drills_by_name ON drills (name, id);
     """,
+    # 4: off-host backup: which host ran each phase; splits handed over to backup hosts, the
+    # bytes only the database host could read, and one outstanding split per mirror.
+    """
+    ALTER TABLE phases ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    CREATE TABLE handovers (
+        session_id INTEGER PRIMARY KEY REFERENCES sessions (id),
+        identity TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('WAITING', 'ARCHIVING', 'ARCHIVED', 'FAILED')),
+        host TEXT NOT NULL,
+        handed_at TEXT NOT NULL,
+        record TEXT NOT NULL,
+        worker TEXT,
+        lease_until REAL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX one_split_per_mirror ON handovers (identity)
+        WHERE state IN ('WAITING', 'ARCHIVING');
+    CREATE TABLE parcels (
+        session_id INTEGER NOT NULL REFERENCES sessions (id),
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    );
+    """,
 )
-
-_JSON_COLUMNS = {"redo_range", "stats"}
-_UPDATABLE = {
-    "window_ms",
-    "blocked_ms",
-    "files",
-    "bytes",
-    "archive",
-    "server_version",
-    "label",
-    "redo_range",
-    "stats",
-}
 
 
 @contextlib.contextmanager
@@ -116,9 +130,24 @@ def _opening(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-class SqliteCatalog(Catalog):
+class SqliteCatalog(SqliteSplits, Catalog):
+    """The embedded default: one file on this host, its locks in ``locks/`` beside it."""
+
+    name = "sqlite"
+
+    @classmethod
+    def open(cls, address: CatalogAddress, *, create: bool) -> SqliteCatalog:
+        assert address.path is not None, "the SQLite catalog opens paths"
+        if not create and not address.path.exists():
+            raise CatalogError(
+                f"there is no catalog at {address.path}; name the one your sessions use with "
+                "--config FILE (its [session] catalog) or --catalog PATH"
+            )
+        return cls(address.path)
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.address = CatalogAddress(str(path))
         try:
             ensure_private_dir(path.parent)
             with _opening(path):
@@ -177,36 +206,29 @@ class SqliteCatalog(Catalog):
 
     def record_phase(self, session_id: int, phase: PhaseRecord) -> None:
         self._db.execute(
-            "INSERT INTO phases (session_id, seq, name, started_at, duration_ms, error) VALUES"
-            " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM phases WHERE session_id = ?), ?, ?, ?, ?)",
-            (session_id, session_id, phase.name, phase.started_at, phase.duration_ms, phase.error),
+            "INSERT INTO phases (session_id, seq, name, started_at, duration_ms, error, host) VALUES"
+            " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM phases WHERE session_id = ?), ?, ?, ?, ?, ?)",
+            (
+                session_id,
+                session_id,
+                phase.name,
+                phase.started_at,
+                phase.duration_ms,
+                phase.error,
+                phase.host,
+            ),
         )
 
     def update_session(self, session_id: int, **fields: Any) -> None:
-        unknown = set(fields) - _UPDATABLE
+        unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
-        values = [json.dumps(v) if k in _JSON_COLUMNS else v for k, v in fields.items()]
+        values = [json.dumps(v) if k in JSON_COLUMNS else v for k, v in fields.items()]
         assignments = ", ".join(f"{k} = ?" for k in fields)
         self._db.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*values, session_id))
 
     def add_files(self, session_id: int, files: Iterable[FileRecord]) -> None:
-        rows = [
-            (
-                session_id,
-                f.seq,
-                f.member,
-                f.path,
-                json.dumps(list(f.logical_key)),
-                f.role,
-                f.size,
-                f.sha256,
-                f.offset,
-                f.read_method,
-                None if f.extents is None else json.dumps(f.extents),
-            )
-            for f in files
-        ]
+        rows = [file_row(session_id, f) for f in files]
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -231,12 +253,13 @@ class SqliteCatalog(Catalog):
 
     def _summary(self, row: sqlite3.Row) -> SessionSummary:
         data = dict(row)
-        for column in _JSON_COLUMNS:
+        for column in JSON_COLUMNS:
             data[column] = json.loads(data[column])
         phases = [
             PhaseRecord(*p)
             for p in self._db.execute(
-                "SELECT name, started_at, duration_ms, error FROM phases WHERE session_id = ? ORDER BY seq",
+                "SELECT name, started_at, duration_ms, error, host FROM phases"
+                " WHERE session_id = ? ORDER BY seq",
                 (row["id"],),
             )
         ]
@@ -336,6 +359,54 @@ class SqliteCatalog(Catalog):
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._rows(f"SELECT * FROM drills{where} ORDER BY id", tuple(params))
         return [DrillRecord(**{**dict(row), "checks": json.loads(row["checks"])}) for row in rows]
+
+    def one_prune_at_a_time(self, wait: float) -> contextlib.AbstractContextManager[None]:
+        return locks.one_prune_at_a_time(self.path, wait)
+
+    def drill_started(
+        self, session_id: int, *, name: str, started_at: str, abandoned: Callable[[int], None]
+    ) -> tuple[int, Callable[[], None]]:
+        def start() -> int:
+            return self.start_drill(session_id, name=name, started_at=started_at)
+
+        return locks.drill_started(self, self.path, start, abandoned)
+
+    def copy_in(
+        self, session: SessionSummary, files: Sequence[FileRecord], drills: Sequence[DrillRecord]
+    ) -> None:
+        row = session.to_json()
+        phases = row.pop("phases")
+        for column in JSON_COLUMNS:
+            row[column] = json.dumps(row[column])
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._db.execute("SELECT 1 FROM sessions WHERE id = ?", (session.id,)).fetchone():
+                raise CatalogError(
+                    f"the catalog {self.path} already has a session {session.id}; copy into a new, "
+                    "empty catalog"
+                )
+            columns = ", ".join(row)
+            self._db.execute(
+                f"INSERT INTO sessions ({columns}) VALUES ({', '.join('?' for _ in row)})",
+                tuple(row.values()),
+            )
+            self._db.executemany(
+                "INSERT INTO phases VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(session.id, seq, p["name"], p["started_at"], p["duration_ms"], p["error"], p["host"])
+                 for seq, p in enumerate(phases, start=1)],
+            )  # fmt: skip
+            self._db.executemany(
+                "INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)", [file_row(session.id, f) for f in files]
+            )
+            self._db.executemany(
+                "INSERT INTO drills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(d.id, session.id, d.name, d.status, d.started_at, d.finished_at, d.duration_ms,
+                  d.route, json.dumps(d.checks), d.error) for d in drills],
+            )  # fmt: skip
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._db.close()

@@ -294,6 +294,14 @@ class BlockMirror(MirrorProvider):
     def read_method(self, primary_path: Path) -> str:
         return "frozen-copy" if self._key(primary_path) in self.spooled else "extent"
 
+    def map_of(self, primary_path: Path) -> ExtentMap | None:
+        """The file's extent map from CHECK (None: not mapped)."""
+        return self.maps.get(self._key(primary_path))
+
+    def fingerprint_of(self, primary_path: Path) -> Fingerprint:
+        """The file's attributes at the split (CHECK's)."""
+        return self.fingerprints[self._key(primary_path)]
+
     def split_stat(self, primary_path: Path) -> SplitStat:
         fingerprint = self.fingerprints[self._key(primary_path)]
         return SplitStat(

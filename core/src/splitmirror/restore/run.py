@@ -20,7 +20,7 @@ from typing import Any
 
 from ..archive.read_command import ReadCommand
 from ..archive.reader import STDIN, ArchiveReader
-from ..catalog import FileRecord, open_catalog
+from ..catalog import CatalogAddress, FileRecord, open_catalog
 from ..catalog.base import DONE, PRUNED
 from ..errors import CatalogError, PluginError, UserError, first_line
 from ..hooks import Hooks
@@ -167,7 +167,7 @@ def _prepare(
 
 
 def locate_archive(
-    session_id: int | None, archive: str | None, catalog_path: Path | None
+    session_id: int | None, archive: str | None, catalog: CatalogAddress | Path | None
 ) -> tuple[str | ReadCommand, list[FileRecord] | None]:
     """The archive to read and, for a session ID, the catalog's file list to check it against
     (``verify`` and ``restore`` share it).  Only a ``DONE`` session has an archive, and one that
@@ -178,12 +178,12 @@ def locate_archive(
         if archive is None:
             raise UserError("give a session ID, or the archive itself with --archive PATH")
         return archive, None
-    catalog = open_catalog(catalog_path, create=False)
+    opened = open_catalog(catalog, create=False)
     try:
-        summary = catalog.get(session_id)
-        files = catalog.files(session_id)
+        summary = opened.get(session_id)
+        files = opened.files(session_id)
     finally:
-        catalog.close()
+        opened.close()
     if summary.status != DONE and summary.failed_phase != "CLEANUP":
         why = f" (failed in {summary.failed_phase}: {summary.error})" if summary.failed_phase else ""
         raise CatalogError(

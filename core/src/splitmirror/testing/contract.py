@@ -26,6 +26,12 @@ from .database import LedgerDatabase
 from .drill import DrillReport, SessionRunner
 
 WINDOW = [phase for phase in PHASE_ORDER if phase.in_window]
+#: The window's phases a fault is injected in: each leaves the engine in a state of its own (the
+#: mode entered; the files listed; prepared; the primary frozen for the split; the mode left).
+#: CHECK is not among them: it calls no engine method, and a fault after it finds the engine as
+#: one after SPLIT does (the core's own thaw-then-release order is proven with SQLite, in
+#: tests/test_session.py).
+FAULTED = [phase for phase in WINDOW if phase is not Phase.CHECK]
 
 
 class Fault:
@@ -132,7 +138,7 @@ class DatabaseContract:
         keys = [logical_order(f.logical_key) for f in files]
         assert keys == sorted(keys), [f.member for f in files]
 
-    @pytest.mark.parametrize("phase", WINDOW, ids=[p.name for p in WINDOW])
+    @pytest.mark.parametrize("phase", FAULTED, ids=[p.name for p in FAULTED])
     def test_unquiesce_on_failure(
         self,
         phase: Phase,

@@ -1,0 +1,101 @@
+"""Which disk a mirror is, in words every host that sees it agrees on.
+
+A database host hands its split over to a backup host that reaches the same disk under another
+name (``/dev/sdc`` here, ``/dev/mapper/mpathb`` there, a LUN zoned to both).  The kernel's name
+says nothing across hosts; what the disk says of itself does: its WWN or serial (SCSI, NVMe,
+virtio), a device-mapper UUID (LVM, multipath), and for a loop device its backing file.  An
+image file used directly is named by its real path.  The identity is taken from the open
+device (``fstat``), so what is checked is what is read.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from ..errors import PreflightError
+
+SYS_BLOCK = Path("/sys/dev/block")
+UDEV_DATA = Path("/run/udev/data")
+
+#: What sysfs files name a disk, most specific first, with the prefix its identity gets.
+_SYSFS = (("wwid", "wwn"), ("device/wwid", "wwn"), ("serial", "serial"), ("device/serial", "serial"))
+_UDEV = (("ID_WWN_WITH_EXTENSION", "wwn"), ("ID_WWN", "wwn"), ("ID_SERIAL", "serial"))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _udev(major: int, minor: int) -> dict[str, str]:
+    found = {}
+    for line in _read(UDEV_DATA / f"b{major}:{minor}").splitlines():
+        if line.startswith("E:") and "=" in line:
+            key, _, value = line[2:].partition("=")
+            found[key] = value
+    return found
+
+
+def _disk(major: int, minor: int) -> str | None:
+    """What the whole disk (not a partition) ``major:minor`` says it is."""
+    sys = SYS_BLOCK / f"{major}:{minor}"
+    for name, prefix in _SYSFS:
+        value = _read(sys / name)
+        if value:
+            return f"{prefix}:{value}"
+    udev = _udev(major, minor)
+    for key, prefix in _UDEV:
+        if udev.get(key):
+            return f"{prefix}:{udev[key]}"
+    uuid = _read(sys / "dm" / "uuid")
+    if uuid:
+        return f"dm:{uuid}"
+    backing = _read(sys / "loop" / "backing_file").removesuffix(" (deleted)")
+    if backing:
+        return f"loop:{backing}"
+    return None
+
+
+def identity_of(fd: int, shown: str) -> str:
+    """The identity of the open device or image ``fd`` (``shown`` names it in the sentence)."""
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode):
+        return f"image:{os.path.realpath(f'/proc/self/fd/{fd}')}"
+    if not stat.S_ISBLK(info.st_mode):
+        raise PreflightError(
+            f"{shown} is neither a block device nor an image file; an off-host backup reads the mirror's disk"
+        )
+    major, minor = os.major(info.st_rdev), os.minor(info.st_rdev)
+    sys = SYS_BLOCK / f"{major}:{minor}"
+    partition = _read(sys / "partition")
+    if partition:  # the disk's identity, and which of its partitions
+        parent = sys.resolve().parent
+        whole = _read(parent / "dev")
+        if ":" in whole:
+            disk_major, disk_minor = (int(n) for n in whole.split(":"))
+            named = _disk(disk_major, disk_minor)
+            if named:
+                return f"{named}:part{partition}"
+    named = _disk(major, minor)
+    if named is None:
+        raise PreflightError(
+            f"cannot tell which disk {shown} is: it has no WWN or serial, no device-mapper UUID and is no "
+            "loop device; give the mirror a disk that names itself (a LUN, an LVM volume, a loop device)"
+        )
+    return named
+
+
+def identity(path: Path) -> str:
+    """The identity of the device or image at ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise PreflightError(f"cannot open the mirror {path} ({error.strerror})") from None
+    try:
+        return identity_of(fd, str(path))
+    finally:
+        os.close(fd)
