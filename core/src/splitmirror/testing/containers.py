@@ -107,6 +107,11 @@ class ServerContainer:
         return int(self._container.get_exposed_port(self.port))
 
     @property
+    def id(self) -> str:
+        """The container's id (to attach it to another network, :mod:`.fleet`)."""
+        return str(self._container.get_wrapped_container().id)
+
+    @property
     def running(self) -> bool:
         if not self._started:
             return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -127,11 +128,13 @@ class SessionRunner:
         return path
 
     @staticmethod
-    def command(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    def command(*args: str | Path, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """``splitmirror ARGS`` in a process of its own, as a DBA runs it (the plugins it loads
-        are the installed ones): its exit code, standard output and standard error."""
+        are the installed ones), with ``env`` added to the environment: its exit code, standard
+        output and standard error."""
         argv = [sys.executable, "-m", "splitmirror", *(str(arg) for arg in args)]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        environment = {**os.environ, **(env or {})}
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, env=environment)
 
     def hooks(self, *observers: object) -> Hooks:
         """The plugin manager sessions and restores use: entry points, :attr:`plugins`, ``observers``.
