@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from splitmirror.catalog import CatalogAddress, catalog_address
+from splitmirror.catalog import CatalogAddress, PhaseRecord, SqliteCatalog, catalog_address
+from splitmirror.catalog.abandoned import fail_abandoned
 from splitmirror.config import load_config
 from splitmirror.errors import CatalogError
 from test_cli import cli, one_sentence
@@ -46,6 +47,9 @@ def test_a_password_in_the_catalog_url_is_refused_everywhere(
     monkeypatch.setenv("SPLITMIRROR_CATALOG", secret)
     with pytest.raises(CatalogError, match=r"\$SPLITMIRROR_CATALOG carries a password"):
         catalog_address(None)
+    in_the_query = cli("list", "--catalog", "postgresql://backup@catalog-db/splitmirror?password=hunter2")
+    assert in_the_query.returncode == 5 and "carries a password" in one_sentence(in_the_query)
+    assert "hunter2" not in in_the_query.stderr
 
 
 def test_a_url_catalogs_locks_live_in_the_state_directory(
@@ -73,3 +77,28 @@ def test_an_unknown_catalog_scheme_is_one_sentence() -> None:
     unknown = cli("list", "--catalog", "mongodb://db/splitmirror")
     assert unknown.returncode == 5
     assert "no installed catalog opens mongodb:// URLs" in one_sentence(unknown)
+
+
+def test_a_shared_catalog_closes_only_this_hosts_abandoned_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every host of a fleet may keep its configuration at one path: INIT's lock is this host's,
+    so in a catalog behind a URL a STARTED row another host recorded is that host's running
+    session, never closed here (a SQLite catalog is one host's: all its rows are)."""
+    monkeypatch.setenv("SPLITMIRROR_HOST", "db1")
+    catalog = SqliteCatalog(tmp_path / "catalog.db")
+    catalog.address = CatalogAddress(URL)  # as a fleet's catalog: shared by hosts
+    rows = {}
+    for where in ("db1", "db2"):
+        rows[where] = catalog.start_session(
+            name="orders", mode="freeze", database="sqlite", database_url="u",
+            config="/etc/splitmirror/orders.toml", started_at="t",
+        )  # fmt: skip
+        catalog.record_phase(rows[where], PhaseRecord("INIT", "t", 1.0, host=where))
+    fail_abandoned(catalog, "/etc/splitmirror/orders.toml")
+    assert catalog.get(rows["db1"]).status == "FAILED", "this host's dead session is closed"
+    assert catalog.get(rows["db2"]).status == "STARTED", "another host's is left alone"
+    catalog.address = CatalogAddress(str(tmp_path / "catalog.db"))
+    fail_abandoned(catalog, "/etc/splitmirror/orders.toml")
+    assert catalog.get(rows["db2"]).status == "FAILED"
+    catalog.close()

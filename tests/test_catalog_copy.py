@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from splitmirror.catalog import SqliteCatalog
+from splitmirror.catalog import DrillRecord, SessionSummary, SqliteCatalog
 from test_cli import cli, one_sentence
 
 
@@ -75,3 +75,22 @@ def test_copy_bad_input_is_one_sentence(backed_up: Path, root: Path) -> None:
     assert "hunter2" not in secret.stderr
     unknown = cli("catalog", "copy", str(backed_up), "mongodb://db/splitmirror")
     assert unknown.returncode == 5 and "no installed catalog opens mongodb:// URLs" in one_sentence(unknown)
+
+
+def test_a_drill_id_taken_by_another_drill_stops_the_copy_before_it_writes(
+    backed_up: Path, root: Path
+) -> None:
+    with closing(SqliteCatalog(backed_up)) as source:
+        source.start_drill(1, name="ledger", started_at="2026-12-07T02:00:00.000+00:00")
+    copy = root / "other.db"
+    with closing(SqliteCatalog(copy)) as other:
+        billing = SessionSummary(
+            99, "billing", "DONE", "freeze", "sqlite", "u", "c", "2020-01-01T00:00:00.000+00:00"
+        )
+        drill = DrillRecord(1, 99, "billing", "PASSED", "2020-01-01T01:00:00.000+00:00")
+        other.copy_in(billing, [], [drill])
+    refused = cli("catalog", "copy", str(backed_up), str(copy))
+    assert refused.returncode == 5
+    assert "drill 1 of" in one_sentence(refused) and "drills keep their ids too" in refused.stderr
+    with closing(SqliteCatalog(copy)) as other:
+        assert [s.id for s in other.sessions()] == [99], "nothing was copied"

@@ -1,7 +1,8 @@
 """Off-host backup on one machine: the database host's session stops after the split and hands
 it over; a backup host's worker archives it from the mirror's disk, by extent, without the
 database (docs/fleet.md).  Both run here as separate processes with their own configurations,
-as the docs write them; the split-across-containers proof is in tests/test_fleet.py."""
+as the docs write them; hosts of their own (network and mount namespaces) are in the plugins'
+test_postgres_fleet.py and test_mysql_fleet.py."""
 
 from __future__ import annotations
 
@@ -16,12 +17,18 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from splitmirror.catalog import SqliteCatalog
+from splitmirror.catalog import CatalogAddress, SqliteCatalog
+from splitmirror.config import load_config
+from splitmirror.hooks import Hooks
+from splitmirror.mirror.block import BlockMirror
 from splitmirror.mirror.ownership import state_files
+from splitmirror.session import Session
 from splitmirror.testing.loopfs import loop_device
+from splitmirror.worker import Lease, LeaseLost
 from splitmirror.workload import create_ledger
 from test_cli import cli, one_sentence
 
@@ -187,3 +194,87 @@ def test_a_worker_killed_mid_backup_leaves_its_split_to_the_next(fleet: Fleet, t
         (split,) = catalog.handovers()
         assert (split.state, split.attempts) == ("ARCHIVED", 2)
     assert cli("verify", "1", "--catalog", str(fleet.catalog)).returncode == 0
+
+
+def test_a_backup_hosts_own_problems_never_fail_a_split(fleet: Fleet, tmp_path: Path) -> None:
+    """A worker whose target or spool cannot work refuses before it claims: the split waits."""
+    assert cli("backup", str(fleet.database), "--quiet").returncode == 0
+    base = fleet.worker.read_text().split("[target]")[0]
+    missing = write(
+        tmp_path / "missing.toml", base + f'[target]\npath = "{tmp_path}/nowhere/{{session}}.tar"\n'
+    )
+    refused = cli("archive", str(missing))
+    assert refused.returncode == 3 and "nowhere" in one_sentence(refused)
+    spool = write(
+        tmp_path / "spool.toml", fleet.worker.read_text().replace('lease = "3s"', f'spool = "{tmp_path}/no"')
+    )
+    refused = cli("archive", str(spool))
+    assert refused.returncode == 3 and "[archive] spool" in one_sentence(refused)
+    stdout = write(tmp_path / "stdout.toml", base + '[target]\npath = "-"\n')
+    refused = cli("archive", str(stdout))
+    assert refused.returncode == 2 and "would mix every split's archive" in one_sentence(refused)
+    with closing(SqliteCatalog(fleet.catalog)) as catalog:
+        assert [(h.state, h.attempts) for h in catalog.handovers()] == [("WAITING", 0)]
+
+
+def test_a_split_no_backup_host_can_archive_is_released_by_hand(fleet: Fleet, tmp_path: Path) -> None:
+    assert cli("backup", str(fleet.database), "--quiet").returncode == 0
+    copy = cli("catalog", "copy", str(fleet.catalog), str(tmp_path / "other.db"))
+    assert copy.returncode == 5 and "session 1's split in" in one_sentence(copy), (
+        "a waiting split stays behind"
+    )
+    refused = cli("backup", str(fleet.database), "--quiet")
+    assert refused.returncode == 4 and "splitmirror catalog release 1" in refused.stderr
+    released = cli("catalog", "release", "1", "--catalog", str(fleet.catalog))
+    assert released.returncode == 0, released.stderr
+    assert "split released (not archived)" in released.stdout
+    shown = json.loads(cli("show", "1", "--catalog", str(fleet.catalog), "--json").stdout)
+    assert (shown["status"], shown["failed_phase"], shown["handover"]["state"]) == (
+        "FAILED",
+        "BACKUP",
+        "FAILED",
+    )
+    again = cli("catalog", "release", "1", "--catalog", str(fleet.catalog))
+    assert again.returncode == 5 and "has no split waiting" in one_sentence(again)
+    assert cli("backup", str(fleet.database), "--quiet").returncode == 0, "the mirror is free again"
+
+
+def test_the_split_is_on_the_mirror_disk_before_it_is_handed_over(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another host reads the disk, not this host's page cache: the mirror is made durable
+    before the catalog says the split may be read."""
+    order: list[str] = []
+    durable = BlockMirror.make_durable
+    handing = SqliteCatalog.hand_over
+
+    def made_durable(self: BlockMirror) -> None:
+        order.append("durable")
+        durable(self)
+
+    def handed(self: SqliteCatalog, *args: Any, **kwargs: Any) -> None:
+        order.append("handed over")
+        handing(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlockMirror, "make_durable", made_durable)
+    monkeypatch.setattr(SqliteCatalog, "hand_over", handed)
+    Session(load_config(fleet.database), Hooks(strict=True), split_only=True).run()
+    assert order == ["durable", "handed over"]
+
+
+def test_check_judges_an_off_host_configuration_as_backup_would(write_config: Any, ledger: Path) -> None:
+    config = write_config()
+    config.write_text(config.read_text().replace("[session]\n", '[session]\nbackup = "off-host"\n', 1))
+    checked = cli("check", str(config))
+    assert checked.returncode == 3
+    assert "an off-host backup reads the split by extent from the mirror's disk" in checked.stdout
+
+
+def test_a_worker_cut_off_from_the_catalog_stops_before_another_may_claim(tmp_path: Path) -> None:
+    """Two thirds of the lease without a renewal (here: the catalog is not there at all), and
+    the worker's next read raises: another worker may claim the split only at the full lease."""
+    with Lease(CatalogAddress(str(tmp_path / "gone.db")), 1, "bk1:1", lease_s=3) as lease:
+        lease.check(4096)
+        time.sleep(2.3)
+        with pytest.raises(LeaseLost, match="the lease on session 1's split ran out"):
+            lease.check(4096)

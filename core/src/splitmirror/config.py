@@ -385,12 +385,15 @@ def expand_target_path(template: str, *, session: int, name: str, timestamp: str
 
 
 _SAFE_SECRET = re.compile(r"(://[^:/@]*:)[^@]*@")
+#: A ``password`` parameter in a URL's query (``?password=...``, libpq's and others').
+_QUERY_SECRET = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
     """A URL with any password replaced by ``***``, for the catalog and the manifest."""
-    return _SAFE_SECRET.sub(r"\1***@", url)
+    return _QUERY_SECRET.sub(r"\1***", _SAFE_SECRET.sub(r"\1***@", url))
 
 
 def url_has_password(url: str) -> bool:
-    return bool(_SAFE_SECRET.search(url))
+    """Whether ``url`` carries a password, after the user or as a query parameter."""
+    return bool(_SAFE_SECRET.search(url) or _QUERY_SECRET.search(url))

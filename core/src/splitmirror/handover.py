@@ -125,7 +125,9 @@ def hand_over(
         redo_range=dict(unquiesced.redo_range),
         stats=dict(stats),
     )
-    parts.catalog.hand_over(parts.id, identity=identity(device), host=host(), record=record, parcels=parcels)
+    named = identity(device)
+    mirror.make_durable()  # before the backup host may read a byte of it
+    parts.catalog.hand_over(parts.id, identity=named, host=host(), record=record, parcels=parcels)
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from . import placement, preflight
 from .catalog import CatalogAddress, open_catalog
 from .catalog.abandoned import fail_abandoned
-from .catalog.base import FAILED, Catalog, utc_now
+from .catalog.base import ARCHIVING, FAILED, Catalog, utc_now
 from .config import Config, redact_url
 from .engine import DatabaseEngine, ServerInfo
 from .errors import PreflightError, SessionBusyError, first_line
@@ -138,9 +138,14 @@ def split_outstanding(catalog: Catalog, mirror: MirrorProvider, device: Path) ->
     except PreflightError:
         return  # a disk without a name was never handed over (preflight refuses off-host then)
     for waiting in catalog.handovers(identity=named, outstanding=True):
-        how = "being archived by " + waiting.worker if waiting.worker else "waiting for a backup host"
+        how = (
+            "being archived by " + str(waiting.worker)
+            if waiting.state == ARCHIVING
+            else "waiting for a backup host"
+        )
         raise SessionBusyError(
             f"the mirror {device} holds session {waiting.session_id}'s split (handed over by "
             f"{waiting.host} at {waiting.handed_at}), {how}; a sync now would overwrite it: let "
-            "`splitmirror archive` on a backup host finish it, then run the session again"
+            "`splitmirror archive` on a backup host finish it (or give it up with "
+            f"`splitmirror catalog release {waiting.session_id}`), then run the session again"
         )

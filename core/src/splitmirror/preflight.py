@@ -194,7 +194,7 @@ def check(config: Config, hooks: Hooks, *, take_over_mirror: bool = False) -> Ch
     try:
         chosen = choose(config, hooks)
         try:
-            server, found = problems(config, chosen, claim)
+            server, found = problems(config, chosen, claim, off_host=config.session.backup == "off-host")
         finally:
             chosen.close()
     finally:

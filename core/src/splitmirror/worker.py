@@ -27,7 +27,7 @@ from .archive.assembly import ArchiveAssembly
 from .budget import Budget
 from .catalog import Catalog, CatalogAddress, catalog_address, open_catalog
 from .catalog.base import DONE, FAILED, Handover, PhaseRecord, utc_now
-from .errors import CatalogError, PreflightError, SessionInterrupted, first_line
+from .errors import CatalogError, PreflightError, SessionInterrupted, SplitmirrorError, first_line
 from .handover import SplitToArchive
 from .hooks import Hooks
 from .hostname import host
@@ -57,13 +57,20 @@ class Outcome:
         return dataclasses.asdict(self)
 
 
+class LeaseLost(SplitmirrorError):
+    """The worker no longer holds its split: another worker may archive it now."""
+
+
 class Lease:
-    """Renews a claim every third of its length, from a connection of its own, until stopped;
-    ``lost`` once the catalog says another worker has the split."""
+    """Renews a claim every third of its length, from a connection of its own, until stopped.
+    ``lost`` once the catalog says another worker has the split, and also once two thirds of
+    the lease went by without a renewal (the catalog out of reach): a worker fences itself off
+    before another can claim the split, so two never write one archive (:meth:`check`)."""
 
     def __init__(self, address: CatalogAddress, session_id: int, worker: str, lease_s: float) -> None:
         self.address, self.session_id, self.worker, self.lease_s = address, session_id, worker, lease_s
         self.lost = threading.Event()
+        self._renewed = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"lease-{session_id}", daemon=True)
 
@@ -72,19 +79,40 @@ class Lease:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def check(self, _length: int = 0) -> None:
+        """Raise :class:`LeaseLost` once the split is no longer surely this worker's (BACKUP asks
+        before every read)."""
+        if time.monotonic() - self._renewed > self.lease_s * 2 / 3:
+            self.lost.set()
+        if self.lost.is_set():
+            raise LeaseLost(
+                f"the lease on session {self.session_id}'s split ran out (the catalog did not answer for "
+                f"{self.lease_s * 2 / 3:.0f}s, or another worker took it over); this worker stopped"
+            )
 
     def _renew(self) -> None:
-        with contextlib.closing(open_catalog(self.address, create=False)) as catalog:
+        catalog = None
+        try:
             while not self._stop.wait(self.lease_s / 3):
                 try:
+                    catalog = catalog or open_catalog(self.address, create=False)
                     renewed = catalog.renew_lease(self.session_id, worker=self.worker, lease_s=self.lease_s)
-                except CatalogError:
-                    continue  # the catalog is out of reach a while: the lease may still hold
+                except Exception:  # noqa: BLE001 - out of reach a while: check() fences by time
+                    continue
                 if not renewed:
                     self.lost.set()
                     return
+                self._renewed = time.monotonic()
+        finally:
+            if catalog is not None:
+                catalog.close()
 
 
 class Worker:
@@ -106,8 +134,11 @@ class Worker:
         return catalog.handovers(outstanding=True)
 
     def take(self, catalog: Catalog, session_id: int | None = None) -> Outcome | None:
-        """Claim one split (session ``session_id``'s) and archive it; None when there is none."""
+        """Claim one split (session ``session_id``'s) and archive it; None when there is none.
+        What only this host can get wrong (its disks, its target's directory, its spool) is
+        checked before the claim: a split is never failed for the backup host's own problem."""
         disks = self.disks()
+        self._ready()
         if session_id is not None:
             self._ours(catalog, session_id, disks)
         split = catalog.claim_split(
@@ -117,6 +148,20 @@ class Worker:
             return None
         with Lease(self.address, split.session_id, self.name, self.config.archive.lease) as lease:
             return self._archive(catalog, split, disks[split.identity], lease)
+
+    def _ready(self) -> None:
+        """A target whose directory is missing or unwritable, and a spool that is not a
+        directory, refuse before any split is claimed."""
+        spool = self.config.archive.spool
+        if spool is not None and not spool.is_dir():
+            raise PreflightError(f"[archive] spool {spool} is not a directory; create it or remove the key")
+        config = self.config.target
+        probe = self.hooks.target_for_path(config.path, config.kind).for_session(
+            config, session=0, name="probe", timestamp="19700101T000000Z"
+        )
+        problems = probe.preflight()
+        if problems:
+            raise PreflightError("; and ".join(problem.sentence() for problem in problems))
 
     def _ours(self, catalog: Catalog, session_id: int, disks: dict[str, Path]) -> None:
         """``--session ID``: a split that is not waiting, or that is on a disk this host does not
@@ -133,17 +178,25 @@ class Worker:
 
     def _archive(self, catalog: Catalog, split: Handover, device: Path, lease: Lease) -> Outcome:
         started, clock = utc_now(), time.monotonic()
-        record = SplitToArchive(split.record)
-        name = record.header["session"]["name"]
-        outcome = Outcome(split.session_id, name, FAILED)
+        outcome = Outcome(
+            split.session_id, str(split.record.get("header", {}).get("session", {}).get("name")), FAILED
+        )
         target = None
         try:
-            target = self._target(split, name)
-            members, fields = self._backup(catalog, split, record, device, target)
-        except (KeyboardInterrupt, SessionInterrupted):  # stopped: the split goes back at once
+            record = SplitToArchive(split.record)
+            target = self._target(split, outcome.name)
+            members, fields = self._backup(catalog, split, record, device, target, lease)
+        except (KeyboardInterrupt, SessionInterrupted, LeaseLost) as stopped:
+            # Stopped, or fenced off: this worker's archive goes, and a stopped worker gives the
+            # split back at once (its renewals stopped first, so none undoes that).
+            lease.stop()
             if target is not None:
                 with contextlib.suppress(Exception):
                     target.discard()
+            if isinstance(stopped, LeaseLost):
+                outcome.status, outcome.error = LOST, str(stopped)
+                outcome.duration_s = time.monotonic() - clock
+                return outcome
             with contextlib.suppress(CatalogError):
                 catalog.renew_lease(split.session_id, worker=self.name, lease_s=0)
             raise
@@ -163,6 +216,7 @@ class Worker:
         self._phase(catalog, split.session_id, "BACKUP", started, clock, None)
         cleanup, cleanup_clock = utc_now(), time.monotonic()
         self._phase(catalog, split.session_id, "CLEANUP", cleanup, cleanup_clock, None)
+        lease.stop()
         finished = not lease.lost.is_set() and catalog.finish_handover(
             split.session_id,
             worker=self.name,
@@ -195,7 +249,13 @@ class Worker:
         return target
 
     def _backup(
-        self, catalog: Catalog, split: Handover, record: SplitToArchive, device: Path, target: Any
+        self,
+        catalog: Catalog,
+        split: Handover,
+        record: SplitToArchive,
+        device: Path,
+        target: Any,
+        lease: Lease,
     ) -> tuple[list[Any], dict[str, Any]]:
         with self._checked(device, split.identity), self._spool() as spool:
             mirror = OffHostMirror(record, device, lambda seq: catalog.parcel(split.session_id, seq), spool)
@@ -206,7 +266,7 @@ class Worker:
                 assembly = ArchiveAssembly(target, mirror, header, self.progress, stats)
                 assembly.collected_in_mirror = True  # the database host sent them
                 window = {key: header[key] for key in ("window_ms", "blocked_ms", "metadata")}
-                fields = assembly.write_under(Budget(), files, unquiesced, window)
+                fields = assembly.write_under(Budget(), files, unquiesced, window, before_read=lease.check)
             finally:
                 mirror.reestablish()  # closes its readers and removes the parcels' copies
         fields["stats"] = {**fields["stats"], "archived_by": self.name}

@@ -57,6 +57,16 @@ class WorkerConfig(pydantic.BaseModel):
     target: TargetConfig
     source: Path = Path("<memory>")
 
+    @pydantic.model_validator(mode="after")
+    def _not_standard_output(self) -> WorkerConfig:
+        """A worker archives split after split and reports on its standard output."""
+        if self.target.path == "-":
+            raise ValueError(
+                "[target] path \"-\" would mix every split's archive and the worker's report on standard "
+                "output; give a file, a tape or a command"
+            )
+        return self
+
 
 def load_worker_config(path: str | os.PathLike[str]) -> WorkerConfig:
     """Read and validate a backup host's configuration; every failure is one ConfigError."""

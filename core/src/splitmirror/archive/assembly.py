@@ -144,11 +144,24 @@ class ArchiveAssembly:
         files: Sequence[DatabaseFile],
         unquiesced: UnquiesceResult,
         window: Mapping[str, Any],
+        *,
+        before_read: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """:meth:`write` under the session's budget (its reads paced, its priorities set);
         returns the summary the catalog records.  ``window``: ``window_ms``, ``blocked_ms``,
-        ``metadata`` (:func:`splitmirror.handover.hand_over` records the same)."""
-        self.before_read = budget.throttle.consume
+        ``metadata`` (:func:`splitmirror.handover.hand_over` records the same).  ``before_read``
+        is asked before every read too (an off-host worker's lease: it raises once lost)."""
+        consume = budget.throttle.consume
+        if before_read is None:
+            self.before_read = consume
+        else:
+            check = before_read
+
+            def paced_and_checked(length: int) -> None:
+                check(length)
+                consume(length)
+
+            self.before_read = paced_and_checked
         budget.run(
             self.write,
             files,

@@ -1,5 +1,6 @@
 """``splitmirror catalog copy``: a catalog's sessions, files and drills into another catalog,
-each under the id it had (archives are named by session id, ``orders-41.tar``).
+each under the id it had (archives are named by session id, ``orders-41.tar``).  Splits still
+waiting for a backup host are not copied: the copy refuses until they are archived or released.
 
 The move from a host's SQLite file to a fleet's PostgreSQL catalog.  Each session is copied in
 one transaction of the destination, so an interrupted copy leaves whole sessions; running it
@@ -32,8 +33,23 @@ def _same(a: SessionSummary, b: SessionSummary) -> bool:
 
 def copy_catalog(source: Catalog, destination: Catalog) -> CopyReport:
     """Copy every session of ``source`` that ``destination`` lacks."""
+    waiting = source.handovers(outstanding=True)
+    if waiting:  # the split and its parcels stay behind: the row would be taken for abandoned
+        raise CatalogError(
+            f"session {waiting[0].session_id}'s split in {source.address.shown} waits for a backup host "
+            f"({len(waiting)} split(s) in all); archive them (`splitmirror archive`) or release them "
+            "(`splitmirror catalog release ID`) first, then copy"
+        )
     there = {s.id: s for s in destination.sessions()}
     sessions = source.sessions()
+    drills_there = {d.id: d for d in destination.drills()}
+    for drill in source.drills():
+        held = drills_there.get(drill.id)
+        if held is not None and (held.session_id, held.started_at) != (drill.session_id, drill.started_at):
+            raise CatalogError(
+                f"drill {drill.id} of {destination.address.shown} is another drill than "
+                f"{source.address.shown}'s (drills keep their ids too); copy into a new, empty catalog"
+            )
     for session in sessions:
         other = there.get(session.id)
         if other is not None and not _same(session, other):

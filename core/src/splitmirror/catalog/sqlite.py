@@ -223,6 +223,8 @@ class SqliteCatalog(SqliteSplits, Catalog):
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
+        if not fields:
+            return
         values = [json.dumps(v) if k in JSON_COLUMNS else v for k, v in fields.items()]
         assignments = ", ".join(f"{k} = ?" for k in fields)
         self._db.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*values, session_id))

@@ -294,6 +294,15 @@ class BlockMirror(MirrorProvider):
     def read_method(self, primary_path: Path) -> str:
         return "frozen-copy" if self._key(primary_path) in self.spooled else "extent"
 
+    def make_durable(self) -> None:
+        """The split image on the mirror's disk itself, not in this host's page cache: another
+        host (an off-host backup) reads the disk, and reads nothing this host has not written."""
+        fd = os.open(self.mirror, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def map_of(self, primary_path: Path) -> ExtentMap | None:
         """The file's extent map from CHECK (None: not mapped)."""
         return self.maps.get(self._key(primary_path))

@@ -3,14 +3,17 @@
 A database host hands its split over to a backup host that reaches the same disk under another
 name (``/dev/sdc`` here, ``/dev/mapper/mpathb`` there, a LUN zoned to both).  The kernel's name
 says nothing across hosts; what the disk says of itself does: its WWN or serial (SCSI, NVMe,
-virtio), a device-mapper UUID (LVM, multipath), and for a loop device its backing file.  An
-image file used directly is named by its real path.  The identity is taken from the open
-device (``fstat``), so what is checked is what is read.
+virtio), spelt one way (:func:`canonical`: the WWN a SCSI path, a multipath map and udev each
+write differently), a device-mapper UUID (LVM), and for a loop device its backing file.  An
+image file used directly is named by its real path; a loop device or an image is the same disk
+on two hosts only when both see the same file at the same path (shared storage, or one
+machine, as the tests run it).  The identity is taken from the open device (``fstat``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -40,18 +43,38 @@ def _udev(major: int, minor: int) -> dict[str, str]:
     return found
 
 
+#: A SCSI name as scsi_id and multipath write it: designator type 3 (NAA), then the WWN.
+_NAA = re.compile(r"^3([0-9a-f]{16}|[0-9a-f]{32})$")
+
+
+def canonical(prefix: str, value: str) -> str:
+    """One spelling of a disk's world-wide name, whichever layer said it: sysfs ``naa.600a...``
+    (or ``eui.``), udev's ``0x600a...``, multipath's ``3600a...`` all become ``wwn:600a...``, so
+    ``/dev/sdc`` on one host and ``/dev/mapper/mpathb`` on another are one disk."""
+    low = value.strip().lower()
+    for scheme in ("naa.", "eui.", "0x"):
+        if low.startswith(scheme):
+            return f"wwn:{low[len(scheme) :]}"
+    naa = _NAA.match(low)
+    if naa:
+        return f"wwn:{naa.group(1)}"
+    return f"{prefix}:{low if prefix == 'wwn' else value.strip()}"
+
+
 def _disk(major: int, minor: int) -> str | None:
     """What the whole disk (not a partition) ``major:minor`` says it is."""
     sys = SYS_BLOCK / f"{major}:{minor}"
     for name, prefix in _SYSFS:
         value = _read(sys / name)
         if value:
-            return f"{prefix}:{value}"
+            return canonical(prefix, value)
     udev = _udev(major, minor)
     for key, prefix in _UDEV:
         if udev.get(key):
-            return f"{prefix}:{udev[key]}"
+            return canonical(prefix, udev[key])
     uuid = _read(sys / "dm" / "uuid")
+    if uuid.startswith("mpath-"):  # a multipath map: the LUN's own name
+        return canonical("dm", uuid.removeprefix("mpath-"))
     if uuid:
         return f"dm:{uuid}"
     backing = _read(sys / "loop" / "backing_file").removesuffix(" (deleted)")

@@ -159,6 +159,8 @@ class CatalogContract:
         assert catalog.files(sid) == files
         with pytest.raises(ValueError, match="not updatable"):
             catalog.update_session(sid, status=DONE)
+        catalog.update_session(sid)  # nothing to set: nothing changes
+        assert catalog.get(sid) == row
 
     def test_sessions_filter_and_order(self, catalog: Catalog) -> None:
         first = _row(catalog, started_at="2026-12-01T01:00:00.000+00:00")
