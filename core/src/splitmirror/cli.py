@@ -349,7 +349,7 @@ def show(session_id: int, config_file: Path | None, catalog_path: str | None, as
     summary = catalog.get(session_id)
     files = catalog.files(session_id)
     drills = catalog.drills(session_id=session_id)
-    split = next((h for h in catalog.handovers() if h.session_id == session_id), None)
+    split = next(iter(catalog.handovers(session_id=session_id)), None)
     if as_json:
         handover = {"handover": split.to_json()} if split is not None else {}
         _emit_json({**summary_json(summary, files), "drills": [d.to_json() for d in drills], **handover})

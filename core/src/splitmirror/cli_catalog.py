@@ -71,7 +71,7 @@ def release_(session_id: int, config_file: Path | None, catalog_path: str | None
         worker = f"release:{host()}:{os.getpid()}"
         split = catalog.claim_split(worker=worker, identities=[], lease_s=60, session_id=session_id)
         if split is None:
-            held = next((h for h in catalog.handovers(outstanding=True) if h.session_id == session_id), None)
+            held = next(iter(catalog.handovers(outstanding=True, session_id=session_id)), None)
             if held is None:
                 raise CatalogError(
                     f"session {session_id} has no split waiting for a backup host in {address.shown}"

@@ -29,7 +29,7 @@ def handed_over(session: Session, report: Console, data: dict[str, object], as_j
     """What ``backup --split-only`` says once the split is in the catalog."""
     catalog = session.catalog
     assert catalog is not None and session.id is not None
-    split = next(h for h in catalog.handovers() if h.session_id == session.id)
+    (split,) = catalog.handovers(session_id=session.id)
     data["handover"] = split.to_json()
     if as_json:
         _emit_json(data, report)

@@ -283,7 +283,7 @@ class _Watch:
                 session_id = int(self.hello["session"])
                 if catalog.get(session_id).status != STARTED:
                     return False
-                if any(split.session_id == session_id for split in catalog.handovers(outstanding=True)):
+                if catalog.handovers(outstanding=True, session_id=session_id):
                     return False  # handed over: a backup host ends it
                 catalog.finish_session(
                     session_id, status=FAILED, finished_at=utc_now(), failed_phase=self.phase, error=reason

@@ -166,7 +166,7 @@ class Worker:
     def _ours(self, catalog: Catalog, session_id: int, disks: dict[str, Path]) -> None:
         """``--session ID``: a split that is not waiting, or that is on a disk this host does not
         have, is said, not skipped."""
-        split = next((h for h in catalog.handovers() if h.session_id == session_id), None)
+        split = next(iter(catalog.handovers(session_id=session_id)), None)
         if split is None:
             raise CatalogError(f"session {session_id} was not handed over for off-host backup")
         if split.identity not in disks:

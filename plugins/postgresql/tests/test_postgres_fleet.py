@@ -162,6 +162,12 @@ def _a_worker_killed_mid_backup(
     )
     verified = bk2.splitmirror("verify", str(session), "--catalog", f.catalog_url("backup"), env=env)
     assert verified.returncode == 0, verified.stderr
+    restored = tmp_path / "restored-by-url"
+    said = bk2.splitmirror(
+        "restore", str(session), "--catalog", f.catalog_url("backup"), "--to", restored, env=env
+    )
+    assert said.returncode == 0, said.stderr
+    assert (restored / "pgdata" / "PG_VERSION").is_file(), said.stdout
 
 
 def test_the_compose_catalog_service_takes_a_hosts_catalog(tmp_path: Path) -> None:

@@ -278,8 +278,11 @@ class Catalog(abc.ABC):
         same ``identity`` is a :class:`~splitmirror.errors.CatalogError`, whichever host."""
 
     @abc.abstractmethod
-    def handovers(self, *, identity: str | None = None, outstanding: bool = False) -> list[Handover]:
-        """Hand-overs, oldest first: of one mirror, and only ``WAITING``/``ARCHIVING`` ones."""
+    def handovers(
+        self, *, identity: str | None = None, outstanding: bool = False, session_id: int | None = None
+    ) -> list[Handover]:
+        """Hand-overs, oldest first: of one mirror, only ``WAITING``/``ARCHIVING`` ones, of one
+        session (each with its record: ask for what you need, a fleet's catalog holds many)."""
 
     @abc.abstractmethod
     def parcel(self, session_id: int, seq: int) -> bytes:

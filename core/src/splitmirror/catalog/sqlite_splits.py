@@ -89,8 +89,14 @@ class SqliteSplits:
                 [(session_id, seq, data) for seq, data in enumerate(parcels)],
             )
 
-    def handovers(self, *, identity: str | None = None, outstanding: bool = False) -> list[Handover]:
-        clauses, params = [], []
+    def handovers(
+        self, *, identity: str | None = None, outstanding: bool = False, session_id: int | None = None
+    ) -> list[Handover]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if session_id is not None:
+            clauses.append("session_id = ?")
+            params.append(session_id)
         if identity is not None:
             clauses.append("identity = ?")
             params.append(identity)

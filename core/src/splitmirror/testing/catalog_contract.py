@@ -375,6 +375,8 @@ class CatalogContract:
         row = catalog.get(sid)
         assert (row.status, row.failed_phase, row.error) == (FAILED, "BACKUP", "the device is gone")
         assert catalog.handovers()[0].state == FAILED, "a failed archive frees the mirror too"
+        assert [h.session_id for h in catalog.handovers(session_id=sid)] == [sid]
+        assert catalog.handovers(session_id=sid + 1000) == []
 
     def test_workers_claiming_at_once_each_take_their_own(
         self, splitmirror_catalog_address: CatalogAddress, tmp_path: Path

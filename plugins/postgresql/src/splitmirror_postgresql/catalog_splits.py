@@ -135,9 +135,14 @@ class PostgresSplits:
                 )
 
     @answering
-    def handovers(self, *, identity: str | None = None, outstanding: bool = False) -> list[Handover]:
+    def handovers(
+        self, *, identity: str | None = None, outstanding: bool = False, session_id: int | None = None
+    ) -> list[Handover]:
         clauses: list[sql.Composable] = []
         params: list[Any] = []
+        if session_id is not None:
+            clauses.append(sql.SQL("session_id = %s"))
+            params.append(session_id)
         if identity is not None:
             clauses.append(sql.SQL("identity = %s"))
             params.append(identity)
