@@ -46,13 +46,24 @@ def test_every_name_of_one_lun_is_one_identity(sysfs: Path, files: dict[str, str
     assert identity._disk(8, 32) == f"wwn:{WWN}"
 
 
+def test_an_eui_64_and_a_multipath_partition_are_named_as_on_a_scsi_path(sysfs: Path) -> None:
+    eui = "0025385b71b07e2f"
+    _disk(sysfs, "8:48", {"device/wwid": f"eui.{eui}"})
+    _disk(sysfs, "253:4", {"dm/uuid": f"mpath-2{eui}"})
+    assert identity._disk(8, 48) == identity._disk(253, 4) == f"wwn:{eui}"
+    _disk(sysfs, "253:5", {"dm/uuid": f"part1-mpath-3{WWN}"})
+    assert identity._disk(253, 5) == f"wwn:{WWN}:part1"
+
+
 def test_what_is_not_a_wwn_keeps_its_kind(sysfs: Path) -> None:
     _disk(sysfs, "253:3", {"dm/uuid": "LVM-abcDEF"})
     _disk(sysfs, "7:1", {"loop/backing_file": "/images/mirror.img (deleted)"})
     _disk(sysfs, "252:0", {"serial": "BTWL12345"})
+    _disk(sysfs, "252:1", {"serial": "30123456789abcdef"})  # a serial that looks designated stays a serial
     assert identity._disk(253, 3) == "dm:LVM-abcDEF"
     assert identity._disk(7, 1) == "loop:/images/mirror.img"
     assert identity._disk(252, 0) == "serial:BTWL12345"
+    assert identity._disk(252, 1) == "serial:30123456789abcdef"
     assert identity._disk(9, 9) is None
 
 

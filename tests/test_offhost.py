@@ -27,6 +27,7 @@ from splitmirror.hooks import Hooks
 from splitmirror.mirror.block import BlockMirror
 from splitmirror.mirror.ownership import state_files
 from splitmirror.session import Session
+from splitmirror.targets.builtin import FileTarget
 from splitmirror.testing.loopfs import loop_device
 from splitmirror.worker import Lease, LeaseLost
 from splitmirror.workload import create_ledger
@@ -278,3 +279,51 @@ def test_a_worker_cut_off_from_the_catalog_stops_before_another_may_claim(tmp_pa
         time.sleep(2.3)
         with pytest.raises(LeaseLost, match="the lease on session 1's split ran out"):
             lease.check(4096)
+
+
+def test_prune_on_the_database_host_leaves_what_a_backup_host_wrote(fleet: Fleet) -> None:
+    """The catalog names the archive by the backup host's path: the database host must neither
+    delete a file of its own there nor take the missing file for one already deleted."""
+    fleet.database.write_text(fleet.database.read_text() + "\n[retention]\nkeep_last = 1\n")
+    for _ in range(2):
+        assert cli("backup", str(fleet.database), "--quiet", env=DB_HOST).returncode == 0
+        assert cli("archive", str(fleet.worker), env=BACKUP_HOST).returncode == 0
+    pruned = cli("prune", str(fleet.database), "--json", env=DB_HOST)
+    assert pruned.returncode == 0, pruned.stderr
+    (first,) = [o for o in json.loads(pruned.stdout) if o["id"] == 1]
+    assert first["result"] == "left" and "written on backup1 (an off-host backup)" in first["detail"], first
+    assert (fleet.root / "archives" / "orders-1.tar").is_file()
+    assert json.loads(cli("show", "1", "--catalog", str(fleet.catalog), "--json").stdout)["pruned"] is None
+
+
+def test_a_fenced_off_worker_never_removes_the_archive_the_next_one_wrote(tmp_path: Path) -> None:
+    """Two workers of one split write aside (``.partial-TAG``) and commit to one path; the one
+    whose lease ran out removes only the file it wrote, never the one now at the path."""
+    path = str(tmp_path / "orders-7.tar")
+    late, next_one = FileTarget(path, 512), FileTarget(path, 512)
+    late.write_aside("bk1-100")
+    next_one.write_aside("bk2-200")
+    for target, content in ((late, b"late"), (next_one, b"next")):
+        target.open()
+        target.write(content.ljust(512, b"\0"))
+        target.commit()
+    late.discard()  # told by the catalog that the split is the other worker's
+    assert Path(path).read_bytes().startswith(b"next"), "the next worker's archive stays"
+    next_one.discard()
+    assert not Path(path).exists(), "a worker removes what it wrote itself"
+
+
+def test_a_worker_writes_archives_under_each_databases_directory(fleet: Fleet, tmp_path: Path) -> None:
+    assert cli("backup", str(fleet.database), "--quiet").returncode == 0
+    base = fleet.worker.read_text().split("[target]")[0]
+    (fleet.root / "archives" / "orders").mkdir()
+    nested = write(
+        tmp_path / "nested.toml",
+        base + f'[target]\npath = "{fleet.root}/archives/{{name}}/{{session}}.tar"\n',
+    )
+    archived = cli("archive", str(nested), "--json")
+    assert archived.returncode == 0, archived.stderr
+    assert json.loads(archived.stdout)[0]["archive"] == f"{fleet.root}/archives/orders/1.tar"
+    unnamed = write(tmp_path / "unnamed.toml", base + f'[target]\npath = "{fleet.root}/archives/all.tar"\n')
+    refused = cli("archive", str(unnamed))
+    assert refused.returncode == 2 and "[target] path needs {session}" in one_sentence(refused)

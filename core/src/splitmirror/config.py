@@ -384,9 +384,9 @@ def expand_target_path(template: str, *, session: int, name: str, timestamp: str
     return template.format(session=session, name=name, timestamp=timestamp)
 
 
-_SAFE_SECRET = re.compile(r"(://[^:/@]*:)[^@]*@")
-#: A ``password`` parameter in a URL's query (``?password=...``, libpq's and others').
-_QUERY_SECRET = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_SAFE_SECRET = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
+#: A ``password`` (or libpq's ``sslpassword``) parameter in a URL's query.
+_QUERY_SECRET = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 from .catalog.base import Catalog, SessionSummary, utc_now
 from .config import Config
 from .errors import ConfigError
+from .hostname import host
 from .mirror.commands import CommandFailed, run_command
 from .operations import RetentionConfig
 from .retention import Decision, decide, has_archive, of_configuration
@@ -120,6 +121,9 @@ def _identity(summary: SessionSummary) -> tuple[str, ...]:
 def _not_ours(decision: Decision) -> str:
     """Why the archive is not splitmirror's to delete, or ``""``."""
     location = decision.session.archive or ""
+    written_on = next((phase.host for phase in decision.session.phases if phase.name == "BACKUP"), "")
+    if written_on and written_on != host():  # its path names a file of the backup host's
+        return f"it was written on {written_on} (an off-host backup); delete it there by your own rules"
     if _commands(decision):
         if not _commands(decision).get("delete"):
             return "written by a command target without delete_command; delete it with your tool"

@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import glob
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -34,6 +36,7 @@ from .hostname import host
 from .mirror.identity import identity, identity_of
 from .mirror.offhost import OffHostMirror
 from .progress import Progress
+from .targets.builtin import PARTIAL_SUFFIX, FileTarget
 from .workerconfig import WorkerConfig
 
 #: What a split whose lease another worker took over ends as here.
@@ -62,15 +65,16 @@ class LeaseLost(SplitmirrorError):
 
 
 class Lease:
-    """Renews a claim every third of its length, from a connection of its own, until stopped.
-    ``lost`` once the catalog says another worker has the split, and also once two thirds of
-    the lease went by without a renewal (the catalog out of reach): a worker fences itself off
-    before another can claim the split, so two never write one archive (:meth:`check`)."""
+    """Renews a claim every third of its length, from a connection of its own (opened again
+    after an error), until stopped; a renewal that fails is tried again every ninth.  ``lost``
+    once the catalog says another worker has the split.  And once two thirds of the lease went
+    by since the last renewal was sent, :meth:`check` raises: a worker cut off from the catalog
+    fences itself off before another can claim the split, so two never write one archive."""
 
     def __init__(self, address: CatalogAddress, session_id: int, worker: str, lease_s: float) -> None:
         self.address, self.session_id, self.worker, self.lease_s = address, session_id, worker, lease_s
         self.lost = threading.Event()
-        self._renewed = time.monotonic()
+        self._renewed = time.monotonic()  # when the last renewal that held was sent
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"lease-{session_id}", daemon=True)
 
@@ -86,30 +90,37 @@ class Lease:
         if self._thread.is_alive():
             self._thread.join()
 
+    def holds(self) -> bool:
+        return not self.lost.is_set() and time.monotonic() - self._renewed <= self.lease_s * 2 / 3
+
     def check(self, _length: int = 0) -> None:
         """Raise :class:`LeaseLost` once the split is no longer surely this worker's (BACKUP asks
-        before every read)."""
-        if time.monotonic() - self._renewed > self.lease_s * 2 / 3:
-            self.lost.set()
-        if self.lost.is_set():
+        before every read, and the worker before it records the archive)."""
+        if not self.holds():
             raise LeaseLost(
                 f"the lease on session {self.session_id}'s split ran out (the catalog did not answer for "
                 f"{self.lease_s * 2 / 3:.0f}s, or another worker took it over); this worker stopped"
             )
 
     def _renew(self) -> None:
-        catalog = None
+        catalog: Catalog | None = None
+        wait = self.lease_s / 3
         try:
-            while not self._stop.wait(self.lease_s / 3):
+            while not self._stop.wait(wait):
+                sent = time.monotonic()
                 try:
                     catalog = catalog or open_catalog(self.address, create=False)
                     renewed = catalog.renew_lease(self.session_id, worker=self.worker, lease_s=self.lease_s)
                 except Exception:  # noqa: BLE001 - out of reach a while: check() fences by time
+                    if catalog is not None:
+                        with contextlib.suppress(Exception):
+                            catalog.close()
+                    catalog, wait = None, self.lease_s / 9
                     continue
                 if not renewed:
                     self.lost.set()
                     return
-                self._renewed = time.monotonic()
+                self._renewed, wait = sent, self.lease_s / 3
         finally:
             if catalog is not None:
                 catalog.close()
@@ -156,12 +167,24 @@ class Worker:
         if spool is not None and not spool.is_dir():
             raise PreflightError(f"[archive] spool {spool} is not a directory; create it or remove the key")
         config = self.config.target
-        probe = self.hooks.target_for_path(config.path, config.kind).for_session(
-            config, session=0, name="probe", timestamp="19700101T000000Z"
-        )
-        problems = probe.preflight()
-        if problems:
-            raise PreflightError("; and ".join(problem.sentence() for problem in problems))
+        if config.command is not None:
+            if shutil.which(config.command[0]) is None:
+                raise PreflightError(
+                    f"[target] command {config.command[0]!r} is not a program here; install it"
+                )
+            return
+        # The directory every archive goes to: the path up to its first field (``{name}`` may
+        # open a directory of each database's, which the target itself then checks).
+        fixed = config.path.split("{", 1)[0]
+        directory = Path(fixed if fixed.endswith("/") else os.path.dirname(fixed) or ".")
+        if os.path.exists(config.path) and not os.path.isfile(config.path):  # a tape
+            directory = Path(config.path)
+        if not directory.exists():
+            raise PreflightError(
+                f"the archive directory {directory} does not exist; create it, or fix [target] path"
+            )
+        if not os.access(directory, os.W_OK):
+            raise PreflightError(f"the archive directory {directory} is not writable by this worker")
 
     def _ours(self, catalog: Catalog, session_id: int, disks: dict[str, Path]) -> None:
         """``--session ID``: a split that is not waiting, or that is on a disk this host does not
@@ -187,18 +210,19 @@ class Worker:
             target = self._target(split, outcome.name)
             members, fields = self._backup(catalog, split, record, device, target, lease)
         except (KeyboardInterrupt, SessionInterrupted, LeaseLost) as stopped:
-            # Stopped, or fenced off: this worker's archive goes, and a stopped worker gives the
-            # split back at once (its renewals stopped first, so none undoes that).
-            lease.stop()
+            # Stopped, or fenced off: this worker's archive goes first (a renewal stuck on the
+            # network must not hold that up), then its renewals stop, and the split goes back
+            # at once, for the next worker (no renewal undoes that any more).
             if target is not None:
                 with contextlib.suppress(Exception):
                     target.discard()
+            lease.stop()
+            with contextlib.suppress(CatalogError):
+                catalog.renew_lease(split.session_id, worker=self.name, lease_s=0)
             if isinstance(stopped, LeaseLost):
                 outcome.status, outcome.error = LOST, str(stopped)
                 outcome.duration_s = time.monotonic() - clock
                 return outcome
-            with contextlib.suppress(CatalogError):
-                catalog.renew_lease(split.session_id, worker=self.name, lease_s=0)
             raise
         except Exception as error:  # noqa: BLE001 - recorded as the session's failure, the mirror freed
             outcome.error = first_line(error)
@@ -216,7 +240,7 @@ class Worker:
         self._phase(catalog, split.session_id, "BACKUP", started, clock, None)
         cleanup, cleanup_clock = utc_now(), time.monotonic()
         self._phase(catalog, split.session_id, "CLEANUP", cleanup, cleanup_clock, None)
-        lease.stop()
+        lease.stop()  # the catalog decides now: only the worker it names can finish the split
         finished = not lease.lost.is_set() and catalog.finish_handover(
             split.session_id,
             worker=self.name,
@@ -226,7 +250,7 @@ class Worker:
             finished_at=utc_now(),
         )
         if not finished:  # another worker took it: its archive is the one the catalog will name
-            target.discard()
+            target.discard()  # this one's only: a file another worker put at the path stays
             outcome.status, outcome.error = LOST, "the lease ran out and another worker took the split over"
         else:
             outcome.status, outcome.archive = DONE, str(fields["archive"])
@@ -239,10 +263,12 @@ class Worker:
         cls = self.hooks.target_for_path(config.path, config.kind)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         target = cls.for_session(config, session=split.session_id, name=name, timestamp=stamp)
-        if split.attempts > 1 and "{session}" in config.path:  # what a dead worker left of this split
-            for leftover in target.leftovers():
-                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                    os.unlink(leftover)
+        if isinstance(target, FileTarget):
+            target.write_aside(self.name.replace(":", "-"))
+            if split.attempts > 1:  # what a worker before this one left of this split's archive
+                for leftover in [target.path, *glob.glob(glob.escape(target.path) + PARTIAL_SUFFIX + "*")]:
+                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                        os.unlink(leftover)
         problems = target.preflight()
         if problems:
             raise PreflightError("; and ".join(problem.sentence() for problem in problems))

@@ -59,7 +59,17 @@ class WorkerConfig(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def _not_standard_output(self) -> WorkerConfig:
-        """A worker archives split after split and reports on its standard output."""
+        """A worker archives split after split: each archive under a name of its own (``{session}``),
+        where the next worker finds what one that died left; never on standard output, which
+        carries the worker's report."""
+        target = self.target
+        a_file = target.command is None and target.path != "-"
+        a_tape = os.path.exists(target.path) and not os.path.isfile(target.path)
+        if a_file and not a_tape and "{session}" not in target.path:
+            raise ValueError(
+                "[target] path needs {session}: a worker writes one archive per split, and the next "
+                "worker finds what one that died left by it"
+            )
         if self.target.path == "-":
             raise ValueError(
                 "[target] path \"-\" would mix every split's archive and the worker's report on standard "

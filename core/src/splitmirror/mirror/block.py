@@ -297,7 +297,7 @@ class BlockMirror(MirrorProvider):
     def make_durable(self) -> None:
         """The split image on the mirror's disk itself, not in this host's page cache: another
         host (an off-host backup) reads the disk, and reads nothing this host has not written."""
-        fd = os.open(self.mirror, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(self.mirror, os.O_RDONLY | os.O_CLOEXEC)  # fsync needs no write access
         try:
             os.fsync(fd)
         finally:

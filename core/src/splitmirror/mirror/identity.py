@@ -24,7 +24,7 @@ UDEV_DATA = Path("/run/udev/data")
 
 #: What sysfs files name a disk, most specific first, with the prefix its identity gets.
 _SYSFS = (("wwid", "wwn"), ("device/wwid", "wwn"), ("serial", "serial"), ("device/serial", "serial"))
-_UDEV = (("ID_WWN_WITH_EXTENSION", "wwn"), ("ID_WWN", "wwn"), ("ID_SERIAL", "serial"))
+_UDEV = (("ID_WWN_WITH_EXTENSION", "wwn"), ("ID_WWN", "wwn"), ("ID_SERIAL", "scsi"))
 
 
 def _read(path: Path) -> str:
@@ -43,22 +43,27 @@ def _udev(major: int, minor: int) -> dict[str, str]:
     return found
 
 
-#: A SCSI name as scsi_id and multipath write it: designator type 3 (NAA), then the WWN.
-_NAA = re.compile(r"^3([0-9a-f]{16}|[0-9a-f]{32})$")
+#: A SCSI name as scsi_id (udev's ID_SERIAL) and multipath write it: the designator type, 2
+#: (EUI-64) or 3 (NAA), then the world-wide name.
+_DESIGNATED = re.compile(r"^[23]([0-9a-f]{16}|[0-9a-f]{32})$")
 
 
-def canonical(prefix: str, value: str) -> str:
+def canonical(kind: str, value: str) -> str:
     """One spelling of a disk's world-wide name, whichever layer said it: sysfs ``naa.600a...``
-    (or ``eui.``), udev's ``0x600a...``, multipath's ``3600a...`` all become ``wwn:600a...``, so
-    ``/dev/sdc`` on one host and ``/dev/mapper/mpathb`` on another are one disk."""
-    low = value.strip().lower()
-    for scheme in ("naa.", "eui.", "0x"):
-        if low.startswith(scheme):
-            return f"wwn:{low[len(scheme) :]}"
-    naa = _NAA.match(low)
-    if naa:
-        return f"wwn:{naa.group(1)}"
-    return f"{prefix}:{low if prefix == 'wwn' else value.strip()}"
+    (or ``eui.``), udev's ``0x600a...`` (``kind`` ``"wwn"``), and scsi_id's and multipath's
+    ``3600a...`` (``kind`` ``"scsi"``) all become ``wwn:600a...``, so ``/dev/sdc`` on one host
+    and ``/dev/mapper/mpathb`` on another are one disk.  A serial stays as it is."""
+    text = value.strip()
+    low = text.lower()
+    if kind == "wwn":
+        for scheme in ("naa.", "eui.", "0x"):
+            if low.startswith(scheme):
+                return "wwn:" + low.removeprefix(scheme)
+        return f"wwn:{low}"
+    if kind == "scsi":
+        designated = _DESIGNATED.match(low)
+        return f"wwn:{designated.group(1)}" if designated else f"serial:{text}"
+    return f"{kind}:{text}"
 
 
 def _disk(major: int, minor: int) -> str | None:
@@ -73,8 +78,11 @@ def _disk(major: int, minor: int) -> str | None:
         if udev.get(key):
             return canonical(prefix, udev[key])
     uuid = _read(sys / "dm" / "uuid")
+    partition = re.match(r"^part(\d+)-mpath-(.*)$", uuid)  # kpartx's partition of a multipath map
+    if partition:
+        return canonical("scsi", partition.group(2)) + f":part{partition.group(1)}"
     if uuid.startswith("mpath-"):  # a multipath map: the LUN's own name
-        return canonical("dm", uuid.removeprefix("mpath-"))
+        return canonical("scsi", uuid.removeprefix("mpath-"))
     if uuid:
         return f"dm:{uuid}"
     backing = _read(sys / "loop" / "backing_file").removesuffix(" (deleted)")

@@ -48,6 +48,7 @@ class FileTarget(Target):
         self._fd = -1
         self._partial = path + PARTIAL_SUFFIX
         self._committed = False
+        self._written: tuple[int, int] | None = None
 
     @classmethod
     def accepts(cls, path: str) -> bool:
@@ -96,6 +97,8 @@ class FileTarget(Target):
         self._fd = -1
         os.replace(self._partial, self.path)
         self._committed = True
+        info = os.stat(self.path)
+        self._written = (info.st_dev, info.st_ino)
         directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
         try:
             os.fsync(directory)
@@ -112,10 +115,25 @@ class FileTarget(Target):
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        for path in (self._partial, self.path if self._committed else None):
+        for path in (self._partial, self.path if self._committed and self._still_ours() else None):
             if path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+
+    def _still_ours(self) -> bool:
+        """The file at the archive's path is the one this target committed (an off-host worker
+        whose lease ran out must not remove the archive the next worker wrote there)."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (info.st_dev, info.st_ino) == self._written
+
+    def write_aside(self, tag: str) -> None:
+        """Write to ``PATH.partial-TAG`` instead of ``PATH.partial``: two writers of one archive
+        (a worker fenced off by its lease, and the one that took the split over) never share
+        the file they write before renaming it into place."""
+        self._partial = f"{self.path}{PARTIAL_SUFFIX}-{tag}"
 
 
 class TapeTarget(Target):

@@ -351,9 +351,13 @@ def _connect(address: CatalogAddress) -> psycopg.Connection[Any]:
     """A connection in autocommit (each write its own transaction, several in an explicit one)."""
     password = os.environ.get(PASSWORD_ENV, "")
     try:
+        # Keepalives and a TCP user timeout on this side too: a catalog cut off mid-call fails
+        # the call within a minute instead of TCP's quarter of an hour (a worker's lease renewal
+        # must fail while its lease still holds).
         return psycopg.connect(
             address.text, password=password, connect_timeout=10, application_name="splitmirror",
-            autocommit=True,
+            autocommit=True, keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
+            tcp_user_timeout=60000,
         )  # fmt: skip
     except psycopg.Error as error:
         said = reason(error).replace(password, "***") if password else reason(error)
