@@ -141,9 +141,6 @@ class Worker:
         """This host's mirror disks by identity; one it cannot name is one sentence."""
         return {identity(device): device for device in self.config.archive.devices}
 
-    def waiting(self, catalog: Catalog) -> list[Handover]:
-        return catalog.handovers(outstanding=True)
-
     def take(self, catalog: Catalog, session_id: int | None = None) -> Outcome | None:
         """Claim one split (session ``session_id``'s) and archive it; None when there is none.
         What only this host can get wrong (its disks, its target's directory, its spool) is
